@@ -1,0 +1,106 @@
+//! istio-canary compiles an Istio canary (revision-based) control-plane upgrade into ordered,
+//! reviewable YAML bundles, one per phase.
+//!
+//! The pipeline, one module per stage, none reaching backwards:
+//! `policy` (load and validate) -> `render` (istioctl, the only process I/O) -> `plan` (pure)
+//! -> `emit` (pure: plan to path -> text) -> `write` (atomic). `manifest` is the one YAML reader
+//! and object identity; `error` the one error type; `cli` the command line.
+
+pub mod cli;
+pub mod emit;
+pub mod error;
+pub mod manifest;
+pub mod plan;
+pub mod policy;
+pub mod render;
+pub mod write;
+pub mod yamlpath;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::render::{Istioctl, TagRequest};
+
+/// The tool's version, as it appears in generated files.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a compile produced, before it is written.
+#[derive(Debug)]
+pub struct Compiled {
+    pub plan: plan::Plan,
+    pub files: BTreeMap<String, String>,
+}
+
+impl Compiled {
+    /// The short phase summary printed on stderr.
+    pub fn summary(&self, out: &Path) -> String {
+        let p = &self.plan;
+        let mut s = format!(
+            "istio-canary: {} {} ({}) -> {} ({}): {} phases in {}/\n",
+            p.name,
+            p.from.version,
+            p.from.revision,
+            p.to.version,
+            p.to.revision,
+            p.phases.len(),
+            out.display()
+        );
+        for phase in &p.phases {
+            let what = if phase.delete.is_empty() {
+                format!("apply {}", phase.apply.len())
+            } else {
+                format!("delete {}", phase.delete.len())
+            };
+            let _ = writeln!(s, "  {:<28} {what}", phase.dir());
+        }
+        let _ = writeln!(s, "  see {}/PLAN.md for the commands", out.display());
+        s
+    }
+}
+
+/// Loads the policy, renders both revisions, plans and emits. Writes nothing.
+pub fn compile(config: &cli::CompileConfig) -> Result<Compiled> {
+    let policy = policy::load(&config.policy)?;
+    let pin = |v: &semver::Version| {
+        policy
+            .istioctl
+            .get(v)
+            .ok_or_else(|| Error::new(format!("no istioctl is pinned for {v}")))
+    };
+    let old_ctl = Istioctl::verify(
+        &policy.from.version,
+        pin(&policy.from.version)?,
+        config.istioctl_timeout,
+    )?;
+    let new_ctl = Istioctl::verify(
+        &policy.to.version,
+        pin(&policy.to.version)?,
+        config.istioctl_timeout,
+    )?;
+    let old = old_ctl.manifest_generate(&policy.from, &TagRequest::default())?;
+    let tags = if policy.default_tag {
+        TagRequest {
+            revision_tags: vec!["default".to_string()],
+            default_revision: true,
+        }
+    } else {
+        TagRequest::default()
+    };
+    let new = new_ctl.manifest_generate(&policy.to, &tags)?;
+    let plan = plan::plan(
+        &policy,
+        &plan::PlanInputs {
+            old: &old,
+            new: &new,
+        },
+    )?;
+    let files = emit::emit(
+        &plan,
+        &emit::EmitContext {
+            tool_version: VERSION.to_string(),
+        },
+    )?;
+    Ok(Compiled { plan, files })
+}

@@ -1,0 +1,370 @@
+//! Kubernetes objects as the tool sees them: the one YAML reader, the one identity type, and the
+//! classification of rendered objects (CRD / control plane / gateway / tag / shared).
+//!
+//! Owns: parsing multi-document YAML as istioctl prints it (both the pre-1.19 template-text style
+//! and the later re-serialized style), `ObjectId` (API group, kind, namespace, name — never the
+//! API version), and `classify`. Must not: run processes, read files, or decide what a phase does.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+
+use crate::error::{Error, Result};
+
+/// Identity of an object in a cluster. The API version is deliberately absent: the same object is
+/// served under several versions (`autoscaling/v2beta1` and `autoscaling/v2` are one HPA).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectId {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        };
+        match &self.namespace {
+            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
+            None => write!(f, "{kind} {}", self.name),
+        }
+    }
+}
+
+/// The API group of an `apiVersion` (`apps/v1` -> `apps`, `v1` -> ``).
+pub fn group_of(api_version: &str) -> &str {
+    match api_version.rsplit_once('/') {
+        Some((group, _)) => group,
+        None => "",
+    }
+}
+
+/// One Kubernetes object: its identity, the API version it was rendered with, and its full body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub api_version: String,
+    pub id: ObjectId,
+    pub body: Mapping,
+}
+
+impl Object {
+    /// Builds an object from a YAML mapping, checking it has apiVersion, kind and metadata.name.
+    pub fn from_mapping(body: Mapping) -> std::result::Result<Object, String> {
+        let api_version = str_at(&body, &["apiVersion"]).ok_or("it has no apiVersion")?;
+        let kind = str_at(&body, &["kind"]).ok_or("it has no kind")?;
+        let name = str_at(&body, &["metadata", "name"]).ok_or("it has no metadata.name")?;
+        let namespace = str_at(&body, &["metadata", "namespace"])
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_string);
+        Ok(Object {
+            id: ObjectId {
+                group: group_of(api_version).to_string(),
+                kind: kind.to_string(),
+                namespace,
+                name: name.to_string(),
+            },
+            api_version: api_version.to_string(),
+            body,
+        })
+    }
+
+    /// The object's labels (string values only), sorted.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(Value::Mapping(labels)) = value_at(&self.body, &["metadata", "labels"]) {
+            for (k, v) in labels {
+                if let (Some(k), Some(v)) = (k.as_str(), scalar_text(v)) {
+                    out.insert(k.to_string(), v);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn label(&self, key: &str) -> Option<String> {
+        match value_at(&self.body, &["metadata", "labels", key]) {
+            Some(v) => scalar_text(v),
+            None => None,
+        }
+    }
+
+    /// The object as YAML text (one document, no leading `---`).
+    pub fn to_yaml(&self) -> String {
+        // Serializing a Mapping of plain YAML values cannot fail.
+        serde_yaml::to_string(&self.body).unwrap_or_default()
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The value at a path of mapping keys.
+pub fn value_at<'a>(map: &'a Mapping, path: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let v = map.get(*first)?;
+    if rest.is_empty() {
+        return Some(v);
+    }
+    match v {
+        Value::Mapping(m) => value_at(m, rest),
+        _ => None,
+    }
+}
+
+/// The string at a path of mapping keys.
+pub fn str_at<'a>(map: &'a Mapping, path: &[&str]) -> Option<&'a str> {
+    value_at(map, path).and_then(Value::as_str)
+}
+
+/// Parses multi-document YAML into objects, in document order. Empty documents (comments only,
+/// `---` runs) are skipped. `source` names the text in error messages (a file, or the istioctl
+/// command that printed it).
+pub fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    let mut seen = BTreeMap::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(document).map_err(|e| yaml_error(&e, text, source))?;
+        let body = match value {
+            Value::Null => continue,
+            Value::Mapping(m) => m,
+            _ => {
+                return Err(Error::new(format!(
+                    "document {} is not a Kubernetes object (expected a mapping)",
+                    index + 1
+                ))
+                .in_file(Path::new(source)))
+            }
+        };
+        let object = Object::from_mapping(body).map_err(|why| {
+            Error::new(format!(
+                "document {} is not a Kubernetes object: {why}",
+                index + 1
+            ))
+            .in_file(Path::new(source))
+        })?;
+        if let Some(first) = seen.insert(object.id.clone(), index + 1) {
+            return Err(Error::new(format!(
+                "{} appears twice (documents {first} and {})",
+                object.id,
+                index + 1
+            ))
+            .in_file(Path::new(source)));
+        }
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// A serde_yaml error as a located `Error`.
+pub fn yaml_error(e: &serde_yaml::Error, text: &str, source: &str) -> Error {
+    let message = strip_yaml_location(&e.to_string());
+    match e.location() {
+        Some(loc) => Error::new(message).at(Path::new(source), text, loc.line(), loc.column()),
+        None => Error::new(message).in_file(Path::new(source)),
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the location is shown separately.
+fn strip_yaml_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// What an object rendered by istioctl is, for planning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// A CustomResourceDefinition: shared by every revision, upgraded first, never deleted.
+    Crd,
+    /// An object of one revision's control plane (istiod chart): named after the revision.
+    ControlPlane,
+    /// An object of an IstioOperator gateway component: names are shared across revisions.
+    Gateway,
+    /// A revision-tag object: `istio-revision-tag-*`, `istiod-revision-tag-*`,
+    /// `istiod-default-validator`.
+    Tag,
+    /// A base object shared by all revisions (reader service account, legacy base RBAC, …).
+    Shared,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Crd => "crd",
+            Class::ControlPlane => "control-plane",
+            Class::Gateway => "gateway",
+            Class::Tag => "tag",
+            Class::Shared => "shared",
+        }
+    }
+}
+
+/// The revision a render was made for, which decides how per-revision objects are named.
+#[derive(Debug, Clone, Copy)]
+pub struct RevisionContext<'a> {
+    /// `None` for an unrevisioned ("default") install.
+    pub revision: Option<&'a str>,
+    pub istio_namespace: &'a str,
+}
+
+/// Base names of istiod-chart objects that take the revision as a suffix (`istiod-<rev>`).
+const REVISIONED_STEMS: &[&str] = &[
+    "istiod",
+    "istio",
+    "istio-sidecar-injector",
+    "values",
+    "pilot-jwks-extra-cacerts",
+];
+/// Base names of istiod-chart objects that take the revision before the istio namespace
+/// (`istiod-clusterrole-<rev>-istio-system`).
+const REVISIONED_NAMESPACED_STEMS: &[&str] = &[
+    "istio-reader-clusterrole",
+    "istiod-clusterrole",
+    "istiod-gateway-controller",
+    "istio-validator",
+];
+
+const GATEWAY_COMPONENTS: &[&str] = &["IngressGateways", "EgressGateways"];
+
+/// Classifies one rendered object. Label-based rules come first (they hold across versions);
+/// names decide only for istiod-chart objects that the charts leave unlabelled.
+pub fn classify(object: &Object, ctx: RevisionContext<'_>) -> Class {
+    let id = &object.id;
+    if id.kind == "CustomResourceDefinition" && id.group == "apiextensions.k8s.io" {
+        return Class::Crd;
+    }
+    if is_tag_object(object) {
+        return Class::Tag;
+    }
+    let component = object.label("operator.istio.io/component");
+    if component
+        .as_deref()
+        .is_some_and(|c| GATEWAY_COMPONENTS.contains(&c))
+        || object
+            .label("istio")
+            .is_some_and(|v| v == "ingressgateway" || v == "egressgateway")
+    {
+        return Class::Gateway;
+    }
+    if component.as_deref() == Some("Pilot") {
+        return Class::ControlPlane;
+    }
+    let rev_label = ctx.revision.unwrap_or("default");
+    if object.label("istio.io/rev").as_deref() == Some(rev_label) {
+        return Class::ControlPlane;
+    }
+    let suffix = ctx.revision.map(|r| format!("-{r}")).unwrap_or_default();
+    let name = id.name.as_str();
+    let plain = REVISIONED_STEMS
+        .iter()
+        .any(|stem| name == format!("{stem}{suffix}"));
+    let namespaced = REVISIONED_NAMESPACED_STEMS
+        .iter()
+        .any(|stem| name == format!("{stem}{suffix}-{}", ctx.istio_namespace));
+    let gateway_class = name.starts_with(&format!("istio{suffix}-gatewayclass-"));
+    if plain || namespaced || gateway_class {
+        return Class::ControlPlane;
+    }
+    Class::Shared
+}
+
+/// True for the objects that make up a revision tag.
+pub fn is_tag_object(object: &Object) -> bool {
+    let id = &object.id;
+    object.label("istio.io/tag").is_some()
+        || (id.kind == "MutatingWebhookConfiguration" && id.name.starts_with("istio-revision-tag-"))
+        || (id.kind == "ValidatingWebhookConfiguration" && id.name == "istiod-default-validator")
+        || (id.kind == "Service" && id.name.starts_with("istiod-revision-tag-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_one(text: &str) -> Object {
+        let mut objects = parse_manifest(text, "test.yaml").unwrap();
+        assert_eq!(objects.len(), 1);
+        objects.remove(0)
+    }
+
+    #[test]
+    fn identity_ignores_api_version() {
+        let a = parse_one("apiVersion: autoscaling/v2beta1\nkind: HorizontalPodAutoscaler\nmetadata: {name: gw, namespace: istio-system}\n");
+        let b = parse_one("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: gw, namespace: istio-system}\n");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.api_version, b.api_version);
+        assert_eq!(
+            a.id.to_string(),
+            "HorizontalPodAutoscaler.autoscaling istio-system/gw"
+        );
+    }
+
+    #[test]
+    fn skips_empty_documents_and_keeps_separators_inside_block_scalars() {
+        let text = "---\n# only a comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  x: |\n    ---\n    not: a document\n---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n";
+        let objects = parse_manifest(text, "test.yaml").unwrap();
+        let names: Vec<_> = objects.iter().map(|o| o.id.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn invalid_yaml_is_located() {
+        let err = parse_manifest("apiVersion: v1\nkind: [\n", "out.yaml").unwrap_err();
+        let loc = err.location.unwrap();
+        assert_eq!(loc.file, Path::new("out.yaml"));
+        assert!(loc.line >= 2, "{loc:?}");
+    }
+
+    #[test]
+    fn a_document_without_name_is_rejected() {
+        let err =
+            parse_manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", "x").unwrap_err();
+        assert_eq!(
+            err.message,
+            "document 1 is not a Kubernetes object: it has no metadata.name"
+        );
+    }
+
+    #[test]
+    fn duplicate_objects_are_rejected() {
+        let doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
+        let err = parse_manifest(&format!("{doc}---\n{doc}"), "x").unwrap_err();
+        assert_eq!(err.message, "ConfigMap a appears twice (documents 1 and 2)");
+    }
+
+    #[test]
+    fn classifies_revisioned_names_and_keeps_legacy_base_shared() {
+        let ctx = RevisionContext {
+            revision: Some("1-14-1"),
+            istio_namespace: "istio-system",
+        };
+        let sa = parse_one("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: istiod-1-14-1, namespace: istio-system}\n");
+        assert_eq!(classify(&sa, ctx), Class::ControlPlane);
+        let cr = parse_one("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: istiod-clusterrole-1-14-1-istio-system}\n");
+        assert_eq!(classify(&cr, ctx), Class::ControlPlane);
+        let legacy = parse_one("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: istiod-istio-system}\n");
+        assert_eq!(classify(&legacy, ctx), Class::Shared);
+        let unrev = RevisionContext {
+            revision: None,
+            istio_namespace: "istio-system",
+        };
+        assert_eq!(classify(&legacy, unrev), Class::Shared);
+        let tag = parse_one("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: istio-revision-tag-default, labels: {istio.io/rev: 1-14-1}}\n");
+        assert_eq!(classify(&tag, ctx), Class::Tag);
+    }
+}

@@ -1,0 +1,736 @@
+//! The upgrade policy (`canary.yaml`) and the IstioOperator specs it names: loading and validation.
+//!
+//! Owns: the policy file format (the public contract: field names may be extended, never renamed),
+//! revision naming, every check that can be made from the inputs alone (versions, skew, revisions,
+//! waves, pins present), and turning all of that into a checked `Policy`. Errors name the file,
+//! line and field. Must not: run istioctl, look at rendered objects, or write anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use semver::Version;
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{io_reason, Error, Result};
+use crate::manifest::yaml_error;
+use crate::yamlpath::{locate, Seg};
+
+pub const API_VERSION: &str = "istio-canary.dev/v1alpha1";
+pub const KIND: &str = "CanaryUpgrade";
+/// The most minor versions one canary hop may skip, per Istio's documented support.
+pub const MAX_SUPPORTED_MINOR_SKIP: u64 = 2;
+
+// ---------------------------------------------------------------------------------------------
+// File format (serde). Unknown fields are errors everywhere.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PolicyFile {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+    /// Accepted for the usual Kubernetes-style bookkeeping; not used by the compiler.
+    #[serde(default)]
+    #[allow(dead_code)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    istio_operator: PathBuf,
+    from: FromSpec,
+    to: ToSpec,
+    #[serde(default)]
+    revision_naming: RevisionNaming,
+    #[serde(default = "default_max_minor_skip")]
+    max_minor_skip: u64,
+    #[serde(default)]
+    istioctl: BTreeMap<String, PinSpec>,
+    waves: Vec<WaveSpec>,
+    #[serde(default = "yes")]
+    default_tag: bool,
+    #[serde(default = "yes")]
+    uninstall_old: bool,
+}
+
+fn default_max_minor_skip() -> u64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FromSpec {
+    version: Value,
+    revision: Option<String>,
+    istio_operator: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ToSpec {
+    version: Value,
+    revision: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinSpec {
+    path: PathBuf,
+    sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaveSpec {
+    name: String,
+    namespaces: Vec<String>,
+}
+
+/// How a revision name is derived from a version when the policy does not give one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevisionNaming {
+    /// `1.14.1` -> `1-14-1`
+    #[default]
+    Patch,
+    /// `1.14.1` -> `1-14`
+    Minor,
+}
+
+/// Parses a version field: a YAML string `MAJOR.MINOR.PATCH`.
+fn parse_version(value: &Value) -> std::result::Result<Version, String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => {
+            return Err(format!(
+                "version `{n}` was read as a number; write a full version in quotes, e.g. \"{n}.0\""
+            ))
+        }
+        _ => return Err("a version must be a string like \"1.14.1\"".to_string()),
+    };
+    Version::parse(&text).map_err(|e| {
+        format!("`{text}` is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.14.1): {e}")
+    })
+}
+
+/// Checks a revision name: a DNS-1123 label, or `default`.
+fn check_revision(s: &str) -> std::result::Result<(), Error> {
+    if s.contains('.') {
+        return Err(Error::new(format!(
+            "revision `{s}` is not a DNS-1123 label: dots are not allowed"
+        ))
+        .with_help(format!("write `{}`", s.replace('.', "-"))));
+    }
+    check_dns1123(s).map_err(|why| Error::new(format!("revision {why}")))
+}
+
+fn check_sha256(s: &str) -> std::result::Result<(), String> {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "sha256 `{s}` must be 64 lowercase hex digits (the output of `sha256sum`)"
+        ))
+    }
+}
+
+/// Checks a DNS-1123 label: lowercase alphanumerics and `-`, starting and ending alphanumeric,
+/// at most 63 characters.
+pub fn check_dns1123(s: &str) -> std::result::Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| ok_char(c) || c == '-')
+        && s.starts_with(ok_char)
+        && s.ends_with(ok_char);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checked policy.
+
+/// A control-plane revision: a named revision, or the unrevisioned ("default") install whose
+/// objects carry no suffix (`istiod`, `istio-sidecar-injector`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(into = "String")]
+pub enum Revision {
+    Default,
+    Named(String),
+}
+
+impl Revision {
+    /// The name, or `None` for the unrevisioned install.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Revision::Default => None,
+            Revision::Named(n) => Some(n),
+        }
+    }
+    /// The value of the `istio.io/rev` label that selects this revision.
+    pub fn label(&self) -> &str {
+        self.name().unwrap_or("default")
+    }
+    /// The name of this revision's istiod Service/Deployment.
+    pub fn istiod(&self) -> String {
+        match self {
+            Revision::Default => "istiod".to_string(),
+            Revision::Named(n) => format!("istiod-{n}"),
+        }
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl From<Revision> for String {
+    fn from(r: Revision) -> String {
+        r.label().to_string()
+    }
+}
+
+/// An IstioOperator spec as read from disk.
+#[derive(Debug, Clone)]
+pub struct OperatorSpec {
+    /// The path as it appears in messages (relative to the working directory when given so).
+    pub path: PathBuf,
+    /// The path as written in the policy (relative to the policy file), for the plan's inputs.
+    pub declared: String,
+    pub sha256: String,
+    pub document: Mapping,
+    /// `spec.values.global.istioNamespace`, default `istio-system`.
+    pub istio_namespace: String,
+}
+
+/// One control plane of the upgrade: its version, revision and the spec it is rendered from.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub version: Version,
+    pub revision: Revision,
+    pub operator: OperatorSpec,
+}
+
+/// A vendored istioctl: where it is and the digest it must have.
+#[derive(Debug, Clone)]
+pub struct Pin {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Wave {
+    pub name: String,
+    pub namespaces: Vec<String>,
+}
+
+/// A policy that passed every input check. Everything after `policy` works from this.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub from: Side,
+    pub to: Side,
+    pub revision_naming: RevisionNaming,
+    pub max_minor_skip: u64,
+    pub istioctl: BTreeMap<Version, Pin>,
+    pub waves: Vec<Wave>,
+    pub default_tag: bool,
+    pub uninstall_old: bool,
+}
+
+/// Derives a revision name from a version.
+pub fn revision_for(version: &Version, naming: RevisionNaming) -> String {
+    let base = match naming {
+        RevisionNaming::Patch => format!("{}-{}-{}", version.major, version.minor, version.patch),
+        RevisionNaming::Minor => format!("{}-{}", version.major, version.minor),
+    };
+    if version.pre.is_empty() || naming == RevisionNaming::Minor {
+        base
+    } else {
+        format!("{base}-{}", version.pre.as_str().replace('.', "-")).to_lowercase()
+    }
+}
+
+/// Reads and checks a policy file and the IstioOperator specs it names.
+pub fn load(path: &Path) -> Result<Policy> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| Error::new("the policy is not UTF-8 text").in_file(path))?;
+    let source = path.display().to_string();
+    let file: PolicyFile =
+        serde_yaml::from_str(&text).map_err(|e| yaml_error(&e, &text, &source))?;
+    let at = |segs: &[Seg<'_>], err: Error| -> Error {
+        match locate(&text, segs) {
+            Some((line, col)) => err.at(path, &text, line, col),
+            None => err.in_file(path),
+        }
+    };
+    use Seg::{Index, Key};
+
+    if file.api_version != API_VERSION {
+        return Err(at(
+            &[Key("apiVersion")],
+            Error::new(format!(
+                "apiVersion `{}` is not supported; expected `{API_VERSION}`",
+                file.api_version
+            )),
+        ));
+    }
+    if file.kind != KIND {
+        return Err(at(
+            &[Key("kind")],
+            Error::new(format!("kind `{}` is not `{KIND}`", file.kind)),
+        ));
+    }
+    let spec = file.spec;
+    check_dns1123(&file.metadata.name).map_err(|why| {
+        at(
+            &[Key("metadata"), Key("name")],
+            Error::new(format!("metadata.name: {why}")),
+        )
+    })?;
+    let from_version = parse_version(&spec.from.version)
+        .map_err(|m| at(&[Key("spec"), Key("from"), Key("version")], Error::new(m)))?;
+    let to_version = parse_version(&spec.to.version)
+        .map_err(|m| at(&[Key("spec"), Key("to"), Key("version")], Error::new(m)))?;
+    let mut pins: BTreeMap<Version, PinSpec> = BTreeMap::new();
+    for (key, pin) in spec.istioctl {
+        let seg = [Key("spec"), Key("istioctl"), Key(key.as_str())];
+        let version = parse_version(&Value::String(key.clone()))
+            .map_err(|m| at(&seg, Error::new(format!("spec.istioctl: {m}"))))?;
+        check_sha256(&pin.sha256).map_err(|m| {
+            at(
+                &[
+                    Key("spec"),
+                    Key("istioctl"),
+                    Key(key.as_str()),
+                    Key("sha256"),
+                ],
+                Error::new(m),
+            )
+        })?;
+        pins.insert(version, pin);
+    }
+    if let Some(r) = &spec.from.revision {
+        check_revision(r).map_err(|e| at(&[Key("spec"), Key("from"), Key("revision")], e))?;
+    }
+    if let Some(r) = &spec.to.revision {
+        check_revision(r).map_err(|e| at(&[Key("spec"), Key("to"), Key("revision")], e))?;
+    }
+
+    // Versions and skew.
+    if to_version <= from_version {
+        return Err(at(
+            &[Key("spec"), Key("to"), Key("version")],
+            Error::new(format!(
+                "target version {to_version} is not newer than the running version {from_version}"
+            ))
+            .with_help("a canary upgrade installs a newer control plane; to go back, keep the old revision and move namespaces back to it"),
+        ));
+    }
+    if spec.max_minor_skip > MAX_SUPPORTED_MINOR_SKIP {
+        return Err(at(
+            &[Key("spec"), Key("maxMinorSkip")],
+            Error::new(format!(
+                "maxMinorSkip {} is more than Istio supports for one canary hop ({MAX_SUPPORTED_MINOR_SKIP})",
+                spec.max_minor_skip
+            )),
+        ));
+    }
+    if to_version.major != from_version.major {
+        return Err(at(
+            &[Key("spec"), Key("to"), Key("version")],
+            Error::new(format!(
+                "cannot plan an upgrade across major versions ({from_version} -> {to_version})"
+            )),
+        ));
+    }
+    let skip = to_version.minor - from_version.minor;
+    if skip > spec.max_minor_skip {
+        let next = format!(
+            "{}.{}",
+            from_version.major,
+            from_version.minor + spec.max_minor_skip.max(1)
+        );
+        return Err(at(
+            &[Key("spec"), Key("to"), Key("version")],
+            Error::new(format!(
+                "{from_version} -> {to_version} moves {skip} minor versions in one hop; maxMinorSkip is {}",
+                spec.max_minor_skip
+            ))
+            .with_help(format!(
+                "upgrade to the latest {next}.x first and plan {next}.x -> {to_version} as a second upgrade{}",
+                if skip <= MAX_SUPPORTED_MINOR_SKIP {
+                    format!(", or set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)")
+                } else {
+                    String::new()
+                }
+            )),
+        ));
+    }
+
+    // Revisions.
+    let from_revision = match &spec.from.revision {
+        Some(r) if r == "default" => Revision::Default,
+        Some(r) => Revision::Named(r.clone()),
+        None => Revision::Named(revision_for(&from_version, spec.revision_naming)),
+    };
+    let to_revision = match &spec.to.revision {
+        Some(r) if r == "default" => {
+            return Err(at(
+                &[Key("spec"), Key("to"), Key("revision")],
+                Error::new("the target revision cannot be `default`")
+                    .with_help("a canary upgrade installs the new control plane as a named revision beside the old one; omit `revision` to derive it from the version"),
+            ))
+        }
+        Some(r) => Revision::Named(r.clone()),
+        None => Revision::Named(revision_for(&to_version, spec.revision_naming)),
+    };
+    if from_revision == to_revision {
+        let seg = if spec.to.revision.is_some() {
+            Key("revision")
+        } else {
+            Key("version")
+        };
+        return Err(at(
+            &[Key("spec"), Key("to"), seg],
+            Error::new(format!(
+                "the old and the new control plane would both be revision `{to_revision}`"
+            ))
+            .with_help("two revisions side by side need different names: set `to.revision`, or use `revisionNaming: patch`"),
+        ));
+    }
+
+    // Pins for every version the plan uses.
+    for (side, version) in [("from", &from_version), ("to", &to_version)] {
+        if !pins.contains_key(version) {
+            return Err(at(
+                &[Key("spec"), Key("istioctl")],
+                Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
+                    .with_help(format!(
+                        "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
+                    )),
+            ));
+        }
+    }
+
+    // Waves.
+    if spec.waves.is_empty() {
+        return Err(at(
+            &[Key("spec"), Key("waves")],
+            Error::new("spec.waves is empty: at least one wave of namespaces is needed"),
+        ));
+    }
+    let mut wave_names = BTreeSet::new();
+    let mut namespace_wave: BTreeMap<&str, &str> = BTreeMap::new();
+    for (wi, wave) in spec.waves.iter().enumerate() {
+        check_dns1123(&wave.name).map_err(|why| {
+            at(
+                &[Key("spec"), Key("waves"), Index(wi), Key("name")],
+                Error::new(format!("wave name {why}")),
+            )
+        })?;
+        for (ni, ns) in wave.namespaces.iter().enumerate() {
+            check_dns1123(ns).map_err(|why| {
+                at(
+                    &[
+                        Key("spec"),
+                        Key("waves"),
+                        Index(wi),
+                        Key("namespaces"),
+                        Index(ni),
+                    ],
+                    Error::new(format!("namespace {why}")),
+                )
+            })?;
+        }
+        if !wave_names.insert(wave.name.as_str()) {
+            return Err(at(
+                &[Key("spec"), Key("waves"), Index(wi), Key("name")],
+                Error::new(format!("wave name `{}` is used twice", wave.name)),
+            ));
+        }
+        if wave.namespaces.is_empty() {
+            return Err(at(
+                &[Key("spec"), Key("waves"), Index(wi), Key("namespaces")],
+                Error::new(format!("wave `{}` has no namespaces", wave.name)),
+            ));
+        }
+        for (ni, ns) in wave.namespaces.iter().enumerate() {
+            if let Some(first) = namespace_wave.insert(ns.as_str(), wave.name.as_str()) {
+                return Err(at(
+                    &[
+                        Key("spec"),
+                        Key("waves"),
+                        Index(wi),
+                        Key("namespaces"),
+                        Index(ni),
+                    ],
+                    Error::new(format!(
+                        "namespace `{}` is in wave `{first}` and again in wave `{}`",
+                        ns, wave.name
+                    ))
+                    .with_help("each namespace moves exactly once: keep it in one wave"),
+                ));
+            }
+        }
+    }
+
+    // Tags and deletion.
+    if !spec.default_tag && spec.uninstall_old {
+        return Err(at(
+            &[Key("spec"), Key("defaultTag")],
+            Error::new(format!(
+                "defaultTag: false with uninstallOld: true would delete revision {from_revision} while the default tag may still point at it"
+            ))
+            .with_help("pods in namespaces labelled istio-injection=enabled could then not start; move the tag (defaultTag: true) or keep the old revision (uninstallOld: false)"),
+        ));
+    }
+
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let to_operator = load_operator(
+        dir,
+        &spec.istio_operator,
+        &to_revision,
+        &text,
+        path,
+        &[Key("spec"), Key("istioOperator")],
+    )?;
+    let from_operator = match &spec.from.istio_operator {
+        Some(p) => load_operator(
+            dir,
+            p,
+            &from_revision,
+            &text,
+            path,
+            &[Key("spec"), Key("from"), Key("istioOperator")],
+        )?,
+        None => {
+            // The same spec renders the old revision too; its revision field must not pin either.
+            check_operator_revision(&to_operator, &from_revision)?;
+            to_operator.clone()
+        }
+    };
+
+    let istioctl = pins
+        .into_iter()
+        .map(|(v, pin)| {
+            (
+                v,
+                Pin {
+                    path: dir.join(pin.path),
+                    sha256: pin.sha256,
+                },
+            )
+        })
+        .collect();
+
+    Ok(Policy {
+        path: path.to_path_buf(),
+        sha256: sha256_hex(&bytes),
+        name: file.metadata.name,
+        from: Side {
+            version: from_version,
+            revision: from_revision,
+            operator: from_operator,
+        },
+        to: Side {
+            version: to_version,
+            revision: to_revision,
+            operator: to_operator,
+        },
+        revision_naming: spec.revision_naming,
+        max_minor_skip: spec.max_minor_skip,
+        istioctl,
+        waves: spec
+            .waves
+            .into_iter()
+            .map(|w| Wave {
+                name: w.name,
+                namespaces: w.namespaces,
+            })
+            .collect(),
+        default_tag: spec.default_tag,
+        uninstall_old: spec.uninstall_old,
+    })
+}
+
+const MISSING_POLICY_HELP: &str =
+    "pass the policy with --policy FILE (default canary.yaml in the current directory)";
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads an IstioOperator spec named by the policy and checks the fields istio-canary manages.
+fn load_operator(
+    dir: &Path,
+    rel: &Path,
+    revision: &Revision,
+    policy_text: &str,
+    policy_path: &Path,
+    field: &[Seg<'_>],
+) -> Result<OperatorSpec> {
+    let path = dir.join(rel);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        let err = Error::new(format!(
+            "cannot read IstioOperator spec {}: {}",
+            path.display(),
+            io_reason(&e)
+        ));
+        match locate(policy_text, field) {
+            Some((l, c)) => err.at(policy_path, policy_text, l, c),
+            None => err.in_file(policy_path),
+        }
+    })?;
+    let source = path.display().to_string();
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| Error::new("the IstioOperator spec is not UTF-8 text").in_file(&path))?;
+    let value: Value = serde_yaml::from_str(&text).map_err(|e| yaml_error(&e, &text, &source))?;
+    let at = |segs: &[Seg<'_>], err: Error| -> Error {
+        match locate(&text, segs) {
+            Some((line, col)) => err.at(&path, &text, line, col),
+            None => err.in_file(&path),
+        }
+    };
+    use Seg::Key;
+    let Value::Mapping(document) = value else {
+        return Err(Error::new("an IstioOperator spec must be a YAML mapping").in_file(&path));
+    };
+    let kind = document.get("kind").and_then(Value::as_str);
+    let api = document
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if kind != Some("IstioOperator") || !api.starts_with("install.istio.io/") {
+        return Err(at(
+            &[Key("kind")],
+            Error::new(format!(
+                "{} is not an IstioOperator (expected apiVersion install.istio.io/v1alpha1, kind IstioOperator)",
+                path.display()
+            )),
+        ));
+    }
+    let spec = match document.get("spec") {
+        None | Some(Value::Null) => None,
+        Some(Value::Mapping(m)) => Some(m),
+        Some(_) => return Err(at(&[Key("spec")], Error::new("spec must be a mapping"))),
+    };
+    let values = spec
+        .and_then(|s| s.get("values"))
+        .and_then(Value::as_mapping);
+    for managed in ["revisionTags", "defaultRevision"] {
+        if values.is_some_and(|v| v.contains_key(managed)) {
+            return Err(at(
+                &[Key("spec"), Key("values"), Key(managed)],
+                Error::new(format!("spec.values.{managed} is managed by istio-canary")).with_help(
+                    "remove it: tags move in the default-tag phase (policy field defaultTag)",
+                ),
+            ));
+        }
+    }
+    let istio_namespace = values
+        .and_then(|v| v.get("global"))
+        .and_then(Value::as_mapping)
+        .and_then(|g| g.get("istioNamespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("istio-system")
+        .to_string();
+    let op = OperatorSpec {
+        path: path.clone(),
+        declared: rel.display().to_string(),
+        sha256: sha256_hex(&bytes),
+        document,
+        istio_namespace,
+    };
+    check_operator_revision(&op, revision).map_err(|e| {
+        if e.location.is_some() {
+            e
+        } else {
+            at(&[Key("spec"), Key("revision")], e)
+        }
+    })?;
+    Ok(op)
+}
+
+/// A `spec.revision` in an IstioOperator must agree with the revision the plan renders from it.
+fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()> {
+    let written = op
+        .document
+        .get("spec")
+        .and_then(Value::as_mapping)
+        .and_then(|s| s.get("revision"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let agrees = match revision {
+        Revision::Default => written.is_empty() || written == "default",
+        Revision::Named(n) => written.is_empty() || written == n,
+    };
+    if agrees {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&op.path).unwrap_or_default();
+    let err = Error::new(format!(
+        "spec.revision is `{written}` but the plan renders this spec as revision `{revision}`"
+    ))
+    .with_help("remove spec.revision from the IstioOperator: istio-canary sets it for each revision it renders");
+    Err(
+        match locate(&text, &[Seg::Key("spec"), Seg::Key("revision")]) {
+            Some((l, c)) => err.at(&op.path, &text, l, c),
+            None => err.in_file(&op.path),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_names_follow_the_naming_scheme() {
+        let v = Version::parse("1.14.1").unwrap();
+        assert_eq!(revision_for(&v, RevisionNaming::Patch), "1-14-1");
+        assert_eq!(revision_for(&v, RevisionNaming::Minor), "1-14");
+        let beta = Version::parse("1.15.0-beta.1").unwrap();
+        assert_eq!(revision_for(&beta, RevisionNaming::Patch), "1-15-0-beta-1");
+    }
+
+    #[test]
+    fn dns1123_rejects_dots_and_uppercase() {
+        assert!(check_dns1123("1-14-1").is_ok());
+        assert!(check_dns1123("1.14.1").is_err());
+        assert!(check_dns1123("Shop").is_err());
+        assert!(check_dns1123("-a").is_err());
+    }
+}

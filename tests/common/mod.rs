@@ -1,0 +1,129 @@
+//! Shared helpers for the integration tests: running the real binary, reading output trees,
+//! snapshot settings, and finding `../shared` (the recorded istioctl output).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    manifest_dir().join("fixtures")
+}
+
+/// insta settings: snapshots in the top-level `snapshots/`, named by the test alone, with the
+/// tool version and the stand-in's digest filtered to stable text.
+pub fn snapshot_settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(manifest_dir().join("snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s.add_filter(&regex_escape(env!("CARGO_PKG_VERSION")), "[VERSION]");
+    s.add_filter(&standin_sha256(), "[STANDIN-SHA256]");
+    s
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+/// The sha256 of the stand-in istioctl script (every `istioctl-<version>` links to it).
+pub fn standin_sha256() -> String {
+    let bytes = std::fs::read(fixtures().join("istioctl/istioctl")).expect("stand-in istioctl");
+    sha256_hex(&bytes)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    istio_canary::policy::sha256_hex(bytes)
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the istio-canary binary in `cwd` with `args`.
+pub fn run(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_istio-canary"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run istio-canary");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every file under `dir` (relative path -> text), sorted.
+pub fn read_tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// One text with every file under a header line naming its path.
+pub fn combined(files: &BTreeMap<String, String>) -> String {
+    let mut s = String::new();
+    for (path, text) in files {
+        s.push_str(&format!("=== {path}\n{text}"));
+    }
+    s
+}
+
+/// `../shared/upstream-istioctl-output`, or None (with a message) where it is absent. On CI it
+/// must be there: its absence fails the test instead of skipping it.
+pub fn recordings(test: &str) -> Option<PathBuf> {
+    let dir = manifest_dir().join("../shared/upstream-istioctl-output");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: ../shared/upstream-istioctl-output is missing on CI");
+    }
+    eprintln!("SKIPPED {test}: ../shared/upstream-istioctl-output is not beside the project");
+    None
+}
+
+/// `kubectl`, if installed (on CI it must be).
+pub fn kubectl(test: &str) -> Option<&'static str> {
+    let ok = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some("kubectl");
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: kubectl is not installed on CI");
+    }
+    eprintln!("SKIPPED {test}: kubectl is not installed");
+    None
+}

@@ -1,0 +1,92 @@
+//! One snapshot per fixture scenario: every file `compile` writes, sorted by path. Each scenario
+//! is also compiled twice (byte-identical output) and every apply directory is built with
+//! `kubectl kustomize`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{combined, fixtures, kubectl, read_tree, run, snapshot_settings};
+
+fn compile_scenario(policy: &Path) {
+    let dir = policy.parent().unwrap();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundles");
+    let out_arg = out.to_str().unwrap();
+
+    let first = run(
+        dir,
+        &["compile", "--policy", "canary.yaml", "--out", out_arg],
+    );
+    assert_eq!(first.code, 0, "{name}: {}", first.stderr);
+    let files = read_tree(&out);
+
+    // Same inputs, same bytes.
+    let again = run(
+        dir,
+        &["compile", "--policy", "canary.yaml", "--out", out_arg],
+    );
+    assert_eq!(again.code, 0, "{name}: {}", again.stderr);
+    assert_eq!(
+        read_tree(&out),
+        files,
+        "{name}: a second compile changed the output"
+    );
+
+    // Every apply directory builds with kustomize; the uninstall directory has no kustomization.
+    if let Some(kubectl) = kubectl("scenarios: kustomize build") {
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let phase = entry.unwrap().path();
+            if !phase.is_dir() {
+                continue;
+            }
+            let is_uninstall = phase
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("-uninstall-");
+            assert_eq!(
+                phase.join("Kustomization").exists(),
+                !is_uninstall,
+                "{}",
+                phase.display()
+            );
+            if is_uninstall {
+                continue;
+            }
+            let built = Command::new(kubectl)
+                .arg("kustomize")
+                .arg(&phase)
+                .output()
+                .unwrap();
+            assert!(
+                built.status.success(),
+                "{name}: kubectl kustomize {}: {}",
+                phase.display(),
+                String::from_utf8_lossy(&built.stderr)
+            );
+        }
+    }
+
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!(format!("scenario-{name}"), combined(&files));
+        insta::assert_snapshot!(
+            format!("scenario-{name}-stderr"),
+            first.stderr.replace(out_arg, "[OUT]")
+        );
+    });
+}
+
+#[test]
+fn example() {
+    compile_scenario(&fixtures().join("example/canary.yaml"));
+}
+
+#[test]
+fn scenarios() {
+    insta::glob!("../fixtures", "scenarios/*/canary.yaml", |path| {
+        compile_scenario(path)
+    });
+}
