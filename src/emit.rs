@@ -170,11 +170,13 @@ fn entry(api_version: &str, id: &ObjectId, file: &str) -> EntryView {
 fn undo_line(phase: &Phase, plan: &Plan) -> Option<String> {
     let old = &plan.from.revision;
     match phase.kind {
-        PhaseKind::Crds => None,
+        PhaseKind::Crds => Some(format!(
+            "none needed: Istio's CRDs stay compatible with revision {old}, and no phase downgrades or deletes them."
+        )),
         PhaseKind::Install => Some(format!(
-            "nothing runs on revision {} yet; delete the phase's objects with `kubectl delete -k {}` if you abandon the upgrade (the CRDs stay).",
-            plan.to.revision,
-            phase.dir()
+            "nothing runs on revision {rev} yet. To abandon the upgrade, delete the revision's own objects (their names carry `{rev}`): `for f in {dir}/*{rev}*.yaml; do kubectl delete --ignore-not-found -f \"$f\"; done`. Do not `kubectl delete -k {dir}`: it also holds shared objects revision {old} uses.",
+            rev = plan.to.revision,
+            dir = phase.dir()
         )),
         PhaseKind::Migrate => {
             let ns = phase.namespaces.join(" ");
@@ -188,11 +190,16 @@ fn undo_line(phase: &Phase, plan: &Plan) -> Option<String> {
             "re-apply the gateway objects of revision {old} (render them with istioctl {}); gateways keep their names, so this is an in-place rollback.",
             plan.from.version
         )),
-        PhaseKind::DefaultTag => Some(format!(
-            "point the default tag back with `istioctl tag set default --revision {} --overwrite` (istioctl {}).",
-            old.label(),
-            plan.from.version
-        )),
+        PhaseKind::DefaultTag => Some(match old {
+            Revision::Named(r) => format!(
+                "point the default tag back with `istioctl tag set default --revision {r} --overwrite` (istioctl {}).",
+                plan.from.version
+            ),
+            Revision::Default => format!(
+                "`kubectl delete mutatingwebhookconfiguration istio-revision-tag-default && kubectl delete validatingwebhookconfiguration istiod-default-validator`, then re-apply the unrevisioned `istio-sidecar-injector` as istioctl {} renders it (this phase switched its selectors off).",
+                plan.from.version
+            ),
+        }),
         PhaseKind::Uninstall => None,
     }
 }
@@ -214,7 +221,7 @@ fn summary_and_commands(phase: &Phase, plan: &Plan) -> (String, Vec<String>) {
                 "Install revision `{}` beside `{}`: its control plane and the shared base objects it updates. No workload moves yet; gateways and tags are later phases.",
                 plan.to.revision, plan.from.revision
             ),
-            vec![apply, format!("kubectl -n istio-system rollout status deployment/{} --timeout=300s", plan.to.revision.istiod())],
+            vec![apply, format!("kubectl -n {} rollout status deployment/{} --timeout=300s", plan.to.istio_namespace, plan.to.revision.istiod())],
         ),
         PhaseKind::Migrate => {
             let mut commands = vec![apply];

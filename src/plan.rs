@@ -83,6 +83,7 @@ pub struct PlanSide {
     pub istioctl_sha256: String,
     pub operator_path: String,
     pub operator_sha256: String,
+    pub istio_namespace: String,
 }
 
 /// The whole upgrade.
@@ -386,6 +387,7 @@ fn plan_side(policy: &Policy, side: &crate::policy::Side) -> PlanSide {
             .unwrap_or_default(),
         operator_path: side.operator.declared.clone(),
         operator_sha256: side.operator.sha256.clone(),
+        istio_namespace: side.operator.istio_namespace.clone(),
     }
 }
 
@@ -549,7 +551,7 @@ fn check_invariants(state: &MeshState, before: &BTreeSet<Violation>, phase: &Pha
     };
     Err(match v {
         Violation::BothInjectionLabels { namespace } => Error::new(format!(
-            "after phase {}, namespace {namespace} would carry both istio-injection and istio.io/rev (no sidecar would be injected)",
+            "after phase {}, namespace {namespace} would carry both istio-injection and istio.io/rev (conflicting labels: istio-injection wins, so the namespace would not move to the new revision, or get no sidecar at all)",
             phase.dir()
         )),
         Violation::DanglingWebhook { webhook, service } => Error::new(format!(

@@ -136,20 +136,28 @@ impl Istioctl {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
-            let why = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => "it is not executable".to_string(),
-                std::io::ErrorKind::NotFound => "it was not found".to_string(),
-                _ => io_reason(&e),
+            let shown = self.shown.display();
+            let (why, help) = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => (
+                    "it is not executable".to_string(),
+                    format!("make it executable: chmod +x {shown}"),
+                ),
+                // The file was read for its digest, so what is missing is its interpreter.
+                std::io::ErrorKind::NotFound => (
+                    "the interpreter named on its #! line was not found".to_string(),
+                    "vendor the istioctl release binary, or install what the script needs"
+                        .to_string(),
+                ),
+                _ => (
+                    io_reason(&e),
+                    format!("check that {shown} is an istioctl binary for this machine"),
+                ),
             };
             Error::new(format!(
-                "cannot run istioctl {} at {}: {why}",
-                self.version,
-                self.shown.display()
+                "cannot run istioctl {} at {shown}: {why}",
+                self.version
             ))
-            .with_help(format!(
-                "make it executable: chmod +x {}",
-                self.shown.display()
-            ))
+            .with_help(help)
         })?;
         let stdout = child.stdout.take().map(drain);
         let stderr = child.stderr.take().map(drain);

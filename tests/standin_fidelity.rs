@@ -28,7 +28,11 @@ fn render(version: &str, input: &std::path::Path) -> Vec<Object> {
         .arg(input)
         .output()
         .expect("run the stand-in");
-    assert!(out.status.success(), "stand-in {version}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stand-in {version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse_manifest(&String::from_utf8_lossy(&out.stdout), "stand-in").unwrap()
 }
 
@@ -42,33 +46,54 @@ fn webhooks(o: &Object) -> Option<String> {
 
 #[test]
 fn stand_in_matches_every_recording() {
-    let Some(dir) = recordings("stand_in_matches_every_recording") else { return };
+    let Some(dir) = recordings("stand_in_matches_every_recording") else {
+        return;
+    };
     let mut failures = Vec::new();
     for (recording, version) in MIRRORS {
         for case in ["all_on", "pilot_default"] {
-            let golden_text = std::fs::read_to_string(dir.join(format!("{recording}/{case}.golden.yaml"))).unwrap();
+            let golden_text =
+                std::fs::read_to_string(dir.join(format!("{recording}/{case}.golden.yaml")))
+                    .unwrap();
             let golden = parse_manifest(&golden_text, case).unwrap();
             let ours = render(version, &dir.join(format!("{recording}/{case}.input.yaml")));
             let label = format!("{recording}/{case} vs stand-in {version}");
             let g_ids: Vec<String> = golden.iter().map(identity).collect();
             let o_ids: Vec<String> = ours.iter().map(identity).collect();
             if g_ids != o_ids {
-                failures.push(format!("{label}: objects differ\n  recorded: {g_ids:#?}\n  stand-in: {o_ids:#?}"));
+                failures.push(format!(
+                    "{label}: objects differ\n  recorded: {g_ids:#?}\n  stand-in: {o_ids:#?}"
+                ));
                 continue;
             }
             let ours_by_id: BTreeMap<_, _> = ours.iter().map(|o| (o.id.clone(), o)).collect();
             for g in &golden {
                 let o = ours_by_id[&g.id];
                 if g.labels() != o.labels() {
-                    failures.push(format!("{label}: labels of {} differ\n  recorded: {:?}\n  stand-in: {:?}", g.id, g.labels(), o.labels()));
+                    failures.push(format!(
+                        "{label}: labels of {} differ\n  recorded: {:?}\n  stand-in: {:?}",
+                        g.id,
+                        g.labels(),
+                        o.labels()
+                    ));
                 }
                 if webhooks(g) != webhooks(o) {
-                    failures.push(format!("{label}: webhooks of {} differ\n--- recorded\n{}\n--- stand-in\n{}", g.id, webhooks(g).unwrap_or_default(), webhooks(o).unwrap_or_default()));
+                    failures.push(format!(
+                        "{label}: webhooks of {} differ\n--- recorded\n{}\n--- stand-in\n{}",
+                        g.id,
+                        webhooks(g).unwrap_or_default(),
+                        webhooks(o).unwrap_or_default()
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -77,22 +102,46 @@ fn stand_in_renders_revisions_and_tags_like_the_charts() {
     let input = tmp.path().join("iop.yaml");
     std::fs::write(&input, "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  revision: 1-14-1\n  values:\n    revisionTags: [default]\n    defaultRevision: 1-14-1\n").unwrap();
     let objects = render("1.14.1", &input);
-    let find = |kind: &str, name: &str| objects.iter().find(|o| o.id.kind == kind && o.id.name == name).unwrap_or_else(|| panic!("no {kind} {name}"));
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o.id.kind == kind && o.id.name == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
     let deploy = find("Deployment", "istiod-1-14-1");
     assert_eq!(deploy.label("istio.io/rev").as_deref(), Some("1-14-1"));
-    let injector = find("MutatingWebhookConfiguration", "istio-sidecar-injector-1-14-1");
+    let injector = find(
+        "MutatingWebhookConfiguration",
+        "istio-sidecar-injector-1-14-1",
+    );
     let names: Vec<String> = match value_at(&injector.body, &["webhooks"]) {
-        Some(serde_yaml::Value::Sequence(s)) => s.iter().filter_map(|w| w.get("name").and_then(|n| n.as_str()).map(str::to_string)).collect(),
+        Some(serde_yaml::Value::Sequence(s)) => s
+            .iter()
+            .filter_map(|w| w.get("name").and_then(|n| n.as_str()).map(str::to_string))
+            .collect(),
         _ => vec![],
     };
-    assert_eq!(names, ["rev.namespace.sidecar-injector.istio.io", "rev.object.sidecar-injector.istio.io"]);
+    assert_eq!(
+        names,
+        [
+            "rev.namespace.sidecar-injector.istio.io",
+            "rev.object.sidecar-injector.istio.io"
+        ]
+    );
     let tag = find("MutatingWebhookConfiguration", "istio-revision-tag-default");
     assert_eq!(tag.label("istio.io/tag").as_deref(), Some("default"));
     let tag_text = tag.to_yaml();
     assert!(tag_text.contains("name: istiod-1-14-1"), "{tag_text}");
-    assert!(tag_text.contains("namespace.sidecar-injector.istio.io"), "{tag_text}");
+    assert!(
+        tag_text.contains("namespace.sidecar-injector.istio.io"),
+        "{tag_text}"
+    );
     let validator = find("ValidatingWebhookConfiguration", "istiod-default-validator");
-    assert!(validator.to_yaml().contains("name: istiod-1-14-1"), "{}", validator.to_yaml());
+    assert!(
+        validator.to_yaml().contains("name: istiod-1-14-1"),
+        "{}",
+        validator.to_yaml()
+    );
     let gateway = find("Deployment", "istio-ingressgateway");
     assert_eq!(gateway.label("istio.io/rev").as_deref(), Some("1-14-1"));
 }
