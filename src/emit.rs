@@ -263,11 +263,21 @@ fn summary_and_commands(phase: &Phase, plan: &Plan) -> (String, Vec<String>) {
         ),
         PhaseKind::Uninstall => (
             format!(
-                "Delete revision `{}`: the {} objects of its render that the final state does not keep. Never CRDs, Namespaces or shared objects the new revision still renders. Check that no proxy still uses it first (`istioctl proxy-status`).",
+                "Delete revision `{}`: the {} objects of its render that the final state does not keep. Never CRDs, Namespaces or shared objects the new revision still renders. Check first that nothing still uses it.",
                 plan.from.revision,
                 phase.delete.len()
             ),
-            vec![format!("kubectl delete --ignore-not-found -f {dir}/")],
+            {
+                let mut commands = Vec::new();
+                if let Revision::Named(r) = &plan.from.revision {
+                    commands.push(format!("# must list nothing: namespaces still labelled for revision {r}"));
+                    commands.push(format!("kubectl get ns -l istio.io/rev={r}"));
+                }
+                commands.push(format!("# every proxy must show {}:", plan.to.revision.istiod()));
+                commands.push("istioctl proxy-status".to_string());
+                commands.push(format!("kubectl delete --ignore-not-found -f {dir}/"));
+                commands
+            },
         ),
     }
 }

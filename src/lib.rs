@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::render::{Istioctl, TagRequest};
 
 /// The tool's version, as it appears in generated files.
@@ -63,20 +63,14 @@ impl Compiled {
 /// Loads the policy, renders both revisions, plans and emits. Writes nothing.
 pub fn compile(config: &cli::CompileConfig) -> Result<Compiled> {
     let policy = policy::load(&config.policy)?;
-    let pin = |v: &semver::Version| {
-        policy
-            .istioctl
-            .get(v)
-            .ok_or_else(|| Error::new(format!("no istioctl is pinned for {v}")))
-    };
     let old_ctl = Istioctl::verify(
         &policy.from.version,
-        pin(&policy.from.version)?,
+        &policy.from.istioctl,
         config.istioctl_timeout,
     )?;
     let new_ctl = Istioctl::verify(
         &policy.to.version,
-        pin(&policy.to.version)?,
+        &policy.to.istioctl,
         config.istioctl_timeout,
     )?;
     let old = old_ctl.manifest_generate(&policy.from, &TagRequest::default())?;

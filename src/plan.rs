@@ -349,8 +349,8 @@ pub fn plan(policy: &Policy, inputs: &PlanInputs<'_>) -> Result<Plan> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
         policy_sha256: policy.sha256.clone(),
-        from: plan_side(policy, &policy.from),
-        to: plan_side(policy, &policy.to),
+        from: plan_side(&policy.from),
+        to: plan_side(&policy.to),
         phases,
         final_state: state,
     })
@@ -376,15 +376,11 @@ fn push(
     });
 }
 
-fn plan_side(policy: &Policy, side: &crate::policy::Side) -> PlanSide {
+fn plan_side(side: &crate::policy::Side) -> PlanSide {
     PlanSide {
         version: side.version.clone(),
         revision: side.revision.clone(),
-        istioctl_sha256: policy
-            .istioctl
-            .get(&side.version)
-            .map(|p| p.sha256.clone())
-            .unwrap_or_default(),
+        istioctl_sha256: side.istioctl.sha256.clone(),
         operator_path: side.operator.declared.clone(),
         operator_sha256: side.operator.sha256.clone(),
         istio_namespace: side.operator.istio_namespace.clone(),

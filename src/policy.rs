@@ -236,6 +236,8 @@ pub struct Side {
     pub version: Version,
     pub revision: Revision,
     pub operator: OperatorSpec,
+    /// The vendored istioctl that renders this side.
+    pub istioctl: Pin,
 }
 
 /// A vendored istioctl: where it is and the digest it must have.
@@ -261,7 +263,6 @@ pub struct Policy {
     pub to: Side,
     pub revision_naming: RevisionNaming,
     pub max_minor_skip: u64,
-    pub istioctl: BTreeMap<Version, Pin>,
     pub waves: Vec<Wave>,
     pub default_tag: bool,
     pub uninstall_old: bool,
@@ -431,18 +432,25 @@ pub fn load(path: &Path) -> Result<Policy> {
         ));
     }
 
-    // Pins for every version the plan uses.
-    for (side, version) in [("from", &from_version), ("to", &to_version)] {
-        if !pins.contains_key(version) {
-            return Err(at(
+    // A pin for every version the plan uses (pins for other versions are unused).
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut take_pin = |side: &str, version: &Version| -> Result<Pin> {
+        match pins.remove(version) {
+            Some(spec) => Ok(Pin {
+                path: dir.join(spec.path),
+                sha256: spec.sha256,
+            }),
+            None => Err(at(
                 &[Key("spec"), Key("istioctl")],
                 Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
                     .with_help(format!(
                         "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
                     )),
-            ));
+            )),
         }
-    }
+    };
+    let from_pin = take_pin("from", &from_version)?;
+    let to_pin = take_pin("to", &to_version)?;
 
     // Waves.
     if spec.waves.is_empty() {
@@ -517,7 +525,6 @@ pub fn load(path: &Path) -> Result<Policy> {
         ));
     }
 
-    let dir = path.parent().unwrap_or(Path::new(""));
     let to_operator = load_operator(
         dir,
         &spec.istio_operator,
@@ -542,19 +549,6 @@ pub fn load(path: &Path) -> Result<Policy> {
         }
     };
 
-    let istioctl = pins
-        .into_iter()
-        .map(|(v, pin)| {
-            (
-                v,
-                Pin {
-                    path: dir.join(pin.path),
-                    sha256: pin.sha256,
-                },
-            )
-        })
-        .collect();
-
     Ok(Policy {
         path: path.to_path_buf(),
         sha256: sha256_hex(&bytes),
@@ -563,15 +557,16 @@ pub fn load(path: &Path) -> Result<Policy> {
             version: from_version,
             revision: from_revision,
             operator: from_operator,
+            istioctl: from_pin,
         },
         to: Side {
             version: to_version,
             revision: to_revision,
             operator: to_operator,
+            istioctl: to_pin,
         },
         revision_naming: spec.revision_naming,
         max_minor_skip: spec.max_minor_skip,
-        istioctl,
         waves: spec
             .waves
             .into_iter()
