@@ -105,7 +105,7 @@ struct PhaseView {
 struct EntryView {
     api_version: String,
     kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` for cluster-scoped objects, so every entry has the same keys.
     namespace: Option<String>,
     name: String,
     file: String,
