@@ -171,10 +171,10 @@ fn undo_line(phase: &Phase, plan: &Plan) -> Option<String> {
     let old = &plan.from.revision;
     match phase.kind {
         PhaseKind::Crds => Some(format!(
-            "none needed: Istio's CRDs stay compatible with revision {old}, and no phase downgrades or deletes them."
+            "none needed: Istio's CRDs stay compatible with revision `{old}`, and no phase downgrades or deletes them."
         )),
         PhaseKind::Install => Some(format!(
-            "nothing runs on revision {rev} yet. To abandon the upgrade, delete the revision's own objects (their names carry `{rev}`): `for f in {dir}/*{rev}*.yaml; do kubectl delete --ignore-not-found -f \"$f\"; done`. Do not `kubectl delete -k {dir}`: it also holds shared objects revision {old} uses.",
+            "nothing runs on revision `{rev}` yet. To abandon the upgrade, delete the revision's own objects (their names carry `{rev}`): `for f in {dir}/*{rev}*.yaml; do kubectl delete --ignore-not-found -f \"$f\"; done`. Do not `kubectl delete -k {dir}`: it also holds shared objects revision `{old}` uses.",
             rev = plan.to.revision,
             dir = phase.dir()
         )),
@@ -187,7 +187,7 @@ fn undo_line(phase: &Phase, plan: &Plan) -> Option<String> {
             Some(format!("`{relabel}`, then restart the workloads of those namespaces again."))
         }
         PhaseKind::Gateways => Some(format!(
-            "re-apply the gateway objects of revision {old} (render them with istioctl {}); gateways keep their names, so this is an in-place rollback.",
+            "re-apply the gateway objects of revision `{old}` (render them with istioctl {}); gateways keep their names, so this is an in-place rollback.",
             plan.from.version
         )),
         PhaseKind::DefaultTag => Some(match old {
