@@ -297,9 +297,6 @@ pub fn plan(policy: &Policy, inputs: &PlanInputs<'_>) -> Result<Plan> {
 
     // The desired end state: every object the new render and the phases keep.
     let mut keep: BTreeSet<ObjectId> = new.objects.iter().map(|o| o.id.clone()).collect();
-    if !policy.default_tag {
-        keep.retain(|id| !tags.iter().any(|t| &t.id == id));
-    }
     for p in &phases {
         if p.kind == PhaseKind::Migrate {
             keep.extend(p.apply.iter().map(|o| o.id.clone()));

@@ -225,6 +225,8 @@ pub struct OperatorSpec {
     /// The path as written in the policy (relative to the policy file), for the plan's inputs.
     pub declared: String,
     pub sha256: String,
+    /// The file's text, for pointing errors at it.
+    pub text: String,
     pub document: Mapping,
     /// `spec.values.global.istioNamespace`, default `istio-system`.
     pub istio_namespace: String,
@@ -666,16 +668,11 @@ fn load_operator(
         path: path.clone(),
         declared: rel.display().to_string(),
         sha256: sha256_hex(&bytes),
+        text,
         document,
         istio_namespace,
     };
-    check_operator_revision(&op, revision).map_err(|e| {
-        if e.location.is_some() {
-            e
-        } else {
-            at(&[Key("spec"), Key("revision")], e)
-        }
-    })?;
+    check_operator_revision(&op, revision)?;
     Ok(op)
 }
 
@@ -695,14 +692,13 @@ fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()>
     if agrees {
         return Ok(());
     }
-    let text = std::fs::read_to_string(&op.path).unwrap_or_default();
     let err = Error::new(format!(
         "spec.revision is `{written}` but the plan renders this spec as revision `{revision}`"
     ))
     .with_help("remove spec.revision from the IstioOperator: istio-canary sets it for each revision it renders");
     Err(
-        match locate(&text, &[Seg::Key("spec"), Seg::Key("revision")]) {
-            Some((l, c)) => err.at(&op.path, &text, l, c),
+        match locate(&op.text, &[Seg::Key("spec"), Seg::Key("revision")]) {
+            Some((l, c)) => err.at(&op.path, &op.text, l, c),
             None => err.in_file(&op.path),
         },
     )
