@@ -83,13 +83,7 @@ pub fn compile(config: &cli::CompileConfig) -> Result<Compiled> {
         TagRequest::default()
     };
     let new = new_ctl.manifest_generate(&policy.to, &tags)?;
-    let plan = plan::plan(
-        &policy,
-        &plan::PlanInputs {
-            old: &old,
-            new: &new,
-        },
-    )?;
+    let plan = plan::plan(&policy, &old, &new)?;
     let files = emit::emit(
         &plan,
         &emit::EmitContext {

@@ -53,8 +53,7 @@ pub struct DeleteRef {
     pub id: ObjectId,
 }
 
-/// One step of the upgrade. Every phase but the last can be undone by re-applying the phase
-/// before it; `apply` and `delete` are in the order they must run.
+/// One step of the upgrade; `apply` and `delete` are in the order they must run.
 #[derive(Debug, Clone)]
 pub struct Phase {
     /// 1-based position.
@@ -95,8 +94,6 @@ pub struct Plan {
     pub from: PlanSide,
     pub to: PlanSide,
     pub phases: Vec<Phase>,
-    /// The desired state after the last phase, starting from the old render.
-    pub final_state: MeshState,
 }
 
 /// The objects the mesh is made of at one point of the plan, by identity.
@@ -115,16 +112,14 @@ impl MeshState {
         }
     }
 
-    /// The state after a phase: applied objects replace or add, deleted ones go.
-    pub fn after(&self, phase: &Phase) -> MeshState {
-        let mut next = self.clone();
+    /// Advances the state past a phase: applied objects replace or add, deleted ones go.
+    pub fn apply(&mut self, phase: &Phase) {
         for o in &phase.apply {
-            next.objects.insert(o.id.clone(), o.clone());
+            self.objects.insert(o.id.clone(), o.clone());
         }
         for d in &phase.delete {
-            next.objects.remove(&d.id);
+            self.objects.remove(&d.id);
         }
-        next
     }
 }
 
@@ -175,16 +170,9 @@ fn sort_for_apply(objects: &mut [Object]) {
     objects.sort_by(|a, b| (apply_rank(&a.id), &a.id).cmp(&(apply_rank(&b.id), &b.id)));
 }
 
-/// Inputs to the planner besides the policy: the renders and the istioctl digests.
-pub struct PlanInputs<'a> {
-    pub old: &'a Rendered,
-    pub new: &'a Rendered,
-}
-
-/// Builds the plan. Pure: the same policy and renders give the same plan.
-pub fn plan(policy: &Policy, inputs: &PlanInputs<'_>) -> Result<Plan> {
-    let old = inputs.old;
-    let new = inputs.new;
+/// Builds the plan from the policy and the renders of the old and the new revision. Pure: the
+/// same inputs give the same plan.
+pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
     let new_ctx = RevisionContext {
         revision: new.revision.name(),
         istio_namespace: &new.istio_namespace,
@@ -334,7 +322,7 @@ pub fn plan(policy: &Policy, inputs: &PlanInputs<'_>) -> Result<Plan> {
     let mut state = MeshState::from_objects(&old.objects);
     let before = violations(&state);
     for p in &phases {
-        state = state.after(p);
+        state.apply(p);
         check_invariants(&state, &before, p)?;
     }
 
@@ -349,7 +337,6 @@ pub fn plan(policy: &Policy, inputs: &PlanInputs<'_>) -> Result<Plan> {
         from: plan_side(&policy.from),
         to: plan_side(&policy.to),
         phases,
-        final_state: state,
     })
 }
 
@@ -387,7 +374,8 @@ fn plan_side(side: &crate::policy::Side) -> PlanSide {
 /// The Namespace object a migration applies: `istio.io/rev` set to the new revision and
 /// `istio-injection` explicitly null. With `kubectl apply` (client-side, three-way merge) a null
 /// label in the applied configuration removes the label from the live object, whoever set it, so
-/// a namespace never ends up with both labels (which would disable injection).
+/// a namespace never ends up with both labels (then `istio-injection` wins and the namespace does
+/// not move, or gets no sidecar at all when it is `disabled`).
 pub fn namespace_object(name: &str, revision: &Revision) -> Object {
     let mut labels = Mapping::new();
     labels.insert(INJECTION_LABEL.into(), Value::Null);
@@ -497,7 +485,7 @@ fn webhook_services(object: &Object) -> Vec<ObjectId> {
 /// One broken safety invariant in a mesh state.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Violation {
-    /// A namespace with both injection labels gets no sidecar at all.
+    /// A namespace with both injection labels does not move to the revision it names.
     BothInjectionLabels { namespace: String },
     /// A webhook calls a Service that does not exist: a tag pointing at a deleted revision stops
     /// every pod it matches from starting.
@@ -610,7 +598,8 @@ mod tests {
             apply: vec![ns],
             delete: vec![],
         };
-        let state = MeshState::default().after(&phase);
+        let mut state = MeshState::default();
+        state.apply(&phase);
         let err = check_invariants(&state, &BTreeSet::new(), &phase).unwrap_err();
         assert!(
             err.message
