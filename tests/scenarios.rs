@@ -35,27 +35,26 @@ fn compile_scenario(policy: &Path) {
         "{name}: a second compile changed the output"
     );
 
-    // Every apply directory builds with kustomize; the uninstall directory has no kustomization.
-    if let Some(kubectl) = kubectl("scenarios: kustomize build") {
-        for entry in std::fs::read_dir(&out).unwrap() {
-            let phase = entry.unwrap().path();
-            if !phase.is_dir() {
-                continue;
-            }
-            let is_uninstall = phase
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .contains("-uninstall-");
-            assert_eq!(
-                phase.join("Kustomization").exists(),
-                !is_uninstall,
-                "{}",
-                phase.display()
-            );
-            if is_uninstall {
-                continue;
-            }
+    // Every apply directory has a Kustomization and builds with kustomize; the uninstall
+    // directory has none.
+    let kubectl = kubectl("scenarios: kustomize build");
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let phase = entry.unwrap().path();
+        if !phase.is_dir() {
+            continue;
+        }
+        let is_uninstall = phase
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains("-uninstall-");
+        assert_eq!(
+            phase.join("Kustomization").exists(),
+            !is_uninstall,
+            "{}",
+            phase.display()
+        );
+        if let (false, Some(kubectl)) = (is_uninstall, kubectl) {
             let built = Command::new(kubectl)
                 .arg("kustomize")
                 .arg(&phase)
