@@ -120,7 +120,7 @@ fn parse_version(value: &Value) -> std::result::Result<Version, String> {
         Value::String(s) => s.clone(),
         Value::Number(n) => {
             return Err(format!(
-                "version `{n}` was read as a number; write a full version in quotes, e.g. \"{n}.0\""
+                "version `{n}` was read as a number (YAML drops trailing zeros: 1.10 is 1.1); write the full version in quotes, e.g. \"1.14.1\""
             ))
         }
         _ => return Err("a version must be a string like \"1.14.1\"".to_string()),
@@ -380,25 +380,35 @@ pub fn load(path: &Path) -> Result<Policy> {
     }
     let skip = to_version.minor - from_version.minor;
     if skip > spec.max_minor_skip {
-        let next = format!(
-            "{}.{}",
-            from_version.major,
-            from_version.minor + spec.max_minor_skip.max(1)
-        );
+        let mut ways = Vec::new();
+        if skip >= 2 {
+            // Hops of at most maxMinorSkip minors (at least one), each its own canary upgrade.
+            let step = spec.max_minor_skip.max(1);
+            let mut hops = vec![from_version.to_string()];
+            let mut minor = from_version.minor + step;
+            while minor < to_version.minor {
+                hops.push(format!("{}.{minor}.x", from_version.major));
+                minor += step;
+            }
+            hops.push(to_version.to_string());
+            ways.push(format!(
+                "upgrade in hops, one plan each: {}",
+                hops.join(" -> ")
+            ));
+        }
+        if skip <= MAX_SUPPORTED_MINOR_SKIP {
+            ways.push(format!(
+                "set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)"
+            ));
+        }
         return Err(at(
             &[Key("spec"), Key("to"), Key("version")],
             Error::new(format!(
-                "{from_version} -> {to_version} moves {skip} minor versions in one hop; maxMinorSkip is {}",
+                "{from_version} -> {to_version} moves {skip} minor version{} in one hop; maxMinorSkip is {}",
+                if skip == 1 { "" } else { "s" },
                 spec.max_minor_skip
             ))
-            .with_help(format!(
-                "upgrade to the latest {next}.x first and plan {next}.x -> {to_version} as a second upgrade{}",
-                if skip <= MAX_SUPPORTED_MINOR_SKIP {
-                    format!(", or set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)")
-                } else {
-                    String::new()
-                }
-            )),
+            .with_help(ways.join(", or ")),
         ));
     }
 

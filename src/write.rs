@@ -120,4 +120,20 @@ mod tests {
         write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true).unwrap();
         assert!(!out.join("notes.txt").exists());
     }
+
+    #[test]
+    fn refuses_an_out_path_that_is_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("bundles");
+        std::fs::write(&out, "not a directory").unwrap();
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "error: {} exists and is not a directory\nhelp: choose another --out",
+                out.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "not a directory");
+    }
 }
