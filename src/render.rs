@@ -85,12 +85,7 @@ impl Istioctl {
             absolute,
             timeout,
         };
-        let workdir = tempfile::tempdir().map_err(|e| {
-            Error::new(format!(
-                "cannot create a temporary directory: {}",
-                io_reason(&e)
-            ))
-        })?;
+        let workdir = workdir()?;
         let args = ["version", "--remote=false"];
         let out = istioctl.run(&args, workdir.path())?;
         let reported = parse_version_output(&String::from_utf8_lossy(&out.stdout));
@@ -199,12 +194,7 @@ impl Istioctl {
 
     /// `istioctl manifest generate -f <spec>` for one revision.
     pub fn manifest_generate(&self, side: &Side, tags: &TagRequest) -> Result<Rendered> {
-        let workdir = tempfile::tempdir().map_err(|e| {
-            Error::new(format!(
-                "cannot create a temporary directory: {}",
-                io_reason(&e)
-            ))
-        })?;
+        let workdir = workdir()?;
         let spec_name = format!("iop-{}.yaml", side.revision);
         let spec = operator_for(&side.operator.document, &side.revision, tags);
         let spec_text = serde_yaml::to_string(&Value::Mapping(spec))
@@ -244,6 +234,16 @@ impl Istioctl {
             objects,
         })
     }
+}
+
+/// A fresh directory for one istioctl call: its working directory and HOME.
+fn workdir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| {
+        Error::new(format!(
+            "cannot create a temporary directory: {}",
+            io_reason(&e)
+        ))
+    })
 }
 
 fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
