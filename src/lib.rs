@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod selector;
 pub mod write;
 pub mod yamlpath;
 
