@@ -9,7 +9,9 @@
 pub mod cli;
 pub mod emit;
 pub mod error;
+pub mod k8s;
 pub mod manifest;
+pub mod mesh;
 pub mod plan;
 pub mod policy;
 pub mod render;
@@ -41,20 +43,40 @@ impl Compiled {
         let mut s = format!(
             "istio-canary: {} {} ({}) -> {} ({}): {} phases in {}/\n",
             p.name,
-            p.from.version,
-            p.from.revision,
-            p.to.version,
-            p.to.revision,
+            p.from().version,
+            p.from().revision,
+            p.to().version,
+            p.to().revision,
             p.phases.len(),
             out.display()
         );
         for phase in &p.phases {
-            let what = if phase.delete.is_empty() {
-                format!("apply {}", phase.apply.len())
-            } else {
-                format!("delete {}", phase.delete.len())
-            };
-            let _ = writeln!(s, "  {:<28} {what}", phase.dir());
+            let (mut files, mut commands, mut deletes) = (0, 0, 0);
+            for c in &phase.changes {
+                match c {
+                    mesh::Change::Apply(_)
+                    | mesh::Change::Labels {
+                        via: mesh::Via::File,
+                        ..
+                    } => files += 1,
+                    mesh::Change::Labels { .. } => commands += 1,
+                    mesh::Change::Delete(_) => deletes += 1,
+                }
+            }
+            let mut what = Vec::new();
+            if files > 0 || deletes == 0 {
+                what.push(format!("apply {files}"));
+            }
+            if commands > 0 {
+                what.push(format!("label {commands}"));
+            }
+            if deletes > 0 {
+                what.push(format!("delete {deletes}"));
+            }
+            let _ = writeln!(s, "  {:<28} {}", phase.dir, what.join(", "));
+        }
+        for w in &p.warnings {
+            let _ = writeln!(s, "warning: already before the upgrade: {w}");
         }
         let _ = writeln!(s, "  see {}/PLAN.md for the commands", out.display());
         s

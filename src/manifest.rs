@@ -60,12 +60,15 @@ impl Object {
         let api_version = str_at(&body, &["apiVersion"]).ok_or("it has no apiVersion")?;
         let kind = str_at(&body, &["kind"]).ok_or("it has no kind")?;
         let name = str_at(&body, &["metadata", "name"]).ok_or("it has no metadata.name")?;
+        let group = group_of(api_version);
+        // The API server ignores metadata.namespace on cluster-scoped kinds: it does not make
+        // another object.
         let namespace = str_at(&body, &["metadata", "namespace"])
-            .filter(|ns| !ns.is_empty())
+            .filter(|ns| !ns.is_empty() && !crate::k8s::is_cluster_scoped(group, kind))
             .map(str::to_string);
         Ok(Object {
             id: ObjectId {
-                group: group_of(api_version).to_string(),
+                group: group.to_string(),
                 kind: kind.to_string(),
                 namespace,
                 name: name.to_string(),
@@ -312,6 +315,17 @@ mod tests {
             a.id.to_string(),
             "HorizontalPodAutoscaler.autoscaling istio-system/gw"
         );
+    }
+
+    #[test]
+    fn a_namespace_on_a_cluster_scoped_kind_is_not_part_of_its_identity() {
+        let a = parse_one("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r, namespace: istio-system}\n");
+        let b = parse_one(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\n",
+        );
+        assert_eq!(a.id, b.id);
+        let role = parse_one("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: istio-system}\n");
+        assert_eq!(role.id.namespace.as_deref(), Some("istio-system"));
     }
 
     #[test]

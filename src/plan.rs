@@ -1,10 +1,12 @@
-//! The planner: from the policy and the two renders to an ordered list of phases, each an ordered
-//! set of object changes over a mesh state. Pure: no files, no processes, no clock.
+//! The planner: from the policy and the renders to hops and phases, each phase an ordered list of
+//! changes over a simulated mesh, with every state kept and every phase's meaning (summary,
+//! commands, checks, undo) decided here. Pure: no files, no processes, no clock.
 //!
-//! Owns: which object goes in which phase, the apply order inside a phase, the namespace relabels,
-//! the default-tag move (and neutralizing an unrevisioned injector), the deletion set, API
-//! versions for delete stubs, and the safety invariants checked on the simulated mesh state after
-//! every phase. Must not: read files, run istioctl, or produce text (that is `emit`).
+//! Owns: which object goes in which phase, the apply order inside a phase, the namespace
+//! relabels, the default-tag move (and switching off a legacy injector), the deletion set
+//! (derived from the simulated end state), API versions for delete stubs, the refusals of renders
+//! that cannot work, and the safety invariants evaluated on the state after every step of every
+//! phase (see `mesh`). Must not: read files, run istioctl, or produce file text (that is `emit`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,14 +15,20 @@ use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
-use crate::manifest::{classify, str_at, Class, Object, ObjectId, RevisionContext};
+use crate::k8s::{self, Minor};
+use crate::manifest::{is_tag_object, Object, ObjectId};
+use crate::mesh::{
+    dangling_references, describe, is_gateway_workload, is_istiod, namespace_id, namespace_object,
+    pod_template_labels, references, violations, Change, DeleteRef, Expectations, MeshState,
+    Target, Via, Violation, INJECTION_LABEL, NAME_LABEL, REV_LABEL,
+};
 use crate::policy::{Policy, Revision};
 use crate::render::Rendered;
 
-pub const REV_LABEL: &str = "istio.io/rev";
-pub const INJECTION_LABEL: &str = "istio-injection";
 /// The selector `istioctl tag set default` puts on a legacy injector to switch it off.
 pub const NEVER_MATCH_LABEL: &str = "istio.io/deactivated";
+/// Namespaces no wave may restart: the cluster's own, and the control plane's.
+pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -46,31 +54,48 @@ impl PhaseKind {
     }
 }
 
-/// A reference to an object to delete, with an API version current clusters serve.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DeleteRef {
-    pub api_version: String,
-    pub id: ObjectId,
-}
-
-/// One step of the upgrade; `apply` and `delete` are in the order they must run.
+/// One step of the upgrade.
 #[derive(Debug, Clone)]
 pub struct Phase {
     /// 1-based position.
     pub index: usize,
+    /// 0-based index into `Plan::hops`.
+    pub hop: usize,
     pub kind: PhaseKind,
     /// `crds`, `install-1-14-1`, `migrate-canary`, …
     pub name: String,
+    /// The directory, `03-migrate-canary` (the number is padded so `ls` order is phase order).
+    pub dir: String,
     /// For `migrate` phases: the namespaces moved.
     pub namespaces: Vec<String>,
-    pub apply: Vec<Object>,
-    pub delete: Vec<DeleteRef>,
+    /// In the order they run: files of the directory (apply rank order), then commands, then
+    /// deletes (delete rank order).
+    pub changes: Vec<Change>,
+    pub summary: String,
+    /// What to run, in order (client-side `kubectl apply`).
+    pub commands: Vec<String>,
+    /// The same phase for `kubectl apply --server-side`.
+    pub server_side: Vec<String>,
+    /// Commands that check the phase worked, each with what it must show.
+    pub checks: Vec<String>,
+    pub undo: Option<String>,
 }
 
 impl Phase {
-    /// The phase's directory, e.g. `03-migrate-canary`.
-    pub fn dir(&self) -> String {
-        format!("{:02}-{}", self.index, self.name)
+    /// Objects written as files in the phase directory (whole objects and label patches).
+    pub fn files(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| match c {
+            Change::Apply(_) => true,
+            Change::Labels { via, .. } => *via == Via::File,
+            Change::Delete(_) => false,
+        })
+    }
+
+    pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
+        self.changes.iter().filter_map(|c| match c {
+            Change::Delete(d) => Some(d),
+            _ => None,
+        })
     }
 }
 
@@ -85,41 +110,46 @@ pub struct PlanSide {
     pub istio_namespace: String,
 }
 
+/// One canary cycle from one revision to the next.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub from: PlanSide,
+    pub to: PlanSide,
+}
+
+/// For one namespace: which revision injects its pods in each state (state 0 is before the
+/// upgrade, state N after phase N).
+#[derive(Debug, Clone, Serialize)]
+pub struct InjectionRow {
+    pub namespace: String,
+    pub states: Vec<String>,
+}
+
 /// The whole upgrade.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: String,
     pub policy_path: String,
     pub policy_sha256: String,
-    pub from: PlanSide,
-    pub to: PlanSide,
+    pub kubernetes_version: Option<Minor>,
+    pub hops: Vec<Hop>,
     pub phases: Vec<Phase>,
+    /// `states[0]` is the cluster before the upgrade, `states[n]` after phase n.
+    pub states: Vec<MeshState>,
+    pub injection: Vec<InjectionRow>,
+    /// What the plan assumed about the cluster (no inventory).
+    pub assumptions: Vec<String>,
+    /// Problems already present before the upgrade (not caused by any phase).
+    pub warnings: Vec<String>,
 }
 
-/// The objects the mesh is made of at one point of the plan, by identity.
-#[derive(Debug, Clone, Default)]
-pub struct MeshState {
-    pub objects: BTreeMap<ObjectId, Object>,
-}
-
-impl MeshState {
-    fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Self {
-        MeshState {
-            objects: objects
-                .into_iter()
-                .map(|o| (o.id.clone(), o.clone()))
-                .collect(),
-        }
+impl Plan {
+    /// The first (today: the only) hop's sides.
+    pub fn from(&self) -> &PlanSide {
+        &self.hops[0].from
     }
-
-    /// Advances the state past a phase: applied objects replace or add, deleted ones go.
-    pub fn apply(&mut self, phase: &Phase) {
-        for o in &phase.apply {
-            self.objects.insert(o.id.clone(), o.clone());
-        }
-        for d in &phase.delete {
-            self.objects.remove(&d.id);
-        }
+    pub fn to(&self) -> &PlanSide {
+        &self.hops[self.hops.len() - 1].to
     }
 }
 
@@ -153,179 +183,232 @@ pub fn delete_rank(id: &ObjectId) -> u8 {
     99 - apply_rank(id)
 }
 
-/// The API version a delete stub uses: one current clusters still serve, whatever the old
-/// render said (HPA `autoscaling/v2beta1` is gone from Kubernetes 1.25, PDB `policy/v1beta1`
-/// from 1.25).
-pub fn served_api_version(object: &Object) -> String {
-    match (object.id.group.as_str(), object.id.kind.as_str()) {
-        ("autoscaling", "HorizontalPodAutoscaler") => "autoscaling/v2".to_string(),
-        ("policy", "PodDisruptionBudget") => "policy/v1".to_string(),
-        ("admissionregistration.k8s.io", _) => "admissionregistration.k8s.io/v1".to_string(),
-        ("rbac.authorization.k8s.io", _) => "rbac.authorization.k8s.io/v1".to_string(),
-        _ => object.api_version.clone(),
-    }
-}
-
-fn sort_for_apply(objects: &mut [Object]) {
-    objects.sort_by(|a, b| (apply_rank(&a.id), &a.id).cmp(&(apply_rank(&b.id), &b.id)));
-}
-
 /// Builds the plan from the policy and the renders of the old and the new revision. Pure: the
 /// same inputs give the same plan.
 pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
-    let new_ctx = RevisionContext {
-        revision: new.revision.name(),
-        istio_namespace: &new.istio_namespace,
+    let hop = Hop {
+        from: plan_side(&policy.from),
+        to: plan_side(&policy.to),
     };
-    let old_ctx = RevisionContext {
-        revision: old.revision.name(),
-        istio_namespace: &old.istio_namespace,
-    };
-
-    let mut by_class: BTreeMap<Class, Vec<Object>> = BTreeMap::new();
-    for o in &new.objects {
-        by_class
-            .entry(classify(o, new_ctx))
-            .or_default()
-            .push(normalize(o));
-    }
-    let mut take = |c: Class| by_class.remove(&c).unwrap_or_default();
-    let crds = take(Class::Crd);
-    let mut install = take(Class::ControlPlane);
-    install.extend(take(Class::Shared));
-    let gateways = take(Class::Gateway);
-    let tags = take(Class::Tag);
-
-    // The new install must not change the running control plane in place.
-    let old_control_plane: BTreeSet<&ObjectId> = old
-        .objects
-        .iter()
-        .filter(|o| classify(o, old_ctx) == Class::ControlPlane)
-        .map(|o| &o.id)
-        .collect();
-    if let Some(clash) = install.iter().find(|o| old_control_plane.contains(&o.id)) {
-        return Err(Error::new(format!(
-            "installing revision {} would overwrite {} of the running revision {}",
-            new.revision, clash.id, old.revision
-        ))
-        .with_help("the two revisions must render disjoint control-plane objects: check the revision names and the IstioOperator specs"));
+    let old_objects: Vec<Object> = old.objects.iter().map(normalize).collect();
+    let new_objects: Vec<Object> = new.objects.iter().map(normalize).collect();
+    check_render(policy, old, &old_objects, new, &new_objects)?;
+    if let Some(k) = policy.kubernetes_version {
+        check_kubernetes(policy, k, &new_objects)?;
     }
 
-    let mut phases: Vec<Phase> = Vec::new();
+    // State 0: the old render plus every namespace the policy names, labelled as the old install
+    // expects (no inventory: the canonical labels).
+    let old_label = match &old.revision {
+        Revision::Default => (INJECTION_LABEL, "enabled".to_string()),
+        Revision::Named(r) => (REV_LABEL, r.clone()),
+    };
+    let mut state = MeshState::from_objects(&old_objects);
+    let mut named: Vec<String> = Vec::new();
+    for wave in &policy.waves {
+        for ns in &wave.namespaces {
+            let labels = BTreeMap::from([(old_label.0.to_string(), old_label.1.clone())]);
+            state
+                .objects
+                .insert(namespace_id(ns), namespace_object(ns, &labels));
+            named.push(ns.clone());
+        }
+    }
+    let assumptions = vec![format!(
+        "No cluster inventory was given: every namespace in the waves is assumed to carry exactly `{}={}` before the upgrade, and nothing else in the cluster is assumed to use revision `{}`.",
+        old_label.0, old_label.1, old.revision
+    )];
 
-    push(
-        &mut phases,
-        PhaseKind::Crds,
-        "crds".into(),
-        vec![],
-        crds,
-        vec![],
-    );
-    push(
-        &mut phases,
+    // Sort the new render into phases.
+    let gateway_ids = gateway_objects(&new_objects);
+    let mut crds = Vec::new();
+    let mut install = Vec::new();
+    let mut gateways = Vec::new();
+    let mut tags = Vec::new();
+    for o in &new_objects {
+        if o.id.kind == "CustomResourceDefinition" {
+            crds.push(o.clone());
+        } else if is_tag_object(o) {
+            tags.push(o.clone());
+        } else if gateway_ids.contains(&o.id) {
+            gateways.push(o.clone());
+        } else {
+            install.push(o.clone());
+        }
+    }
+    check_install_disjoint(&install, old, &old_objects, new)?;
+    check_gateways_kept(policy, &old_objects, &new_objects)?;
+
+    let mut drafts: Vec<Draft> = Vec::new();
+    drafts.push(Draft::new(PhaseKind::Crds, "crds".into(), applies(crds)));
+    drafts.push(Draft::new(
         PhaseKind::Install,
         format!("install-{}", new.revision),
-        vec![],
-        install,
-        vec![],
-    );
+        applies(install),
+    ));
+    let new_rev = new.revision.label().to_string();
     for wave in &policy.waves {
-        let namespaces = wave
-            .namespaces
-            .iter()
-            .map(|ns| namespace_object(ns, &new.revision))
-            .collect();
-        push(
-            &mut phases,
-            PhaseKind::Migrate,
-            format!("migrate-{}", wave.name),
-            wave.namespaces.clone(),
-            namespaces,
-            vec![],
-        );
-    }
-    if !gateways.is_empty() {
-        push(
-            &mut phases,
-            PhaseKind::Gateways,
-            format!("gateways-{}", new.revision),
-            vec![],
-            gateways,
-            vec![],
-        );
-    }
-    if policy.default_tag {
-        let has_default_tag = tags.iter().any(|o| {
-            o.id.kind == "MutatingWebhookConfiguration" && o.id.name == "istio-revision-tag-default"
-        });
-        if !has_default_tag {
-            return Err(Error::new(format!(
-                "istioctl {} rendered no istio-revision-tag-default for values.revisionTags=[default]",
-                new.version
-            ))
-            .with_help("this istioctl cannot render revision tags offline; set defaultTag: false and move the tag with `istioctl tag set default` instead"));
+        let mut changes = Vec::new();
+        let mut commands = Vec::new();
+        for ns in &wave.namespaces {
+            changes.push(Change::Labels {
+                id: namespace_id(ns),
+                api_version: "v1".into(),
+                set: BTreeMap::from([(REV_LABEL.to_string(), new_rev.clone())]),
+                remove: BTreeSet::new(),
+                via: Via::File,
+            });
         }
-        let mut apply = tags.clone();
-        if old.revision == Revision::Default {
-            if let Some(injector) = old.objects.iter().find(|o| {
-                o.id.kind == "MutatingWebhookConfiguration" && o.id.name == "istio-sidecar-injector"
-            }) {
-                apply.push(neutralize_injector(injector));
+        // `istio-injection` wins over `istio.io/rev`; it is removed after the new label is set,
+        // so the namespace is injected by the old revision until the moment it moves.
+        for ns in &wave.namespaces {
+            if old_label.0 == INJECTION_LABEL {
+                let command = format!("kubectl label namespace {ns} {INJECTION_LABEL}-");
+                commands.push(Change::Labels {
+                    id: namespace_id(ns),
+                    api_version: "v1".into(),
+                    set: BTreeMap::new(),
+                    remove: BTreeSet::from([INJECTION_LABEL.to_string()]),
+                    via: Via::Command(command),
+                });
             }
         }
-        push(
-            &mut phases,
+        changes.extend(commands);
+        let mut d = Draft::new(
+            PhaseKind::Migrate,
+            format!("migrate-{}", wave.name),
+            changes,
+        );
+        d.namespaces = wave.namespaces.clone();
+        drafts.push(d);
+    }
+    if !gateways.is_empty() {
+        drafts.push(Draft::new(
+            PhaseKind::Gateways,
+            format!("gateways-{}", new.revision),
+            applies(gateways),
+        ));
+    }
+    if policy.default_tag {
+        drafts.push(Draft::new(
             PhaseKind::DefaultTag,
             format!("default-tag-{}", new.revision),
-            vec![],
-            apply,
-            vec![],
-        );
+            applies(tags.clone()),
+        ));
     }
 
-    // The desired end state: every object the new render and the phases keep.
-    let mut keep: BTreeSet<ObjectId> = new.objects.iter().map(|o| o.id.clone()).collect();
-    for p in &phases {
-        if p.kind == PhaseKind::Migrate {
-            keep.extend(p.apply.iter().map(|o| o.id.clone()));
+    // Simulate. The uninstall phase is derived from the state the others leave.
+    let width = if drafts.len() + 1 >= 100 { 3 } else { 2 };
+    let expected = |upto_wave: usize| -> BTreeMap<String, Option<String>> {
+        let mut m = BTreeMap::new();
+        for (wi, wave) in policy.waves.iter().enumerate() {
+            for ns in &wave.namespaces {
+                let rev = if wi < upto_wave {
+                    &new_rev
+                } else {
+                    &old_label_rev(old)
+                };
+                m.insert(ns.clone(), Some(rev.clone()));
+            }
         }
-    }
+        m
+    };
+    let any_single: BTreeMap<String, Option<String>> =
+        named.iter().map(|n| (n.clone(), None)).collect();
+    let start = violations(
+        &state,
+        &Expectations {
+            namespaces: &expected(0),
+        },
+    );
+    let warnings: Vec<String> = start.iter().map(ToString::to_string).collect();
+
+    let mut states = vec![state.clone()];
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut waves_done = 0;
+    let needed: BTreeSet<ObjectId> = new_objects
+        .iter()
+        .map(|o| o.id.clone())
+        .chain(named.iter().map(|n| namespace_id(n)))
+        .collect();
+    let mut all = drafts;
     if policy.uninstall_old {
-        let mut delete: Vec<(u8, DeleteRef)> = old
-            .objects
-            .iter()
-            .filter(|o| !keep.contains(&o.id))
-            .filter(|o| o.id.kind != "CustomResourceDefinition" && o.id.kind != "Namespace")
-            .map(|o| {
-                (
-                    delete_rank(&o.id),
-                    DeleteRef {
-                        api_version: served_api_version(o),
-                        id: o.id.clone(),
-                    },
-                )
-            })
-            .collect();
-        delete.sort();
-        let delete = delete.into_iter().map(|(_, d)| d).collect();
-        push(
-            &mut phases,
+        all.push(Draft::new(
             PhaseKind::Uninstall,
             format!("uninstall-{}", old.revision),
-            vec![],
-            vec![],
-            delete,
-        );
+            Vec::new(),
+        ));
+    }
+    for (i, mut draft) in all.into_iter().enumerate() {
+        let before = state.clone();
+        if draft.kind == PhaseKind::Uninstall {
+            draft.changes = uninstall_changes(&state, &needed, policy.kubernetes_version);
+        }
+        if draft.kind == PhaseKind::DefaultTag {
+            draft
+                .changes
+                .extend(switch_off_legacy_injectors(&state, &draft.changes));
+        }
+        sort_changes(&mut draft.changes);
+        let phase_index = i + 1;
+        let dir = format!("{phase_index:0width$}-{}", draft.name);
+        // Steps: the directory, then each command, then the deletes.
+        let mut steps: Vec<Vec<&Change>> = vec![Vec::new()];
+        for c in &draft.changes {
+            match c {
+                Change::Labels {
+                    via: Via::Command(_),
+                    ..
+                } => steps.push(vec![c]),
+                Change::Delete(_) => {
+                    if steps
+                        .last()
+                        .is_some_and(|s| s.iter().all(|x| !matches!(x, Change::Delete(_))))
+                    {
+                        steps.push(Vec::new());
+                    }
+                    if let Some(s) = steps.last_mut() {
+                        s.push(c);
+                    }
+                }
+                _ => steps[0].push(c),
+            }
+        }
+        if draft.kind == PhaseKind::Migrate {
+            waves_done += 1;
+        }
+        let last = steps.len() - 1;
+        for (si, step) in steps.iter().enumerate() {
+            for c in step {
+                state.apply(c);
+            }
+            let expect = if si == last {
+                expected(waves_done)
+            } else {
+                any_single.clone()
+            };
+            let mut found = violations(
+                &state,
+                &Expectations {
+                    namespaces: &expect,
+                },
+            );
+            let deleted: Vec<&ObjectId> = step
+                .iter()
+                .filter(|c| matches!(c, Change::Delete(_)))
+                .map(|c| c.id())
+                .collect();
+            found.extend(dangling_references(&state, &deleted));
+            if let Some(v) = found.into_iter().find(|v| !start.contains(v)) {
+                return Err(refusal(&dir, &v, policy));
+            }
+        }
+        let phase = describe_phase(policy, &hop, draft, phase_index, dir, &before, &state);
+        phases.push(phase);
+        states.push(state.clone());
     }
 
-    // Walk the mesh state through every phase and check the invariants after each.
-    let mut state = MeshState::from_objects(&old.objects);
-    let before = violations(&state);
-    for p in &phases {
-        state.apply(p);
-        check_invariants(&state, &before, p)?;
-    }
-
+    let injection = injection_table(&named, &states);
     Ok(Plan {
         name: policy.name.clone(),
         policy_path: policy
@@ -334,29 +417,56 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
         policy_sha256: policy.sha256.clone(),
-        from: plan_side(&policy.from),
-        to: plan_side(&policy.to),
+        kubernetes_version: policy.kubernetes_version,
+        hops: vec![hop],
         phases,
+        states,
+        injection,
+        assumptions,
+        warnings,
     })
 }
 
-fn push(
-    phases: &mut Vec<Phase>,
+fn old_label_rev(old: &Rendered) -> String {
+    old.revision.label().to_string()
+}
+
+struct Draft {
     kind: PhaseKind,
     name: String,
     namespaces: Vec<String>,
-    mut apply: Vec<Object>,
-    delete: Vec<DeleteRef>,
-) {
-    sort_for_apply(&mut apply);
-    let index = phases.len() + 1;
-    phases.push(Phase {
-        index,
-        kind,
-        name,
-        namespaces,
-        apply,
-        delete,
+    changes: Vec<Change>,
+}
+
+impl Draft {
+    fn new(kind: PhaseKind, name: String, changes: Vec<Change>) -> Draft {
+        Draft {
+            kind,
+            name,
+            namespaces: Vec::new(),
+            changes,
+        }
+    }
+}
+
+fn applies(objects: Vec<Object>) -> Vec<Change> {
+    objects.into_iter().map(Change::Apply).collect()
+}
+
+/// Files in apply-rank order, commands in the order given, deletes in delete-rank order.
+fn sort_changes(changes: &mut [Change]) {
+    let group = |c: &Change| match c {
+        Change::Apply(_) | Change::Labels { via: Via::File, .. } => 0,
+        Change::Labels { .. } => 1,
+        Change::Delete(_) => 2,
+    };
+    changes.sort_by(|a, b| {
+        let key = |c: &Change| match group(c) {
+            0 => (0, apply_rank(c.id()), Some(c.id().clone())),
+            1 => (1, 0, None),
+            _ => (2, delete_rank(c.id()), Some(c.id().clone())),
+        };
+        key(a).cmp(&key(b))
     });
 }
 
@@ -371,41 +481,565 @@ fn plan_side(side: &crate::policy::Side) -> PlanSide {
     }
 }
 
-/// The Namespace object a migration applies: `istio.io/rev` set to the new revision and
-/// `istio-injection` explicitly null. With `kubectl apply` (client-side, three-way merge) a null
-/// label in the applied configuration removes the label from the live object, whoever set it, so
-/// a namespace never ends up with both labels (then `istio-injection` wins and the namespace does
-/// not move, or gets no sidecar at all when it is `disabled`).
-pub fn namespace_object(name: &str, revision: &Revision) -> Object {
-    let mut labels = Mapping::new();
-    labels.insert(INJECTION_LABEL.into(), Value::Null);
-    labels.insert(
-        REV_LABEL.into(),
-        Value::String(revision.label().to_string()),
+/// The uninstall: every object of the state the end state does not need (not rendered by the
+/// new revision, not a namespace the policy names), never CRDs or Namespaces.
+fn uninstall_changes(
+    state: &MeshState,
+    needed: &BTreeSet<ObjectId>,
+    kubernetes: Option<Minor>,
+) -> Vec<Change> {
+    state
+        .objects
+        .values()
+        .filter(|o| !needed.contains(&o.id))
+        .filter(|o| o.id.kind != "CustomResourceDefinition" && o.id.kind != "Namespace")
+        .map(|o| {
+            Change::Delete(DeleteRef {
+                api_version: k8s::delete_api_version(
+                    &o.id.group,
+                    &o.id.kind,
+                    &o.api_version,
+                    kubernetes,
+                ),
+                id: o.id.clone(),
+            })
+        })
+        .collect()
+}
+
+/// After the default tag is applied, every other injector that still matches a namespace
+/// labelled `istio-injection=enabled` is switched off the way `istioctl tag set default` does
+/// it, so no pod is matched by two injectors.
+fn switch_off_legacy_injectors(state: &MeshState, tag_changes: &[Change]) -> Vec<Change> {
+    let mut after = state.clone();
+    for c in tag_changes {
+        after.apply(c);
+    }
+    let tag_configs: BTreeSet<&str> = tag_changes.iter().map(|c| c.id().name.as_str()).collect();
+    let labels = BTreeMap::from([
+        (INJECTION_LABEL.to_string(), "enabled".to_string()),
+        (NAME_LABEL.to_string(), "istio-canary-probe".to_string()),
+    ]);
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for inj in after.injectors(&labels, &BTreeMap::new()) {
+        if tag_configs.contains(inj.config.as_str()) || !seen.insert(inj.config.clone()) {
+            continue;
+        }
+        if let Some(o) = after
+            .objects
+            .values()
+            .find(|o| o.id.kind == "MutatingWebhookConfiguration" && o.id.name == inj.config)
+        {
+            out.push(Change::Apply(neutralize_injector(o)));
+        }
+    }
+    out
+}
+
+/// The objects of each gateway workload in a render: the workload, the Services selecting its
+/// pods, its ServiceAccount, HPAs and PDBs targeting it, and the RoleBindings of its
+/// ServiceAccount with their Roles.
+fn gateway_objects(objects: &[Object]) -> BTreeSet<ObjectId> {
+    gateways_of(objects).into_values().flatten().collect()
+}
+
+fn gateways_of(objects: &[Object]) -> BTreeMap<ObjectId, BTreeSet<ObjectId>> {
+    let mut out = BTreeMap::new();
+    for gw in objects.iter().filter(|o| is_gateway_workload(o)) {
+        let pods = pod_template_labels(gw);
+        let mut set = BTreeSet::from([gw.id.clone()]);
+        let refs = references(gw);
+        for o in objects.iter().filter(|o| o.id.namespace == gw.id.namespace) {
+            let selects = |path: &[&str]| match crate::manifest::value_at(&o.body, path) {
+                Some(Value::Mapping(sel)) if !sel.is_empty() => sel.iter().all(|(k, v)| {
+                    k.as_str()
+                        .is_some_and(|k| pods.get(k).map(String::as_str) == v.as_str())
+                }),
+                _ => false,
+            };
+            let belongs = match o.id.kind.as_str() {
+                "Service" => selects(&["spec", "selector"]),
+                "PodDisruptionBudget" => selects(&["spec", "selector", "matchLabels"]),
+                "HorizontalPodAutoscaler" => references(o).contains(&gw.id),
+                "ServiceAccount" => refs.contains(&o.id),
+                _ => false,
+            };
+            if belongs {
+                set.insert(o.id.clone());
+            }
+        }
+        let sas: BTreeSet<ObjectId> = set
+            .iter()
+            .filter(|id| id.kind == "ServiceAccount")
+            .cloned()
+            .collect();
+        for o in objects.iter().filter(|o| o.id.kind == "RoleBinding") {
+            let r = references(o);
+            if r.iter().any(|id| sas.contains(id)) {
+                set.insert(o.id.clone());
+                set.extend(r.into_iter().filter(|id| id.kind == "Role"));
+            }
+        }
+        out.insert(gw.id.clone(), set);
+    }
+    out
+}
+
+/// Refuses a new render that would drop a gateway the old one had, unless the policy names the
+/// gateway in `removeGateways`.
+fn check_gateways_kept(policy: &Policy, old: &[Object], new: &[Object]) -> Result<()> {
+    let new_ids: BTreeSet<&ObjectId> = new.iter().map(|o| &o.id).collect();
+    let mut lost = Vec::new();
+    for (gw, objects) in gateways_of(old) {
+        let key = format!("{}/{}", gw.namespace.as_deref().unwrap_or(""), gw.name);
+        if policy.remove_gateways.contains(&key) {
+            continue;
+        }
+        let missing: Vec<String> = objects
+            .iter()
+            .filter(|id| !new_ids.contains(id))
+            .map(ToString::to_string)
+            .collect();
+        if !missing.is_empty() {
+            lost.push(format!("gateway {key}: {}", missing.join(", ")));
+        }
+    }
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "the new IstioOperator spec no longer renders objects of gateways revision {} runs; the plan would delete them:\n  {}",
+        policy.from.revision,
+        lost.join("\n  ")
+    ))
+    .with_help("a deleted gateway Service loses its load balancer address: keep the gateway in the spec, or, to remove it on purpose, list it under spec.removeGateways (e.g. `removeGateways: [istio-system/istio-egressgateway]`)"))
+}
+
+/// Renders that cannot work are refused before any phase is built.
+fn check_render(
+    policy: &Policy,
+    old: &Rendered,
+    old_objects: &[Object],
+    new: &Rendered,
+    new_objects: &[Object],
+) -> Result<()> {
+    let spec = &policy.to.operator.declared;
+    let rev = new.revision.label();
+    if new_objects.is_empty() {
+        return Err(Error::new(format!(
+            "istioctl {} rendered no objects for revision {rev}",
+            new.version
+        ))
+        .with_help(format!(
+            "check {spec}: a profile such as `empty` with no component enabled renders nothing"
+        )));
+    }
+    let has_istiod = new_objects.iter().any(|o| {
+        is_istiod(o) && pod_template_labels(o).get(REV_LABEL).map(String::as_str) == Some(rev)
+    });
+    if !has_istiod {
+        return Err(Error::new(format!(
+            "the render of revision {rev} has no istiod Deployment: nothing would serve the namespaces moved to it"
+        ))
+        .with_help(format!("enable the control plane in {spec} (components.pilot.enabled: true, or a profile that enables it)")));
+    }
+    let old_crds = old_objects
+        .iter()
+        .filter(|o| o.id.kind == "CustomResourceDefinition")
+        .count();
+    let new_crds = new_objects
+        .iter()
+        .filter(|o| o.id.kind == "CustomResourceDefinition")
+        .count();
+    if old_crds > 0 && new_crds == 0 {
+        return Err(Error::new(format!(
+            "the render of revision {rev} has no CRDs, but revision {} was installed with {old_crds}: Istio's CRDs would stay at {} while istiod {} runs",
+            old.revision, old.version, new.version
+        ))
+        .with_help(format!("enable the base component in {spec} (components.base.enabled: true)")));
+    }
+    // A namespace labelled for the new revision must be injected by it.
+    let probe = MeshState::from_objects(new_objects);
+    let labels = BTreeMap::from([
+        (REV_LABEL.to_string(), rev.to_string()),
+        (NAME_LABEL.to_string(), "istio-canary-probe".to_string()),
+    ]);
+    let found = probe.injectors(&labels, &BTreeMap::new());
+    let serves = found
+        .iter()
+        .filter(|i| i.target == Target::Revision(rev.to_string()))
+        .count();
+    if serves != 1 {
+        return Err(Error::new(format!(
+            "the render of revision {rev} has no sidecar-injector webhook for namespaces labelled istio.io/rev={rev} (found: {}), but the policy moves namespaces to it",
+            describe(&found)
+        ))
+        .with_help(format!("the injector comes with the control plane in {spec}: check components.pilot, values.sidecarInjectorWebhook and values.global.operatorManageWebhooks")));
+    }
+    if policy.default_tag {
+        let has = |kind: &str, name: &str| {
+            new_objects
+                .iter()
+                .any(|o| o.id.kind == kind && o.id.name == name)
+        };
+        if !has("MutatingWebhookConfiguration", "istio-revision-tag-default") {
+            return Err(Error::new(format!(
+                "istioctl {} rendered no istio-revision-tag-default for values.revisionTags=[default]",
+                new.version
+            ))
+            .with_help("this istioctl cannot render revision tags offline; set defaultTag: false and move the tag with `istioctl tag set default` instead"));
+        }
+        if !has("ValidatingWebhookConfiguration", "istiod-default-validator") {
+            return Err(Error::new(format!(
+                "istioctl {} rendered no istiod-default-validator for values.defaultRevision={rev}: validation of Istio resources would stay on revision {}",
+                new.version, old.revision
+            ))
+            .with_help(format!("config validation may be off in {spec} (values.global.configValidation); enable it, or set defaultTag: false and keep the old revision")));
+        }
+    }
+    Ok(())
+}
+
+/// The new install must not change the running control plane in place.
+fn check_install_disjoint(
+    install: &[Object],
+    old: &Rendered,
+    old_objects: &[Object],
+    new: &Rendered,
+) -> Result<()> {
+    // The old revision's own objects: its istiod, its injector and validator webhooks, and what
+    // they reference (service accounts, config maps, the Service the webhooks call).
+    let mut own: BTreeSet<ObjectId> = BTreeSet::new();
+    for o in old_objects {
+        let serves_old = (is_istiod(o)
+            && pod_template_labels(o).get(REV_LABEL).map(String::as_str)
+                == Some(old.revision.label()))
+            || (o.label(REV_LABEL).as_deref() == Some(old.revision.label())
+                && o.label("operator.istio.io/component").as_deref() == Some("Pilot")
+                && !is_tag_object(o));
+        if serves_old {
+            own.insert(o.id.clone());
+            own.extend(
+                references(o).into_iter().filter(|r| {
+                    r.kind != "ServiceAccount" || r.name.contains(old.revision.label())
+                }),
+            );
+        }
+    }
+    let old_by_id: BTreeMap<&ObjectId, &Object> = old_objects.iter().map(|o| (&o.id, o)).collect();
+    if let Some(clash) = install.iter().find(|o| {
+        own.contains(&o.id)
+            && old_by_id
+                .get(&o.id)
+                .is_some_and(|before| before.body != o.body)
+    }) {
+        return Err(Error::new(format!(
+            "installing revision {} would overwrite {} of the running revision {}",
+            new.revision, clash.id, old.revision
+        ))
+        .with_help("the two revisions must render disjoint control-plane objects: check the revision names and the IstioOperator specs"));
+    }
+    Ok(())
+}
+
+/// Refuses Istio versions outside the support table for the cluster, and objects whose API
+/// version the cluster does not serve.
+fn check_kubernetes(policy: &Policy, k: Minor, new_objects: &[Object]) -> Result<()> {
+    for side in [&policy.from, &policy.to] {
+        let istio = Minor::new(side.version.major, side.version.minor);
+        if let Some((lo, hi)) = k8s::istio_supports(istio) {
+            if k < lo || k > hi {
+                return Err(Error::new(format!(
+                    "Istio {istio} supports Kubernetes {lo} to {hi}, not {k} (spec.kubernetesVersion)"
+                ))
+                .with_help("Istio's support table (istio.io, docs/releases/supported-releases): upgrade Kubernetes or Istio in hops that both revisions support"));
+            }
+        }
+    }
+    let mut bad = Vec::new();
+    for o in new_objects {
+        if let Err(why) = k8s::serves(k, &o.api_version, &o.id.kind) {
+            let why = match why {
+                k8s::NotServed::RemovedIn(v) => format!("removed in Kubernetes {v}"),
+                k8s::NotServed::IntroducedIn(v) => format!("first served in Kubernetes {v}"),
+            };
+            bad.push(format!("{} uses {} ({why})", o.id, o.api_version));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "Kubernetes {k} does not serve the API versions of {} rendered object{}:\n  {}",
+        bad.len(),
+        if bad.len() == 1 { "" } else { "s" },
+        bad.join("\n  ")
+    ))
+    .with_help(format!("istioctl {} renders for older clusters: choose an Istio version that supports Kubernetes {k}", policy.to.version)))
+}
+
+fn refusal(dir: &str, v: &Violation, policy: &Policy) -> Error {
+    let help = match v {
+        Violation::ValidatorNotDefault { .. } => {
+            "istiod-default-validator must call the istiod of the revision the default tag points at: render both from the same revision (values.defaultRevision and values.revisionTags are set by istio-canary; check what the istioctl renders)".to_string()
+        }
+        Violation::DanglingWebhook { .. } => {
+            "move every tag and the default validator off the old revision before deleting it (defaultTag: true), or keep it (uninstallOld: false)".to_string()
+        }
+        Violation::Injection { .. } => format!(
+            "the phases must keep every namespace injected by exactly one revision; check the IstioOperator specs of revisions {} and {}",
+            policy.from.revision, policy.to.revision
+        ),
+        Violation::DeletedButReferenced { .. } => {
+            "the new revision still uses it: render it from the new spec too (components.base), or keep the old revision (uninstallOld: false)".to_string()
+        }
+    };
+    Error::new(format!("after phase {dir}, {v}")).with_help(help)
+}
+
+fn injection_table(named: &[String], states: &[MeshState]) -> Vec<InjectionRow> {
+    named
+        .iter()
+        .map(|ns| InjectionRow {
+            namespace: ns.clone(),
+            states: states
+                .iter()
+                .map(|s| {
+                    let labels = s.labels(&namespace_id(ns)).unwrap_or_default();
+                    describe(&s.injectors(&labels, &BTreeMap::new()))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Summary, commands, checks and undo of a phase: all decided here, only written down by `emit`.
+fn describe_phase(
+    policy: &Policy,
+    hop: &Hop,
+    draft: Draft,
+    index: usize,
+    dir: String,
+    before: &MeshState,
+    after: &MeshState,
+) -> Phase {
+    let old = &hop.from.revision;
+    let new = &hop.to.revision;
+    let apply = format!("kubectl apply -k {dir}");
+    // Server-side apply needs --force-conflicts only where the phase changes an object (or a
+    // label) someone else wrote before the upgrade; the tool's own objects never conflict.
+    let takes_over = draft.changes.iter().any(|c| match c {
+        Change::Apply(o) => before
+            .objects
+            .get(&o.id)
+            .is_some_and(|b| b.body != crate::mesh::as_stored(o).body),
+        Change::Labels {
+            id, via: Via::File, ..
+        } => before.objects.contains_key(id),
+        _ => false,
+    });
+    let ssa = format!(
+        "kubectl apply --server-side --field-manager=istio-canary{} -k {dir}",
+        if takes_over { " --force-conflicts" } else { "" }
     );
-    let mut metadata = Mapping::new();
-    metadata.insert("name".into(), Value::String(name.to_string()));
-    metadata.insert("labels".into(), Value::Mapping(labels));
-    let mut body = Mapping::new();
-    body.insert("apiVersion".into(), "v1".into());
-    body.insert("kind".into(), "Namespace".into());
-    body.insert("metadata".into(), Value::Mapping(metadata));
-    Object {
-        api_version: "v1".into(),
-        id: ObjectId {
-            group: String::new(),
-            kind: "Namespace".into(),
-            namespace: None,
-            name: name.to_string(),
-        },
-        body,
+    let label_commands: Vec<String> = draft
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Labels {
+                via: Via::Command(cmd),
+                ..
+            } => Some(cmd.clone()),
+            _ => None,
+        })
+        .collect();
+    let n_files = draft
+        .changes
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Change::Delete(_)
+                    | Change::Labels {
+                        via: Via::Command(_),
+                        ..
+                    }
+            )
+        })
+        .count();
+    let n_deletes = draft
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Delete(_)))
+        .count();
+    let istio_ns = &hop.to.istio_namespace;
+    let (summary, mut commands, checks, undo) = match draft.kind {
+        PhaseKind::Crds => (
+            format!("Upgrade the {n_files} shared Istio CRDs to {} first. They serve every revision; no later phase deletes them, and no rollback downgrades them.", hop.to.version),
+            vec![apply.clone()],
+            vec![format!("kubectl wait --for condition=established --timeout=60s -f {dir}/")],
+            Some(format!("none needed: Istio's CRDs stay compatible with revision `{old}`, and no phase downgrades or deletes them.")),
+        ),
+        PhaseKind::Install => (
+            format!("Install revision `{new}` beside `{old}`: its control plane and the shared base objects it updates. No workload moves yet; gateways and tags are later phases."),
+            vec![apply.clone()],
+            vec![format!("kubectl -n {istio_ns} rollout status deployment/{} --timeout=300s", new.istiod())],
+            Some(format!(
+                "nothing runs on revision `{new}` yet. To abandon the upgrade, delete the revision's own objects (their names carry `{new}`): `for f in {dir}/*{new}*.yaml; do kubectl delete --ignore-not-found -f \"$f\"; done`. Do not `kubectl delete -k {dir}`: it also holds shared objects revision `{old}` uses."
+            )),
+        ),
+        PhaseKind::Migrate => {
+            let ns_list = draft.namespaces.join(",");
+            let mut commands = vec![apply.clone()];
+            commands.extend(label_commands.iter().cloned());
+            for ns in &draft.namespaces {
+                commands.push(format!("kubectl rollout restart deployment,statefulset,daemonset -n {ns}"));
+            }
+            let mut checks = vec![
+                format!("# must list nothing: a namespace of this wave not labelled {REV_LABEL}={new}"),
+                format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{REV_LABEL}!={new}'"),
+                format!("# must list nothing: {INJECTION_LABEL} with any value, even empty, overrides {REV_LABEL}"),
+                format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{INJECTION_LABEL}'"),
+            ];
+            checks.push(format!("# every pod must show a sidecar of {}", new.istiod()));
+            checks.push(format!("istioctl proxy-status --revision {new}"));
+            let restore: Vec<String> = draft
+                .namespaces
+                .iter()
+                .map(|ns| relabel_command(ns, before, after))
+                .collect();
+            (
+                format!(
+                    "Move namespaces {} to revision `{new}`: the directory sets the label `{REV_LABEL}={new}` (a label merge, nothing else of the Namespace changes){}, then restart their workloads so the new sidecars are injected.",
+                    draft.namespaces.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                    if label_commands.is_empty() { String::new() } else { format!(", and `kubectl label` removes `{INJECTION_LABEL}`, which would otherwise keep them on the default revision") }
+                ),
+                commands,
+                checks,
+                Some(format!("`{}`, then restart the workloads of those namespaces again.", restore.join(" && "))),
+            )
+        }
+        PhaseKind::Gateways => (
+            format!("Move the gateways to revision `{new}`. Rendered gateways keep their names across revisions, so this upgrades them in place, after the workloads have moved."),
+            vec![apply.clone()],
+            vec![format!("kubectl -n {istio_ns} rollout status deployment --timeout=300s")],
+            Some(format!(
+                "re-apply the gateway objects of revision `{old}` (render them with istioctl {}); gateways keep their names, so this is an in-place rollback.",
+                hop.from.version
+            )),
+        ),
+        PhaseKind::DefaultTag => (
+            format!(
+                "Point the default revision tag (`istio-revision-tag-default`, `istiod-default-validator`) at `{new}`: `istio-injection=enabled` namespaces and validation move to it.{}",
+                if draft.changes.iter().any(|c| before.objects.contains_key(c.id())) {
+                    " Injectors of the old install that still match `istio-injection=enabled` are switched off the way `istioctl tag set default` does it, so no pod is matched by two injectors."
+                } else {
+                    ""
+                }
+            ),
+            vec![apply.clone()],
+            vec![
+                format!("# must show {new} for both"),
+                format!("kubectl get mutatingwebhookconfiguration istio-revision-tag-default validatingwebhookconfiguration istiod-default-validator -L {REV_LABEL}"),
+            ],
+            Some(match old {
+                Revision::Named(r) => format!(
+                    "point the default tag back with `istioctl tag set default --revision {r} --overwrite` (istioctl {}).",
+                    hop.from.version
+                ),
+                Revision::Default => format!(
+                    "`kubectl delete mutatingwebhookconfiguration istio-revision-tag-default && kubectl delete validatingwebhookconfiguration istiod-default-validator`, then re-apply the unrevisioned `istio-sidecar-injector` as istioctl {} renders it (this phase switched its selectors off).",
+                    hop.from.version
+                ),
+            }),
+        ),
+        PhaseKind::Uninstall => {
+            let mut checks = Vec::new();
+            checks.push(format!("# must list nothing: namespaces still selecting revision {old}"));
+            checks.push(match old {
+                Revision::Named(r) => format!("kubectl get namespaces -l '{REV_LABEL}={r}'"),
+                Revision::Default => format!("kubectl get namespaces -l '{INJECTION_LABEL}=enabled,!{REV_LABEL}'"),
+            });
+            let webhooks: Vec<String> = draft
+                .changes
+                .iter()
+                .filter(|c| c.id().kind.ends_with("WebhookConfiguration"))
+                .map(|c| c.id().name.clone())
+                .collect();
+            checks.push(format!(
+                "# must list only what this phase deletes ({}): webhook configurations, tags included, still labelled for revision {old}",
+                if webhooks.is_empty() { "nothing".to_string() } else { webhooks.join(", ") }
+            ));
+            checks.push(format!(
+                "kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations -l '{REV_LABEL}={}'",
+                old.label()
+            ));
+            checks.push(format!("# every proxy must show {}:", new.istiod()));
+            checks.push("istioctl proxy-status".to_string());
+            (
+                format!(
+                    "Delete revision `{old}`: the {n_deletes} objects the simulated end state no longer needs (what its render created that revision `{new}` does not render). Never CRDs or Namespaces. Run the checks first: they must show nothing still uses it."
+                ),
+                vec![format!("kubectl delete --ignore-not-found -f {dir}/")],
+                checks,
+                None,
+            )
+        }
+    };
+    if draft.kind == PhaseKind::Uninstall {
+        // Checks come before the delete.
+        let _ = &mut commands;
+    }
+    let server_side = if draft.kind == PhaseKind::Uninstall {
+        commands.clone()
+    } else {
+        let mut v = vec![ssa];
+        v.extend(commands.iter().skip(1).cloned());
+        v
+    };
+    let _ = policy;
+    Phase {
+        index,
+        hop: 0,
+        kind: draft.kind,
+        name: draft.name,
+        dir,
+        namespaces: draft.namespaces,
+        changes: draft.changes,
+        summary,
+        commands,
+        server_side,
+        checks,
+        undo,
     }
 }
 
+/// The `kubectl label` command that gives a namespace back the labels it had in `before`.
+fn relabel_command(ns: &str, before: &MeshState, after: &MeshState) -> String {
+    let id = namespace_id(ns);
+    let was = before.labels(&id).unwrap_or_default();
+    let now = after.labels(&id).unwrap_or_default();
+    let mut parts = Vec::new();
+    for key in [REV_LABEL, INJECTION_LABEL] {
+        match (was.get(key), now.get(key)) {
+            (Some(v), Some(n)) if v == n => {}
+            (Some(v), _) => parts.push(format!("{key}={v}")),
+            (None, Some(_)) => parts.push(format!("{key}-")),
+            (None, None) => {}
+        }
+    }
+    format!(
+        "kubectl label namespace {ns} {} --overwrite",
+        parts.join(" ")
+    )
+}
+
 /// Prepares a rendered object for Git: no empty or runtime-patched `caBundle` (istiod patches it;
-/// an empty one in Git would blank the live CA on every sync), and no `failurePolicy` on
-/// `istiod-default-validator` (istiod flips it to Fail at runtime; the API server's default is
-/// Fail too, so leaving it out is what the live object converges to).
+/// an empty one in Git would blank the live CA on every sync), and webhook configurations with the
+/// fields kube-apiserver defaults written out (so a server-side apply owns what the stored object
+/// has). `failurePolicy` stays as istioctl renders it: `istiod-default-validator` without one is
+/// stored as `Fail`, which rejects every Istio config write until the new istiod serves.
 pub fn normalize(object: &Object) -> Object {
     let mut o = object.clone();
     let is_webhook_config = matches!(
@@ -416,13 +1050,9 @@ pub fn normalize(object: &Object) -> Object {
         return o;
     }
     let is_tag = crate::manifest::is_tag_object(&o);
-    let drop_failure_policy = o.id.name == "istiod-default-validator";
     if let Some(Value::Sequence(webhooks)) = o.body.get_mut("webhooks") {
         for wh in webhooks.iter_mut() {
             let Value::Mapping(wh) = wh else { continue };
-            if drop_failure_policy {
-                wh.remove("failurePolicy");
-            }
             if let Some(Value::Mapping(cc)) = wh.get_mut("clientConfig") {
                 let empty = cc
                     .get("caBundle")
@@ -434,6 +1064,7 @@ pub fn normalize(object: &Object) -> Object {
             }
         }
     }
+    k8s::with_webhook_defaults(&o.id.kind.clone(), &mut o.body);
     o
 }
 
@@ -457,155 +1088,4 @@ pub fn neutralize_injector(injector: &Object) -> Object {
         }
     }
     o
-}
-
-/// The Services the webhooks of a webhook configuration call.
-fn webhook_services(object: &Object) -> Vec<ObjectId> {
-    let mut out = Vec::new();
-    if let Some(Value::Sequence(webhooks)) = object.body.get("webhooks") {
-        for wh in webhooks {
-            let Value::Mapping(wh) = wh else { continue };
-            let (Some(name), Some(ns)) = (
-                str_at(wh, &["clientConfig", "service", "name"]),
-                str_at(wh, &["clientConfig", "service", "namespace"]),
-            ) else {
-                continue;
-            };
-            out.push(ObjectId {
-                group: String::new(),
-                kind: "Service".into(),
-                namespace: Some(ns.to_string()),
-                name: name.to_string(),
-            });
-        }
-    }
-    out
-}
-
-/// One broken safety invariant in a mesh state.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Violation {
-    /// A namespace with both injection labels does not move to the revision it names.
-    BothInjectionLabels { namespace: String },
-    /// A webhook calls a Service that does not exist: a tag pointing at a deleted revision stops
-    /// every pod it matches from starting.
-    DanglingWebhook {
-        webhook: ObjectId,
-        service: ObjectId,
-    },
-}
-
-fn violations(state: &MeshState) -> BTreeSet<Violation> {
-    let mut out = BTreeSet::new();
-    for o in state.objects.values() {
-        if o.id.kind == "Namespace"
-            && o.label(INJECTION_LABEL).is_some()
-            && o.label(REV_LABEL).is_some()
-        {
-            out.insert(Violation::BothInjectionLabels {
-                namespace: o.id.name.clone(),
-            });
-        }
-        if matches!(
-            o.id.kind.as_str(),
-            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
-        ) {
-            for service in webhook_services(o) {
-                if !state.objects.contains_key(&service) {
-                    out.insert(Violation::DanglingWebhook {
-                        webhook: o.id.clone(),
-                        service,
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Checks that `phase` introduced no violation the starting state did not already have (a
-/// render can carry a pre-existing one, such as 1.13's legacy `istiod-istio-system` validator
-/// calling a Service a revisioned install never creates).
-fn check_invariants(state: &MeshState, before: &BTreeSet<Violation>, phase: &Phase) -> Result<()> {
-    let Some(v) = violations(state).into_iter().find(|v| !before.contains(v)) else {
-        return Ok(());
-    };
-    Err(match v {
-        Violation::BothInjectionLabels { namespace } => Error::new(format!(
-            "after phase {}, namespace {namespace} would carry both istio-injection and istio.io/rev (conflicting labels: istio-injection wins, so the namespace would not move to the new revision, or get no sidecar at all)",
-            phase.dir()
-        )),
-        Violation::DanglingWebhook { webhook, service } => Error::new(format!(
-            "after phase {}, {webhook} would call Service {}/{}, which no longer exists",
-            phase.dir(),
-            service.namespace.as_deref().unwrap_or(""),
-            service.name
-        ))
-        .with_help("move every tag off the old revision before deleting it (defaultTag: true), or keep it (uninstallOld: false)"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::parse_manifest;
-
-    #[test]
-    fn delete_order_is_reverse_of_apply_order() {
-        let id = |kind: &str| ObjectId {
-            group: String::new(),
-            kind: kind.into(),
-            namespace: None,
-            name: "x".into(),
-        };
-        assert!(apply_rank(&id("ServiceAccount")) < apply_rank(&id("Deployment")));
-        assert!(apply_rank(&id("Deployment")) < apply_rank(&id("MutatingWebhookConfiguration")));
-        assert!(delete_rank(&id("MutatingWebhookConfiguration")) < delete_rank(&id("Deployment")));
-    }
-
-    #[test]
-    fn stubs_use_served_api_versions() {
-        let objs = parse_manifest("apiVersion: autoscaling/v2beta1\nkind: HorizontalPodAutoscaler\nmetadata: {name: a, namespace: n}\n---\napiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata: {name: a, namespace: n}\n", "t").unwrap();
-        assert_eq!(served_api_version(&objs[0]), "autoscaling/v2");
-        assert_eq!(served_api_version(&objs[1]), "policy/v1");
-    }
-
-    #[test]
-    fn neutralized_injector_matches_nothing_and_has_no_ca_bundle() {
-        let objs = parse_manifest("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: istio-sidecar-injector}\nwebhooks:\n- name: namespace.sidecar-injector.istio.io\n  clientConfig: {caBundle: \"\", service: {name: istiod, namespace: istio-system}}\n  namespaceSelector: {matchLabels: {istio-injection: enabled}}\n", "t").unwrap();
-        let out = neutralize_injector(&objs[0]).to_yaml();
-        assert!(out.contains("istio.io/deactivated: never-match"), "{out}");
-        assert!(!out.contains("istio-injection: enabled"), "{out}");
-        assert!(!out.contains("caBundle"), "{out}");
-    }
-
-    #[test]
-    fn a_namespace_with_both_labels_breaks_the_invariant() {
-        let mut ns = namespace_object("shop", &Revision::Named("1-14-1".into()));
-        if let Some(Value::Mapping(labels)) = ns
-            .body
-            .get_mut("metadata")
-            .and_then(|m| m.as_mapping_mut())
-            .and_then(|m| m.get_mut("labels"))
-        {
-            labels.insert(INJECTION_LABEL.into(), "enabled".into());
-        }
-        let phase = Phase {
-            index: 3,
-            kind: PhaseKind::Migrate,
-            name: "migrate-x".into(),
-            namespaces: vec![],
-            apply: vec![ns],
-            delete: vec![],
-        };
-        let mut state = MeshState::default();
-        state.apply(&phase);
-        let err = check_invariants(&state, &BTreeSet::new(), &phase).unwrap_err();
-        assert!(
-            err.message
-                .contains("both istio-injection and istio.io/rev"),
-            "{}",
-            err.message
-        );
-    }
 }

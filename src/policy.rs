@@ -65,6 +65,12 @@ struct Spec {
     default_tag: bool,
     #[serde(default = "yes")]
     uninstall_old: bool,
+    /// The Kubernetes version of the target cluster (`"1.24"`); optional.
+    #[serde(default)]
+    kubernetes_version: Option<Value>,
+    /// Gateways (`namespace/name` of the gateway Deployment) the new spec may drop.
+    #[serde(default)]
+    remove_gateways: Vec<String>,
 }
 
 fn default_max_minor_skip() -> u64 {
@@ -128,6 +134,31 @@ fn parse_version(value: &Value) -> std::result::Result<Version, String> {
     Version::parse(&text).map_err(|e| {
         format!("`{text}` is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.14.1): {e}")
     })
+}
+
+/// Parses `spec.kubernetesVersion`: a string `1.24` (a patch, `1.24.3`, or a leading `v` is
+/// accepted and ignored).
+fn parse_kubernetes_version(value: &Value) -> std::result::Result<crate::k8s::Minor, String> {
+    let Value::String(text) = value else {
+        return Err("kubernetesVersion must be a quoted string like \"1.24\" (YAML reads 1.30 as the number 1.3)".to_string());
+    };
+    let t = text.strip_prefix('v').unwrap_or(text);
+    let mut parts = t.split('.');
+    let num = |p: Option<&str>| p.and_then(|p| p.parse::<u64>().ok()).filter(|n| *n < 1000);
+    match (
+        num(parts.next()),
+        num(parts.next()),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(1), Some(minor), None, None) => Ok(crate::k8s::Minor::new(1, minor)),
+        (Some(1), Some(minor), Some(p), None) if p.parse::<u64>().is_ok() => {
+            Ok(crate::k8s::Minor::new(1, minor))
+        }
+        _ => Err(format!(
+            "kubernetesVersion `{text}` is not a Kubernetes version like \"1.24\""
+        )),
+    }
 }
 
 /// Checks a revision name: a DNS-1123 label, or `default`.
@@ -268,6 +299,11 @@ pub struct Policy {
     pub waves: Vec<Wave>,
     pub default_tag: bool,
     pub uninstall_old: bool,
+    /// The target cluster's Kubernetes minor, when the policy names it.
+    pub kubernetes_version: Option<crate::k8s::Minor>,
+    /// `namespace/name` of gateway Deployments the new spec may drop (deleted with the old
+    /// revision).
+    pub remove_gateways: BTreeSet<String>,
 }
 
 /// Derives a revision name from a version.
@@ -494,6 +530,17 @@ pub fn load(path: &Path) -> Result<Policy> {
                 )
             })?;
         }
+        for (ni, ns) in wave.namespaces.iter().enumerate() {
+            if crate::plan::SYSTEM_NAMESPACES.contains(&ns.as_str()) {
+                return Err(at(
+                    &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
+                    Error::new(format!(
+                        "namespace `{ns}` is a Kubernetes system namespace and cannot be a wave"
+                    ))
+                    .with_help("a wave relabels the namespace and restarts every workload in it; the cluster's own components are not meshed this way"),
+                ));
+            }
+        }
         if !wave_names.insert(wave.name.as_str()) {
             return Err(at(
                 &[Key("spec"), Key("waves"), Index(wi), Key("name")],
@@ -537,6 +584,32 @@ pub fn load(path: &Path) -> Result<Policy> {
         ));
     }
 
+    let kubernetes_version = match &spec.kubernetes_version {
+        None => None,
+        Some(v) => Some(parse_kubernetes_version(v).map_err(|m| {
+            at(
+                &[Key("spec"), Key("kubernetesVersion")],
+                Error::new(m).with_help("the Kubernetes version of the cluster the plan is for, e.g. kubernetesVersion: \"1.24\""),
+            )
+        })?),
+    };
+    let mut remove_gateways = BTreeSet::new();
+    for (i, g) in spec.remove_gateways.iter().enumerate() {
+        let ok = g
+            .split_once('/')
+            .is_some_and(|(ns, name)| check_dns1123(ns).is_ok() && check_dns1123(name).is_ok());
+        if !ok {
+            return Err(at(
+                &[Key("spec"), Key("removeGateways"), Index(i)],
+                Error::new(format!(
+                    "removeGateways entry `{g}` is not `namespace/name` of a gateway Deployment"
+                ))
+                .with_help("e.g. `istio-system/istio-egressgateway`"),
+            ));
+        }
+        remove_gateways.insert(g.clone());
+    }
+
     let to_operator = load_operator(
         dir,
         &spec.istio_operator,
@@ -560,6 +633,20 @@ pub fn load(path: &Path) -> Result<Policy> {
             to_operator.clone()
         }
     };
+
+    for (wi, wave) in spec.waves.iter().enumerate() {
+        for (ni, ns) in wave.namespaces.iter().enumerate() {
+            if *ns == from_operator.istio_namespace || *ns == to_operator.istio_namespace {
+                return Err(at(
+                    &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
+                    Error::new(format!(
+                        "namespace `{ns}` is the Istio control-plane namespace and cannot be a wave"
+                    ))
+                    .with_help("istiod and the gateways there move in the install and gateways phases; restarting the namespace as a wave would restart the control plane"),
+                ));
+            }
+        }
+    }
 
     Ok(Policy {
         path: path.to_path_buf(),
@@ -589,6 +676,8 @@ pub fn load(path: &Path) -> Result<Policy> {
             .collect(),
         default_tag: spec.default_tag,
         uninstall_old: spec.uninstall_old,
+        kubernetes_version,
+        remove_gateways,
     })
 }
 
@@ -674,6 +763,18 @@ fn load_operator(
         .and_then(Value::as_str)
         .unwrap_or("istio-system")
         .to_string();
+    // It reaches the commands of PLAN.md: it must be a namespace name, nothing a shell reads.
+    check_dns1123(&istio_namespace).map_err(|why| {
+        at(
+            &[
+                Key("spec"),
+                Key("values"),
+                Key("global"),
+                Key("istioNamespace"),
+            ],
+            Error::new(format!("values.global.istioNamespace: {why}")),
+        )
+    })?;
     let op = OperatorSpec {
         path: path.clone(),
         declared: rel.display().to_string(),
