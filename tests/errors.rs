@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixtures, read_tree, run, snapshot_settings};
+use common::{fixture_dirs, fixtures, read_tree, run, snapshot_settings};
 
 /// Runs `compile` in `dir` against an `--out` that holds a previous compile, and returns stderr
 /// after checking the exit code and that the previous output is untouched.
@@ -54,25 +54,49 @@ fn failing_compile(dir: &Path, policy: &str, extra: &[&str]) -> String {
     r.stderr
 }
 
-#[test]
-fn error_fixtures() {
-    insta::glob!("../fixtures", "errors/*/canary.yaml", |policy| {
-        let dir = policy.parent().unwrap();
-        let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
-        let extra: Vec<&str> = args.split_whitespace().collect();
-        let stderr = failing_compile(dir, "canary.yaml", &extra);
+/// One trial per `fixtures/errors/<case>/`, plus the cases that need their own setup.
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let mut trials = vec![
+        libtest_mimic::Trial::test("missing_policy_file", || {
+            missing_policy_file();
+            Ok(())
+        }),
+        libtest_mimic::Trial::test("refuses_to_replace_a_directory_it_did_not_write", || {
+            refuses_to_replace_a_directory_it_did_not_write();
+            Ok(())
+        }),
+        libtest_mimic::Trial::test("usage_errors_exit_2_and_help_exits_0", || {
+            usage_errors_exit_2_and_help_exits_0();
+            Ok(())
+        }),
+    ];
+    for dir in fixture_dirs("errors") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        snapshot_settings().bind(|| insta::assert_snapshot!(format!("error-{name}"), stderr));
-    });
+        trials.push(libtest_mimic::Trial::test(
+            format!("error::{name}"),
+            move || {
+                error_fixture(&dir);
+                Ok(())
+            },
+        ));
+    }
+    libtest_mimic::run(&args, trials).exit();
 }
 
-#[test]
+fn error_fixture(dir: &Path) {
+    let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
+    let extra: Vec<&str> = args.split_whitespace().collect();
+    let stderr = failing_compile(dir, "canary.yaml", &extra);
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    snapshot_settings().bind(|| insta::assert_snapshot!(format!("error-{name}"), stderr));
+}
+
 fn missing_policy_file() {
     let stderr = failing_compile(&fixtures().join("example"), "nope.yaml", &[]);
     snapshot_settings().bind(|| insta::assert_snapshot!("error-missing-policy", stderr));
 }
 
-#[test]
 fn refuses_to_replace_a_directory_it_did_not_write() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("manifests");
@@ -97,7 +121,6 @@ fn refuses_to_replace_a_directory_it_did_not_write() {
     assert!(out.join("PLAN.md").exists());
 }
 
-#[test]
 fn usage_errors_exit_2_and_help_exits_0() {
     let dir = fixtures().join("example");
     let bad = run(&dir, &["compile", "--no-such-flag"]);

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{combined, fixtures, kubectl, read_tree, run, snapshot_settings};
+use common::{combined, fixture_dirs, fixtures, kubectl, read_tree, run, snapshot_settings};
 
 fn compile_scenario(policy: &Path) {
     let dir = policy.parent().unwrap();
@@ -78,14 +78,22 @@ fn compile_scenario(policy: &Path) {
     });
 }
 
-#[test]
-fn example() {
-    compile_scenario(&fixtures().join("example/canary.yaml"));
-}
-
-#[test]
-fn scenarios() {
-    insta::glob!("../fixtures", "scenarios/*/canary.yaml", |path| {
-        compile_scenario(path)
-    });
+/// One trial per scenario (the example and each `fixtures/scenarios/<name>/`).
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let mut trials = vec![libtest_mimic::Trial::test("scenario::example", || {
+        compile_scenario(&fixtures().join("example/canary.yaml"));
+        Ok(())
+    })];
+    for dir in fixture_dirs("scenarios") {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        trials.push(libtest_mimic::Trial::test(
+            format!("scenario::{name}"),
+            move || {
+                compile_scenario(&dir.join("canary.yaml"));
+                Ok(())
+            },
+        ));
+    }
+    libtest_mimic::run(&args, trials).exit();
 }

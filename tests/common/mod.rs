@@ -14,6 +14,17 @@ pub fn fixtures() -> PathBuf {
     manifest_dir().join("fixtures")
 }
 
+/// The folders under `fixtures/<kind>/` that hold a `canary.yaml`, sorted.
+pub fn fixture_dirs(kind: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures().join(kind))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("canary.yaml").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// insta settings: snapshots in the top-level `snapshots/`, named by the test alone, with the
 /// tool version and the stand-in's digest filtered to stable text.
 pub fn snapshot_settings() -> insta::Settings {
