@@ -366,4 +366,19 @@ mod tests {
         );
         assert!(out.join("vendor").is_symlink());
     }
+
+    #[test]
+    fn refuses_an_out_that_names_no_directory_to_create() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("missing/..");
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[]).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "--out {} does not name a directory to create",
+                out.display()
+            )
+        );
+        assert!(entries(tmp.path()).is_empty());
+    }
 }
