@@ -294,7 +294,7 @@ mod tests {
         for bad in [
             "../escaped.yaml",
             "a/../../escaped.yaml",
-            "/tmp/escaped.yaml",
+            "[TMP]/escaped.yaml",
             "./a.yaml",
             "a//b.yaml",
             "a/",
@@ -306,8 +306,10 @@ mod tests {
             let work = tmp.path().join("work");
             std::fs::create_dir(&work).unwrap();
             let out = work.join("bundles");
+            // An absolute path inside this test's temp dir, so a failing check stays contained.
+            let bad = &bad.replace("[TMP]", tmp.path().to_str().unwrap());
             // A good file first (sorted before the bad one): it must not be written either.
-            let map = files(&[("!first.yaml", "x\n"), (bad, "escaped\n")]);
+            let map = files(&[("!first.yaml", "x\n"), (bad.as_str(), "escaped\n")]);
             let err = write_atomic(&out, &map, true, &[]).unwrap_err();
             assert_eq!(
                 err.message,
