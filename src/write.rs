@@ -175,7 +175,7 @@ fn resolve_out(out: &Path) -> Result<Target> {
 /// entry its path passes through (a symlink inside `out` that leads elsewhere counts too).
 fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &[PathBuf]) -> Result<()> {
     for input in inputs {
-        let entries = entries_of(input);
+        let entries = entries_of(input)?;
         if let Some(hit) = entries.iter().find(|p| p.starts_with(real)) {
             let relation = if hit == real { "is" } else { "holds" };
             return Err(Error::new(format!(
@@ -189,25 +189,36 @@ fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &[PathBuf]) -> Result<(
     Ok(())
 }
 
-/// The paths an input depends on: the canonical path of each prefix of its path, and the
-/// location of each prefix's own directory entry (its canonical parent joined with its name).
-fn entries_of(input: &Path) -> Vec<PathBuf> {
+/// Every path an input's resolution passes through, canonical: each prefix of its absolute
+/// path, and where a prefix is a symbolic link, the directory entry of each link in its chain (a
+/// link inside `out` that leads elsewhere counts, since the swap would delete it).
+fn entries_of(input: &Path) -> Result<Vec<PathBuf>> {
+    /// Linux's own limit on links followed in one lookup.
+    const MAX_LINKS: usize = 40;
+    let absolute =
+        std::path::absolute(input).map_err(|e| Error::io("cannot resolve the input", input, &e))?;
     let mut out = Vec::new();
-    let absolute = match std::path::absolute(input) {
-        Ok(p) => p,
-        Err(_) => return out,
-    };
     for prefix in absolute.ancestors() {
         if let Ok(real) = std::fs::canonicalize(prefix) {
             out.push(real);
         }
-        if let (Some(parent), Some(name)) = (prefix.parent(), prefix.file_name()) {
-            if let Ok(real_parent) = std::fs::canonicalize(parent) {
-                out.push(real_parent.join(name));
+        let mut link = prefix.to_path_buf();
+        for _ in 0..MAX_LINKS {
+            let Ok(target) = std::fs::read_link(&link) else {
+                break;
+            };
+            link = match link.parent() {
+                Some(dir) => dir.join(target),
+                None => target,
+            };
+            if let (Some(dir), Some(name)) = (link.parent(), link.file_name()) {
+                if let Ok(real_dir) = std::fs::canonicalize(dir) {
+                    out.push(real_dir.join(name));
+                }
             }
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -382,5 +393,28 @@ mod tests {
             )
         );
         assert!(entries(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn refuses_an_out_that_holds_a_link_in_the_chain_to_an_input() {
+        // work/a -> bundles/l2 -> elsewhere: the input work/a/istioctl lives outside bundles, but
+        // the swap would delete bundles/l2, and with it the way to the input.
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("istioctl"), "binary").unwrap();
+        let out = tmp.path().join("bundles");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join(MARKER_FILE), "#\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, out.join("l2")).unwrap();
+        std::os::unix::fs::symlink("bundles/l2", tmp.path().join("a")).unwrap();
+        let input = tmp.path().join("a/istioctl");
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[input]).unwrap_err();
+        assert!(
+            err.message.contains("an input of this compile"),
+            "{}",
+            err.message
+        );
+        assert!(out.join("l2").is_symlink());
     }
 }
