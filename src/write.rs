@@ -171,8 +171,7 @@ fn resolve_out(out: &Path) -> Result<Target> {
 }
 
 /// Refuses an `out` (canonical: `real`) that is, or is an ancestor of, an input: replacing it
-/// would delete the input. Each input is checked at its canonical path, and at every directory
-/// entry its path passes through (a symlink inside `out` that leads elsewhere counts too).
+/// would delete the input. Each input is checked at every path `entries_of` lists.
 fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &[PathBuf]) -> Result<()> {
     for input in inputs {
         let entries = entries_of(input)?;
