@@ -97,6 +97,6 @@ pub fn main() -> i32 {
 
 fn run_compile(config: &CompileConfig) -> Result<String> {
     let outcome = crate::compile(config)?;
-    crate::write::write_atomic(&config.out, &outcome.files, config.force)?;
+    crate::write::write_atomic(&config.out, &outcome.files, config.force, &outcome.inputs)?;
     Ok(outcome.summary(&config.out))
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod k8s;
 pub mod manifest;
 pub mod mesh;
+pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod render;
@@ -34,6 +35,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Compiled {
     pub plan: plan::Plan,
     pub files: BTreeMap<String, String>,
+    /// The files the compile read (policy, specs, istioctl binaries), which writing must not
+    /// delete.
+    pub inputs: Vec<std::path::PathBuf>,
 }
 
 impl Compiled {
@@ -86,6 +90,13 @@ impl Compiled {
 /// Loads the policy, renders both revisions, plans and emits. Writes nothing.
 pub fn compile(config: &cli::CompileConfig) -> Result<Compiled> {
     let policy = policy::load(&config.policy)?;
+    let inputs = vec![
+        policy.path.clone(),
+        policy.from.operator.path.clone(),
+        policy.to.operator.path.clone(),
+        policy.from.istioctl.path.clone(),
+        policy.to.istioctl.path.clone(),
+    ];
     let old_ctl = Istioctl::verify(
         &policy.from.version,
         &policy.from.istioctl,
@@ -113,5 +124,9 @@ pub fn compile(config: &cli::CompileConfig) -> Result<Compiled> {
             tool_version: VERSION.to_string(),
         },
     )?;
-    Ok(Compiled { plan, files })
+    Ok(Compiled {
+        plan,
+        files,
+        inputs,
+    })
 }

@@ -55,7 +55,8 @@ pub struct Object {
 }
 
 impl Object {
-    /// Builds an object from a YAML mapping, checking it has apiVersion, kind and metadata.name.
+    /// Builds an object from a YAML mapping, checking it has apiVersion, kind and metadata.name,
+    /// and that they and the namespace follow Kubernetes' rules (`names::check_object_id`).
     pub fn from_mapping(body: Mapping) -> std::result::Result<Object, String> {
         let api_version = str_at(&body, &["apiVersion"]).ok_or("it has no apiVersion")?;
         let kind = str_at(&body, &["kind"]).ok_or("it has no kind")?;
@@ -66,6 +67,9 @@ impl Object {
         let namespace = str_at(&body, &["metadata", "namespace"])
             .filter(|ns| !ns.is_empty() && !crate::k8s::is_cluster_scoped(group, kind))
             .map(str::to_string);
+        // Kind, namespace, name and group become file names: check them by Kubernetes' rules.
+        let group = group_of(api_version);
+        crate::names::check_object_id(api_version, group, kind, namespace.as_deref(), name)?;
         Ok(Object {
             id: ObjectId {
                 group: group.to_string(),

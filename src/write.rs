@@ -1,25 +1,42 @@
-//! Writing the emitted files: all or nothing.
+//! Writing the emitted files: all or nothing, and only inside `--out`.
 //!
 //! Owns: building the output beside `--out` in a temporary directory, swapping it in only when
 //! complete, refusing to replace a directory istio-canary did not write (unless `--force`), and
-//! leaving the previous output untouched on any error. Must not: decide file contents.
+//! leaving the previous output untouched on any error. Also owns containment: every path of the
+//! file map must be relative and made of normal segments, an `--out` that is or holds an input of
+//! the compile is refused, and a symlinked `--out` is written through to its target (the link
+//! stays). Must not: decide file contents, or write anywhere but `--out` and its staging
+//! directory beside it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::emit::MARKER_FILE;
 use crate::error::{Error, Result};
 
-/// Replaces `out` with exactly `files` (paths relative to `out`).
-pub fn write_atomic(out: &Path, files: &BTreeMap<String, String>, force: bool) -> Result<()> {
-    if out.exists() {
-        if !out.is_dir() {
+/// Replaces `out` with exactly `files` (paths relative to `out`). `inputs` are the files the
+/// compile read (policy, specs, istioctl binaries): an `out` that is or holds one is refused,
+/// since the swap would delete it. When `out` is a symbolic link, its target is replaced and the
+/// link is kept.
+pub fn write_atomic(
+    out: &Path,
+    files: &BTreeMap<String, String>,
+    force: bool,
+    inputs: &[PathBuf],
+) -> Result<()> {
+    for rel in files.keys() {
+        check_relative(rel)?;
+    }
+    let target = resolve_out(out)?;
+    if let Some(real) = &target.existing {
+        refuse_inputs_inside(out, real, inputs)?;
+        if !real.is_dir() {
             return Err(
                 Error::new(format!("{} exists and is not a directory", out.display()))
                     .with_help("choose another --out"),
             );
         }
-        if !force && !out.join(MARKER_FILE).is_file() {
+        if !force && !real.join(MARKER_FILE).is_file() {
             return Err(Error::new(format!(
                 "refusing to replace {}: it was not written by istio-canary (no {MARKER_FILE} file)",
                 out.display()
@@ -27,15 +44,13 @@ pub fn write_atomic(out: &Path, files: &BTreeMap<String, String>, force: bool) -
             .with_help("choose another --out, or pass --force to replace the directory and everything in it"));
         }
     }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, &e))?;
+    let parent = &target.parent;
+    std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, &e))?;
+    let dest = parent.join(&target.file_name);
     let staging = tempfile::Builder::new()
         .prefix(".istio-canary-new-")
-        .tempdir_in(&parent)
-        .map_err(|e| Error::io("cannot create a staging directory in", &parent, &e))?;
+        .tempdir_in(parent)
+        .map_err(|e| Error::io("cannot create a staging directory in", parent, &e))?;
     for (rel, text) in files {
         let path = staging.path().join(rel);
         if let Some(dir) = path.parent() {
@@ -43,26 +58,166 @@ pub fn write_atomic(out: &Path, files: &BTreeMap<String, String>, force: bool) -
         }
         std::fs::write(&path, text).map_err(|e| Error::io("cannot write", &path, &e))?;
     }
-    if out.exists() {
+    if target.existing.is_some() {
         let trash = tempfile::Builder::new()
             .prefix(".istio-canary-old-")
-            .tempdir_in(&parent)
-            .map_err(|e| Error::io("cannot create a staging directory in", &parent, &e))?;
+            .tempdir_in(parent)
+            .map_err(|e| Error::io("cannot create a staging directory in", parent, &e))?;
         let old = trash.path().join("previous");
-        std::fs::rename(out, &old).map_err(|e| Error::io("cannot move aside", out, &e))?;
-        if let Err(e) = std::fs::rename(staging.path(), out) {
+        std::fs::rename(&dest, &old).map_err(|e| Error::io("cannot move aside", out, &e))?;
+        if let Err(e) = std::fs::rename(staging.path(), &dest) {
             // Put the previous output back; the error is the rename that failed.
-            let _ = std::fs::rename(&old, out);
+            let _ = std::fs::rename(&old, &dest);
             return Err(Error::io("cannot move the new output into", out, &e));
         }
         // `trash` (with the previous output) is removed when dropped.
     } else {
-        std::fs::rename(staging.path(), out)
+        std::fs::rename(staging.path(), &dest)
             .map_err(|e| Error::io("cannot move the new output into", out, &e))?;
     }
     // The staging directory now is `out`; do not let its guard delete it.
     let _ = staging.keep();
     Ok(())
+}
+
+/// A path of the file map must name a file strictly inside `out`: relative, and made only of
+/// normal segments (no root, no prefix, no `.` or `..`, no empty segment, no NUL).
+fn check_relative(rel: &str) -> Result<()> {
+    let segments_ok = !rel.is_empty()
+        && !rel.contains('\0')
+        && rel
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    let components_ok = Path::new(rel)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if segments_ok && components_ok {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "internal error: refusing to write {rel:?}, which is not a plain relative path inside --out"
+        ))
+        .with_help("this is a bug in istio-canary; nothing was written"))
+    }
+}
+
+/// Where the output goes, with symbolic links resolved.
+struct Target {
+    /// The directory the staging directory is made in, and that holds the output.
+    parent: PathBuf,
+    /// The output's name in `parent`.
+    file_name: std::ffi::OsString,
+    /// `parent/file_name`, canonical, when something is there already.
+    existing: Option<PathBuf>,
+}
+
+/// Resolves `out`: an existing `out` (a symlink included) by its canonical path, so `.`, `..`
+/// and links name the directory they mean; a new `out` by its canonical parent.
+fn resolve_out(out: &Path) -> Result<Target> {
+    match std::fs::symlink_metadata(out) {
+        Ok(meta) => {
+            let real = std::fs::canonicalize(out).map_err(|e| {
+                if meta.file_type().is_symlink() {
+                    let to = std::fs::read_link(out)
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default();
+                    Error::new(format!(
+                        "--out {} is a symbolic link to {to}, which cannot be resolved: {}",
+                        out.display(),
+                        crate::error::io_reason(&e)
+                    ))
+                    .with_help("create the link's target directory, or choose another --out")
+                } else {
+                    Error::io("cannot resolve", out, &e)
+                }
+            })?;
+            let (Some(parent), Some(file_name)) = (real.parent(), real.file_name()) else {
+                return Err(Error::new(format!(
+                    "refusing to replace {}: it is the root directory",
+                    out.display()
+                ))
+                .with_help("choose another --out"));
+            };
+            Ok(Target {
+                parent: parent.to_path_buf(),
+                file_name: file_name.to_os_string(),
+                existing: Some(real.clone()),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Some(file_name) = out.file_name() else {
+                return Err(Error::new(format!(
+                    "--out {} does not name a directory to create",
+                    out.display()
+                ))
+                .with_help("choose another --out"));
+            };
+            let parent = match out.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            std::fs::create_dir_all(&parent)
+                .map_err(|e| Error::io("cannot create", &parent, &e))?;
+            let parent = std::fs::canonicalize(&parent)
+                .map_err(|e| Error::io("cannot resolve", &parent, &e))?;
+            Ok(Target {
+                parent,
+                file_name: file_name.to_os_string(),
+                existing: None,
+            })
+        }
+        Err(e) => Err(Error::io("cannot read", out, &e)),
+    }
+}
+
+/// Refuses an `out` (canonical: `real`) that is, or is an ancestor of, an input: replacing it
+/// would delete the input. Each input is checked at every path `entries_of` lists.
+fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &[PathBuf]) -> Result<()> {
+    for input in inputs {
+        let entries = entries_of(input)?;
+        if let Some(hit) = entries.iter().find(|p| p.starts_with(real)) {
+            let relation = if hit == real { "is" } else { "holds" };
+            return Err(Error::new(format!(
+                "refusing to replace {}: it {relation} {}, an input of this compile, which the swap would delete",
+                out.display(),
+                input.display()
+            ))
+            .with_help("keep the policy, the IstioOperator specs and the vendored istioctl outside --out, or choose another --out"));
+        }
+    }
+    Ok(())
+}
+
+/// Every path an input's resolution passes through, canonical: each prefix of its absolute
+/// path, and where a prefix is a symbolic link, the directory entry of each link in its chain (a
+/// link inside `out` that leads elsewhere counts, since the swap would delete it).
+fn entries_of(input: &Path) -> Result<Vec<PathBuf>> {
+    /// Linux's own limit on links followed in one lookup.
+    const MAX_LINKS: usize = 40;
+    let absolute =
+        std::path::absolute(input).map_err(|e| Error::io("cannot resolve the input", input, &e))?;
+    let mut out = Vec::new();
+    for prefix in absolute.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(prefix) {
+            out.push(real);
+        }
+        let mut link = prefix.to_path_buf();
+        for _ in 0..MAX_LINKS {
+            let Ok(target) = std::fs::read_link(&link) else {
+                break;
+            };
+            link = match link.parent() {
+                Some(dir) => dir.join(target),
+                None => target,
+            };
+            if let (Some(dir), Some(name)) = (link.parent(), link.file_name()) {
+                if let Ok(real_dir) = std::fs::canonicalize(dir) {
+                    out.push(real_dir.join(name));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -76,6 +231,15 @@ mod tests {
             .collect()
     }
 
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn replaces_its_own_output_whole() {
         let tmp = tempfile::tempdir().unwrap();
@@ -84,12 +248,14 @@ mod tests {
             &out,
             &files(&[(MARKER_FILE, "#\n"), ("a/x.yaml", "x\n")]),
             false,
+            &[],
         )
         .unwrap();
         write_atomic(
             &out,
             &files(&[(MARKER_FILE, "#\n"), ("b/y.yaml", "y\n")]),
             false,
+            &[],
         )
         .unwrap();
         assert!(!out.join("a").exists());
@@ -97,11 +263,7 @@ mod tests {
             std::fs::read_to_string(out.join("b/y.yaml")).unwrap(),
             "y\n"
         );
-        let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(leftovers, ["bundles"]);
+        assert_eq!(entries(tmp.path()), ["bundles"]);
     }
 
     #[test]
@@ -110,14 +272,14 @@ mod tests {
         let out = tmp.path().join("mine");
         std::fs::create_dir(&out).unwrap();
         std::fs::write(out.join("notes.txt"), "keep").unwrap();
-        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), false).unwrap_err();
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), false, &[]).unwrap_err();
         assert!(
             err.message.starts_with("refusing to replace"),
             "{}",
             err.message
         );
         assert!(out.join("notes.txt").exists());
-        write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true).unwrap();
+        write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[]).unwrap();
         assert!(!out.join("notes.txt").exists());
     }
 
@@ -126,7 +288,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("bundles");
         std::fs::write(&out, "not a directory").unwrap();
-        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true).unwrap_err();
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -135,5 +297,123 @@ mod tests {
             )
         );
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "not a directory");
+    }
+
+    #[test]
+    fn refuses_every_path_that_is_not_plain_and_relative_before_writing_anything() {
+        for bad in [
+            "../escaped.yaml",
+            "a/../../escaped.yaml",
+            "[TMP]/escaped.yaml",
+            "./a.yaml",
+            "a//b.yaml",
+            "a/",
+            "",
+            "a/./b.yaml",
+            "a\0b",
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let work = tmp.path().join("work");
+            std::fs::create_dir(&work).unwrap();
+            let out = work.join("bundles");
+            // An absolute path inside this test's temp dir, so a failing check stays contained.
+            let bad = &bad.replace("[TMP]", tmp.path().to_str().unwrap());
+            // A good file first (sorted before the bad one): it must not be written either.
+            let map = files(&[("!first.yaml", "x\n"), (bad.as_str(), "escaped\n")]);
+            let err = write_atomic(&out, &map, true, &[]).unwrap_err();
+            assert_eq!(
+                err.message,
+                format!("internal error: refusing to write {bad:?}, which is not a plain relative path inside --out")
+            );
+            assert_eq!(entries(tmp.path()), ["work"], "{bad:?}");
+            assert!(entries(&work).is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_an_out_that_holds_an_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("bundles");
+        std::fs::create_dir_all(out.join("vendor")).unwrap();
+        std::fs::write(out.join(MARKER_FILE), "#\n").unwrap();
+        let input = out.join("vendor/istioctl");
+        std::fs::write(&input, "binary").unwrap();
+        for candidate in [out.clone(), out.join("vendor"), out.join("vendor/.")] {
+            let err = write_atomic(
+                &candidate,
+                &files(&[(MARKER_FILE, "#\n")]),
+                true,
+                std::slice::from_ref(&input),
+            )
+            .unwrap_err();
+            assert!(
+                err.message.contains("an input of this compile"),
+                "{}",
+                err.message
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), "binary");
+        // An input beside --out is fine.
+        let beside = tmp.path().join("canary.yaml");
+        std::fs::write(&beside, "policy").unwrap();
+        write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[beside]).unwrap();
+    }
+
+    #[test]
+    fn refuses_an_out_that_holds_a_symlink_leading_to_an_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("vendor-real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("istioctl"), "binary").unwrap();
+        let out = tmp.path().join("bundles");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join(MARKER_FILE), "#\n").unwrap();
+        std::os::unix::fs::symlink(&real, out.join("vendor")).unwrap();
+        let input = out.join("vendor/istioctl");
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[input]).unwrap_err();
+        assert!(
+            err.message.contains("an input of this compile"),
+            "{}",
+            err.message
+        );
+        assert!(out.join("vendor").is_symlink());
+    }
+
+    #[test]
+    fn refuses_an_out_that_names_no_directory_to_create() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("missing/..");
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[]).unwrap_err();
+        assert_eq!(
+            err.message,
+            format!(
+                "--out {} does not name a directory to create",
+                out.display()
+            )
+        );
+        assert!(entries(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn refuses_an_out_that_holds_a_link_in_the_chain_to_an_input() {
+        // work/a -> bundles/l2 -> elsewhere: the input work/a/istioctl lives outside bundles, but
+        // the swap would delete bundles/l2, and with it the way to the input.
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("istioctl"), "binary").unwrap();
+        let out = tmp.path().join("bundles");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join(MARKER_FILE), "#\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, out.join("l2")).unwrap();
+        std::os::unix::fs::symlink("bundles/l2", tmp.path().join("a")).unwrap();
+        let input = tmp.path().join("a/istioctl");
+        let err = write_atomic(&out, &files(&[(MARKER_FILE, "#\n")]), true, &[input]).unwrap_err();
+        assert!(
+            err.message.contains("an input of this compile"),
+            "{}",
+            err.message
+        );
+        assert!(out.join("l2").is_symlink());
     }
 }
