@@ -205,7 +205,7 @@ impl Istioctl {
                     Stream::Stdout => stdout = Some(bytes),
                     Stream::Stderr => stderr = Some(bytes),
                 },
-                Ok((stream, Err(TooMuch))) => {
+                Ok((stream, Err(Unread::TooMuch))) => {
                     group.stop();
                     return Err(Error::new(format!(
                         "istioctl {} printed more than {} on {} and was stopped: `{}`",
@@ -215,6 +215,16 @@ impl Istioctl {
                         self.command_line(args)
                     ))
                     .with_help(LIMITS_HELP));
+                }
+                Ok((stream, Err(Unread::Failed(e)))) => {
+                    group.stop();
+                    return Err(Error::new(format!(
+                        "cannot read the {} of istioctl {}: {}: `{}`",
+                        stream.name(),
+                        self.version,
+                        io_reason(&e),
+                        self.command_line(args)
+                    )));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 // Both streams are read; only the leader's exit is awaited.
@@ -412,10 +422,16 @@ impl Stream {
     }
 }
 
-/// A stream went past its limit.
-struct TooMuch;
+/// Why a stream's bytes are not there.
+#[derive(Debug)]
+enum Unread {
+    /// It went past its limit.
+    TooMuch,
+    /// Reading it failed.
+    Failed(std::io::Error),
+}
 
-type Chunk = (Stream, std::result::Result<Vec<u8>, TooMuch>);
+type Chunk = (Stream, std::result::Result<Vec<u8>, Unread>);
 
 /// Reads `r` to its end (or one byte past the stream's limit) on a thread, and sends the result.
 fn read_capped(
@@ -426,12 +442,10 @@ fn read_capped(
     let spawned = std::thread::Builder::new().spawn(move || {
         let limit = stream.limit();
         let mut buf = Vec::new();
-        // A read error leaves what was read so far; the exit status tells the rest.
-        let _ = r.take(limit as u64 + 1).read_to_end(&mut buf);
-        let result = if buf.len() > limit {
-            Err(TooMuch)
-        } else {
-            Ok(buf)
+        let result = match r.take(limit as u64 + 1).read_to_end(&mut buf) {
+            Err(e) => Err(Unread::Failed(e)),
+            Ok(_) if buf.len() > limit => Err(Unread::TooMuch),
+            Ok(_) => Ok(buf),
         };
         // The receiver is gone only when the call has already ended with an error.
         let _ = tx.send((stream, result));
@@ -586,6 +600,37 @@ fn mapping_entry<'a>(map: &'a mut Mapping, key: &str) -> &'a mut Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(r: impl Read + Send + 'static, stream: Stream) -> Result<Vec<u8>, Unread> {
+        let (tx, rx) = mpsc::channel();
+        read_capped(r, stream, tx).unwrap();
+        rx.recv().unwrap().1
+    }
+
+    #[test]
+    fn reads_a_stream_up_to_its_limit_and_no_further() {
+        let at_limit = std::io::repeat(b'y').take(STDERR_LIMIT as u64);
+        assert_eq!(read(at_limit, Stream::Stderr).unwrap().len(), STDERR_LIMIT);
+        let endless = std::io::repeat(b'y');
+        assert!(matches!(
+            read(endless, Stream::Stderr),
+            Err(Unread::TooMuch)
+        ));
+    }
+
+    #[test]
+    fn a_failed_read_is_not_taken_for_the_end_of_the_output() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("device gone"))
+            }
+        }
+        assert!(matches!(
+            read(Failing, Stream::Stdout),
+            Err(Unread::Failed(_))
+        ));
+    }
 
     #[test]
     fn reads_both_version_output_styles() {
