@@ -32,7 +32,6 @@ const STDERR_TAIL_LINES: usize = 20;
 pub const STDOUT_LIMIT: usize = 64 << 20;
 /// The most of istioctl's stderr that is read.
 pub const STDERR_LIMIT: usize = 1 << 20;
-const LIMITS_HELP: &str = "istio-canary reads at most 64 MiB of istioctl's stdout and 1 MiB of its stderr (a real render is about 1 MB); check that spec.istioctl points at an istioctl release binary";
 
 /// How often a running call checks for its exit, its deadline and signals.
 const POLL: Duration = Duration::from_millis(5);
@@ -214,7 +213,11 @@ impl Istioctl {
                         stream.name(),
                         self.command_line(args)
                     ))
-                    .with_help(LIMITS_HELP));
+                    .with_help(format!(
+                        "istio-canary reads at most {} of istioctl's stdout and {} of its stderr (a real render is about 1 MB); check that spec.istioctl points at an istioctl release binary",
+                        Stream::Stdout.limit_text(),
+                        Stream::Stderr.limit_text()
+                    )));
                 }
                 Ok((stream, Err(Unread::Failed(e)))) => {
                     group.stop();
