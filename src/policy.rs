@@ -278,6 +278,8 @@ pub struct Side {
 pub struct Pin {
     pub path: PathBuf,
     pub sha256: String,
+    /// The pin's entry under `spec.istioctl`, so digest, existence and version errors point at it.
+    pub location: Option<crate::error::Location>,
 }
 
 #[derive(Debug, Clone)]
@@ -487,6 +489,12 @@ pub fn load(path: &Path) -> Result<Policy> {
             Some(spec) => Ok(Pin {
                 path: dir.join(spec.path),
                 sha256: spec.sha256,
+                // A semver key prints back exactly as written, so it finds the entry's line.
+                location: at(
+                    &[Key("spec"), Key("istioctl"), Key(&version.to_string())],
+                    Error::new(""),
+                )
+                .location,
             }),
             None => Err(at(
                 &[Key("spec"), Key("istioctl")],

@@ -4,22 +4,37 @@
 //! reports, preparing the IstioOperator spec for one revision (`spec.revision`,
 //! `values.revisionTags`, `values.defaultRevision`), running `istioctl manifest generate` with an
 //! argument vector (never a shell), no cluster credentials and a timeout, and parsing what it
-//! prints. Must not: decide what goes in which phase, or write anywhere but its own temp dir.
+//! prints; istioctl's process group (killed whole when a call ends, so nothing it started is
+//! left running), the bounds on its output, and SIGINT/SIGTERM while it runs. Must not: decide
+//! what goes in which phase, or write anywhere but its own temp dir.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions};
 use semver::Version;
 use serde_yaml::{Mapping, Value};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::error::{io_reason, Error, Result};
+use crate::error::{io_reason, Error, Location, Result};
 use crate::manifest::{parse_manifest, Object};
 use crate::policy::{sha256_hex, Pin, Revision, Side};
 
 /// How many lines of istioctl's stderr an error shows.
 const STDERR_TAIL_LINES: usize = 20;
+
+/// The most of istioctl's stdout that is read: the largest real render is about 1 MB.
+pub const STDOUT_LIMIT: usize = 64 << 20;
+/// The most of istioctl's stderr that is read.
+pub const STDERR_LIMIT: usize = 1 << 20;
+
+/// How often a running call checks for its exit, its deadline and signals.
+const POLL: Duration = Duration::from_millis(5);
 
 /// What one render produced.
 #[derive(Debug, Clone)]
@@ -48,6 +63,8 @@ pub struct Istioctl {
     /// Absolute, for running from the temp dir.
     absolute: PathBuf,
     timeout: Duration,
+    /// The pin's entry in the policy, for errors about the binary itself.
+    pin_location: Option<Location>,
 }
 
 struct Output {
@@ -60,22 +77,26 @@ impl Istioctl {
     /// Checks the binary's sha256 against the pin (before running it), then the version it
     /// reports.
     pub fn verify(version: &Version, pin: &Pin, timeout: Duration) -> Result<Istioctl> {
+        let at_pin = |mut err: Error| {
+            err.location.clone_from(&pin.location);
+            err
+        };
         let bytes = std::fs::read(&pin.path).map_err(|e| {
-            Error::new(format!(
+            at_pin(Error::new(format!(
                 "cannot read istioctl {version} at {}: {}",
                 pin.path.display(),
                 io_reason(&e)
             ))
-            .with_help(format!("vendor istioctl {version} at that path (see README: \"Vendoring istioctl\"), or fix spec.istioctl"))
+            .with_help(format!("vendor istioctl {version} at that path (see README: \"Vendoring istioctl\"), or fix spec.istioctl")))
         })?;
         let actual = sha256_hex(&bytes);
         if actual != pin.sha256 {
-            return Err(Error::new(format!(
+            return Err(at_pin(Error::new(format!(
                 "sha256 mismatch for istioctl {version} at {}:\n  expected {}\n  actual   {actual}",
                 pin.path.display(),
                 pin.sha256
             ))
-            .with_help("the file is not the binary that was pinned; if you replaced it on purpose, review it and update spec.istioctl with its new sha256sum"));
+            .with_help("the file is not the binary that was pinned; if you replaced it on purpose, review it and update spec.istioctl with its new sha256sum")));
         }
         let absolute = std::path::absolute(&pin.path)
             .map_err(|e| Error::io("cannot resolve", &pin.path, &e))?;
@@ -84,6 +105,7 @@ impl Istioctl {
             shown: pin.path.clone(),
             absolute,
             timeout,
+            pin_location: pin.location.clone(),
         };
         let workdir = workdir()?;
         let args = ["version", "--remote=false"];
@@ -91,17 +113,19 @@ impl Istioctl {
         let reported = parse_version_output(&String::from_utf8_lossy(&out.stdout));
         match reported {
             Some(v) if &v == version => Ok(istioctl),
-            Some(v) => Err(Error::new(format!(
-                "{} reports version {v}, but the policy pins it for {version}",
-                pin.path.display()
-            ))
-            .with_help("point spec.istioctl at the binary of the right release")),
-            None => Err(Error::new(format!(
+            Some(v) => Err(at_pin(
+                Error::new(format!(
+                    "{} reports version {v}, but the policy pins it for {version}",
+                    pin.path.display()
+                ))
+                .with_help("point spec.istioctl at the binary of the right release"),
+            )),
+            None => Err(at_pin(Error::new(format!(
                 "{} did not report a version for `{}`{}",
                 pin.path.display(),
                 istioctl.command_line(&args),
                 stderr_tail(&out.stderr)
-            ))),
+            )))),
         }
     }
 
@@ -115,8 +139,12 @@ impl Istioctl {
     }
 
     /// Runs the binary with `args` in `workdir`: no shell, no inherited environment beyond PATH,
-    /// no kubeconfig, stdin closed, killed after the timeout.
+    /// no kubeconfig, stdin closed, in its own process group. The whole group is killed when the
+    /// call ends (success, error, timeout, too much output, SIGINT/SIGTERM), and every read ends
+    /// by the deadline.
     fn run(&self, args: &[&str], workdir: &Path) -> Result<Output> {
+        let deadline = Instant::now() + self.timeout;
+        install_signal_handlers()?;
         let mut cmd = Command::new(&self.absolute);
         cmd.args(args)
             .current_dir(workdir)
@@ -129,67 +157,137 @@ impl Istioctl {
             .env("KUBECONFIG", workdir.join("no-kubeconfig"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| {
-            let shown = self.shown.display();
-            let (why, help) = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => (
-                    "it is not executable".to_string(),
-                    format!("make it executable: chmod +x {shown}"),
-                ),
-                // The file was read for its digest, so what is missing is its interpreter.
-                std::io::ErrorKind::NotFound => (
-                    "the interpreter named on its #! line was not found".to_string(),
-                    "vendor the istioctl release binary, or install what the script needs"
-                        .to_string(),
-                ),
-                _ => (
-                    io_reason(&e),
-                    format!("check that {shown} is an istioctl binary for this machine"),
-                ),
-            };
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // From here until the group is gone, SIGINT and SIGTERM only raise a flag.
+        let _busy = Busy::start();
+        let child = cmd.spawn().map_err(|e| self.spawn_error(&e))?;
+        let mut group = Group::new(child);
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = group.child.stdout.take() {
+            read_capped(out, Stream::Stdout, tx.clone())?;
+        }
+        if let Some(err) = group.child.stderr.take() {
+            read_capped(err, Stream::Stderr, tx)?;
+        }
+        let (mut stdout, mut stderr, mut status) = (None, None, None);
+        loop {
+            if let Some(signal) = received_signal() {
+                group.stop();
+                return Err(Error::new(format!(
+                    "interrupted by {signal}: istioctl {} was stopped with its whole process group, and --out was left as it was: `{}`",
+                    self.version,
+                    self.command_line(args)
+                )));
+            }
+            if status.is_none() && group.leader_exited()? {
+                status = Some(group.stop_and_reap()?);
+            }
+            match (status, stdout.take(), stderr.take()) {
+                (Some(status), Some(stdout), Some(stderr)) => {
+                    return Ok(Output {
+                        status,
+                        stdout,
+                        stderr,
+                    })
+                }
+                (_, out, err) => (stdout, stderr) = (out, err),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                group.stop();
+                return Err(self.deadline_error(args, status));
+            }
+            let wait = (deadline - now).min(POLL);
+            match rx.recv_timeout(wait) {
+                Ok((stream, Ok(bytes))) => match stream {
+                    Stream::Stdout => stdout = Some(bytes),
+                    Stream::Stderr => stderr = Some(bytes),
+                },
+                Ok((stream, Err(Unread::TooMuch))) => {
+                    group.stop();
+                    return Err(Error::new(format!(
+                        "istioctl {} printed more than {} on {} and was stopped: `{}`",
+                        self.version,
+                        stream.limit_text(),
+                        stream.name(),
+                        self.command_line(args)
+                    ))
+                    .with_help(format!(
+                        "istio-canary reads at most {} of istioctl's stdout and {} of its stderr (a real render is about 1 MB); check that spec.istioctl points at an istioctl release binary",
+                        Stream::Stdout.limit_text(),
+                        Stream::Stderr.limit_text()
+                    )));
+                }
+                Ok((stream, Err(Unread::Failed(e)))) => {
+                    group.stop();
+                    return Err(Error::new(format!(
+                        "cannot read the {} of istioctl {}: {}: `{}`",
+                        stream.name(),
+                        self.version,
+                        io_reason(&e),
+                        self.command_line(args)
+                    )));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // Both streams are read; only the leader's exit is awaited.
+                Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            }
+        }
+    }
+
+    /// Why the binary could not be started.
+    fn spawn_error(&self, e: &std::io::Error) -> Error {
+        let shown = self.shown.display();
+        let (why, help) = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => (
+                "it is not executable".to_string(),
+                format!("make it executable: chmod +x {shown}"),
+            ),
+            // The file was read for its digest, so what is missing is its interpreter.
+            std::io::ErrorKind::NotFound => (
+                "the interpreter named on its #! line was not found".to_string(),
+                "vendor the istioctl release binary, or install what the script needs".to_string(),
+            ),
+            _ => (
+                io_reason(e),
+                format!("check that {shown} is an istioctl binary for this machine"),
+            ),
+        };
+        self.at_pin(
             Error::new(format!(
                 "cannot run istioctl {} at {shown}: {why}",
                 self.version
             ))
-            .with_help(help)
-        })?;
-        let stdout = child.stdout.take().map(drain);
-        let stderr = child.stderr.take().map(drain);
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    // Best effort: the process may have exited between the two calls.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::new(format!(
-                        "istioctl {} did not finish within {}s and was stopped: `{}`",
-                        self.version,
-                        self.timeout.as_secs_f64(),
-                        self.command_line(args)
-                    ))
-                    .with_help("raise the limit with --istioctl-timeout SECONDS if this binary is just slow"));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => {
-                    return Err(Error::new(format!(
-                        "waiting for istioctl {}: {}",
-                        self.version,
-                        io_reason(&e)
-                    )))
-                }
-            }
-        };
-        let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-            h.and_then(|h| h.join().ok()).unwrap_or_default()
-        };
-        Ok(Output {
-            status,
-            stdout: collect(stdout),
-            stderr: collect(stderr),
-        })
+            .with_help(help),
+        )
+    }
+
+    /// The deadline passed: istioctl still ran, or it exited but something it started outside
+    /// its process group kept its output open.
+    fn deadline_error(&self, args: &[&str], status: Option<ExitStatus>) -> Error {
+        let limit = self.timeout.as_secs_f64();
+        match status {
+            None => Error::new(format!(
+                "istioctl {} did not finish within {limit}s and was stopped: `{}`",
+                self.version,
+                self.command_line(args)
+            ))
+            .with_help("raise the limit with --istioctl-timeout SECONDS if this binary is just slow"),
+            Some(status) => Error::new(format!(
+                "istioctl {} exited ({}), but its output was still open after {limit}s: `{}`",
+                self.version,
+                describe_status(status),
+                self.command_line(args)
+            ))
+            .with_help("a process it started left its process group (setsid) and holds its stdout or stderr; istio-canary stopped the group but cannot stop that process: vendor the istioctl release binary rather than a wrapper"),
+        }
+    }
+
+    /// Points an error about the pinned binary itself at the pin in the policy.
+    fn at_pin(&self, mut err: Error) -> Error {
+        err.location.clone_from(&self.pin_location);
+        err
     }
 
     /// `istioctl manifest generate -f <spec>` for one revision.
@@ -246,13 +344,180 @@ fn workdir() -> Result<tempfile::TempDir> {
     })
 }
 
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
+/// istioctl's process group, led by the child. Dropping it kills the group and reaps the leader,
+/// so no return path leaves a process of the group running.
+struct Group {
+    child: Child,
+    pgid: Pid,
+    reaped: bool,
+}
+
+impl Group {
+    fn new(child: Child) -> Group {
+        let pgid = Pid::from_child(&child);
+        Group {
+            child,
+            pgid,
+            reaped: false,
+        }
+    }
+
+    /// Whether the leader has exited, without reaping it: while it is an unreaped zombie its
+    /// pid, and so the group id, cannot be given to another process.
+    fn leader_exited(&self) -> Result<bool> {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        match waitid(WaitId::Pid(self.pgid), options) {
+            Ok(status) => Ok(status.is_some()),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(Error::new(format!(
+                "waiting for istioctl: {}",
+                io_reason(&e.into())
+            ))),
+        }
+    }
+
+    /// SIGKILL to every process of the group, then reaps the leader.
+    fn stop_and_reap(&mut self) -> Result<ExitStatus> {
+        // Cannot fail while the leader is unreaped: the group exists and is ours.
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+        let status = self.child.wait();
+        self.reaped = true;
+        status.map_err(|e| Error::new(format!("waiting for istioctl: {}", io_reason(&e))))
+    }
+
+    /// Like `stop_and_reap`, on a path that already has its error to report.
+    fn stop(&mut self) {
+        if !self.reaped {
+            let _ = self.stop_and_reap();
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    fn limit(self) -> usize {
+        match self {
+            Stream::Stdout => STDOUT_LIMIT,
+            Stream::Stderr => STDERR_LIMIT,
+        }
+    }
+
+    fn limit_text(self) -> String {
+        format!("{} MiB", self.limit() >> 20)
+    }
+}
+
+/// Why a stream's bytes are not there.
+#[derive(Debug)]
+enum Unread {
+    /// It went past its limit.
+    TooMuch,
+    /// Reading it failed.
+    Failed(std::io::Error),
+}
+
+type Chunk = (Stream, std::result::Result<Vec<u8>, Unread>);
+
+/// Reads `r` to its end (or one byte past the stream's limit) on a thread, and sends the result.
+fn read_capped(
+    r: impl Read + Send + 'static,
+    stream: Stream,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<()> {
+    let spawned = std::thread::Builder::new().spawn(move || {
+        let limit = stream.limit();
         let mut buf = Vec::new();
-        // A read error leaves what was read so far; the exit status tells the rest.
-        let _ = r.read_to_end(&mut buf);
-        buf
+        let result = match r.take(limit as u64 + 1).read_to_end(&mut buf) {
+            Err(e) => Err(Unread::Failed(e)),
+            Ok(_) if buf.len() > limit => Err(Unread::TooMuch),
+            Ok(_) => Ok(buf),
+        };
+        // The receiver is gone only when the call has already ended with an error.
+        let _ = tx.send((stream, result));
+    });
+    spawned.map(drop).map_err(|e| {
+        Error::new(format!(
+            "cannot start a thread to read istioctl's {}: {}",
+            stream.name(),
+            io_reason(&e)
+        ))
     })
+}
+
+/// False while an istioctl call runs: SIGINT and SIGTERM then only set `RECEIVED`, and the call
+/// stops istioctl's group and returns an error. Otherwise they act as if no handler were set.
+static IDLE: AtomicBool = AtomicBool::new(true);
+/// The SIGINT or SIGTERM received during a call, or 0.
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// How many calls run (they run one at a time today; the count keeps `IDLE` right if not).
+static RUNNING: Mutex<usize> = Mutex::new(0);
+
+/// Installs the SIGINT and SIGTERM handlers once. istioctl runs in its own process group, so a
+/// terminal's Ctrl-C reaches only istio-canary, which must stop istioctl itself.
+fn install_signal_handlers() -> Result<()> {
+    static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        for signal in [SIGINT, SIGTERM] {
+            // In this order: when idle, the default action (exit) runs before the flag is set.
+            signal_hook::flag::register_conditional_default(signal, &IDLE)
+                .and_then(|_| signal_hook::flag::register_usize(signal, &RECEIVED, signal as usize))
+                .map_err(|e| io_reason(&e))?;
+        }
+        Ok(())
+    });
+    installed.clone().map_err(|why| {
+        Error::new(format!(
+            "cannot install the SIGINT/SIGTERM handlers that stop istioctl: {why}"
+        ))
+    })
+}
+
+fn received_signal() -> Option<&'static str> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        s if s == SIGINT as usize => Some("SIGINT"),
+        _ => Some("SIGTERM"),
+    }
+}
+
+/// Marks an istioctl call as running until dropped (after its process group is gone).
+struct Busy;
+
+impl Busy {
+    fn start() -> Busy {
+        let mut running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+        *running += 1;
+        IDLE.store(false, Ordering::SeqCst);
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+        *running = running.saturating_sub(1);
+        if *running == 0 {
+            IDLE.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 fn describe_status(status: ExitStatus) -> String {
@@ -338,6 +603,37 @@ fn mapping_entry<'a>(map: &'a mut Mapping, key: &str) -> &'a mut Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(r: impl Read + Send + 'static, stream: Stream) -> Result<Vec<u8>, Unread> {
+        let (tx, rx) = mpsc::channel();
+        read_capped(r, stream, tx).unwrap();
+        rx.recv().unwrap().1
+    }
+
+    #[test]
+    fn reads_a_stream_up_to_its_limit_and_no_further() {
+        let at_limit = std::io::repeat(b'y').take(STDERR_LIMIT as u64);
+        assert_eq!(read(at_limit, Stream::Stderr).unwrap().len(), STDERR_LIMIT);
+        let endless = std::io::repeat(b'y');
+        assert!(matches!(
+            read(endless, Stream::Stderr),
+            Err(Unread::TooMuch)
+        ));
+    }
+
+    #[test]
+    fn a_failed_read_is_not_taken_for_the_end_of_the_output() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("device gone"))
+            }
+        }
+        assert!(matches!(
+            read(Failing, Stream::Stdout),
+            Err(Unread::Failed(_))
+        ));
+    }
 
     #[test]
     fn reads_both_version_output_styles() {
