@@ -14,14 +14,22 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::{io_reason, Error, Result};
-use crate::manifest::yaml_error;
+use crate::error::{io_reason, shown, Error, Result};
+use crate::yamlin::{self, Kind};
 use crate::yamlpath::{locate, Seg};
 
 pub const API_VERSION: &str = "istio-canary.dev/v1alpha1";
 pub const KIND: &str = "CanaryUpgrade";
 /// The most minor versions one canary hop may skip, per Istio's documented support.
 pub const MAX_SUPPORTED_MINOR_SKIP: u64 = 2;
+/// The largest MAJOR, MINOR or PATCH number accepted: far above any Istio release, small enough
+/// that version arithmetic stays cheap.
+pub const MAX_VERSION_NUMBER: u64 = 10_000;
+/// The longest revision: `istiod-<revision>` names a Service and a Deployment, which must be
+/// DNS labels of at most 63 characters.
+pub const MAX_REVISION_LEN: usize = 63 - "istiod-".len();
+/// How many intermediate hops a skip error lists before it shortens the list.
+const MAX_HOPS_SHOWN: u64 = 4;
 
 // ---------------------------------------------------------------------------------------------
 // File format (serde). Unknown fields are errors everywhere.
@@ -125,18 +133,41 @@ fn parse_version(value: &Value) -> std::result::Result<Version, String> {
         }
         _ => return Err("a version must be a string like \"1.14.1\"".to_string()),
     };
-    Version::parse(&text).map_err(|e| {
-        format!("`{text}` is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.14.1): {e}")
-    })
+    let version = Version::parse(&text).map_err(|e| {
+        format!(
+            "{} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.14.1): {e}",
+            shown(&text)
+        )
+    })?;
+    if [version.major, version.minor, version.patch]
+        .iter()
+        .any(|n| *n > MAX_VERSION_NUMBER)
+    {
+        return Err(format!(
+            "version {} has a number above {MAX_VERSION_NUMBER}; MAJOR, MINOR and PATCH may be at most {MAX_VERSION_NUMBER}",
+            shown(&text)
+        ));
+    }
+    Ok(version)
 }
 
-/// Checks a revision name: a DNS-1123 label, or `default`.
+/// Checks a revision name: a DNS-1123 label short enough for `istiod-<revision>`, or `default`.
 fn check_revision(s: &str) -> std::result::Result<(), Error> {
-    if s.contains('.') {
+    if s.contains('.') && s.len() <= MAX_REVISION_LEN {
         return Err(Error::new(format!(
             "revision `{s}` is not a DNS-1123 label: dots are not allowed"
         ))
         .with_help(format!("write `{}`", s.replace('.', "-"))));
+    }
+    if s.len() > MAX_REVISION_LEN {
+        return Err(Error::new(format!(
+            "revision {} is {} characters long; a revision may have at most {MAX_REVISION_LEN}",
+            shown(s),
+            s.len()
+        ))
+        .with_help(format!(
+            "`istiod-<revision>` names the revision's Service and Deployment, which must be DNS labels of at most 63 characters; choose a revision of at most {MAX_REVISION_LEN} characters"
+        )));
     }
     check_dns1123(s).map_err(|why| Error::new(format!("revision {why}")))
 }
@@ -149,7 +180,8 @@ fn check_sha256(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "sha256 `{s}` must be 64 lowercase hex digits (the output of `sha256sum`)"
+            "sha256 {} must be 64 lowercase hex digits (the output of `sha256sum`)",
+            shown(s)
         ))
     }
 }
@@ -167,7 +199,8 @@ pub fn check_dns1123(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{s}` is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"
+            "{} is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)",
+            shown(s)
         ))
     }
 }
@@ -283,18 +316,29 @@ pub fn revision_for(version: &Version, naming: RevisionNaming) -> String {
     }
 }
 
-/// Reads and checks a policy file and the IstioOperator specs it names.
+/// Reads a file the policy names (an IstioOperator spec), given its path as the policy's
+/// directory joined with what the policy says. `load` reads the file system; tests and fuzz
+/// targets pass files held in memory.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
+
+/// Reads and checks a policy file and the IstioOperator specs it names. Each file is read with
+/// its size limit (`yamlin::POLICY_LIMIT`, `yamlin::SPEC_LIMIT`) and no further.
 pub fn load(path: &Path) -> Result<Policy> {
-    let bytes = std::fs::read(path)
+    let bytes = yamlin::read_limited(path, yamlin::POLICY_LIMIT)
         .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))?;
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|_| Error::new("the policy is not UTF-8 text").in_file(path))?;
-    let source = path.display().to_string();
-    let file: PolicyFile =
-        serde_yaml::from_str(&text).map_err(|e| yaml_error(&e, &text, &source))?;
+    load_from(&bytes, path, &|p: &Path| {
+        yamlin::read_limited(p, yamlin::SPEC_LIMIT)
+    })
+}
+
+/// Checks a policy given as bytes. `path` names it in messages and is where the files it names
+/// are relative to; `read` reads those files.
+pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy> {
+    let text = yamlin::decode(bytes, Kind::Policy, path)?;
+    let file: PolicyFile = yamlin::from_str(text, path)?;
     let at = |segs: &[Seg<'_>], err: Error| -> Error {
-        match locate(&text, segs) {
-            Some((line, col)) => err.at(path, &text, line, col),
+        match locate(text, segs) {
+            Some((line, col)) => err.at(path, text, line, col),
             None => err.in_file(path),
         }
     };
@@ -304,15 +348,15 @@ pub fn load(path: &Path) -> Result<Policy> {
         return Err(at(
             &[Key("apiVersion")],
             Error::new(format!(
-                "apiVersion `{}` is not supported; expected `{API_VERSION}`",
-                file.api_version
+                "apiVersion {} is not supported; expected `{API_VERSION}`",
+                shown(&file.api_version)
             )),
         ));
     }
     if file.kind != KIND {
         return Err(at(
             &[Key("kind")],
-            Error::new(format!("kind `{}` is not `{KIND}`", file.kind)),
+            Error::new(format!("kind {} is not `{KIND}`", shown(&file.kind))),
         ));
     }
     let spec = file.spec;
@@ -383,12 +427,16 @@ pub fn load(path: &Path) -> Result<Policy> {
         let mut ways = Vec::new();
         if skip >= 2 {
             // Hops of at most maxMinorSkip minors (at least one), each its own canary upgrade.
+            // Only the first few are listed, so the list stays short whatever the versions.
             let step = spec.max_minor_skip.max(1);
+            let between = (skip - 1) / step;
             let mut hops = vec![from_version.to_string()];
-            let mut minor = from_version.minor + step;
-            while minor < to_version.minor {
+            for i in 1..=between.min(MAX_HOPS_SHOWN) {
+                let minor = from_version.minor + i * step;
                 hops.push(format!("{}.{minor}.x", from_version.major));
-                minor += step;
+            }
+            if between > MAX_HOPS_SHOWN {
+                hops.push(format!("… ({} plans in all)", between + 1));
             }
             hops.push(to_version.to_string());
             ways.push(format!(
@@ -413,10 +461,24 @@ pub fn load(path: &Path) -> Result<Policy> {
     }
 
     // Revisions.
+    let derived = |side: &'static str, version: &Version| -> Result<Revision> {
+        let name = revision_for(version, spec.revision_naming);
+        check_revision(&name).map_err(|e| {
+            let mut e = Error::new(format!(
+                "the revision derived from version {version}: {}",
+                e.message
+            ));
+            e.help = Some(format!(
+                "set spec.{side}.revision to a DNS-1123 label of at most {MAX_REVISION_LEN} characters"
+            ));
+            at(&[Key("spec"), Key(side), Key("version")], e)
+        })?;
+        Ok(Revision::Named(name))
+    };
     let from_revision = match &spec.from.revision {
         Some(r) if r == "default" => Revision::Default,
         Some(r) => Revision::Named(r.clone()),
-        None => Revision::Named(revision_for(&from_version, spec.revision_naming)),
+        None => derived("from", &from_version)?,
     };
     let to_revision = match &spec.to.revision {
         Some(r) if r == "default" => {
@@ -427,7 +489,7 @@ pub fn load(path: &Path) -> Result<Policy> {
             ))
         }
         Some(r) => Revision::Named(r.clone()),
-        None => Revision::Named(revision_for(&to_version, spec.revision_naming)),
+        None => derived("to", &to_version)?,
     };
     if from_revision == to_revision {
         let seg = if spec.to.revision.is_some() {
@@ -541,7 +603,8 @@ pub fn load(path: &Path) -> Result<Policy> {
         dir,
         &spec.istio_operator,
         &to_revision,
-        &text,
+        read,
+        text,
         path,
         &[Key("spec"), Key("istioOperator")],
     )?;
@@ -550,7 +613,8 @@ pub fn load(path: &Path) -> Result<Policy> {
             dir,
             p,
             &from_revision,
-            &text,
+            read,
+            text,
             path,
             &[Key("spec"), Key("from"), Key("istioOperator")],
         )?,
@@ -563,7 +627,7 @@ pub fn load(path: &Path) -> Result<Policy> {
 
     Ok(Policy {
         path: path.to_path_buf(),
-        sha256: sha256_hex(&bytes),
+        sha256: sha256_hex(bytes),
         name: file.metadata.name,
         from: Side {
             version: from_version,
@@ -605,12 +669,13 @@ fn load_operator(
     dir: &Path,
     rel: &Path,
     revision: &Revision,
+    read: ReadFile<'_>,
     policy_text: &str,
     policy_path: &Path,
     field: &[Seg<'_>],
 ) -> Result<OperatorSpec> {
     let path = dir.join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let bytes = read(&path).map_err(|e| {
         let err = Error::new(format!(
             "cannot read IstioOperator spec {}: {}",
             path.display(),
@@ -621,13 +686,11 @@ fn load_operator(
             None => err.in_file(policy_path),
         }
     })?;
-    let source = path.display().to_string();
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|_| Error::new("the IstioOperator spec is not UTF-8 text").in_file(&path))?;
-    let value: Value = serde_yaml::from_str(&text).map_err(|e| yaml_error(&e, &text, &source))?;
+    let text = yamlin::decode(&bytes, Kind::Spec, &path)?;
+    let value: Value = yamlin::from_str(text, &path)?;
     let at = |segs: &[Seg<'_>], err: Error| -> Error {
-        match locate(&text, segs) {
-            Some((line, col)) => err.at(&path, &text, line, col),
+        match locate(text, segs) {
+            Some((line, col)) => err.at(&path, text, line, col),
             None => err.in_file(&path),
         }
     };
@@ -678,7 +741,7 @@ fn load_operator(
         path: path.clone(),
         declared: rel.display().to_string(),
         sha256: sha256_hex(&bytes),
-        text,
+        text: text.to_string(),
         document,
         istio_namespace,
     };
@@ -703,7 +766,8 @@ fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()>
         return Ok(());
     }
     let err = Error::new(format!(
-        "spec.revision is `{written}` but the plan renders this spec as revision `{revision}`"
+        "spec.revision is {} but the plan renders this spec as revision `{revision}`",
+        shown(written)
     ))
     .with_help("remove spec.revision from the IstioOperator: istio-canary sets it for each revision it renders");
     Err(
