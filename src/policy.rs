@@ -782,6 +782,145 @@ fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()>
 mod tests {
     use super::*;
 
+    const IOP: &str =
+        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: default\n";
+    const PIN: &str = "{path: istioctl, sha256: 508cff1a1548f5e44a8c1aeb79f901e5c71ee01d78d7b5bfded49401535a1806}";
+
+    /// A valid policy with `from`/`to` versions and extra lines under `spec`.
+    fn policy(from: &str, to: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: t\nspec:\n  istioOperator: iop.yaml\n  from:\n    version: \"{from}\"\n  to:\n    version: \"{to}\"\n  istioctl:\n    \"{from}\": {PIN}\n    \"{to}\": {PIN}\n  waves:\n  - name: w\n    namespaces: [a]\n{extra}"
+        )
+    }
+
+    /// Checks `text` as `dir/canary.yaml`, with `files` (name -> text) as the only files.
+    fn check(text: &str, files: &[(&str, &str)]) -> Result<Policy> {
+        let read = |p: &Path| -> std::io::Result<Vec<u8>> {
+            files
+                .iter()
+                .find(|(name, _)| Path::new("dir").join(name) == p)
+                .map(|(_, text)| text.as_bytes().to_vec())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        load_from(text.as_bytes(), Path::new("dir/canary.yaml"), &read)
+    }
+
+    fn check_err(text: &str, files: &[(&str, &str)]) -> Error {
+        match check(text, files) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    fn line_col(err: &Error) -> (usize, usize) {
+        let loc = err.location.as_ref().expect("a location");
+        (loc.line, loc.column)
+    }
+
+    #[test]
+    fn a_policy_from_a_string_with_specs_in_memory() {
+        let p = check(&policy("1.13.5", "1.14.1", ""), &[("iop.yaml", IOP)]).unwrap();
+        assert_eq!(p.to.revision, Revision::Named("1-14-1".into()));
+        assert_eq!(p.to.istioctl.path, Path::new("dir/istioctl"));
+        assert_eq!(p.from.operator.path, Path::new("dir/iop.yaml"));
+        let err = check_err(&policy("1.13.5", "1.14.1", ""), &[]);
+        assert_eq!(
+            err.message,
+            "cannot read IstioOperator spec dir/iop.yaml: entity not found"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted_in_the_policy_and_the_spec() {
+        let text = format!("\u{feff}{}", policy("1.13.5", "1.14.1", ""));
+        let iop = format!("\u{feff}{IOP}");
+        let p = check(&text, &[("iop.yaml", &iop)]).unwrap();
+        assert_eq!(p.name, "t");
+        assert_eq!(p.sha256, sha256_hex(text.as_bytes()));
+        // Lines still count from the first line after the mark.
+        let bad = format!("\u{feff}{}", policy("1.13.5", "1.14.1", "  wavez: []\n"));
+        assert_eq!(line_col(&check_err(&bad, &[("iop.yaml", IOP)])), (17, 3));
+    }
+
+    #[test]
+    fn merge_keys_that_hide_managed_fields_are_refused() {
+        let iop = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\ntags: &t {revisionTags: [prod]}\nspec:\n  values:\n    <<: *t\n";
+        let err = check_err(&policy("1.13.5", "1.14.1", ""), &[("iop.yaml", iop)]);
+        assert_eq!(
+            err.location.as_ref().unwrap().file,
+            Path::new("dir/iop.yaml")
+        );
+        assert_eq!(line_col(&err), (6, 5));
+    }
+
+    #[test]
+    fn a_duplicate_pin_is_refused_at_the_second_one() {
+        let text = policy("1.13.5", "1.14.1", "")
+            .replace("  waves:", &format!("    1.14.1: {PIN}\n  waves:"));
+        let err = check_err(&text, &[("iop.yaml", IOP)]);
+        assert_eq!(line_col(&err), (14, 5));
+        assert!(err.message.contains("first at line 13 column 5"), "{err}");
+    }
+
+    #[test]
+    fn json_policies_get_lines_and_columns() {
+        let json = "{\"apiVersion\": \"istio-canary.dev/v1alpha1\", \"kind\": \"CanaryUpgrade\", \"metadata\": {\"name\": \"t\"},\n \"spec\": {\"istioOperator\": \"iop.yaml\", \"from\": {\"version\": \"1.13.5\"}, \"to\": {\"version\": \"1.14.1\"},\n  \"istioctl\": {}, \"waves\": [{\"name\": \"w\", \"namespaces\": [\"a\", \"B\"]}]}}".to_string();
+        let err = check_err(&json, &[("iop.yaml", IOP)]);
+        assert_eq!(
+            err.message,
+            "no istioctl is pinned for 1.13.5 (spec.from.version)"
+        );
+        assert_eq!(line_col(&err), (3, 3));
+        let err = check_err(&json.replace("\"1.14.1\"", "1.14"), &[("iop.yaml", IOP)]);
+        assert!(err.message.contains("was read as a number"), "{err}");
+        assert_eq!(line_col(&err), (2, 78));
+    }
+
+    #[test]
+    fn huge_version_numbers_are_refused_before_any_arithmetic() {
+        let err = check_err(
+            &policy("1.13.5", "1.18446744073709551615.1", ""),
+            &[("iop.yaml", IOP)],
+        );
+        assert_eq!(err.message, "version `1.18446744073709551615.1` has a number above 10000; MAJOR, MINOR and PATCH may be at most 10000");
+        // At the bound, the hop list stays short.
+        let err = check_err(&policy("1.0.0", "1.10000.0", ""), &[("iop.yaml", IOP)]);
+        let help = err.help.unwrap();
+        assert_eq!(help, "upgrade in hops, one plan each: 1.0.0 -> 1.1.x -> 1.2.x -> 1.3.x -> 1.4.x -> … (10000 plans in all) -> 1.10000.0");
+    }
+
+    #[test]
+    fn revisions_must_leave_room_for_istiod_prefix() {
+        let ok = "a".repeat(MAX_REVISION_LEN);
+        let text = policy("1.13.5", "1.14.1", "").replace(
+            "version: \"1.14.1\"\n",
+            &format!("version: \"1.14.1\"\n    revision: {ok}\n"),
+        );
+        let p = check(&text, &[("iop.yaml", IOP)]).unwrap();
+        assert_eq!(p.to.revision.istiod().len(), 63);
+        let err = check_err(&text.replace(&ok, &format!("{ok}a")), &[("iop.yaml", IOP)]);
+        assert_eq!(
+            err.message,
+            format!("revision `{ok}a` is 57 characters long; a revision may have at most 56")
+        );
+        // Derived from a long pre-release: pointed at the version.
+        let pre = format!("1.14.1-{}", "b".repeat(50));
+        let err = check_err(&policy("1.13.5", &pre, ""), &[("iop.yaml", IOP)]);
+        assert!(
+            err.message.starts_with(&format!(
+                "the revision derived from version {pre}: revision `1-14-1-bbb"
+            )),
+            "{err}"
+        );
+        assert_eq!(line_col(&err), (10, 5));
+        // A pre-release that ends in '-' would derive a revision that is not a label.
+        let err = check_err(&policy("1.13.5", "1.14.1-rc-", ""), &[("iop.yaml", IOP)]);
+        assert!(
+            err.message.contains("`1-14-1-rc-` is not a DNS-1123 label"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn revision_names_follow_the_naming_scheme() {
         let v = Version::parse("1.14.1").unwrap();
