@@ -152,24 +152,33 @@ fn parse_version(value: &Value) -> std::result::Result<Version, String> {
 }
 
 /// Checks a revision name: a DNS-1123 label short enough for `istiod-<revision>`, or `default`.
-fn check_revision(s: &str) -> std::result::Result<(), Error> {
-    if s.contains('.') && s.len() <= MAX_REVISION_LEN {
-        return Err(Error::new(format!(
-            "revision `{s}` is not a DNS-1123 label: dots are not allowed"
-        ))
-        .with_help(format!("write `{}`", s.replace('.', "-"))));
-    }
+/// `derived_from` is the version a derived revision comes from, for the message.
+fn check_revision(s: &str, derived_from: Option<&Version>) -> std::result::Result<(), Error> {
+    let what = match derived_from {
+        None => format!("revision {}", shown(s)),
+        Some(v) => format!(
+            "revision {}, derived from version {},",
+            shown(s),
+            shown(&v.to_string())
+        ),
+    };
     if s.len() > MAX_REVISION_LEN {
         return Err(Error::new(format!(
-            "revision {} is {} characters long; a revision may have at most {MAX_REVISION_LEN}",
-            shown(s),
+            "{what} is {} characters long; at most {MAX_REVISION_LEN} fit: `istiod-<revision>` names the revision's Service and Deployment, which must be DNS labels of at most 63 characters",
             s.len()
         ))
         .with_help(format!(
-            "`istiod-<revision>` names the revision's Service and Deployment, which must be DNS labels of at most 63 characters; choose a revision of at most {MAX_REVISION_LEN} characters"
+            "choose a revision of at most {MAX_REVISION_LEN} characters"
         )));
     }
-    check_dns1123(s).map_err(|why| Error::new(format!("revision {why}")))
+    if s.contains('.') {
+        return Err(Error::new(format!(
+            "{what} is not a DNS-1123 label: dots are not allowed"
+        ))
+        .with_help(format!("write `{}`", s.replace('.', "-"))));
+    }
+    check_dns1123(s)
+        .map_err(|_| Error::new(format!("{what} is not a DNS-1123 label {DNS1123_RULES}")))
 }
 
 fn check_sha256(s: &str) -> std::result::Result<(), String> {
@@ -186,6 +195,8 @@ fn check_sha256(s: &str) -> std::result::Result<(), String> {
     }
 }
 
+const DNS1123_RULES: &str = "(lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)";
+
 /// Checks a DNS-1123 label: lowercase alphanumerics and `-`, starting and ending alphanumeric,
 /// at most 63 characters.
 pub fn check_dns1123(s: &str) -> std::result::Result<(), String> {
@@ -199,7 +210,7 @@ pub fn check_dns1123(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{} is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)",
+            "{} is not a DNS-1123 label {DNS1123_RULES}",
             shown(s)
         ))
     }
@@ -389,10 +400,10 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         pins.insert(version, pin);
     }
     if let Some(r) = &spec.from.revision {
-        check_revision(r).map_err(|e| at(&[Key("spec"), Key("from"), Key("revision")], e))?;
+        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("from"), Key("revision")], e))?;
     }
     if let Some(r) = &spec.to.revision {
-        check_revision(r).map_err(|e| at(&[Key("spec"), Key("to"), Key("revision")], e))?;
+        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("to"), Key("revision")], e))?;
     }
 
     // Versions and skew.
@@ -463,11 +474,7 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
     // Revisions.
     let derived = |side: &'static str, version: &Version| -> Result<Revision> {
         let name = revision_for(version, spec.revision_naming);
-        check_revision(&name).map_err(|e| {
-            let mut e = Error::new(format!(
-                "the revision derived from version {version}: {}",
-                e.message
-            ));
+        check_revision(&name, Some(version)).map_err(|mut e| {
             e.help = Some(format!(
                 "set spec.{side}.revision to a DNS-1123 label of at most {MAX_REVISION_LEN} characters"
             ));
@@ -899,16 +906,19 @@ mod tests {
         let p = check(&text, &[("iop.yaml", IOP)]).unwrap();
         assert_eq!(p.to.revision.istiod().len(), 63);
         let err = check_err(&text.replace(&ok, &format!("{ok}a")), &[("iop.yaml", IOP)]);
-        assert_eq!(
-            err.message,
-            format!("revision `{ok}a` is 57 characters long; a revision may have at most 56")
+        assert!(
+            err.message.starts_with(&format!(
+                "revision `{ok}a` is 57 characters long; at most 56 fit"
+            )),
+            "{err}"
         );
         // Derived from a long pre-release: pointed at the version.
         let pre = format!("1.14.1-{}", "b".repeat(50));
         let err = check_err(&policy("1.13.5", &pre, ""), &[("iop.yaml", IOP)]);
+        assert!(err.message.starts_with("revision `1-14-1-bbb"), "{err}");
         assert!(
-            err.message.starts_with(&format!(
-                "the revision derived from version {pre}: revision `1-14-1-bbb"
+            err.message.contains(&format!(
+                ", derived from version `{pre}`, is 57 characters long"
             )),
             "{err}"
         );
@@ -916,7 +926,9 @@ mod tests {
         // A pre-release that ends in '-' would derive a revision that is not a label.
         let err = check_err(&policy("1.13.5", "1.14.1-rc-", ""), &[("iop.yaml", IOP)]);
         assert!(
-            err.message.contains("`1-14-1-rc-` is not a DNS-1123 label"),
+            err.message.contains(
+                "`1-14-1-rc-`, derived from version `1.14.1-rc-`, is not a DNS-1123 label"
+            ),
             "{err}"
         );
     }
