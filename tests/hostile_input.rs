@@ -217,6 +217,24 @@ fn a_ten_megabyte_key_in_istioctl_output_is_echoed_cut() {
 }
 
 #[test]
+fn exponential_aliases_in_the_spec_are_refused() {
+    let case = Case::new();
+    // Ten levels of nine aliases each: 9^10 strings once expanded ("billion laughs").
+    let mut spec = String::from("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+        spec.push_str(&format!("  a{i}: &a{i} [{refs}]\n"));
+    }
+    case.write("iop.yaml", spec);
+    let (p, s) = standin_114();
+    case.write("canary.yaml", policy("1.14.1", "iop.yaml", (&p, &s), ""));
+    case.fails(
+        "canary.yaml",
+        "error: repetition limit exceeded\n  --> iop.yaml\n",
+    );
+}
+
+#[test]
 fn a_policy_over_its_limit_is_refused_by_size() {
     let case = Case::new();
     let mut text = simple_policy("");
