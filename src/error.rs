@@ -77,8 +77,9 @@ impl Error {
 
 /// The longest value an error message echoes whole (bytes); longer values are cut (see `shown`).
 pub const MAX_ECHO: usize = 80;
-/// The longest message or help line shown (bytes); a longer one is cut and its length stated.
-pub const MAX_MESSAGE: usize = 2000;
+/// The longest message or help line shown (bytes): room for 20 lines of istioctl's stderr; a
+/// longer one is cut and its length stated.
+pub const MAX_MESSAGE: usize = 8192;
 /// The longest source line quoted under a message (characters); a longer one is shown as a
 /// window around the column.
 pub const MAX_SOURCE_LINE: usize = 240;
@@ -209,10 +210,10 @@ mod tests {
             shown(&long),
             format!("`{}…` (10485760 bytes)", "a".repeat(MAX_ECHO))
         );
-        let err = Error::new(format!("bad {}", "b".repeat(5000))).with_help("c".repeat(5000));
+        let err = Error::new(format!("bad {}", "b".repeat(20000))).with_help("c".repeat(20000));
         let text = err.to_string();
         assert!(text.len() < 2 * MAX_MESSAGE + 200, "{}", text.len());
-        assert!(text.contains("… (cut: 5004 bytes in all)"), "{text}");
+        assert!(text.contains("… (cut: 20004 bytes in all)"), "{text}");
     }
 
     #[test]

@@ -318,6 +318,32 @@ mod tests {
     }
 
     #[test]
+    fn output_over_the_limit_is_refused_before_parsing() {
+        let text = "#".repeat(crate::yamlin::MANIFEST_LIMIT as usize + 1);
+        let err = parse_manifest(&text, "output of `istioctl`").unwrap_err();
+        assert_eq!(
+            err.message,
+            "istioctl's output is larger than 64 MiB, the most istio-canary reads"
+        );
+    }
+
+    #[test]
+    fn merge_and_duplicate_keys_in_output_are_refused_at_the_key() {
+        let err = parse_manifest(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n  <<: {x: y}\n",
+            "out",
+        )
+        .unwrap_err();
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((5, 3)));
+        let err = parse_manifest(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, name: b}\n",
+            "out",
+        )
+        .unwrap_err();
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((3, 21)));
+    }
+
+    #[test]
     fn a_document_without_name_is_rejected() {
         let err =
             parse_manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", "x").unwrap_err();
