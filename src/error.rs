@@ -75,6 +75,75 @@ impl Error {
     }
 }
 
+/// The longest value an error message echoes whole (bytes); longer values are cut (see `shown`).
+pub const MAX_ECHO: usize = 80;
+/// The longest message or help line shown (bytes): room for 20 lines of istioctl's stderr; a
+/// longer one is cut and its length stated.
+pub const MAX_MESSAGE: usize = 8192;
+/// The longest source line quoted under a message (characters); a longer one is shown as a
+/// window around the column.
+pub const MAX_SOURCE_LINE: usize = 240;
+
+/// A value from the input as an error message echoes it: in backticks, with control characters
+/// escaped, and cut after `MAX_ECHO` bytes with its full length stated, e.g.
+/// `` `aaaa…` (10485760 bytes) ``.
+pub fn shown(value: &str) -> String {
+    let mut out = String::from("`");
+    let mut taken = 0;
+    for c in value.chars() {
+        if taken + c.len_utf8() > MAX_ECHO {
+            out.push_str(&format!("…` ({} bytes)", value.len()));
+            return out;
+        }
+        taken += c.len_utf8();
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('`');
+    out
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), saying how long it was.
+fn capped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut: {} bytes in all)", &text[..end], text.len()).into()
+}
+
+/// The source line as quoted under a message, and the caret's column in it: a long line is shown
+/// as a window of `MAX_SOURCE_LINE` characters around `column`, with `…` where it is cut.
+fn source_window(line: &str, column: usize) -> (String, usize) {
+    let count = line.chars().count();
+    if count <= MAX_SOURCE_LINE {
+        return (line.to_string(), column);
+    }
+    let half = MAX_SOURCE_LINE / 2;
+    let col = column.saturating_sub(1).min(count);
+    let start = col
+        .saturating_sub(half)
+        .min(count.saturating_sub(MAX_SOURCE_LINE));
+    let end = (start + MAX_SOURCE_LINE).min(count);
+    let mut out = String::new();
+    let mut caret = col - start + 1;
+    if start > 0 {
+        out.push('…');
+        caret += 1;
+    }
+    out.extend(line.chars().skip(start).take(end - start));
+    if end < count {
+        out.push('…');
+    }
+    (out, caret)
+}
+
 /// The OS reason without Rust's "(os error N)" suffix, so messages read the same everywhere.
 pub fn io_reason(err: &std::io::Error) -> String {
     let text = err.to_string();
@@ -86,7 +155,7 @@ pub fn io_reason(err: &std::io::Error) -> String {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}", self.message)?;
+        write!(f, "error: {}", capped(&self.message, MAX_MESSAGE))?;
         if let Some(loc) = &self.location {
             if loc.line == 0 {
                 write!(f, "\n  --> {}", loc.file.display())?;
@@ -99,15 +168,16 @@ impl fmt::Display for Error {
                     loc.column
                 )?;
                 if let Some(src) = &loc.source_line {
+                    let (src, column) = source_window(src, loc.column);
                     let num = loc.line.to_string();
                     let pad = " ".repeat(num.len());
-                    let caret = " ".repeat(loc.column.saturating_sub(1));
+                    let caret = " ".repeat(column.saturating_sub(1));
                     write!(f, "\n{pad} |\n{num} | {src}\n{pad} | {caret}^")?;
                 }
             }
         }
         if let Some(help) = &self.help {
-            write!(f, "\nhelp: {help}")?;
+            write!(f, "\nhelp: {}", capped(help, MAX_MESSAGE))?;
         }
         Ok(())
     }
@@ -129,6 +199,33 @@ mod tests {
             err.to_string(),
             "error: unknown field `wavez`\n  --> canary.yaml:3:3\n  |\n3 |   wavez: []\n  |   ^\nhelp: did you mean `waves`?"
         );
+    }
+
+    #[test]
+    fn long_values_are_cut_and_measured() {
+        assert_eq!(shown("1-14-1"), "`1-14-1`");
+        assert_eq!(shown("a\nb"), "`a\\nb`");
+        let long = "a".repeat(10 * 1024 * 1024);
+        assert_eq!(
+            shown(&long),
+            format!("`{}…` (10485760 bytes)", "a".repeat(MAX_ECHO))
+        );
+        let err = Error::new(format!("bad {}", "b".repeat(20000))).with_help("c".repeat(20000));
+        let text = err.to_string();
+        assert!(text.len() < 2 * MAX_MESSAGE + 200, "{}", text.len());
+        assert!(text.contains("… (cut: 20004 bytes in all)"), "{text}");
+    }
+
+    #[test]
+    fn long_source_lines_are_windowed_around_the_caret() {
+        let line = format!("{}X{}", "a".repeat(5000), "b".repeat(5000));
+        let err = Error::new("here").at(Path::new("f"), &line, 1, 5001);
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let src = lines[3].strip_prefix("1 | ").unwrap();
+        let caret = lines[4].strip_prefix("  | ").unwrap();
+        assert!(src.chars().count() <= MAX_SOURCE_LINE + 2, "{src}");
+        assert_eq!(src.chars().nth(caret.len() - 1), Some('X'), "{text}");
     }
 
     #[test]

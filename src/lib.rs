@@ -18,6 +18,7 @@ pub mod policy;
 pub mod render;
 pub mod selector;
 pub mod write;
+pub mod yamlin;
 pub mod yamlpath;
 
 use std::collections::BTreeMap;

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
+use crate::yamlin;
 
 /// Identity of an object in a cluster. The API version is deliberately absent: the same object is
 /// served under several versions (`autoscaling/v2beta1` and `autoscaling/v2` are one HPA).
@@ -138,12 +139,15 @@ pub fn str_at<'a>(map: &'a Mapping, path: &[&str]) -> Option<&'a str> {
 
 /// Parses multi-document YAML into objects, in document order. Empty documents (comments only,
 /// `---` runs) are skipped. `source` names the text in error messages (a file, or the istioctl
-/// command that printed it).
+/// command that printed it). The text passes `yamlin` first: at most `yamlin::MANIFEST_LIMIT`
+/// bytes, nesting at most `yamlin::MAX_DEPTH` deep, no merge keys and no duplicate keys (kubectl
+/// would resolve a merge key that this reader keeps as a field).
 pub fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>> {
+    let source = Path::new(source);
+    let text = yamlin::decode(text.as_bytes(), yamlin::Kind::Manifest, source)?;
     let mut objects = Vec::new();
     let mut seen = BTreeMap::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| yaml_error(&e, text, source))?;
+    for (index, value) in yamlin::documents(text, source)?.into_iter().enumerate() {
         let body = match value {
             Value::Null => continue,
             Value::Mapping(m) => m,
@@ -152,7 +156,7 @@ pub fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>> {
                     "document {} is not a Kubernetes object (expected a mapping)",
                     index + 1
                 ))
-                .in_file(Path::new(source)))
+                .in_file(source))
             }
         };
         let object = Object::from_mapping(body).map_err(|why| {
@@ -160,7 +164,7 @@ pub fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>> {
                 "document {} is not a Kubernetes object: {why}",
                 index + 1
             ))
-            .in_file(Path::new(source))
+            .in_file(source)
         })?;
         if let Some(first) = seen.insert(object.id.clone(), index + 1) {
             return Err(Error::new(format!(
@@ -168,28 +172,11 @@ pub fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>> {
                 object.id,
                 index + 1
             ))
-            .in_file(Path::new(source)));
+            .in_file(source));
         }
         objects.push(object);
     }
     Ok(objects)
-}
-
-/// A serde_yaml error as a located `Error`.
-pub fn yaml_error(e: &serde_yaml::Error, text: &str, source: &str) -> Error {
-    let message = strip_yaml_location(&e.to_string());
-    match e.location() {
-        Some(loc) => Error::new(message).at(Path::new(source), text, loc.line(), loc.column()),
-        None => Error::new(message).in_file(Path::new(source)),
-    }
-}
-
-/// serde_yaml appends " at line L column C" to its messages; the location is shown separately.
-fn strip_yaml_location(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
 }
 
 /// What an object rendered by istioctl is, for planning.
@@ -346,6 +333,32 @@ mod tests {
         let loc = err.location.unwrap();
         assert_eq!(loc.file, Path::new("out.yaml"));
         assert!(loc.line >= 2, "{loc:?}");
+    }
+
+    #[test]
+    fn output_over_the_limit_is_refused_before_parsing() {
+        let text = "#".repeat(crate::yamlin::MANIFEST_LIMIT as usize + 1);
+        let err = parse_manifest(&text, "output of `istioctl`").unwrap_err();
+        assert_eq!(
+            err.message,
+            "istioctl's output is larger than 64 MiB, the most istio-canary reads"
+        );
+    }
+
+    #[test]
+    fn merge_and_duplicate_keys_in_output_are_refused_at_the_key() {
+        let err = parse_manifest(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n  <<: {x: y}\n",
+            "out",
+        )
+        .unwrap_err();
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((5, 3)));
+        let err = parse_manifest(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, name: b}\n",
+            "out",
+        )
+        .unwrap_err();
+        assert_eq!(err.location.map(|l| (l.line, l.column)), Some((3, 21)));
     }
 
     #[test]

@@ -14,14 +14,22 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::{io_reason, Error, Result};
-use crate::manifest::yaml_error;
+use crate::error::{io_reason, shown, Error, Result};
+use crate::yamlin::{self, Kind};
 use crate::yamlpath::{locate, Seg};
 
 pub const API_VERSION: &str = "istio-canary.dev/v1alpha1";
 pub const KIND: &str = "CanaryUpgrade";
 /// The most minor versions one canary hop may skip, per Istio's documented support.
 pub const MAX_SUPPORTED_MINOR_SKIP: u64 = 2;
+/// The largest MAJOR, MINOR or PATCH number accepted: far above any Istio release, small enough
+/// that version arithmetic stays cheap.
+pub const MAX_VERSION_NUMBER: u64 = 10_000;
+/// The longest revision: `istiod-<revision>` names a Service and a Deployment, which must be
+/// DNS labels of at most 63 characters.
+pub const MAX_REVISION_LEN: usize = 63 - "istiod-".len();
+/// How many intermediate hops a skip error lists before it shortens the list.
+const MAX_HOPS_SHOWN: u64 = 4;
 
 // ---------------------------------------------------------------------------------------------
 // File format (serde). Unknown fields are errors everywhere.
@@ -131,9 +139,22 @@ fn parse_version(value: &Value) -> std::result::Result<Version, String> {
         }
         _ => return Err("a version must be a string like \"1.14.1\"".to_string()),
     };
-    Version::parse(&text).map_err(|e| {
-        format!("`{text}` is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.14.1): {e}")
-    })
+    let version = Version::parse(&text).map_err(|e| {
+        format!(
+            "{} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.14.1): {e}",
+            shown(&text)
+        )
+    })?;
+    if [version.major, version.minor, version.patch]
+        .iter()
+        .any(|n| *n > MAX_VERSION_NUMBER)
+    {
+        return Err(format!(
+            "version {} has a number above {MAX_VERSION_NUMBER}; MAJOR, MINOR and PATCH may be at most {MAX_VERSION_NUMBER}",
+            shown(&text)
+        ));
+    }
+    Ok(version)
 }
 
 /// Parses `spec.kubernetesVersion`: a string `1.24` (a patch, `1.24.3`, or a leading `v` is
@@ -161,15 +182,34 @@ fn parse_kubernetes_version(value: &Value) -> std::result::Result<crate::k8s::Mi
     }
 }
 
-/// Checks a revision name: a DNS-1123 label, or `default`.
-fn check_revision(s: &str) -> std::result::Result<(), Error> {
+/// Checks a revision name: a DNS-1123 label short enough for `istiod-<revision>`, or `default`.
+/// `derived_from` is the version a derived revision comes from, for the message.
+fn check_revision(s: &str, derived_from: Option<&Version>) -> std::result::Result<(), Error> {
+    let what = match derived_from {
+        None => format!("revision {}", shown(s)),
+        Some(v) => format!(
+            "revision {}, derived from version {},",
+            shown(s),
+            shown(&v.to_string())
+        ),
+    };
+    if s.len() > MAX_REVISION_LEN {
+        return Err(Error::new(format!(
+            "{what} is {} characters long; at most {MAX_REVISION_LEN} fit: `istiod-<revision>` names the revision's Service and Deployment, which must be DNS labels of at most 63 characters",
+            s.len()
+        ))
+        .with_help(format!(
+            "choose a revision of at most {MAX_REVISION_LEN} characters"
+        )));
+    }
     if s.contains('.') {
         return Err(Error::new(format!(
-            "revision `{s}` is not a DNS-1123 label: dots are not allowed"
+            "{what} is not a DNS-1123 label: dots are not allowed"
         ))
         .with_help(format!("write `{}`", s.replace('.', "-"))));
     }
-    check_dns1123(s).map_err(|why| Error::new(format!("revision {why}")))
+    check_dns1123(s)
+        .map_err(|_| Error::new(format!("{what} is not a DNS-1123 label {DNS1123_RULES}")))
 }
 
 fn check_sha256(s: &str) -> std::result::Result<(), String> {
@@ -180,10 +220,13 @@ fn check_sha256(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "sha256 `{s}` must be 64 lowercase hex digits (the output of `sha256sum`)"
+            "sha256 {} must be 64 lowercase hex digits (the output of `sha256sum`)",
+            shown(s)
         ))
     }
 }
+
+const DNS1123_RULES: &str = "(lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)";
 
 /// Checks a DNS-1123 label: lowercase alphanumerics and `-`, starting and ending alphanumeric,
 /// at most 63 characters.
@@ -198,7 +241,8 @@ pub fn check_dns1123(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{s}` is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"
+            "{} is not a DNS-1123 label {DNS1123_RULES}",
+            shown(s)
         ))
     }
 }
@@ -321,18 +365,29 @@ pub fn revision_for(version: &Version, naming: RevisionNaming) -> String {
     }
 }
 
-/// Reads and checks a policy file and the IstioOperator specs it names.
+/// Reads a file the policy names (an IstioOperator spec), given its path as the policy's
+/// directory joined with what the policy says. `load` reads the file system; tests and fuzz
+/// targets pass files held in memory.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
+
+/// Reads and checks a policy file and the IstioOperator specs it names. Each file is read with
+/// its size limit (`yamlin::POLICY_LIMIT`, `yamlin::SPEC_LIMIT`) and no further.
 pub fn load(path: &Path) -> Result<Policy> {
-    let bytes = std::fs::read(path)
+    let bytes = yamlin::read_limited(path, yamlin::POLICY_LIMIT)
         .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))?;
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|_| Error::new("the policy is not UTF-8 text").in_file(path))?;
-    let source = path.display().to_string();
-    let file: PolicyFile =
-        serde_yaml::from_str(&text).map_err(|e| yaml_error(&e, &text, &source))?;
+    load_from(&bytes, path, &|p: &Path| {
+        yamlin::read_limited(p, yamlin::SPEC_LIMIT)
+    })
+}
+
+/// Checks a policy given as bytes. `path` names it in messages and is where the files it names
+/// are relative to; `read` reads those files.
+pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy> {
+    let text = yamlin::decode(bytes, Kind::Policy, path)?;
+    let file: PolicyFile = yamlin::from_str(text, path)?;
     let at = |segs: &[Seg<'_>], err: Error| -> Error {
-        match locate(&text, segs) {
-            Some((line, col)) => err.at(path, &text, line, col),
+        match locate(text, segs) {
+            Some((line, col)) => err.at(path, text, line, col),
             None => err.in_file(path),
         }
     };
@@ -342,15 +397,15 @@ pub fn load(path: &Path) -> Result<Policy> {
         return Err(at(
             &[Key("apiVersion")],
             Error::new(format!(
-                "apiVersion `{}` is not supported; expected `{API_VERSION}`",
-                file.api_version
+                "apiVersion {} is not supported; expected `{API_VERSION}`",
+                shown(&file.api_version)
             )),
         ));
     }
     if file.kind != KIND {
         return Err(at(
             &[Key("kind")],
-            Error::new(format!("kind `{}` is not `{KIND}`", file.kind)),
+            Error::new(format!("kind {} is not `{KIND}`", shown(&file.kind))),
         ));
     }
     let spec = file.spec;
@@ -383,10 +438,10 @@ pub fn load(path: &Path) -> Result<Policy> {
         pins.insert(version, pin);
     }
     if let Some(r) = &spec.from.revision {
-        check_revision(r).map_err(|e| at(&[Key("spec"), Key("from"), Key("revision")], e))?;
+        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("from"), Key("revision")], e))?;
     }
     if let Some(r) = &spec.to.revision {
-        check_revision(r).map_err(|e| at(&[Key("spec"), Key("to"), Key("revision")], e))?;
+        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("to"), Key("revision")], e))?;
     }
 
     // Versions and skew.
@@ -421,12 +476,16 @@ pub fn load(path: &Path) -> Result<Policy> {
         let mut ways = Vec::new();
         if skip >= 2 {
             // Hops of at most maxMinorSkip minors (at least one), each its own canary upgrade.
+            // Only the first few are listed, so the list stays short whatever the versions.
             let step = spec.max_minor_skip.max(1);
+            let between = (skip - 1) / step;
             let mut hops = vec![from_version.to_string()];
-            let mut minor = from_version.minor + step;
-            while minor < to_version.minor {
+            for i in 1..=between.min(MAX_HOPS_SHOWN) {
+                let minor = from_version.minor + i * step;
                 hops.push(format!("{}.{minor}.x", from_version.major));
-                minor += step;
+            }
+            if between > MAX_HOPS_SHOWN {
+                hops.push(format!("… ({} plans in all)", between + 1));
             }
             hops.push(to_version.to_string());
             ways.push(format!(
@@ -451,10 +510,20 @@ pub fn load(path: &Path) -> Result<Policy> {
     }
 
     // Revisions.
+    let derived = |side: &'static str, version: &Version| -> Result<Revision> {
+        let name = revision_for(version, spec.revision_naming);
+        check_revision(&name, Some(version)).map_err(|mut e| {
+            e.help = Some(format!(
+                "set spec.{side}.revision to a DNS-1123 label of at most {MAX_REVISION_LEN} characters"
+            ));
+            at(&[Key("spec"), Key(side), Key("version")], e)
+        })?;
+        Ok(Revision::Named(name))
+    };
     let from_revision = match &spec.from.revision {
         Some(r) if r == "default" => Revision::Default,
         Some(r) => Revision::Named(r.clone()),
-        None => Revision::Named(revision_for(&from_version, spec.revision_naming)),
+        None => derived("from", &from_version)?,
     };
     let to_revision = match &spec.to.revision {
         Some(r) if r == "default" => {
@@ -465,7 +534,7 @@ pub fn load(path: &Path) -> Result<Policy> {
             ))
         }
         Some(r) => Revision::Named(r.clone()),
-        None => Revision::Named(revision_for(&to_version, spec.revision_naming)),
+        None => derived("to", &to_version)?,
     };
     if from_revision == to_revision {
         let seg = if spec.to.revision.is_some() {
@@ -622,7 +691,8 @@ pub fn load(path: &Path) -> Result<Policy> {
         dir,
         &spec.istio_operator,
         &to_revision,
-        &text,
+        read,
+        text,
         path,
         &[Key("spec"), Key("istioOperator")],
     )?;
@@ -631,7 +701,8 @@ pub fn load(path: &Path) -> Result<Policy> {
             dir,
             p,
             &from_revision,
-            &text,
+            read,
+            text,
             path,
             &[Key("spec"), Key("from"), Key("istioOperator")],
         )?,
@@ -658,7 +729,7 @@ pub fn load(path: &Path) -> Result<Policy> {
 
     Ok(Policy {
         path: path.to_path_buf(),
-        sha256: sha256_hex(&bytes),
+        sha256: sha256_hex(bytes),
         name: file.metadata.name,
         from: Side {
             version: from_version,
@@ -702,12 +773,13 @@ fn load_operator(
     dir: &Path,
     rel: &Path,
     revision: &Revision,
+    read: ReadFile<'_>,
     policy_text: &str,
     policy_path: &Path,
     field: &[Seg<'_>],
 ) -> Result<OperatorSpec> {
     let path = dir.join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let bytes = read(&path).map_err(|e| {
         let err = Error::new(format!(
             "cannot read IstioOperator spec {}: {}",
             path.display(),
@@ -718,13 +790,11 @@ fn load_operator(
             None => err.in_file(policy_path),
         }
     })?;
-    let source = path.display().to_string();
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|_| Error::new("the IstioOperator spec is not UTF-8 text").in_file(&path))?;
-    let value: Value = serde_yaml::from_str(&text).map_err(|e| yaml_error(&e, &text, &source))?;
+    let text = yamlin::decode(&bytes, Kind::Spec, &path)?;
+    let value: Value = yamlin::from_str(text, &path)?;
     let at = |segs: &[Seg<'_>], err: Error| -> Error {
-        match locate(&text, segs) {
-            Some((line, col)) => err.at(&path, &text, line, col),
+        match locate(text, segs) {
+            Some((line, col)) => err.at(&path, text, line, col),
             None => err.in_file(&path),
         }
     };
@@ -787,7 +857,7 @@ fn load_operator(
         path: path.clone(),
         declared: rel.display().to_string(),
         sha256: sha256_hex(&bytes),
-        text,
+        text: text.to_string(),
         document,
         istio_namespace,
     };
@@ -812,7 +882,8 @@ fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()>
         return Ok(());
     }
     let err = Error::new(format!(
-        "spec.revision is `{written}` but the plan renders this spec as revision `{revision}`"
+        "spec.revision is {} but the plan renders this spec as revision `{revision}`",
+        shown(written)
     ))
     .with_help("remove spec.revision from the IstioOperator: istio-canary sets it for each revision it renders");
     Err(
@@ -826,6 +897,150 @@ fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const IOP: &str =
+        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: default\n";
+    const PIN: &str = "{path: istioctl, sha256: 508cff1a1548f5e44a8c1aeb79f901e5c71ee01d78d7b5bfded49401535a1806}";
+
+    /// A valid policy with `from`/`to` versions and extra lines under `spec`.
+    fn policy(from: &str, to: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: t\nspec:\n  istioOperator: iop.yaml\n  from:\n    version: \"{from}\"\n  to:\n    version: \"{to}\"\n  istioctl:\n    \"{from}\": {PIN}\n    \"{to}\": {PIN}\n  waves:\n  - name: w\n    namespaces: [a]\n{extra}"
+        )
+    }
+
+    /// Checks `text` as `dir/canary.yaml`, with `files` (name -> text) as the only files.
+    fn check(text: &str, files: &[(&str, &str)]) -> Result<Policy> {
+        let read = |p: &Path| -> std::io::Result<Vec<u8>> {
+            files
+                .iter()
+                .find(|(name, _)| Path::new("dir").join(name) == p)
+                .map(|(_, text)| text.as_bytes().to_vec())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        load_from(text.as_bytes(), Path::new("dir/canary.yaml"), &read)
+    }
+
+    fn check_err(text: &str, files: &[(&str, &str)]) -> Error {
+        match check(text, files) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    fn line_col(err: &Error) -> (usize, usize) {
+        let loc = err.location.as_ref().expect("a location");
+        (loc.line, loc.column)
+    }
+
+    #[test]
+    fn a_policy_from_a_string_with_specs_in_memory() {
+        let p = check(&policy("1.13.5", "1.14.1", ""), &[("iop.yaml", IOP)]).unwrap();
+        assert_eq!(p.to.revision, Revision::Named("1-14-1".into()));
+        assert_eq!(p.to.istioctl.path, Path::new("dir/istioctl"));
+        assert_eq!(p.from.operator.path, Path::new("dir/iop.yaml"));
+        let err = check_err(&policy("1.13.5", "1.14.1", ""), &[]);
+        assert_eq!(
+            err.message,
+            "cannot read IstioOperator spec dir/iop.yaml: entity not found"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted_in_the_policy_and_the_spec() {
+        let text = format!("\u{feff}{}", policy("1.13.5", "1.14.1", ""));
+        let iop = format!("\u{feff}{IOP}");
+        let p = check(&text, &[("iop.yaml", &iop)]).unwrap();
+        assert_eq!(p.name, "t");
+        assert_eq!(p.sha256, sha256_hex(text.as_bytes()));
+        // Lines still count from the first line after the mark.
+        let bad = format!("\u{feff}{}", policy("1.13.5", "1.14.1", "  wavez: []\n"));
+        assert_eq!(line_col(&check_err(&bad, &[("iop.yaml", IOP)])), (17, 3));
+    }
+
+    #[test]
+    fn merge_keys_that_hide_managed_fields_are_refused() {
+        let iop = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\ntags: &t {revisionTags: [prod]}\nspec:\n  values:\n    <<: *t\n";
+        let err = check_err(&policy("1.13.5", "1.14.1", ""), &[("iop.yaml", iop)]);
+        assert_eq!(
+            err.location.as_ref().unwrap().file,
+            Path::new("dir/iop.yaml")
+        );
+        assert_eq!(line_col(&err), (6, 5));
+    }
+
+    #[test]
+    fn a_duplicate_pin_is_refused_at_the_second_one() {
+        let text = policy("1.13.5", "1.14.1", "")
+            .replace("  waves:", &format!("    1.14.1: {PIN}\n  waves:"));
+        let err = check_err(&text, &[("iop.yaml", IOP)]);
+        assert_eq!(line_col(&err), (14, 5));
+        assert!(err.message.contains("first at line 13 column 5"), "{err}");
+    }
+
+    #[test]
+    fn json_policies_get_lines_and_columns() {
+        let json = "{\"apiVersion\": \"istio-canary.dev/v1alpha1\", \"kind\": \"CanaryUpgrade\", \"metadata\": {\"name\": \"t\"},\n \"spec\": {\"istioOperator\": \"iop.yaml\", \"from\": {\"version\": \"1.13.5\"}, \"to\": {\"version\": \"1.14.1\"},\n  \"istioctl\": {}, \"waves\": [{\"name\": \"w\", \"namespaces\": [\"a\", \"B\"]}]}}".to_string();
+        let err = check_err(&json, &[("iop.yaml", IOP)]);
+        assert_eq!(
+            err.message,
+            "no istioctl is pinned for 1.13.5 (spec.from.version)"
+        );
+        assert_eq!(line_col(&err), (3, 3));
+        let err = check_err(&json.replace("\"1.14.1\"", "1.14"), &[("iop.yaml", IOP)]);
+        assert!(err.message.contains("was read as a number"), "{err}");
+        assert_eq!(line_col(&err), (2, 78));
+    }
+
+    #[test]
+    fn huge_version_numbers_are_refused_before_any_arithmetic() {
+        let err = check_err(
+            &policy("1.13.5", "1.18446744073709551615.1", ""),
+            &[("iop.yaml", IOP)],
+        );
+        assert_eq!(err.message, "version `1.18446744073709551615.1` has a number above 10000; MAJOR, MINOR and PATCH may be at most 10000");
+        // At the bound, the hop list stays short.
+        let err = check_err(&policy("1.0.0", "1.10000.0", ""), &[("iop.yaml", IOP)]);
+        let help = err.help.unwrap();
+        assert_eq!(help, "upgrade in hops, one plan each: 1.0.0 -> 1.1.x -> 1.2.x -> 1.3.x -> 1.4.x -> … (10000 plans in all) -> 1.10000.0");
+    }
+
+    #[test]
+    fn revisions_must_leave_room_for_istiod_prefix() {
+        let ok = "a".repeat(MAX_REVISION_LEN);
+        let text = policy("1.13.5", "1.14.1", "").replace(
+            "version: \"1.14.1\"\n",
+            &format!("version: \"1.14.1\"\n    revision: {ok}\n"),
+        );
+        let p = check(&text, &[("iop.yaml", IOP)]).unwrap();
+        assert_eq!(p.to.revision.istiod().len(), 63);
+        let err = check_err(&text.replace(&ok, &format!("{ok}a")), &[("iop.yaml", IOP)]);
+        assert!(
+            err.message.starts_with(&format!(
+                "revision `{ok}a` is 57 characters long; at most 56 fit"
+            )),
+            "{err}"
+        );
+        // Derived from a long pre-release: pointed at the version.
+        let pre = format!("1.14.1-{}", "b".repeat(50));
+        let err = check_err(&policy("1.13.5", &pre, ""), &[("iop.yaml", IOP)]);
+        assert!(err.message.starts_with("revision `1-14-1-bbb"), "{err}");
+        assert!(
+            err.message.contains(&format!(
+                ", derived from version `{pre}`, is 57 characters long"
+            )),
+            "{err}"
+        );
+        assert_eq!(line_col(&err), (10, 5));
+        // A pre-release that ends in '-' would derive a revision that is not a label.
+        let err = check_err(&policy("1.13.5", "1.14.1-rc-", ""), &[("iop.yaml", IOP)]);
+        assert!(
+            err.message.contains(
+                "`1-14-1-rc-`, derived from version `1.14.1-rc-`, is not a DNS-1123 label"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn revision_names_follow_the_naming_scheme() {

@@ -1,9 +1,12 @@
 //! Finding the line and column of a field in YAML source text, for error messages.
 //!
-//! Owns: a small indentation-based walker over block-style YAML (with flow lists on one line)
-//! that maps a path such as `spec.waves[1].namespaces[0]` to a 1-based (line, column).
+//! Owns: mapping a path such as `spec.waves[1].namespaces[0]` to a 1-based (line, column), by
+//! walking the events of an event parser (`saphyr-parser`) that marks where each node starts, so
+//! block YAML, flow YAML and JSON-style documents are all located the same way.
 //! Must not: parse values or be used for anything but pointing at input in errors; when it cannot
 //! find a field it says so (`None`) and the caller points at the nearest parent instead.
+
+use saphyr_parser::{Event, Parser, Span};
 
 /// One step of a path into a YAML document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,163 +15,99 @@ pub enum Seg<'a> {
     Index(usize),
 }
 
-struct Line<'t> {
-    number: usize,
-    indent: usize,
-    text: &'t str,
-}
+/// The deepest nesting walked; deeper texts are refused by `yamlin` before anything locates in
+/// them, and this keeps `locate` bounded on any text.
+const MAX_WALK_DEPTH: usize = 256;
 
-/// Where the walk stands: the line of the current node, its indent, and (for a node that starts
-/// on the line of a list dash or a key) the column where its inline content starts.
-#[derive(Clone, Copy)]
-struct Cursor {
-    line: usize,
-    indent: usize,
-    inline_col: Option<usize>,
-}
-
-/// The 1-based (line, column) of `path` in `text`, or the deepest parent found on the way.
-/// Returns `None` only when not even the first segment is found.
+/// The 1-based (line, column) of `path` in the first document of `text`, or the deepest parent
+/// found on the way. A key is located at the key, a list item at the item. Returns `None` only
+/// when not even the first segment is found.
 pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
-    let lines: Vec<Line<'_>> = text
-        .lines()
-        .enumerate()
-        .filter_map(|(i, raw)| {
-            let trimmed = raw.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
-                return None;
-            }
-            Some(Line {
-                number: i + 1,
-                indent: raw.len() - trimmed.len(),
-                text: raw,
-            })
-        })
-        .collect();
-    let mut cursor: Option<Cursor> = None;
+    let mut events = Parser::new_from_str(text).filter_map(Result::ok);
+    // Up to the first node of the first document.
+    let mut node = loop {
+        match events.next()? {
+            (Event::StreamStart | Event::DocumentStart(_), _) => continue,
+            (event, _) => break event,
+        }
+    };
     let mut found = None;
     for seg in path {
-        let next = match seg {
-            Seg::Key(key) => find_key(&lines, cursor, key),
-            Seg::Index(i) => find_index(&lines, cursor, *i),
+        let hit = match (seg, &node) {
+            (Seg::Key(key), Event::MappingStart(..)) => find_key(&mut events, key),
+            (Seg::Index(index), Event::SequenceStart(..)) => find_index(&mut events, *index),
+            _ => None,
         };
-        match next {
-            Some(c) => {
-                found = Some((lines[c.line].number, c.inline_col.unwrap_or(c.indent) + 1));
-                cursor = Some(c);
-            }
-            None => break,
-        }
+        let Some((at, next)) = hit else { break };
+        found = Some((at.start.line(), at.start.col() + 1));
+        node = next;
     }
     found
 }
 
-fn key_matches(content: &str, key: &str) -> bool {
-    for quoted in [key.to_string(), format!("\"{key}\""), format!("'{key}'")] {
-        if let Some(rest) = content.strip_prefix(&quoted) {
-            if rest.starts_with(':') {
-                return true;
+/// In a mapping whose start was just read: the span of `key` and the first event of its value.
+fn find_key<'a>(
+    events: &mut impl Iterator<Item = (Event<'a>, Span)>,
+    key: &str,
+) -> Option<(Span, Event<'a>)> {
+    loop {
+        let (event, span) = events.next()?;
+        match &event {
+            Event::MappingEnd => return None,
+            Event::Scalar(value, ..) if value.as_ref() == key => {
+                let (value, _) = events.next()?;
+                return Some((span, value));
             }
-        }
-    }
-    false
-}
-
-/// The lines that belong to the node at `cursor` (its children), as indexes into `lines`.
-fn children(lines: &[Line<'_>], cursor: Option<Cursor>) -> std::ops::Range<usize> {
-    match cursor {
-        None => 0..lines.len(),
-        Some(c) => {
-            let start = c.line + 1;
-            let mut end = start;
-            while end < lines.len() {
-                let l = &lines[end];
-                let is_same_indent_dash =
-                    l.indent == c.indent && l.text.trim_start().starts_with("- ");
-                if l.indent > c.indent || (is_same_indent_dash && c.inline_col.is_none()) {
-                    end += 1;
-                } else {
-                    break;
-                }
+            _ => {
+                skip_rest(events, &event)?;
+                let (value, _) = events.next()?;
+                skip_rest(events, &value)?;
             }
-            start..end
         }
     }
 }
 
-fn find_key(lines: &[Line<'_>], cursor: Option<Cursor>, key: &str) -> Option<Cursor> {
-    if let Some(c) = cursor {
-        if let Some(col) = c.inline_col {
-            if key_matches(&lines[c.line].text[col..], key) {
-                return Some(Cursor {
-                    line: c.line,
-                    indent: col,
-                    inline_col: None,
-                });
-            }
-        }
-    }
-    let range = children(lines, cursor);
-    let child_indent = match cursor.and_then(|c| c.inline_col) {
-        Some(col) => col,
-        None => lines.get(range.start)?.indent,
-    };
-    for i in range {
-        let l = &lines[i];
-        if l.indent == child_indent && key_matches(&l.text[l.indent..], key) {
-            return Some(Cursor {
-                line: i,
-                indent: l.indent,
-                inline_col: None,
-            });
-        }
-    }
-    None
-}
-
-fn find_index(lines: &[Line<'_>], cursor: Option<Cursor>, index: usize) -> Option<Cursor> {
-    // A flow list on the key's own line: `namespaces: [a, b]`.
-    if let Some(c) = cursor {
-        let text = lines[c.line].text;
-        if let Some(open) = text.find(": [").map(|i| i + 2) {
-            let mut col = open + 1;
-            for (n, item) in text[open + 1..].split(',').enumerate() {
-                let lead = item.len() - item.trim_start().len();
-                if n == index {
-                    return Some(Cursor {
-                        line: c.line,
-                        indent: c.indent,
-                        inline_col: Some(col + lead),
-                    });
-                }
-                col += item.len() + 1;
-            }
+/// In a sequence whose start was just read: the span and first event of item `index`.
+fn find_index<'a>(
+    events: &mut impl Iterator<Item = (Event<'a>, Span)>,
+    index: usize,
+) -> Option<(Span, Event<'a>)> {
+    let mut n = 0;
+    loop {
+        let (event, span) = events.next()?;
+        if matches!(event, Event::SequenceEnd) {
             return None;
         }
-    }
-    let range = children(lines, cursor);
-    let mut n = 0;
-    let mut dash_indent = None;
-    for i in range {
-        let l = &lines[i];
-        if !l.text[l.indent..].starts_with("- ") {
-            continue;
-        }
-        match dash_indent {
-            None => dash_indent = Some(l.indent),
-            Some(d) if d != l.indent => continue,
-            Some(_) => {}
-        }
         if n == index {
-            return Some(Cursor {
-                line: i,
-                indent: l.indent,
-                inline_col: Some(l.indent + 2),
-            });
+            return Some((span, event));
         }
+        skip_rest(events, &event)?;
         n += 1;
     }
-    None
+}
+
+/// Skips the rest of a node whose first event is `first`.
+fn skip_rest<'a>(
+    events: &mut impl Iterator<Item = (Event<'a>, Span)>,
+    first: &Event<'a>,
+) -> Option<()> {
+    if !matches!(first, Event::MappingStart(..) | Event::SequenceStart(..)) {
+        return Some(());
+    }
+    let mut depth = 1usize;
+    while depth > 0 {
+        match events.next()?.0 {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_WALK_DEPTH {
+                    return None;
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth -= 1,
+            _ => {}
+        }
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -218,6 +157,23 @@ spec:
             Index(0),
         ];
         assert_eq!(locate(TEXT, &p), Some((10, 9)));
+    }
+
+    #[test]
+    fn finds_fields_in_json_style_documents() {
+        let json = "{\"apiVersion\": \"x\", \"spec\": {\"to\": {\"version\": 1.14},\n  \"waves\": [{\"name\": \"a\", \"namespaces\": [\"b\", \"C\"]}]}}";
+        assert_eq!(
+            locate(json, &[Key("spec"), Key("to"), Key("version")]),
+            Some((1, 37))
+        );
+        let p = [
+            Key("spec"),
+            Key("waves"),
+            Index(0),
+            Key("namespaces"),
+            Index(1),
+        ];
+        assert_eq!(locate(json, &p), Some((2, 47)));
     }
 
     #[test]

@@ -1,0 +1,486 @@
+//! The one gate every YAML input passes before serde_yaml reads it: the policy, the IstioOperator
+//! specs and istioctl's output.
+//!
+//! Owns: the size limit of each input and the bounded read that enforces it, UTF-8 decoding with
+//! a byte-order mark accepted (stripped before anything counts lines), and one linear scan with an
+//! event parser (`saphyr-parser`, which reports where every event starts) that refuses nesting
+//! deeper than `MAX_DEPTH`, YAML merge keys (`<<`), duplicate keys and keys that are not scalars,
+//! each with file:line:col of the offending node. It also turns serde_yaml's errors into located
+//! `Error`s that keep every location serde_yaml gives.
+//! Must not: give meaning to values (serde_yaml deserializes, the callers check), or let
+//! serde_yaml see a text the scan has not passed: serde_yaml's scanner is quadratic in the depth
+//! of flow nesting, so the depth guard is what keeps every read time-linear.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::error::{shown, Error, Result};
+
+/// The largest policy file read (1 MiB).
+pub const POLICY_LIMIT: u64 = 1 << 20;
+/// The largest IstioOperator spec read (4 MiB).
+pub const SPEC_LIMIT: u64 = 4 << 20;
+/// The largest istioctl output parsed (64 MiB, the cap `render` reads up to).
+pub const MANIFEST_LIMIT: u64 = 64 << 20;
+/// The deepest nesting of sequences and mappings read. Real inputs stay far below: the deepest
+/// recorded istioctl output (a CRD schema) has 33 levels. serde_yaml itself stops at 128.
+pub const MAX_DEPTH: usize = 64;
+
+/// What an input is: it decides the size limit and how messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Policy,
+    Spec,
+    Manifest,
+}
+
+impl Kind {
+    pub fn limit(self) -> u64 {
+        match self {
+            Kind::Policy => POLICY_LIMIT,
+            Kind::Spec => SPEC_LIMIT,
+            Kind::Manifest => MANIFEST_LIMIT,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Policy => "the policy",
+            Kind::Spec => "the IstioOperator spec",
+            Kind::Manifest => "istioctl's output",
+        }
+    }
+}
+
+/// Reads at most `limit + 1` bytes of `path`: enough to tell that a file is over the limit
+/// without reading all of it (`--policy /dev/zero` ends at once).
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// "1 MiB", "64 MiB", or bytes.
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Checks the size of an input and decodes it as UTF-8 text, dropping a leading byte-order mark
+/// (so lines and columns count from what an editor shows).
+pub fn decode<'a>(bytes: &'a [u8], kind: Kind, source: &Path) -> Result<&'a str> {
+    if bytes.len() as u64 > kind.limit() {
+        return Err(Error::new(format!(
+            "{} is larger than {}, the most istio-canary reads",
+            kind.noun(),
+            size(kind.limit())
+        ))
+        .in_file(source)
+        .with_help(limit_help(kind)));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::new(format!("{} is not UTF-8 text", kind.noun())).in_file(source))?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+fn limit_help(kind: Kind) -> String {
+    match kind {
+        Kind::Manifest => "a real `istioctl manifest generate` prints about 1 MiB; check what the pinned binary prints".to_string(),
+        _ => format!(
+            "{} is read whole into memory; real ones are a few KiB",
+            kind.noun()
+        ),
+    }
+}
+
+/// Deserializes one YAML document after the scan has passed it.
+pub fn from_str<T: DeserializeOwned>(text: &str, source: &Path) -> Result<T> {
+    match scan(text, source)? {
+        Scanned::Clean => serde_yaml::from_str(text).map_err(|e| yaml_error(&e, text, source)),
+        Scanned::SyntaxError(err) => match serde_yaml::from_str::<T>(text) {
+            Err(e) => Err(yaml_error(&e, text, source)),
+            Ok(_) => Err(err),
+        },
+    }
+}
+
+/// Every document of a YAML stream, in order (empty documents are `Value::Null`), after the scan
+/// has passed the whole text.
+pub fn documents(text: &str, source: &Path) -> Result<Vec<Value>> {
+    let syntax = match scan(text, source)? {
+        Scanned::Clean => None,
+        Scanned::SyntaxError(err) => Some(err),
+    };
+    let mut out = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        out.push(Value::deserialize(document).map_err(|e| yaml_error(&e, text, source))?);
+    }
+    match syntax {
+        Some(err) => Err(err),
+        None => Ok(out),
+    }
+}
+
+/// What the scan found in a text it did not refuse.
+enum Scanned {
+    /// Every event was read: depth, merge keys and duplicates are checked.
+    Clean,
+    /// The event parser stopped at a syntax error it reports here, in a part of the text that is
+    /// safe for serde_yaml (no deep nesting can follow), so serde_yaml's own message, which
+    /// names more locations, may be shown instead. If serde_yaml reads the text, this is the
+    /// error.
+    SyntaxError(Error),
+}
+
+/// One open sequence or mapping in the scan.
+enum Frame {
+    Sequence,
+    Mapping {
+        /// The next node is a key (not a value).
+        at_key: bool,
+        /// Each key seen so far and where it is (line, column).
+        keys: HashMap<String, (usize, usize)>,
+    },
+}
+
+/// 1-based (line, column) of a marker.
+fn line_col(m: &Marker) -> (usize, usize) {
+    (m.line(), m.col() + 1)
+}
+
+fn located(err: Error, source: &Path, text: &str, m: &Marker) -> Error {
+    let (line, col) = line_col(m);
+    err.at(source, text, line, col)
+}
+
+/// The byte offset of the `chars`-th character of `text` (the parser's markers count characters).
+fn byte_index(text: &str, chars: usize) -> usize {
+    text.char_indices()
+        .nth(chars)
+        .map_or(text.len(), |(i, _)| i)
+}
+
+fn too_deep(source: &Path, text: &str, m: &Marker) -> Error {
+    located(
+        Error::new(format!(
+            "sequences and mappings are nested deeper than {MAX_DEPTH} levels here"
+        )),
+        source,
+        text,
+        m,
+    )
+    .with_help(format!(
+        "istio-canary reads at most {MAX_DEPTH} levels of nesting; real inputs need far fewer"
+    ))
+}
+
+/// How the event scan ended, before it is turned into an error.
+enum Stop {
+    TooDeep(Marker),
+    Refused(Error),
+    Syntax {
+        error: ScanError,
+        /// The character index of the last event read before the error.
+        last_event: usize,
+    },
+}
+
+/// The linear scan: reads every event once, keeping only the open nodes and their keys.
+fn scan(text: &str, source: &Path) -> Result<Scanned> {
+    match scan_events(text, source) {
+        Ok(()) => Ok(Scanned::Clean),
+        Err(Stop::TooDeep(m)) => Err(too_deep(source, text, &m)),
+        Err(Stop::Refused(err)) => Err(err),
+        Err(Stop::Syntax { error, last_event }) => {
+            let at = byte_index(text, error.marker().index());
+            if error.info() == "recursion limit exceeded" {
+                // The parser's scanner looks ahead and met its own flow-depth limit (255) before
+                // the events reached MAX_DEPTH. The text up to there holds the level that
+                // crossed MAX_DEPTH: point at it.
+                return match scan_events(&text[..at], source) {
+                    Err(Stop::TooDeep(m)) => Err(too_deep(source, text, &m)),
+                    Err(Stop::Refused(err)) => Err(err),
+                    _ => Err(too_deep(source, text, error.marker())),
+                };
+            }
+            let err = located(
+                Error::new(format!("invalid YAML: {}", error.info())),
+                source,
+                text,
+                error.marker(),
+            );
+            // serde_yaml's message names more locations; let it speak only where the rest of
+            // the text cannot nest deeper than the limit again (it is quadratic in that depth).
+            let rest = &text[byte_index(text, last_event).min(at)..];
+            let opens = rest.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+            if opens <= MAX_DEPTH {
+                Ok(Scanned::SyntaxError(err))
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+fn scan_events(text: &str, source: &Path) -> std::result::Result<(), Stop> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut last_event = 0;
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(|error| Stop::Syntax { error, last_event })?;
+        last_event = span.start.index();
+        // A node that is a mapping's key: check it, and remember it.
+        let is_node = matches!(
+            event,
+            Event::Scalar(..)
+                | Event::Alias(..)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+        );
+        if is_node {
+            if let Some(Frame::Mapping { at_key, keys }) = stack.last_mut() {
+                if *at_key {
+                    check_key(&event, &span.start, keys, source, text)?;
+                }
+                *at_key = !*at_key;
+            }
+        }
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(Stop::TooDeep(span.start));
+                }
+                stack.push(if matches!(event, Event::SequenceStart(..)) {
+                    Frame::Sequence
+                } else {
+                    Frame::Mapping {
+                        at_key: true,
+                        keys: HashMap::new(),
+                    }
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a merge key, a key that is not a scalar, and a key the mapping already has.
+fn check_key(
+    event: &Event<'_>,
+    at: &Marker,
+    keys: &mut HashMap<String, (usize, usize)>,
+    source: &Path,
+    text: &str,
+) -> std::result::Result<(), Stop> {
+    let refuse = |err: Error| Stop::Refused(located(err, source, text, at));
+    let Event::Scalar(value, style, _, tag) = event else {
+        return Err(refuse(
+            Error::new(
+                "a mapping key must be a plain value, not a sequence, a mapping or an alias",
+            )
+            .with_help("write the key as a string"),
+        ));
+    };
+    let merge_tag = tag
+        .as_ref()
+        .is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "merge");
+    if value.as_ref() == "<<" || merge_tag {
+        let how = if *style == ScalarStyle::Plain || merge_tag {
+            "a YAML merge key"
+        } else {
+            "a quoted `<<` (a merge key once written back unquoted)"
+        };
+        return Err(refuse(
+            Error::new(format!("`<<` is {how}; merge keys are not allowed"))
+                .with_help("write the merged fields out in full: istioctl and kubectl resolve merge keys, istio-canary's checks do not, so a merge could hide a field it manages"),
+        ));
+    }
+    let here = line_col(at);
+    if let Some((line, col)) = keys.get(value.as_ref()) {
+        return Err(refuse(
+            Error::new(format!(
+                "duplicate key {} in this mapping (first at line {line} column {col})",
+                shown(value)
+            ))
+            .with_help("YAML readers disagree on which of two equal keys wins; keep one"),
+        ));
+    }
+    keys.insert(value.to_string(), here);
+    Ok(())
+}
+
+/// A serde_yaml error as a located `Error`. The first location is the one shown with `-->`;
+/// any other location serde_yaml gives (`while parsing a flow sequence at line 16 column 5`)
+/// stays in the message, in parentheses.
+pub fn yaml_error(e: &serde_yaml::Error, text: &str, source: &Path) -> Error {
+    let full = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            let at = format!(" at line {} column {}", loc.line(), loc.column());
+            let message = if let Some(head) = full.strip_suffix(&at) {
+                head.to_string()
+            } else if let Some((head, context)) = full.split_once(&format!("{at}, ")) {
+                format!("{head} ({context})")
+            } else {
+                full
+            };
+            Error::new(message).at(source, text, loc.line(), loc.column())
+        }
+        None => Error::new(full).in_file(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn check(text: &str) -> Result<Value> {
+        from_str(text, Path::new("t.yaml"))
+    }
+
+    fn refused(text: &str) -> Error {
+        match check(text) {
+            Ok(v) => panic!("accepted: {v:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn at(err: &Error) -> (usize, usize) {
+        let loc = err.location.as_ref().unwrap();
+        (loc.line, loc.column)
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_before_lines_are_counted() {
+        let bytes = "\u{feff}a: 1\nb: [\n".as_bytes();
+        let text = decode(bytes, Kind::Policy, Path::new("t.yaml")).unwrap();
+        assert_eq!(text, "a: 1\nb: [\n");
+        let err = refused(text);
+        assert_eq!(at(&err).0, 3, "{err}");
+    }
+
+    #[test]
+    fn inputs_over_their_limit_are_refused_by_size() {
+        let big = vec![b' '; POLICY_LIMIT as usize + 1];
+        let err = decode(&big, Kind::Policy, Path::new("p")).unwrap_err();
+        assert_eq!(
+            err.message,
+            "the policy is larger than 1 MiB, the most istio-canary reads"
+        );
+        assert!(decode(&big, Kind::Spec, Path::new("p")).is_ok());
+    }
+
+    #[test]
+    fn the_bounded_read_stops_after_the_limit() {
+        let bytes = read_limited(Path::new("/dev/zero"), 10).unwrap();
+        assert_eq!(bytes.len(), 11);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_where_it_crosses_the_limit() {
+        // Each pattern opens one level per repeat, except `[{a: ` which opens two.
+        for (open, col) in [("[", 65), ("{a: ", 257), ("- ", 129), ("[{a: ", 161)] {
+            let err = refused(&open.repeat(300_000));
+            assert_eq!(
+                err.message, "sequences and mappings are nested deeper than 64 levels here",
+                "{open}"
+            );
+            assert_eq!(at(&err), (1, col), "{open}");
+        }
+        // `{{` is a mapping used as a key: that comes first.
+        let err = refused(&"{".repeat(300_000));
+        assert_eq!(at(&err), (1, 2));
+        assert!(err.message.starts_with("a mapping key must be"), "{err}");
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(check(&ok).is_ok());
+        let mut block = String::new();
+        for i in 0..70 {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        assert_eq!(at(&refused(&block)), (65, 65));
+    }
+
+    #[test]
+    fn merge_keys_are_refused_at_the_key() {
+        let err = refused("base: &b {x: 1}\nspec:\n  values:\n    <<: *b\n");
+        assert_eq!(at(&err), (4, 5));
+        assert_eq!(
+            err.message,
+            "`<<` is a YAML merge key; merge keys are not allowed"
+        );
+        assert_eq!(at(&refused("a: {\"<<\": 1}\n")), (1, 5));
+        assert_eq!(at(&refused("a:\n  !!merge x: 1\n")), (2, 3));
+        // `<<` as a value is only a string.
+        assert!(check("a: <<\n").is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_point_at_the_duplicate() {
+        let err = refused("spec:\n  istioctl:\n    \"1.14.1\": a\n    1.14.1: b\n");
+        assert_eq!(at(&err), (4, 5));
+        assert_eq!(
+            err.message,
+            "duplicate key `1.14.1` in this mapping (first at line 3 column 5)"
+        );
+        // The same key in different mappings is fine.
+        assert!(check("a: {x: 1}\nb: {x: 1}\n- x\n").is_err()); // (invalid YAML)
+        assert!(check("a: {x: 1}\nb: {x: 1}\n").is_ok());
+        assert!(check("[{x: 1}, {x: 2}]\n").is_ok());
+    }
+
+    #[test]
+    fn keys_must_be_scalars() {
+        assert_eq!(at(&refused("a: 1\n[x]: 2\n")), (2, 1));
+        assert_eq!(at(&refused("a: &k x\n*k : 2\n")), (2, 1));
+    }
+
+    #[test]
+    fn every_document_of_a_stream_is_scanned() {
+        let docs = documents("a: 1\n---\n---\nb: 2\n", Path::new("o")).unwrap();
+        assert_eq!(docs.len(), 3);
+        let err = documents("a: 1\n---\nb: 2\nb: 3\n", Path::new("o")).unwrap_err();
+        assert_eq!(at(&err), (4, 1));
+    }
+
+    #[test]
+    fn yaml_errors_keep_the_second_location() {
+        let err = refused("a:\n  b: [x\nc: 1\n");
+        assert!(
+            err.message
+                .contains("(while parsing a flow sequence at line 2 column 6)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(at(&err).0, 3);
+        // A type error has one location, shown with `-->` only.
+        let err = from_str::<BTreeMap<String, u8>>("a: x\n", Path::new("t")).unwrap_err();
+        assert!(!err.message.contains("line"), "{}", err.message);
+    }
+
+    #[test]
+    fn after_a_syntax_error_deep_nesting_still_never_reaches_serde_yaml() {
+        // The event parser stops at the `:` error; the rest holds deep nesting, so its own
+        // message is shown instead of handing the text to serde_yaml.
+        let text = format!("a: b: c\n{}", "[".repeat(10_000));
+        let start = std::time::Instant::now();
+        let err = refused(&text);
+        assert!(start.elapsed().as_secs() < 2);
+        assert!(err.message.starts_with("invalid YAML: "), "{}", err.message);
+    }
+}
