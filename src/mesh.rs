@@ -17,7 +17,7 @@ use serde_yaml::{Mapping, Value};
 
 use crate::k8s;
 use crate::manifest::{str_at, value_at, Object, ObjectId};
-use crate::selector::{webhook_matches_pod_create, webhook_service, LabelSelector};
+use crate::selector::{webhook_service, Webhook};
 
 pub const REV_LABEL: &str = "istio.io/rev";
 pub const INJECTION_LABEL: &str = "istio-injection";
@@ -125,6 +125,12 @@ impl MeshState {
         ns_labels: &BTreeMap<String, String>,
         pod_labels: &BTreeMap<String, String>,
     ) -> Vec<Injection> {
+        self.injector_webhooks().matching(ns_labels, pod_labels)
+    }
+
+    /// Every injector webhook of the state, parsed once and resolved to where it leads, for
+    /// evaluating many namespaces against the same state.
+    pub fn injector_webhooks(&self) -> InjectorWebhooks {
         let mut out = Vec::new();
         for o in self.objects.values() {
             if o.id.kind != "MutatingWebhookConfiguration" {
@@ -135,19 +141,19 @@ impl MeshState {
             };
             for wh in webhooks {
                 let Value::Mapping(wh) = wh else { continue };
-                let name = wh.get("name").and_then(Value::as_str).unwrap_or("");
-                if !name.ends_with(INJECTOR_SUFFIX) {
-                    continue;
-                }
-                // An invalid selector is rejected by the API server at create time; such a
+                // An invalid webhook is rejected by the API server at create time; such a
                 // webhook cannot exist, so it calls nothing.
-                if !webhook_matches_pod_create(wh, ns_labels, pod_labels).unwrap_or(false) {
+                let Ok(parsed) = Webhook::parse(wh) else {
+                    continue;
+                };
+                if !parsed.is_sidecar_injector() {
                     continue;
                 }
-                out.push(self.injection(&o.id, name, wh));
+                let injection = self.injection(&o.id, &parsed.name, wh);
+                out.push((parsed, injection));
             }
         }
-        out
+        InjectorWebhooks(out)
     }
 
     fn injection(&self, config: &ObjectId, webhook: &str, wh: &Mapping) -> Injection {
@@ -366,6 +372,25 @@ pub fn is_gateway_workload(o: &Object) -> bool {
         let a = args(c);
         a.contains(&"proxy") && a.contains(&"router")
     })
+}
+
+/// The injector webhooks of one state with where each leads.
+pub struct InjectorWebhooks(Vec<(Webhook, Injection)>);
+
+impl InjectorWebhooks {
+    /// The ones kube-apiserver calls for a pod with `pod_labels` in a namespace with
+    /// `ns_labels` (which must include `kubernetes.io/metadata.name`).
+    pub fn matching(
+        &self,
+        ns_labels: &BTreeMap<String, String>,
+        pod_labels: &BTreeMap<String, String>,
+    ) -> Vec<Injection> {
+        self.0
+            .iter()
+            .filter(|(wh, _)| wh.calls_for_pod_create(ns_labels, pod_labels))
+            .map(|(_, inj)| inj.clone())
+            .collect()
+    }
 }
 
 /// Where the evaluation of one injector webhook ends.
@@ -595,9 +620,10 @@ pub struct Expectations<'a> {
 pub fn violations(state: &MeshState, expect: &Expectations<'_>) -> BTreeSet<Violation> {
     let mut out = BTreeSet::new();
     let plain_pod = BTreeMap::new();
+    let injectors = state.injector_webhooks();
     for (ns, expected) in expect.namespaces {
         let labels = state.labels(&namespace_id(ns)).unwrap_or_default();
-        let found = state.injectors(&labels, &plain_pod);
+        let found = injectors.matching(&labels, &plain_pod);
         let ok = match found.as_slice() {
             [one] => match (&one.target, expected) {
                 (Target::Revision(r), Some(e)) => r == e,
@@ -680,8 +706,138 @@ pub fn dangling_references(state: &MeshState, deleted: &[&ObjectId]) -> BTreeSet
     out
 }
 
-/// Parses a selector for the caller's own checks (for example the gateway Services that select
-/// a gateway's pods).
-pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    LabelSelector::parse(selector).is_ok_and(|s| s.matches(labels))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifest;
+
+    fn one(text: &str) -> Object {
+        parse_manifest(text, "t").unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_label_patch_merges_and_keeps_every_other_label_and_field() {
+        let mut state = MeshState::default();
+        let ns = one("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {team: a, istio-injection: enabled}\n  annotations: {owner: app-team}\n");
+        state.apply(&Change::Apply(ns));
+        state.apply(&Change::Labels {
+            id: namespace_id("shop"),
+            api_version: "v1".into(),
+            set: BTreeMap::from([(REV_LABEL.to_string(), "1-14-1".to_string())]),
+            remove: BTreeSet::from([INJECTION_LABEL.to_string()]),
+            via: Via::Command("kubectl label namespace shop istio-injection-".into()),
+        });
+        let o = &state.objects[&namespace_id("shop")];
+        assert_eq!(
+            o.labels(),
+            BTreeMap::from([
+                ("istio.io/rev".to_string(), "1-14-1".to_string()),
+                ("team".to_string(), "a".to_string())
+            ])
+        );
+        assert_eq!(
+            str_at(&o.body, &["metadata", "annotations", "owner"]),
+            Some("app-team")
+        );
+    }
+
+    #[test]
+    fn a_label_patch_on_a_missing_object_creates_nothing() {
+        let mut state = MeshState::default();
+        state.apply(&Change::Labels {
+            id: namespace_id("ghost"),
+            api_version: "v1".into(),
+            set: BTreeMap::from([(REV_LABEL.to_string(), "x".to_string())]),
+            remove: BTreeSet::new(),
+            via: Via::File,
+        });
+        assert!(state.objects.is_empty());
+    }
+
+    const INJECTOR: &str = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: inj}\nwebhooks:\n- name: rev.namespace.sidecar-injector.istio.io\n  clientConfig: {service: {name: istiod-r, namespace: istio-system}}\n  rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector:\n    matchExpressions:\n    - {key: istio.io/rev, operator: In, values: [r]}\n    - {key: istio-injection, operator: DoesNotExist}\n";
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: istiod-r, namespace: istio-system}\nspec:\n  selector: {app: istiod, istio.io/rev: r}\n";
+    const ISTIOD: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: istiod-r, namespace: istio-system}\nspec:\n  template:\n    metadata:\n      labels: {app: istiod, istio.io/rev: r}\n    spec:\n      containers:\n      - name: discovery\n        args: [discovery]\n";
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn injection_follows_the_webhook_to_its_service_and_istiod() {
+        let mut state = MeshState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
+        let ns = labels(&[("istio.io/rev", "r"), (NAME_LABEL, "shop")]);
+        let found = state.injectors(&ns, &BTreeMap::new());
+        assert_eq!(describe(&found), "r");
+        // An empty istio-injection label is present: DoesNotExist no longer matches.
+        let empty = labels(&[
+            ("istio.io/rev", "r"),
+            ("istio-injection", ""),
+            (NAME_LABEL, "shop"),
+        ]);
+        assert_eq!(describe(&state.injectors(&empty, &BTreeMap::new())), "none");
+        // Without the istiod Deployment the Service reaches nothing.
+        state.objects.retain(|id, _| id.kind != "Deployment");
+        assert_eq!(
+            describe(&state.injectors(&ns, &BTreeMap::new())),
+            "inj (Service istiod-r selects no istiod)"
+        );
+        // Without the Service the webhook fails closed.
+        state.objects.retain(|id, _| id.kind != "Service");
+        assert_eq!(
+            describe(&state.injectors(&ns, &BTreeMap::new())),
+            "inj (Service istiod-r missing)"
+        );
+    }
+
+    #[test]
+    fn references_cover_bindings_pod_templates_webhooks_and_istiod_addresses() {
+        let binding = one("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: b}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cr}\nsubjects:\n- {kind: ServiceAccount, name: reader, namespace: istio-system}\n");
+        let refs = references(&binding);
+        assert!(refs
+            .iter()
+            .any(|r| r.kind == "ServiceAccount" && r.name == "reader"));
+        assert!(refs
+            .iter()
+            .any(|r| r.kind == "ClusterRole" && r.name == "cr" && r.namespace.is_none()));
+        let gw = one("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  template:\n    spec:\n      serviceAccountName: gw-sa\n      volumes:\n      - name: c\n        configMap: {name: mesh}\n      - name: o\n        configMap: {name: opt, optional: true}\n      containers:\n      - name: istio-proxy\n        args: [proxy, router]\n        env:\n        - {name: CA_ADDR, value: 'istiod-r.istio-system.svc:15012'}\n");
+        let refs = references(&gw);
+        assert!(refs.contains(&service_id("istio-system", "istiod-r")));
+        assert!(refs
+            .iter()
+            .any(|r| r.kind == "ServiceAccount" && r.name == "gw-sa"));
+        assert!(refs
+            .iter()
+            .any(|r| r.kind == "ConfigMap" && r.name == "mesh"));
+        assert!(
+            !refs.iter().any(|r| r.name == "opt"),
+            "optional volumes are not required"
+        );
+        assert!(is_gateway_workload(&gw) && !is_istiod(&gw));
+        let mesh = one("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio-r, namespace: istio-system}\ndata:\n  mesh: |-\n    defaultConfig:\n      discoveryAddress: istiod-r.istio-system.svc:15012\n");
+        assert!(references(&mesh).contains(&service_id("istio-system", "istiod-r")));
+        assert!(references(&one(INJECTOR)).contains(&service_id("istio-system", "istiod-r")));
+    }
+
+    #[test]
+    fn deleting_a_referenced_object_is_a_violation() {
+        let state = MeshState::from_objects(&[one(INJECTOR)]);
+        let svc = service_id("istio-system", "istiod-r");
+        let found = dangling_references(&state, &[&svc]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(dangling_references(&state, &[&namespace_id("x")]).is_empty());
+    }
+
+    #[test]
+    fn webhook_configurations_are_stored_with_server_defaults() {
+        let state = MeshState::from_objects(&[one(INJECTOR)]);
+        let o = state.objects.values().next().unwrap();
+        let text = serde_yaml::to_string(&o.body).unwrap();
+        assert!(
+            text.contains("scope: '*'") && text.contains("timeoutSeconds: 10"),
+            "{text}"
+        );
+    }
 }

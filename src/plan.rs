@@ -403,7 +403,7 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
                 return Err(refusal(&dir, &v, policy));
             }
         }
-        let phase = describe_phase(policy, &hop, draft, phase_index, dir, &before, &state);
+        let phase = describe_phase(&hop, draft, phase_index, dir, &before, &state);
         phases.push(phase);
         states.push(state.clone());
     }
@@ -799,15 +799,17 @@ fn refusal(dir: &str, v: &Violation, policy: &Policy) -> Error {
 }
 
 fn injection_table(named: &[String], states: &[MeshState]) -> Vec<InjectionRow> {
+    let webhooks: Vec<_> = states.iter().map(MeshState::injector_webhooks).collect();
     named
         .iter()
         .map(|ns| InjectionRow {
             namespace: ns.clone(),
             states: states
                 .iter()
-                .map(|s| {
+                .zip(&webhooks)
+                .map(|(s, w)| {
                     let labels = s.labels(&namespace_id(ns)).unwrap_or_default();
-                    describe(&s.injectors(&labels, &BTreeMap::new()))
+                    describe(&w.matching(&labels, &BTreeMap::new()))
                 })
                 .collect(),
         })
@@ -816,7 +818,6 @@ fn injection_table(named: &[String], states: &[MeshState]) -> Vec<InjectionRow> 
 
 /// Summary, commands, checks and undo of a phase: all decided here, only written down by `emit`.
 fn describe_phase(
-    policy: &Policy,
     hop: &Hop,
     draft: Draft,
     index: usize,
@@ -874,7 +875,7 @@ fn describe_phase(
         .filter(|c| matches!(c, Change::Delete(_)))
         .count();
     let istio_ns = &hop.to.istio_namespace;
-    let (summary, mut commands, checks, undo) = match draft.kind {
+    let (summary, commands, checks, undo) = match draft.kind {
         PhaseKind::Crds => (
             format!("Upgrade the {n_files} shared Istio CRDs to {} first. They serve every revision; no later phase deletes them, and no rollback downgrades them.", hop.to.version),
             vec![apply.clone()],
@@ -987,10 +988,6 @@ fn describe_phase(
             )
         }
     };
-    if draft.kind == PhaseKind::Uninstall {
-        // Checks come before the delete.
-        let _ = &mut commands;
-    }
     let server_side = if draft.kind == PhaseKind::Uninstall {
         commands.clone()
     } else {
@@ -998,7 +995,6 @@ fn describe_phase(
         v.extend(commands.iter().skip(1).cloned());
         v
     };
-    let _ = policy;
     Phase {
         index,
         hop: 0,

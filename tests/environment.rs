@@ -34,14 +34,21 @@ fn istioctl_sees_no_credentials_and_no_inherited_variables() {
         .replace("iop.yaml", &example.join("iop.yaml").display().to_string())
         .replace(
             "path: ../istioctl/istioctl-1.13.5",
-            &format!("path: {}", fixtures().join("istioctl/istioctl-1.13.5").display()),
+            &format!(
+                "path: {}",
+                fixtures().join("istioctl/istioctl-1.13.5").display()
+            ),
         )
         .replace("path: ../istioctl/istioctl-1.14.1", "path: istioctl-1.14.1");
     let standin_sha = sha256_hex(&std::fs::read(&standin).unwrap());
     let fake_sha = sha256_hex(fake.as_bytes());
     // The 1.14.1 pin is the second occurrence of the stand-in's digest.
     let at = policy.rfind(&standin_sha).unwrap();
-    let policy = format!("{}{fake_sha}{}", &policy[..at], &policy[at + standin_sha.len()..]);
+    let policy = format!(
+        "{}{fake_sha}{}",
+        &policy[..at],
+        &policy[at + standin_sha.len()..]
+    );
     std::fs::write(dir.join("canary.yaml"), policy).unwrap();
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_istio-canary"))

@@ -80,7 +80,11 @@ fn render(spec: Spec, version: &'static str, revision: Option<String>, tags: boo
         }
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     RENDERS
         .lock()
@@ -174,7 +178,10 @@ fn policy_text(c: &Case) -> String {
     }
     s += "  to:\n    version: 1.14.1\n  istioctl:\n";
     for v in ["1.13.5", "1.14.1"] {
-        s += &format!("    \"{v}\": {{path: istioctl-{v}, sha256: {}}}\n", "0".repeat(64));
+        s += &format!(
+            "    \"{v}\": {{path: istioctl-{v}, sha256: {}}}\n",
+            "0".repeat(64)
+        );
     }
     s += &format!(
         "  defaultTag: {}\n  uninstallOld: {}\n",
@@ -211,10 +218,19 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
             .map(|t| t.as_bytes().to_vec())
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     };
-    let policy = load_from(policy_text(c).as_bytes(), Path::new("/p/canary.yaml"), &read)
-        .map_err(|e| TestCaseError::fail(format!("policy refused: {e}")))?;
+    let policy = load_from(
+        policy_text(c).as_bytes(),
+        Path::new("/p/canary.yaml"),
+        &read,
+    )
+    .map_err(|e| TestCaseError::fail(format!("policy refused: {e}")))?;
     let old_rev = policy.from.revision.clone();
-    let old_text = render(c.old_spec, "1.13.5", old_rev.name().map(str::to_string), false);
+    let old_text = render(
+        c.old_spec,
+        "1.13.5",
+        old_rev.name().map(str::to_string),
+        false,
+    );
     let new_text = render(c.new_spec, "1.14.1", Some("1-14-1".into()), c.default_tag);
     let old = rendered("1.13.5", old_rev.clone(), &old_text);
     let new = rendered("1.14.1", policy.to.revision.clone(), &new_text);
@@ -232,7 +248,12 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
         .flatten()
         .map(|n| (n.clone(), Some(old_rev.label().to_string())))
         .collect();
-    let start = violations(&p.states[0], &Expectations { namespaces: &state0_expect });
+    let start = violations(
+        &p.states[0],
+        &Expectations {
+            namespaces: &state0_expect,
+        },
+    );
     for (i, state) in p.states.iter().enumerate() {
         if i > 0 && p.phases[i - 1].kind == istio_canary::plan::PhaseKind::Migrate {
             done_waves += 1;
@@ -242,14 +263,23 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
             .iter()
             .enumerate()
             .flat_map(|(wi, w)| {
-                let rev = if wi < done_waves { "1-14-1" } else { old_rev.label() };
+                let rev = if wi < done_waves {
+                    "1-14-1"
+                } else {
+                    old_rev.label()
+                };
                 w.iter().map(move |n| (n.clone(), Some(rev.to_string())))
             })
             .collect();
-        let found: Vec<Violation> = violations(state, &Expectations { namespaces: &expect })
-            .into_iter()
-            .filter(|v| !start.contains(v))
-            .collect();
+        let found: Vec<Violation> = violations(
+            state,
+            &Expectations {
+                namespaces: &expect,
+            },
+        )
+        .into_iter()
+        .filter(|v| !start.contains(v))
+        .collect();
         prop_assert!(
             found.is_empty(),
             "state {i} of an accepted plan is unsafe: {:?}",
@@ -306,7 +336,12 @@ fn the_example_shape_is_accepted() {
             .map(|t| t.as_bytes().to_vec())
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     };
-    let policy = load_from(policy_text(&c).as_bytes(), Path::new("/p/canary.yaml"), &read).unwrap();
+    let policy = load_from(
+        policy_text(&c).as_bytes(),
+        Path::new("/p/canary.yaml"),
+        &read,
+    )
+    .unwrap();
     let old = rendered(
         "1.13.5",
         policy.from.revision.clone(),
@@ -320,4 +355,59 @@ fn the_example_shape_is_accepted() {
     let p = plan(&policy, &old, &new).unwrap();
     assert_eq!(p.phases.len(), 7);
     check(&c).unwrap();
+}
+
+/// Past 99 phases the directory numbers get a third digit, so `ls` order stays phase order.
+#[test]
+fn phase_directories_sort_in_phase_order_past_99_phases() {
+    let spec = Spec {
+        pilot: true,
+        base: true,
+        ingress: 1,
+        egress: true,
+    };
+    let c = Case {
+        old_default: false,
+        old_spec: spec,
+        new_spec: spec,
+        default_tag: true,
+        uninstall: true,
+        waves: (0..99).map(|i| vec![format!("ns{i}")]).collect(),
+        remove_egress: false,
+    };
+    let files: BTreeMap<PathBuf, String> = [
+        (PathBuf::from("/p/old.yaml"), spec.text()),
+        (PathBuf::from("/p/new.yaml"), spec.text()),
+    ]
+    .into();
+    let read = |p: &Path| {
+        files
+            .get(p)
+            .map(|t| t.as_bytes().to_vec())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    };
+    let policy = load_from(
+        policy_text(&c).as_bytes(),
+        Path::new("/p/canary.yaml"),
+        &read,
+    )
+    .unwrap();
+    let old = rendered(
+        "1.13.5",
+        policy.from.revision.clone(),
+        &render(spec, "1.13.5", Some("1-13-5".into()), false),
+    );
+    let new = rendered(
+        "1.14.1",
+        policy.to.revision.clone(),
+        &render(spec, "1.14.1", Some("1-14-1".into()), true),
+    );
+    let p = plan(&policy, &old, &new).unwrap();
+    assert_eq!(p.phases.len(), 104);
+    let dirs: Vec<&str> = p.phases.iter().map(|ph| ph.dir.as_str()).collect();
+    let mut sorted = dirs.clone();
+    sorted.sort();
+    assert_eq!(dirs, sorted);
+    assert_eq!(dirs[0], "001-crds");
+    assert_eq!(dirs[103], "104-uninstall-1-13-5");
 }
