@@ -6,6 +6,7 @@
 //! -> `emit` (pure: plan to path -> text) -> `write` (atomic). `manifest` is the one YAML reader
 //! and object identity; `error` the one error type; `cli` the command line.
 
+pub mod check;
 pub mod cli;
 pub mod emit;
 pub mod error;
