@@ -355,10 +355,15 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<Plan> {
     };
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| json_error("plan.json is not valid JSON", e))?;
-    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default();
-    if field("apiVersion") != PLAN_API_VERSION || field("kind") != PLAN_KIND {
+    let field = |name: &str| match value.get(name) {
+        Some(serde_json::Value::String(s)) => format!("`{s}`"),
+        Some(other) => other.to_string(),
+        None => "none".to_string(),
+    };
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    if api_version != format!("`{PLAN_API_VERSION}`") || kind != format!("`{PLAN_KIND}`") {
         return Err(Error::new(format!(
-            "{} is not an istio-canary plan: expected apiVersion `{PLAN_API_VERSION}` and kind `{PLAN_KIND}`",
+            "{} is not an istio-canary plan: it has apiVersion {api_version} and kind {kind}, not `{PLAN_API_VERSION}` and `{PLAN_KIND}`",
             path.display()
         ))
         .in_file(path));
