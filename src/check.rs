@@ -324,18 +324,21 @@ impl Phase {
 /// Reads and checks `DIR/plan.json`.
 pub fn load_plan(dir: &Path) -> Result<Plan> {
     let path = dir.join(PLAN_JSON);
+    let help = "give the directory `istio-canary compile` wrote (default: bundles)";
+    if !dir.is_dir() {
+        let what = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(Error::new(format!("{} {what}", dir.display())).with_help(help));
+    }
     let text = match std::fs::read(&path) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
             Error::new(format!("{} is not UTF-8 text", path.display())).in_file(&path)
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let what = if dir.is_dir() {
-                format!("{} has no {PLAN_JSON}", dir.display())
-            } else {
-                format!("{} is not a directory", dir.display())
-            };
-            return Err(Error::new(what)
-                .with_help("give the directory `istio-canary compile` wrote (default: bundles)"));
+            return Err(Error::new(format!("{} has no {PLAN_JSON}", dir.display())).with_help(help));
         }
         Err(e) => return Err(Error::io("reading", &path, &e)),
     };
@@ -705,6 +708,33 @@ mod tests {
             &tree(&[("a", "1\n"), ("b", "2\n"), ("c", "3\n")])
         )
         .is_clean());
+    }
+
+    #[test]
+    fn read_tree_reports_what_compile_never_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("a/empty")).unwrap();
+        std::fs::write(root.join("a/f.yaml"), "x\n").unwrap();
+        std::os::unix::fs::symlink("f.yaml", root.join("a/to-file")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("a/loop")).unwrap();
+        std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
+        let tree = read_tree(root).unwrap();
+        let file = Entry::File(b"x\n".to_vec());
+        let expected: Tree = [
+            ("a/empty/", Entry::Other("an empty directory")),
+            ("a/f.yaml", file.clone()),
+            ("a/loop", Entry::Other("a symbolic link to a directory")),
+            ("a/to-file", file),
+            (
+                "dangling",
+                Entry::Other("a symbolic link to nothing readable"),
+            ),
+        ]
+        .into_iter()
+        .map(|(p, e)| (p.to_string(), e))
+        .collect();
+        assert_eq!(tree, expected);
     }
 
     #[test]

@@ -282,7 +282,7 @@ fn run_show(query: &str, out: &Path) -> Result<Outcome> {
     let commands = check::phase_commands_outside_stream(phase);
     if !commands.is_empty() {
         stderr.push_str(&format!(
-            "istio-canary: phase {} also needs these commands, which no file carries:\n",
+            "istio-canary: after this stream, phase {} also needs these commands, which no file carries:\n",
             phase.dir
         ));
         for c in commands {

@@ -484,3 +484,148 @@ fn plan_with_a_bad_policy_exits_2() {
     assert_eq!(r.code, 2);
     assert_eq!(r.stdout, "");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every other message of these commands
+
+/// Edits `bundles/plan.json` of a copy by replacing `from` (once) with `to`.
+fn edit_plan(out: &Path, from: &str, to: &str) {
+    let path = out.join("plan.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn errors_exit_2_with_their_message() {
+    type Setup = fn(&Path);
+    let cases: &[(&str, Setup, &[&str])] = &[
+        ("verify-dir-missing", |_| {}, &["verify", "nope"]),
+        (
+            "verify-dir-is-a-file",
+            |_| {},
+            &["verify", "bundles/PLAN.md"],
+        ),
+        (
+            "verify-plan-not-utf8",
+            |out| std::fs::write(out.join("plan.json"), b"{\"a\": \"\xff\"}").unwrap(),
+            &["verify", "bundles"],
+        ),
+        (
+            "verify-plan-wrong-shape",
+            |out| edit_plan(out, "\"name\": \"bookinfo-cluster\"", "\"name\": 7"),
+            &["verify", "bundles"],
+        ),
+        (
+            "verify-plan-bad-digest",
+            |out| {
+                let path = out.join("plan.json");
+                let mut plan: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                plan["files"]["PLAN.md"] = "not-a-digest".into();
+                std::fs::write(path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+            },
+            &["verify", "bundles"],
+        ),
+        (
+            "show-plan-bad-phase-dir",
+            |out| edit_plan(out, "\"dir\": \"03-migrate-canary\"", "\"dir\": \"..\""),
+            &["show", "03"],
+        ),
+        (
+            "show-plan-bad-file",
+            |out| {
+                edit_plan(
+                    out,
+                    "\"file\": \"01-namespace_bookinfo.yaml\"",
+                    "\"file\": \"../../x.yaml\"",
+                )
+            },
+            &["show", "03"],
+        ),
+        (
+            "show-file-missing",
+            |out| std::fs::remove_file(out.join(EDITED)).unwrap(),
+            &["show", "03"],
+        ),
+        (
+            "check-out-is-a-file",
+            |_| {},
+            &["compile", "--check", "--out", "bundles/PLAN.md"],
+        ),
+    ];
+    for (name, setup, args) in cases {
+        let (tmp, out) = copy();
+        setup(&out);
+        let before = read_tree(tmp.path()).unwrap();
+        let mut args = args.to_vec();
+        let policy = fixtures().join("example/canary.yaml");
+        if args[0] == "compile" {
+            args.extend(["--policy", policy.to_str().unwrap()]);
+        }
+        let r = run(tmp.path(), &args);
+        assert_eq!(r.code, 2, "{name}: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.stdout, "", "{name}");
+        assert_eq!(
+            read_tree(tmp.path()).unwrap(),
+            before,
+            "{name} wrote something"
+        );
+        snapshot(&format!("check-error-{name}"), &r.stderr);
+    }
+}
+
+#[test]
+fn show_into_a_full_stdout_is_an_error() {
+    let (tmp, _out) = copy();
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("SKIPPED show_into_a_full_stdout_is_an_error: no /dev/full");
+        return;
+    };
+    let r = Command::new(env!("CARGO_BIN_EXE_istio-canary"))
+        .current_dir(tmp.path())
+        .args(["show", "02"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    snapshot(
+        "check-error-show-stdout-full",
+        &String::from_utf8_lossy(&r.stderr),
+    );
+}
+
+#[test]
+fn show_lists_label_commands_no_file_carries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundles");
+    let r = run(
+        &fixtures().join("scenarios/from-default"),
+        &[
+            "compile",
+            "--policy",
+            "canary.yaml",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(tmp.path(), &["show", "3"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(documents(&r.stdout) > 0);
+    snapshot("show-label-commands", &r.stderr);
+}
+
+#[test]
+fn show_a_phase_without_files_says_so() {
+    let (tmp, out) = copy();
+    let path = out.join("plan.json");
+    let mut plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    plan["phases"][2]["patch"] = serde_json::json!([]);
+    std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+    let r = run(tmp.path(), &["show", "03"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+    snapshot("show-no-files", &r.stderr);
+}
