@@ -36,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Render both revisions with their vendored istioctl and write one bundle per phase.
+    /// Render both revisions with their vendored istioctl and write one bundle per phase (with
+    /// --check: compare with --out instead).
     Compile {
         /// The upgrade policy (CanaryUpgrade).
         #[arg(long, value_name = "FILE", default_value = "canary.yaml")]

@@ -629,3 +629,14 @@ fn show_a_phase_without_files_says_so() {
     assert_eq!(r.stdout, "");
     snapshot("show-no-files", &r.stderr);
 }
+
+#[test]
+fn help_names_the_commands_and_exit_code_1() {
+    let r = run(&fixtures(), &["--help"]);
+    assert_eq!(r.code, 0);
+    for word in ["compile", "verify", "show", "plan", "1 a difference found"] {
+        assert!(r.stdout.contains(word), "{word}: {}", r.stdout);
+    }
+    let r = run(&fixtures(), &["compile", "--help"]);
+    assert!(r.stdout.contains("--check"), "{}", r.stdout);
+}
