@@ -1,19 +1,24 @@
 //! The command line: parsing arguments into a checked configuration, running the pipeline, and
 //! turning the outcome into an exit code.
 //!
-//! Exit codes (the contract, also in the README): 0 success; 1 reserved for a later `--check`
-//! that finds differences; 2 any error (bad input, istioctl failure, I/O).
-//! Owns: clap, the stderr summary, exit codes. Must not: contain pipeline logic; nothing after
-//! `Config` sees clap.
+//! Exit codes (the contract, also in the README): 0 success; 1 a difference found
+//! (`compile --check`: `--out` is out of date; `verify`: a file is missing, extra or edited);
+//! 2 any error (bad input, istioctl failure, I/O).
+//! Owns: clap, everything printed on stdout and stderr, exit codes. A closed stdout (`| head`)
+//! is not an error. Must not: contain pipeline or comparison logic (that is `check`); nothing
+//! after `Config` sees clap.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::error::Result;
+use crate::check;
+use crate::error::{Error, Result};
 
 pub const EXIT_OK: i32 = 0;
+pub const EXIT_DIFFERENT: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 #[derive(Parser, Debug)]
@@ -22,7 +27,7 @@ pub const EXIT_ERROR: i32 = 2;
     version,
     about = "Compile an Istio canary (revision-based) control-plane upgrade into ordered, reviewable YAML bundles",
     long_about = None,
-    after_help = "Exit codes: 0 success; 2 any error (bad input, istioctl failure, I/O); 1 is reserved for `--check`."
+    after_help = "Exit codes: 0 success; 1 a difference found (`compile --check`, `verify`); 2 any error (bad input, istioctl failure, I/O)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Render both revisions with their vendored istioctl and write one bundle per phase.
+    /// Render both revisions with their vendored istioctl and write one bundle per phase (with
+    /// --check: compare with --out instead).
     Compile {
         /// The upgrade policy (CanaryUpgrade).
         #[arg(long, value_name = "FILE", default_value = "canary.yaml")]
@@ -40,12 +46,52 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "bundles")]
         out: PathBuf,
         /// Replace --out even if istio-canary did not write it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         force: bool,
+        /// Write nothing: compare the compiled output with --out; exit 1 with a diff when they
+        /// differ.
+        #[arg(long)]
+        check: bool,
         /// Stop an istioctl call that takes longer than this.
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         istioctl_timeout: u64,
     },
+    /// Check a written output against the sha256 digests in its plan.json (no istioctl, no
+    /// policy); exit 1 when a file is missing, extra or edited.
+    Verify {
+        /// The output directory.
+        #[arg(value_name = "DIR", default_value = "bundles")]
+        dir: PathBuf,
+    },
+    /// Print one phase's files as one YAML stream in apply order, for `| kubectl apply -f -`
+    /// (the uninstall phase: its delete stubs, for `| kubectl delete -f -`).
+    Show {
+        /// The phase: its index (`3`, `03`), directory (`03-migrate-canary`) or name
+        /// (`migrate-canary`).
+        phase: String,
+        /// The output directory.
+        #[arg(long, value_name = "DIR", default_value = "bundles")]
+        out: PathBuf,
+    },
+    /// Compile and print the plan without writing anything.
+    Plan {
+        /// The upgrade policy (CanaryUpgrade).
+        #[arg(long, value_name = "FILE", default_value = "canary.yaml")]
+        policy: PathBuf,
+        /// text: phases, changes, commands, injection table, input digests; json: exactly the
+        /// plan.json compile would write.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Stop an istioctl call that takes longer than this.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        istioctl_timeout: u64,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
 }
 
 /// Everything `compile` needs, checked; built once from the command line.
@@ -55,6 +101,23 @@ pub struct CompileConfig {
     pub out: PathBuf,
     pub force: bool,
     pub istioctl_timeout: Duration,
+}
+
+/// What a command produced: its exit code and what it prints.
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn ok(stdout: String, stderr: String) -> Self {
+        Outcome {
+            code: EXIT_OK,
+            stdout,
+            stderr,
+        }
+    }
 }
 
 /// Runs the command line and returns the process exit code.
@@ -72,6 +135,7 @@ pub fn main() -> i32 {
             policy,
             out,
             force,
+            check,
             istioctl_timeout,
         } => {
             let config = CompileConfig {
@@ -80,13 +144,25 @@ pub fn main() -> i32 {
                 force,
                 istioctl_timeout: Duration::from_secs(istioctl_timeout),
             };
-            run_compile(&config)
+            if check {
+                run_check(&config)
+            } else {
+                run_compile(&config).map(|summary| Outcome::ok(String::new(), summary))
+            }
         }
+        Command::Verify { dir } => run_verify(&dir),
+        Command::Show { phase, out } => run_show(&phase, &out),
+        Command::Plan {
+            policy,
+            format,
+            istioctl_timeout,
+        } => run_plan(&policy, format, Duration::from_secs(istioctl_timeout)),
     };
-    match result {
-        Ok(summary) => {
-            eprint!("{summary}");
-            EXIT_OK
+    let outcome = result.and_then(|o| print_stdout(&o.stdout).map(|()| o));
+    match outcome {
+        Ok(o) => {
+            eprint!("{}", o.stderr);
+            o.code
         }
         Err(e) => {
             eprintln!("{e}");
@@ -95,8 +171,147 @@ pub fn main() -> i32 {
     }
 }
 
+/// Writes `text` to stdout. A reader that closed the pipe (`| head -1`) is not an error: the
+/// rest is dropped and nothing is reported.
+fn print_stdout(text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::new(format!(
+            "writing to stdout: {}",
+            crate::error::io_reason(&e)
+        ))),
+    }
+}
+
 fn run_compile(config: &CompileConfig) -> Result<String> {
     let outcome = crate::compile(config)?;
     crate::write::write_atomic(&config.out, &outcome.files, config.force, &outcome.inputs)?;
     Ok(outcome.summary(&config.out))
+}
+
+/// `compile --check`: compile, read `--out`, compare. Writes nothing.
+fn run_check(config: &CompileConfig) -> Result<Outcome> {
+    check::check_out_dir(&config.out)?;
+    let compiled = crate::compile(config)?;
+    let tree = check::read_tree(&config.out)?;
+    let report = check::check(&compiled.files, &tree);
+    let out = format!("{}/", config.out.display());
+    if report.is_clean() {
+        return Ok(Outcome::ok(
+            String::new(),
+            format!(
+                "istio-canary: {out} is up to date ({} files)\n",
+                compiled.files.len()
+            ),
+        ));
+    }
+    Ok(Outcome {
+        code: EXIT_DIFFERENT,
+        stdout: report.render(&out, &regenerate_command()),
+        stderr: String::new(),
+    })
+}
+
+/// The command line that was run, as `istio-canary compile ...` without `--check`, quoted for
+/// a POSIX shell.
+fn regenerate_command() -> String {
+    let mut words = vec!["istio-canary".to_string()];
+    words.extend(
+        std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .filter(|a| a != "--check")
+            .map(|a| shell_quote(&a)),
+    );
+    words.join(" ")
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,@%+".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// `verify DIR`: the directory against its plan.json's digests. Reads only.
+fn run_verify(dir: &Path) -> Result<Outcome> {
+    let plan = check::load_plan(dir)?;
+    let tree = check::read_tree(dir)?;
+    let v = check::verify(&plan, &tree);
+    let shown = format!("{}/", dir.display());
+    if v.is_clean() {
+        return Ok(Outcome::ok(
+            String::new(),
+            format!(
+                "istio-canary: {shown} matches its plan.json ({} files)\n",
+                plan.files.len()
+            ),
+        ));
+    }
+    Ok(Outcome {
+        code: EXIT_DIFFERENT,
+        stdout: v.render(&shown),
+        stderr: String::new(),
+    })
+}
+
+/// `show PHASE`: one phase as one YAML stream. Reads only.
+fn run_show(query: &str, out: &Path) -> Result<Outcome> {
+    let plan = check::load_plan(out)?;
+    let phase = check::find_phase(&plan, query)?;
+    let stream = check::phase_stream(&plan, phase, |rel| check::read_file(out, rel))?;
+    let mut stderr = String::new();
+    if stream.is_empty() {
+        stderr.push_str(&format!(
+            "istio-canary: phase {} has no files to apply\n",
+            phase.dir
+        ));
+    }
+    let commands = check::phase_commands_outside_stream(phase);
+    if !commands.is_empty() {
+        stderr.push_str(&format!(
+            "istio-canary: after this stream, phase {} also needs these commands, which no file carries:\n",
+            phase.dir
+        ));
+        for c in commands {
+            stderr.push_str(&format!("  {c}\n"));
+        }
+    }
+    Ok(Outcome::ok(stream, stderr))
+}
+
+/// `plan`: compile and print the plan. Writes nothing.
+fn run_plan(policy: &Path, format: Format, istioctl_timeout: Duration) -> Result<Outcome> {
+    let config = CompileConfig {
+        policy: policy.to_path_buf(),
+        // Not used: compile returns the file map and writes nothing.
+        out: PathBuf::from("bundles"),
+        force: false,
+        istioctl_timeout,
+    };
+    let compiled = crate::compile(&config)?;
+    let json = compiled
+        .files
+        .get(crate::emit::PLAN_JSON)
+        .ok_or_else(|| Error::new("internal error: compile produced no plan.json"))?;
+    let stdout = match format {
+        Format::Json => json.clone(),
+        Format::Text => {
+            check::plan_text(&check::parse_plan(Path::new(crate::emit::PLAN_JSON), json)?)
+        }
+    };
+    Ok(Outcome::ok(stdout, String::new()))
 }

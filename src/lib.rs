@@ -4,8 +4,10 @@
 //! The pipeline, one module per stage, none reaching backwards:
 //! `policy` (load and validate) -> `render` (istioctl, the only process I/O) -> `plan` (pure)
 //! -> `emit` (pure: plan to path -> text) -> `write` (atomic). `manifest` is the one YAML reader
-//! and object identity; `error` the one error type; `cli` the command line.
+//! and object identity; `error` the one error type; `cli` the command line; `check` reads a
+//! written output back (`compile --check`, `verify`, `show`, `plan` text) and writes nothing.
 
+pub mod check;
 pub mod cli;
 pub mod emit;
 pub mod error;
