@@ -7,6 +7,7 @@
 //! and object identity; `error` the one error type; `cli` the command line.
 
 pub mod cli;
+pub mod diff;
 pub mod emit;
 pub mod error;
 pub mod k8s;
