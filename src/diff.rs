@@ -315,11 +315,15 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// Elements of a list of mappings that all carry a distinct string `name`, by that name.
-fn by_name(items: &[Value]) -> Option<BTreeMap<String, &Value>> {
+/// A value revision-free (compared) and as rendered (shown); the two have the same shape.
+type Twin<'a> = (&'a Value, &'a Value);
+
+/// Positions of the elements of a list of mappings that all carry a distinct string `name`, by
+/// that name.
+fn by_name(items: &[Value]) -> Option<BTreeMap<String, usize>> {
     let mut out = BTreeMap::new();
-    for i in items {
-        let name = i.as_mapping()?.get("name")?.as_str()?;
+    for (i, v) in items.iter().enumerate() {
+        let name = v.as_mapping()?.get("name")?.as_str()?;
         if out.insert(name.to_string(), i).is_some() {
             return None;
         }
@@ -327,49 +331,93 @@ fn by_name(items: &[Value]) -> Option<BTreeMap<String, &Value>> {
     Some(out)
 }
 
-/// Every leaf where `a` and `b` differ. Lists of scalars and lists whose elements cannot be
-/// matched (no names, different lengths) are leaves.
+fn twin_at<'a>(x: &'a [Value], xo: &'a [Value], i: usize) -> Option<Twin<'a>> {
+    x.get(i).zip(xo.get(i))
+}
+
+/// Every leaf where the revision-free `a` and `b` differ, with the rendered values. Lists of
+/// scalars and lists whose elements cannot be matched (no names, different lengths) are leaves.
 fn leaf_diffs(
     path: &mut Path,
-    a: Option<&Value>,
-    b: Option<&Value>,
+    a: Option<Twin<'_>>,
+    b: Option<Twin<'_>>,
     out: &mut Vec<(Path, Option<Value>, Option<Value>)>,
 ) {
-    if a == b {
+    if a.map(|t| t.0) == b.map(|t| t.0) {
         return;
     }
     match (a, b) {
-        (Some(Value::Mapping(x)), Some(Value::Mapping(y))) => {
+        (
+            Some((Value::Mapping(x), Value::Mapping(xo))),
+            Some((Value::Mapping(y), Value::Mapping(yo))),
+        ) => {
             let keys: BTreeSet<String> = x.keys().chain(y.keys()).map(show).collect();
             for k in keys {
                 let key = Value::String(k.clone());
                 path.push(k);
-                leaf_diffs(path, x.get(&key), y.get(&key), out);
+                leaf_diffs(
+                    path,
+                    x.get(&key).zip(xo.get(&key)),
+                    y.get(&key).zip(yo.get(&key)),
+                    out,
+                );
                 path.pop();
             }
         }
-        (Some(Value::Sequence(x)), Some(Value::Sequence(y)))
-            if x.iter().chain(y).all(|v| v.is_mapping()) =>
-        {
+        (
+            Some((Value::Sequence(x), Value::Sequence(xo))),
+            Some((Value::Sequence(y), Value::Sequence(yo))),
+        ) if x.iter().chain(y).all(Value::is_mapping) => {
             if let (Some(xm), Some(ym)) = (by_name(x), by_name(y)) {
                 let keys: BTreeSet<&String> = xm.keys().chain(ym.keys()).collect();
                 for k in keys {
                     path.push(format!("[{k}]"));
-                    leaf_diffs(path, xm.get(k).copied(), ym.get(k).copied(), out);
+                    leaf_diffs(
+                        path,
+                        xm.get(k).and_then(|i| twin_at(x, xo, *i)),
+                        ym.get(k).and_then(|i| twin_at(y, yo, *i)),
+                        out,
+                    );
                     path.pop();
                 }
             } else if x.len() == y.len() {
-                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                for i in 0..x.len() {
                     path.push(format!("[{i}]"));
-                    leaf_diffs(path, Some(p), Some(q), out);
+                    leaf_diffs(path, twin_at(x, xo, i), twin_at(y, yo, i), out);
                     path.pop();
                 }
             } else {
-                out.push((path.clone(), a.cloned(), b.cloned()));
+                out.push((path.clone(), a.map(|t| t.1.clone()), b.map(|t| t.1.clone())));
             }
         }
-        _ => out.push((path.clone(), a.cloned(), b.cloned())),
+        _ => out.push((path.clone(), a.map(|t| t.1.clone()), b.map(|t| t.1.clone()))),
     }
+}
+
+/// Text on several lines that is a YAML or JSON mapping on both sides (a ConfigMap's `values`)
+/// is compared key by key, its paths continuing the text's path.
+fn expand_documents(
+    os: Side<'_>,
+    ns: Side<'_>,
+    leaves: Vec<(Path, Option<Value>, Option<Value>)>,
+) -> Vec<(Path, Option<Value>, Option<Value>)> {
+    let document = |v: &Option<Value>| match v {
+        Some(Value::String(t)) if t.contains('\n') => serde_yaml::from_str::<Value>(t)
+            .ok()
+            .filter(Value::is_mapping),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (mut path, x, y) in leaves {
+        match (document(&x), document(&y)) {
+            (Some(dx), Some(dy)) => {
+                let (cx, cy) = (os.value(&dx), ns.value(&dy));
+                leaf_diffs(&mut path, Some((&cx, &dx)), Some((&cy, &dy)), &mut out);
+            }
+            _ => out.push((path, x, y)),
+        }
+    }
+    out
 }
 
 fn is_container_list(seg: &str) -> bool {
@@ -392,9 +440,12 @@ fn container_category(path: &[String]) -> Option<Category> {
 
 /// The differences of one pair, revision-free.
 fn compare(os: Side<'_>, old: &Object, ns: Side<'_>, new: &Object) -> Vec<Item> {
-    let a = os.value(&Value::Mapping(old.body.clone()));
-    let b = ns.value(&Value::Mapping(new.body.clone()));
-    let (Value::Mapping(a), Value::Mapping(b)) = (a, b) else {
+    let (ao, bo) = (
+        Value::Mapping(old.body.clone()),
+        Value::Mapping(new.body.clone()),
+    );
+    let (av, bv) = (os.value(&ao), ns.value(&bo));
+    let (Value::Mapping(a), Value::Mapping(b)) = (&av, &bv) else {
         return Vec::new();
     };
     let mut items = Vec::new();
@@ -405,14 +456,14 @@ fn compare(os: Side<'_>, old: &Object, ns: Side<'_>, new: &Object) -> Vec<Item> 
 
     if matches!(kind, "ClusterRole" | "Role") && old.id.kind == new.id.kind {
         handled.push(p(&["rules"]));
-        items.extend(rbac_items(&a, &b));
+        items.extend(rbac_items((&av, &ao), (&bv, &bo)));
     }
     if kind.ends_with("WebhookConfiguration") && old.id.kind == new.id.kind {
         handled.push(p(&["webhooks"]));
-        items.extend(webhook_items(&a, &b));
+        items.extend(webhook_items((&av, &ao), (&bv, &bo)));
     }
     if kind == "CustomResourceDefinition" && old.id.kind == new.id.kind {
-        items.extend(crd_items(&a, &b, &mut handled));
+        items.extend(crd_items(a, b, &mut handled));
     }
     if kind == "ConfigMap" && ns.strip(&new.id.name) == "istio" && os.strip(&old.id.name) == "istio"
     {
@@ -423,10 +474,11 @@ fn compare(os: Side<'_>, old: &Object, ns: Side<'_>, new: &Object) -> Vec<Item> 
     let mut leaves = Vec::new();
     leaf_diffs(
         &mut Vec::new(),
-        Some(&Value::Mapping(a)),
-        Some(&Value::Mapping(b)),
+        Some((&av, &ao)),
+        Some((&bv, &bo)),
         &mut leaves,
     );
+    let leaves = expand_documents(os, ns, leaves);
     let mut other: BTreeSet<(String, Option<String>, Option<String>)> = BTreeSet::new();
     for (path, x, y) in leaves {
         if path.first().map(String::as_str) == Some("metadata")
@@ -474,34 +526,42 @@ fn compare(os: Side<'_>, old: &Object, ns: Side<'_>, new: &Object) -> Vec<Item> 
     items
 }
 
-fn rules_of(m: &serde_yaml::Mapping) -> Vec<String> {
-    match m.get("rules") {
-        Some(Value::Sequence(rules)) => rules.iter().map(show).collect(),
-        _ => Vec::new(),
-    }
+/// The elements of the list at `key`, revision-free and as rendered.
+fn list_of<'a>(t: Twin<'a>, key: &str) -> Vec<Twin<'a>> {
+    let get = |v: &'a Value| match v.as_mapping().and_then(|m| m.get(key)) {
+        Some(Value::Sequence(items)) => items.as_slice(),
+        _ => &[],
+    };
+    get(t.0).iter().zip(get(t.1)).collect()
 }
 
-/// Rules in one and not the other (as multisets, order ignored).
-fn rbac_items(a: &serde_yaml::Mapping, b: &serde_yaml::Mapping) -> Vec<Item> {
-    let (old, new) = (rules_of(a), rules_of(b));
+/// Rules in one and not the other (as multisets, order ignored), compared revision-free.
+fn rbac_items(a: Twin<'_>, b: Twin<'_>) -> Vec<Item> {
+    let rules = |t: Twin<'_>| -> Vec<(String, String)> {
+        list_of(t, "rules")
+            .into_iter()
+            .map(|(c, o)| (show(c), show(o)))
+            .collect()
+    };
+    let (old, new) = (rules(a), rules(b));
     let mut items = Vec::new();
-    let mut left = new.clone();
-    for r in &old {
-        match left.iter().position(|x| x == r) {
+    let mut left: Vec<&String> = new.iter().map(|r| &r.0).collect();
+    for (key, shown) in &old {
+        match left.iter().position(|x| *x == key) {
             Some(i) => {
                 left.remove(i);
             }
             None => items.push(Item {
                 category: Category::RbacRule,
                 path: "rules".into(),
-                old: Some(r.clone()),
+                old: Some(shown.clone()),
                 new: None,
             }),
         }
     }
-    let mut gone = old;
-    for r in &new {
-        match gone.iter().position(|x| x == r) {
+    let mut gone: Vec<&String> = old.iter().map(|r| &r.0).collect();
+    for (key, shown) in &new {
+        match gone.iter().position(|x| *x == key) {
             Some(i) => {
                 gone.remove(i);
             }
@@ -509,72 +569,78 @@ fn rbac_items(a: &serde_yaml::Mapping, b: &serde_yaml::Mapping) -> Vec<Item> {
                 category: Category::RbacRule,
                 path: "rules".into(),
                 old: None,
-                new: Some(r.clone()),
+                new: Some(shown.clone()),
             }),
         }
     }
     items
 }
 
-fn webhooks_of(m: &serde_yaml::Mapping) -> BTreeMap<String, &serde_yaml::Mapping> {
-    let mut out = BTreeMap::new();
-    if let Some(Value::Sequence(hooks)) = m.get("webhooks") {
-        for (i, h) in hooks.iter().enumerate() {
-            if let Value::Mapping(h) = h {
-                let name = h
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| format!("#{i}"), str::to_string);
-                out.insert(name, h);
-            }
-        }
-    }
-    out
+/// The webhooks of a configuration by name (`#<position>` when unnamed).
+fn webhooks_of(t: Twin<'_>) -> BTreeMap<String, Twin<'_>> {
+    list_of(t, "webhooks")
+        .into_iter()
+        .enumerate()
+        .map(|(i, (c, o))| {
+            let name = c
+                .as_mapping()
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("#{i}"), str::to_string);
+            (name, (c, o))
+        })
+        .collect()
 }
 
 const WEBHOOK_FIELDS: &[&str] = &["rules", "namespaceSelector", "objectSelector"];
 
 /// Per webhook name: added or removed webhooks, and changed rules and selectors. Other fields
-/// of a webhook present on both sides are left to `other`.
-fn webhook_items(a: &serde_yaml::Mapping, b: &serde_yaml::Mapping) -> Vec<Item> {
+/// of a webhook present on both sides are reported as `other`.
+fn webhook_items(a: Twin<'_>, b: Twin<'_>) -> Vec<Item> {
     let (old, new) = (webhooks_of(a), webhooks_of(b));
     let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    let summary = |h: &serde_yaml::Mapping| {
+    let field = |v: &Value, f: &str| v.as_mapping().and_then(|m| m.get(f)).cloned();
+    let summary = |v: &Value| {
         let mut m = serde_yaml::Mapping::new();
         for f in WEBHOOK_FIELDS {
-            if let Some(v) = h.get(*f) {
-                m.insert(Value::String(f.to_string()), v.clone());
+            if let Some(x) = field(v, f) {
+                m.insert(Value::String(f.to_string()), x);
             }
         }
         show(&Value::Mapping(m))
+    };
+    let without_fields = |v: &Value| {
+        let mut m = v.as_mapping().cloned().unwrap_or_default();
+        for f in WEBHOOK_FIELDS {
+            m.remove(*f);
+        }
+        Value::Mapping(m)
     };
     let mut items = Vec::new();
     for name in names {
         match (old.get(name), new.get(name)) {
             (Some(x), Some(y)) => {
                 for f in WEBHOOK_FIELDS {
-                    let (p, q) = (x.get(*f), y.get(*f));
-                    if p != q {
+                    if field(x.0, f) != field(y.0, f) {
                         items.push(Item {
                             category: Category::Webhook,
                             path: format!("webhooks[{name}].{f}"),
-                            old: p.map(show),
-                            new: q.map(show),
+                            old: field(x.1, f).as_ref().map(show),
+                            new: field(y.1, f).as_ref().map(show),
                         });
                     }
                 }
+                let (xc, xo, yc, yo) = (
+                    without_fields(x.0),
+                    without_fields(x.1),
+                    without_fields(y.0),
+                    without_fields(y.1),
+                );
                 let mut rest = Vec::new();
-                let strip = |h: &serde_yaml::Mapping| {
-                    let mut h = h.clone();
-                    for f in WEBHOOK_FIELDS {
-                        h.remove(*f);
-                    }
-                    Value::Mapping(h)
-                };
                 leaf_diffs(
                     &mut vec!["webhooks".to_string(), format!("[{name}]")],
-                    Some(&strip(x)),
-                    Some(&strip(y)),
+                    Some((&xc, &xo)),
+                    Some((&yc, &yo)),
                     &mut rest,
                 );
                 for (path, p, q) in rest {
@@ -589,8 +655,8 @@ fn webhook_items(a: &serde_yaml::Mapping, b: &serde_yaml::Mapping) -> Vec<Item> 
             (x, y) => items.push(Item {
                 category: Category::Webhook,
                 path: format!("webhooks[{name}]"),
-                old: x.map(|h| summary(h)),
-                new: y.map(|h| summary(h)),
+                old: x.map(|t| summary(t.1)),
+                new: y.map(|t| summary(t.1)),
             }),
         }
     }
@@ -722,10 +788,15 @@ fn mesh_items(
     };
     match (parse(&ta), parse(&tb)) {
         (Some(x), Some(y)) => {
-            let x = x.map(|v| os.value(&v));
-            let y = y.map(|v| ns.value(&v));
+            let xc = x.as_ref().map(|v| os.value(v));
+            let yc = y.as_ref().map(|v| ns.value(v));
             let mut leaves = Vec::new();
-            leaf_diffs(&mut Vec::new(), x.as_ref(), y.as_ref(), &mut leaves);
+            leaf_diffs(
+                &mut Vec::new(),
+                xc.as_ref().zip(x.as_ref()),
+                yc.as_ref().zip(y.as_ref()),
+                &mut leaves,
+            );
             leaves
                 .into_iter()
                 .map(|(path, p, q)| Item {
@@ -1090,6 +1161,56 @@ spec:
         assert_eq!(d.only_old.len(), 1);
         assert_eq!(d.only_old[0].name, "istio-egressgateway-service-account");
         assert!(d.only_new.is_empty());
+    }
+
+    #[test]
+    fn values_are_shown_as_rendered() {
+        let old = [obj("{apiVersion: policy/v1, kind: PodDisruptionBudget, metadata: {name: istiod, namespace: istio-system}, spec: {selector: {matchLabels: {istio: pilot}}}}")];
+        let new = [obj("{apiVersion: policy/v1, kind: PodDisruptionBudget, metadata: {name: istiod-1-14-1, namespace: istio-system}, spec: {selector: {matchLabels: {istio.io/rev: 1-14-1}}}}")];
+        let d = control_plane_diff(&Revision::Default, &old, &named("1-14-1"), &new);
+        assert_eq!(
+            items(&d, Category::Other),
+            [
+                ("spec.selector.matchLabels.istio".into(), s("pilot"), None),
+                (
+                    "spec.selector.matchLabels.istio.io/rev".into(),
+                    None,
+                    s("1-14-1")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn documents_in_text_are_compared_key_by_key() {
+        let cm = |name: &str, rev: &str, hub: &str| {
+            let mut data = serde_yaml::Mapping::new();
+            let values =
+                format!("{{\n  \"global\": {{\"hub\": \"{hub}\"}},\n  \"revision\": \"{rev}\"\n}}");
+            data.insert("values".into(), values.into());
+            let mut o = obj(&format!("{{apiVersion: v1, kind: ConfigMap, metadata: {{name: {name}, namespace: istio-system}}}}"));
+            o.body.insert("data".into(), Value::Mapping(data));
+            o
+        };
+        let old = [cm(
+            "istio-sidecar-injector-1-13-5",
+            "1-13-5",
+            "docker.io/istio",
+        )];
+        let new = [cm(
+            "istio-sidecar-injector-1-14-1",
+            "1-14-1",
+            "gcr.io/istio-release",
+        )];
+        let d = control_plane_diff(&named("1-13-5"), &old, &named("1-14-1"), &new);
+        assert_eq!(
+            items(&d, Category::Other),
+            [(
+                "data.values.global.hub".into(),
+                s("docker.io/istio"),
+                s("gcr.io/istio-release")
+            )]
+        );
     }
 
     #[test]
