@@ -879,13 +879,14 @@ spec:
             obj("{apiVersion: v1, kind: ServiceAccount, metadata: {name: istiod-1-13-5, namespace: istio-system}}"),
             obj("{apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, metadata: {name: istiod-clusterrole-1-13-5-istio-system}}"),
             obj("{apiVersion: v1, kind: Service, metadata: {name: istio-ingressgateway, namespace: istio-system}}"),
-            obj("{apiVersion: v1, kind: ConfigMap, metadata: {name: only-old, namespace: istio-system}}"),
+            obj("{apiVersion: v1, kind: ConfigMap, metadata: {name: x-1-13-50, namespace: istio-system}}"),
         ];
         let new = vec![
             obj("{apiVersion: v1, kind: ServiceAccount, metadata: {name: istiod-1-14-1, namespace: istio-system}}"),
             obj("{apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, metadata: {name: istiod-clusterrole-1-14-1-istio-system}}"),
             obj("{apiVersion: v1, kind: Service, metadata: {name: istio-ingressgateway, namespace: istio-system}}"),
-            // A token that does not end at a boundary is not the revision.
+            // A token that does not end at a boundary is not the revision: x-1-13-50 and
+            // x-1-14-10 are not one object.
             obj("{apiVersion: v1, kind: ConfigMap, metadata: {name: x-1-14-10, namespace: istio-system}}"),
         ];
         let (pairs, only_old, only_new) = pair(&named("1-13-5"), &old, &named("1-14-1"), &new);
@@ -909,7 +910,7 @@ spec:
                 .iter()
                 .map(|o| o.id.name.as_str())
                 .collect::<Vec<_>>(),
-            ["only-old"]
+            ["x-1-13-50"]
         );
         assert_eq!(
             only_new
