@@ -618,6 +618,41 @@ mod tests {
     }
 
     #[test]
+    fn long_object_lists_are_shown_per_kind() {
+        let id = |kind: &str, name: String| ObjectId {
+            group: String::new(),
+            kind: kind.into(),
+            namespace: Some("n".into()),
+            name,
+        };
+        let few: Vec<ObjectId> = (0..2).map(|i| id("Service", format!("s{i}"))).collect();
+        assert_eq!(id_lines(&few), ["`Service n/s0`", "`Service n/s1`"]);
+        let mut many: Vec<ObjectId> = (0..20)
+            .map(|i| id("ConfigMap", format!("c{i:02}")))
+            .collect();
+        many.push(id("Service", "s".into()));
+        let lines = id_lines(&many);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("ConfigMap (20): `n/c00`, `n/c01`"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(lines[1], "Service (1): `n/s`");
+    }
+
+    #[test]
+    fn diff_cells_keep_the_table_intact() {
+        assert_eq!(cell(&Some("a|b".into())), "`a\\|b`");
+        assert_eq!(cell(&None), "—");
+        assert_eq!(cell(&Some(String::new())), "`\"\"`");
+        assert_eq!(
+            cell(&Some("x\ny".into())),
+            "(text on several lines, see plan.json)"
+        );
+    }
+
+    #[test]
     fn file_names_add_the_group_only_on_collision() {
         let a = ObjectId {
             group: "networking.istio.io".into(),
