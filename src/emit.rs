@@ -501,11 +501,13 @@ fn id_lines(ids: &[ObjectId]) -> Vec<String> {
 
 /// PLAN.md's lines for what a phase adds, changes and deletes.
 fn delta_lines(d: &crate::diff::PhaseDelta) -> Vec<String> {
+    let empty = d.added.is_empty() && d.changed.is_empty() && d.deleted.is_empty();
     let mut out = vec![format!(
-        "Adds {}, changes {}, deletes {} objects:",
+        "Adds {}, changes {}, deletes {} objects{}",
         d.added.len(),
         d.changed.len(),
-        d.deleted.len()
+        d.deleted.len(),
+        if empty { "." } else { ":" }
     )];
     for (what, ids) in [
         ("adds", &d.added),
