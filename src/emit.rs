@@ -73,6 +73,8 @@ struct PlanView {
     warnings: Vec<String>,
     phases: Vec<PhaseView>,
     injection: InjectionView,
+    /// The old revision's render against the new one's (`diff`).
+    control_plane_diff: crate::diff::ControlPlaneDiff,
     /// sha256 of every other file of the output, by path.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     files: BTreeMap<String, String>,
@@ -126,6 +128,8 @@ struct PhaseView {
     apply: Vec<EntryView>,
     patch: Vec<PatchView>,
     delete: Vec<EntryView>,
+    /// What the phase adds, changes and deletes in the simulated cluster, by identity.
+    delta: crate::diff::PhaseDelta,
 }
 
 #[derive(Serialize, Clone)]
@@ -364,6 +368,11 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             apply,
             patch,
             delete,
+            delta: plan
+                .deltas
+                .get(phase.index - 1)
+                .cloned()
+                .unwrap_or_default(),
         });
     }
 
@@ -414,6 +423,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             states,
             namespaces: plan.injection.clone(),
         },
+        control_plane_diff: plan.diff.clone(),
         files: BTreeMap::new(),
     };
 
@@ -427,10 +437,18 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             files.insert(format!("{}/{KUSTOMIZATION_FILE}", p.dir), text);
         }
     }
+    let delta_md: Vec<Vec<String>> = view.phases.iter().map(|p| delta_lines(&p.delta)).collect();
+    let diff_md = context! {
+        old_istiod => plan.from().revision.istiod(),
+        new_istiod => plan.to().revision.istiod(),
+        only_old => id_lines(&plan.diff.only_old),
+        only_new => id_lines(&plan.diff.only_new),
+        rows => diff_rows(&plan.diff),
+    };
     let md = render(
         &env,
         TEMPLATE_PLAN_MD,
-        context! { ..base.clone(), ..minijinja::Value::from_serialize(&view) },
+        context! { ..base.clone(), ..context! { delta_md, diff_md }, ..minijinja::Value::from_serialize(&view) },
     )?;
     files.insert("PLAN.md".to_string(), md);
     files.insert(
@@ -449,6 +467,103 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
     normalize_text(&mut json);
     files.insert(PLAN_JSON.to_string(), json);
     Ok(files)
+}
+
+/// Lists longer than this are shown per kind in PLAN.md.
+const LIST_LIMIT: usize = 20;
+
+fn id_text(id: &ObjectId) -> String {
+    match &id.namespace {
+        Some(ns) => format!("{} {ns}/{}", id.kind, id.name),
+        None => format!("{} {}", id.kind, id.name),
+    }
+}
+
+/// Markdown list items naming objects: one per object, or, past `LIST_LIMIT`, one per kind with
+/// its count and names.
+fn id_lines(ids: &[ObjectId]) -> Vec<String> {
+    if ids.len() <= LIST_LIMIT {
+        return ids.iter().map(|id| format!("`{}`", id_text(id))).collect();
+    }
+    let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        let name = match &id.namespace {
+            Some(ns) => format!("`{ns}/{}`", id.name),
+            None => format!("`{}`", id.name),
+        };
+        by_kind.entry(id.kind.as_str()).or_default().push(name);
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, names)| format!("{kind} ({}): {}", names.len(), names.join(", ")))
+        .collect()
+}
+
+/// PLAN.md's lines for what a phase adds, changes and deletes.
+fn delta_lines(d: &crate::diff::PhaseDelta) -> Vec<String> {
+    let empty = d.added.is_empty() && d.changed.is_empty() && d.deleted.is_empty();
+    let mut out = vec![format!(
+        "Adds {}, changes {}, deletes {} objects{}",
+        d.added.len(),
+        d.changed.len(),
+        d.deleted.len(),
+        if empty { "." } else { ":" }
+    )];
+    for (what, ids) in [
+        ("adds", &d.added),
+        ("changes", &d.changed),
+        ("deletes", &d.deleted),
+    ] {
+        if ids.is_empty() {
+            continue;
+        }
+        let lines = id_lines(ids);
+        if ids.len() <= LIST_LIMIT {
+            out.push(format!("- {what} {}", lines.join(", ")));
+        } else {
+            out.push(format!("- {what} {}:", ids.len()));
+            out.extend(lines.into_iter().map(|l| format!("  - {l}")));
+        }
+    }
+    out
+}
+
+/// A table cell: code, with `|` escaped; text on several lines is only named.
+fn cell(v: &Option<String>) -> String {
+    match v {
+        None => "—".to_string(),
+        Some(v) if v.contains('\n') => "(text on several lines, see plan.json)".to_string(),
+        Some(v) if v.is_empty() => "`\"\"`".to_string(),
+        Some(v) => {
+            let fence = if v.contains('`') { "``" } else { "`" };
+            format!("{fence}{}{fence}", v.replace('|', "\\|"))
+        }
+    }
+}
+
+/// PLAN.md's table rows of the control-plane diff: object, what, path, old, new.
+fn diff_rows(d: &crate::diff::ControlPlaneDiff) -> Vec<String> {
+    let mut rows = Vec::new();
+    for pair in &d.changed {
+        let object = if pair.old.name == pair.new.name {
+            format!("`{}`", id_text(&pair.new))
+        } else {
+            format!("`{}` → `{}`", id_text(&pair.old), pair.new.name)
+        };
+        for item in &pair.items {
+            let (old, new) = if item.old.is_none() && item.new.is_none() {
+                ("changed below".to_string(), "changed below".to_string())
+            } else {
+                (cell(&item.old), cell(&item.new))
+            };
+            rows.push(format!(
+                "| {object} | {} | `{}` | {old} | {new} |",
+                item.category.as_str(),
+                item.path.replace('|', "\\|")
+            ));
+        }
+    }
+    rows
 }
 
 /// The machine-readable plan; it records the sha256 of every other file.
@@ -502,6 +617,41 @@ mod tests {
         let env = environment().unwrap();
         let err = render(&env, TEMPLATE_HEADER, context! { tool_version => "1" }).unwrap_err();
         assert!(err.message.contains("header.j2"), "{}", err.message);
+    }
+
+    #[test]
+    fn long_object_lists_are_shown_per_kind() {
+        let id = |kind: &str, name: String| ObjectId {
+            group: String::new(),
+            kind: kind.into(),
+            namespace: Some("n".into()),
+            name,
+        };
+        let few: Vec<ObjectId> = (0..2).map(|i| id("Service", format!("s{i}"))).collect();
+        assert_eq!(id_lines(&few), ["`Service n/s0`", "`Service n/s1`"]);
+        let mut many: Vec<ObjectId> = (0..20)
+            .map(|i| id("ConfigMap", format!("c{i:02}")))
+            .collect();
+        many.push(id("Service", "s".into()));
+        let lines = id_lines(&many);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("ConfigMap (20): `n/c00`, `n/c01`"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(lines[1], "Service (1): `n/s`");
+    }
+
+    #[test]
+    fn diff_cells_keep_the_table_intact() {
+        assert_eq!(cell(&Some("a|b".into())), "`a\\|b`");
+        assert_eq!(cell(&None), "—");
+        assert_eq!(cell(&Some(String::new())), "`\"\"`");
+        assert_eq!(
+            cell(&Some("x\ny".into())),
+            "(text on several lines, see plan.json)"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod diff;
 pub mod emit;
 pub mod error;
 pub mod k8s;

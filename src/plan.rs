@@ -141,6 +141,11 @@ pub struct Plan {
     pub assumptions: Vec<String>,
     /// Problems already present before the upgrade (not caused by any phase).
     pub warnings: Vec<String>,
+    /// What each phase adds, changes and deletes: `deltas[i]` is phase `i + 1`
+    /// (`states[i]` -> `states[i + 1]`).
+    pub deltas: Vec<crate::diff::PhaseDelta>,
+    /// The control plane of the old render against the new one (both normalized).
+    pub diff: crate::diff::ControlPlaneDiff,
 }
 
 impl Plan {
@@ -409,6 +414,9 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
     }
 
     let injection = injection_table(&named, &states);
+    let deltas = crate::diff::phase_deltas(&states);
+    let diff =
+        crate::diff::control_plane_diff(&old.revision, &old_objects, &new.revision, &new_objects);
     Ok(Plan {
         name: policy.name.clone(),
         policy_path: policy
@@ -424,6 +432,8 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
         injection,
         assumptions,
         warnings,
+        deltas,
+        diff,
     })
 }
 
