@@ -14,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod render;
 pub mod write;
+pub mod yamlout;
 pub mod yamlpath;
 
 use std::collections::BTreeMap;

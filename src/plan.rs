@@ -573,7 +573,7 @@ mod tests {
     #[test]
     fn neutralized_injector_matches_nothing_and_has_no_ca_bundle() {
         let objs = parse_manifest("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: istio-sidecar-injector}\nwebhooks:\n- name: namespace.sidecar-injector.istio.io\n  clientConfig: {caBundle: \"\", service: {name: istiod, namespace: istio-system}}\n  namespaceSelector: {matchLabels: {istio-injection: enabled}}\n", "t").unwrap();
-        let out = neutralize_injector(&objs[0]).to_yaml();
+        let out = neutralize_injector(&objs[0]).to_yaml().unwrap();
         assert!(out.contains("istio.io/deactivated: never-match"), "{out}");
         assert!(!out.contains("istio-injection: enabled"), "{out}");
         assert!(!out.contains("caBundle"), "{out}");
