@@ -1,0 +1,527 @@
+//! The round trip: every file the tool writes reads back as the same values in a YAML 1.1 reader
+//! (PyYAML, both its pure-Python and its libyaml loader) and in the project's reader (serde_yaml),
+//! and each object file holds exactly the object the plan holds. The IstioOperator spec handed to
+//! istioctl and a corpus of hostile scalars get the same check.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fixtures, read_tree, run};
+use istio_canary::cli::CompileConfig;
+use istio_canary::render::{operator_for, TagRequest};
+use istio_canary::{compile, policy, yamlout};
+use serde::Deserialize;
+use serde_json::Value as Json;
+use serde_yaml::{Mapping, Value};
+
+/// Reads every file named on the command line with PyYAML and prints {path: [non-empty
+/// documents]} as JSON. Both loaders must agree; a value JSON cannot hold (a timestamp) fails the script.
+const PYYAML: &str = r#"
+import json, sys, yaml
+loaders = [yaml.SafeLoader]
+if getattr(yaml, "__with_libyaml__", False):
+    loaders.append(yaml.CSafeLoader)
+out = {}
+for path in sys.argv[1:]:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    reads = [list(yaml.load_all(text, Loader=loader)) for loader in loaders]
+    for other in reads[1:]:
+        if other != reads[0]:
+            sys.exit("%s: PyYAML's pure-Python and libyaml loaders disagree" % path)
+    out[path] = [doc for doc in reads[0] if doc is not None]
+json.dump(out, sys.stdout)
+"#;
+
+/// PyYAML's reading of each file: path -> the list of its documents.
+fn pyyaml(paths: &[PathBuf]) -> BTreeMap<String, Json> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(PYYAML)
+        .args(paths)
+        .output()
+        .expect("python3 (with PyYAML) is needed, as for the stand-in istioctl");
+    assert!(
+        out.status.success(),
+        "PyYAML could not read the output: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// serde_yaml's reading of a text: the list of its non-empty documents, as JSON values (empty
+/// ones are skipped, as `parse_manifest` and the PyYAML script skip them).
+fn serde_yaml_docs(text: &str) -> Json {
+    let docs: Vec<Json> = serde_yaml::Deserializer::from_str(text)
+        .map(|doc| serde_json::to_value(Value::deserialize(doc).unwrap()).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect();
+    Json::Array(docs)
+}
+
+/// Writes `texts` to files in a temp dir and returns PyYAML's reading of each, in order.
+fn pyyaml_texts(texts: &[String]) -> Vec<Json> {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let path = tmp.path().join(format!("{i}.yaml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let mut read = pyyaml(&paths);
+    paths
+        .iter()
+        .map(|p| read.remove(&p.to_string_lossy().into_owned()).unwrap())
+        .collect()
+}
+
+fn scenario_policies() -> Vec<PathBuf> {
+    let mut policies = vec![fixtures().join("example/canary.yaml")];
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures().join("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("canary.yaml"))
+        .filter(|p| p.is_file())
+        .collect();
+    dirs.sort();
+    policies.extend(dirs);
+    policies
+}
+
+/// The identity of an object as written: (apiVersion, kind, namespace, name).
+fn identity(doc: &Json) -> (String, String, String, String) {
+    let s = |v: &Json| v.as_str().unwrap_or_default().to_string();
+    (
+        s(&doc["apiVersion"]),
+        s(&doc["kind"]),
+        s(&doc["metadata"]["namespace"]),
+        s(&doc["metadata"]["name"]),
+    )
+}
+
+fn check_scenario(policy: &Path) {
+    let dir = policy.parent().unwrap();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundles");
+    let result = run(
+        dir,
+        &[
+            "compile",
+            "--policy",
+            "canary.yaml",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(result.code, 0, "{name}: {}", result.stderr);
+    let files = read_tree(&out);
+
+    // Every file but the Markdown: PyYAML and serde_yaml read the same values.
+    let yaml_files: Vec<&String> = files.keys().filter(|p| !p.ends_with(".md")).collect();
+    let paths: Vec<PathBuf> = yaml_files.iter().map(|p| out.join(p)).collect();
+    let read = pyyaml(&paths);
+    let mut by_file = BTreeMap::new();
+    for (rel, path) in yaml_files.iter().zip(&paths) {
+        let ours = serde_yaml_docs(&files[*rel]);
+        let theirs = &read[&path.to_string_lossy().into_owned()];
+        assert_eq!(
+            &ours, theirs,
+            "{name}: {rel} reads differently in PyYAML (YAML 1.1) and serde_yaml"
+        );
+        by_file.insert((*rel).clone(), ours);
+    }
+
+    // Each object file holds the object the plan holds, and every planned object has a file.
+    let compiled = compile(&CompileConfig {
+        policy: policy.to_path_buf(),
+        out: out.clone(),
+        force: false,
+        istioctl_timeout: std::time::Duration::from_secs(60),
+    })
+    .unwrap();
+    let mut expected = BTreeMap::new();
+    for phase in &compiled.plan.phases {
+        for object in &phase.apply {
+            let body = serde_json::to_value(&object.body).unwrap();
+            expected.insert((phase.dir(), identity(&body)), body);
+        }
+        for d in &phase.delete {
+            let mut metadata = serde_json::Map::new();
+            metadata.insert("name".into(), Json::String(d.id.name.clone()));
+            if let Some(ns) = &d.id.namespace {
+                metadata.insert("namespace".into(), Json::String(ns.clone()));
+            }
+            let stub = serde_json::json!({
+                "apiVersion": d.api_version, "kind": d.id.kind, "metadata": metadata,
+            });
+            expected.insert((phase.dir(), identity(&stub)), stub);
+        }
+    }
+    for (rel, docs) in &by_file {
+        let Some((phase_dir, file)) = rel.split_once('/') else {
+            continue;
+        };
+        if !file.ends_with(".yaml") {
+            continue;
+        }
+        let [doc] = docs.as_array().unwrap().as_slice() else {
+            panic!("{name}: {rel} holds more or less than one document");
+        };
+        let want = expected
+            .remove(&(phase_dir.to_string(), identity(doc)))
+            .unwrap_or_else(|| panic!("{name}: {rel} holds an object the plan does not"));
+        assert_eq!(doc, &want, "{name}: {rel} differs from the planned object");
+    }
+    let missing: Vec<_> = expected.keys().collect();
+    assert!(
+        missing.is_empty(),
+        "{name}: planned but not written: {missing:?}"
+    );
+}
+
+#[test]
+fn every_scenario_file_reads_the_same_in_yaml_1_1_and_1_2() {
+    for policy in scenario_policies() {
+        check_scenario(&policy);
+    }
+}
+
+#[test]
+fn the_spec_handed_to_istioctl_reads_the_same_in_yaml_1_1_and_1_2() {
+    let mut texts = Vec::new();
+    let mut specs = Vec::new();
+    for path in scenario_policies() {
+        let policy = policy::load(&path).unwrap();
+        for (side, tags) in [
+            (&policy.from, TagRequest::default()),
+            (
+                &policy.to,
+                TagRequest {
+                    revision_tags: vec!["default".to_string()],
+                    default_revision: true,
+                },
+            ),
+        ] {
+            let spec = operator_for(&side.operator.document, &side.revision, &tags);
+            texts.push(yamlout::mapping_to_string(&spec).unwrap());
+            specs.push(serde_json::to_value(&spec).unwrap());
+        }
+    }
+    let read = pyyaml_texts(&texts);
+    for ((text, spec), theirs) in texts.iter().zip(&specs).zip(&read) {
+        assert_eq!(&Json::Array(vec![spec.clone()]), theirs, "{text}");
+        assert_eq!(serde_yaml_docs(text), *theirs, "{text}");
+    }
+    // The hostile fixture's values arrive as the strings the user quoted.
+    let hostile = texts
+        .iter()
+        .find(|t| t.contains("BASE60"))
+        .expect("the yaml11-scalars spec");
+    for line in [
+        "        BOOL_ON: 'on'\n",
+        "        BASE60: '1:20'\n",
+        "        OCTAL: '0o17'\n",
+        "        TILDE: '~'\n",
+        "        'on': 'y'\n",
+        "      istioNamespace: 'off'\n",
+    ] {
+        assert!(hostile.contains(line), "{line:?} not in\n{hostile}");
+    }
+}
+
+/// Strings that some reader resolves to something else when written plain, and strings that
+/// must stay plain; each is written as a value and as a key.
+const CORPUS: &[&str] = &[
+    "y",
+    "Y",
+    "yes",
+    "Yes",
+    "YES",
+    "n",
+    "N",
+    "no",
+    "No",
+    "NO",
+    "true",
+    "True",
+    "TRUE",
+    "false",
+    "False",
+    "FALSE",
+    "on",
+    "On",
+    "ON",
+    "off",
+    "Off",
+    "OFF",
+    "~",
+    "null",
+    "Null",
+    "NULL",
+    "",
+    "0",
+    "12",
+    "-3",
+    "+1",
+    "0o17",
+    "0O17",
+    "017",
+    "0x1F",
+    "0X1F",
+    "0x_1F",
+    "0b101",
+    "0B101",
+    "0b1_0",
+    "-0b101",
+    "1_000",
+    "1_",
+    "1:20",
+    "-1:20:30",
+    "190:20:30",
+    "1e3",
+    "1E3",
+    "1e+3",
+    "1.5e-3",
+    ".5",
+    "1.",
+    "-.5",
+    ".inf",
+    "-.Inf",
+    "+.INF",
+    ".nan",
+    ".NaN",
+    "1_0.5",
+    "1:20.5",
+    "6.8523015e+5",
+    "685.230_15e+03",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "2001-12-14 21:59:43.10 -5",
+    "2002-1-2",
+    "<<",
+    "=",
+    "- a",
+    "?",
+    "? a",
+    ":",
+    ": a",
+    ",a",
+    "[a",
+    "]a",
+    "{a",
+    "}a",
+    "#a",
+    "&a",
+    "*a",
+    "!a",
+    "|a",
+    ">a",
+    "'a",
+    "\"a",
+    "%a",
+    "@a",
+    "`a",
+    "a: b",
+    "a #b",
+    "a:",
+    " a",
+    "a ",
+    "a\tb",
+    "\u{1}",
+    "\u{7f}",
+    "\u{feff}a",
+    "a\u{85}b",
+    "a\u{2028}b",
+    "a\u{2029}b",
+    "a\rb",
+    "a\r\nb",
+    "---",
+    "...",
+    "--- a",
+    "istio-system",
+    "1.14.1",
+    "1-14-1",
+    "a:b",
+    "a#b",
+    "-a",
+    ":a",
+    "?a",
+    "1.0.0",
+    "docker.io/istio/pilot:1.14.1",
+    "yess",
+    "0xg",
+    "_1",
+    "2001-12-14x",
+    "a'b",
+    "a\"b",
+    "ü",
+    "😀",
+    "a\nb",
+    "a\nb\n",
+    "a\nb\n\n",
+    " a\nb",
+    "\na",
+    "a \nb",
+    "\n",
+    "\n\n",
+    "a\\b",
+    "\u{a0}",
+    "\u{ad}x",
+    "x\u{fffe}",
+];
+
+/// Fragments that the generated strings are made of.
+const FRAGMENTS: &[&str] = &[
+    "a",
+    "istio",
+    "-",
+    "?",
+    ":",
+    " ",
+    "#",
+    "'",
+    "\"",
+    "\n",
+    "\t",
+    ",",
+    "[",
+    "]",
+    "{",
+    "}",
+    "&",
+    "*",
+    "!",
+    "|",
+    ">",
+    "%",
+    "@",
+    "`",
+    "1",
+    "0",
+    "0x",
+    "0o",
+    "0b",
+    "e",
+    "E",
+    ".",
+    "_",
+    "~",
+    "+",
+    "null",
+    "true",
+    "on",
+    "yes",
+    "No",
+    "y",
+    "<<",
+    "=",
+    "2001-12-14",
+    "12:30",
+    "ü",
+    "😀",
+    "\u{85}",
+    "\u{2028}",
+    "\u{feff}",
+    "\u{1}",
+    "\r",
+    "---",
+    "...",
+    "\\",
+    ".inf",
+    ".nan",
+];
+
+/// The corpus, plus 3000 strings of up to five fragments from a fixed-seed generator.
+fn hostile_strings() -> Vec<String> {
+    let mut out: Vec<String> = CORPUS.iter().map(|s| s.to_string()).collect();
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let n = 1 + next() % 5;
+        out.push(
+            (0..n)
+                .map(|_| FRAGMENTS[(next() % FRAGMENTS.len() as u64) as usize])
+                .collect(),
+        );
+    }
+    out
+}
+
+#[test]
+fn hostile_scalars_read_the_same_in_yaml_1_1_and_1_2() {
+    let strings = hostile_strings();
+    let mut values = Mapping::new();
+    let mut keys = Mapping::new();
+    for (i, s) in strings.iter().enumerate() {
+        values.insert(Value::String(format!("v{i}")), Value::String(s.to_string()));
+        keys.insert(Value::String(s.to_string()), Value::Number(i.into()));
+    }
+    let mut nested = Mapping::new();
+    nested.insert(
+        "list".into(),
+        Value::Sequence(strings.iter().map(|s| Value::String(s.clone())).collect()),
+    );
+    nested.insert("values".into(), Value::Mapping(values.clone()));
+    let floats: Vec<Value> = [1e16, 1.5e-7, -2.5e300, 0.1, 3.0, -0.0]
+        .into_iter()
+        .map(|f| Value::Number(f.into()))
+        .collect();
+    nested.insert("floats".into(), Value::Sequence(floats));
+    let docs = [values, keys, nested];
+    let texts: Vec<String> = docs
+        .iter()
+        .map(|m| yamlout::mapping_to_string(m).unwrap())
+        .collect();
+    let read = pyyaml_texts(&texts);
+    for ((doc, text), theirs) in docs.iter().zip(&texts).zip(&read) {
+        let want = Json::Array(vec![serde_json::to_value(doc).unwrap()]);
+        assert_eq!(&want, theirs, "PyYAML (YAML 1.1) read:\n{text}");
+        assert_eq!(
+            want,
+            serde_yaml_docs(text),
+            "serde_yaml (YAML 1.2) read:\n{text}"
+        );
+    }
+}
+
+/// The scenario outputs hold the hostile fixture's namespaces quoted, where kubectl would
+/// otherwise read a boolean.
+#[test]
+fn yaml11_fixture_namespaces_are_quoted() {
+    let dir = fixtures().join("scenarios/yaml11-scalars");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundles");
+    let result = run(
+        &dir,
+        &[
+            "compile",
+            "--policy",
+            "canary.yaml",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let files = read_tree(&out);
+    let all: String = files.values().cloned().collect();
+    for quoted in [
+        "  namespace: 'off'\n",
+        "  namespace: 'yes'\n",
+        "  namespace: 'no'\n",
+        "  name: 'on'\n",
+        "  name: 'y'\n",
+    ] {
+        assert!(all.contains(quoted), "{quoted:?} missing");
+    }
+}
