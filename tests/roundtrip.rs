@@ -62,6 +62,40 @@ fn serde_yaml_docs(text: &str) -> Json {
     Json::Array(docs)
 }
 
+/// The first place two JSON values differ, as `path: left != right`, or None when equal.
+fn difference(a: &Json, b: &Json, path: &str) -> Option<String> {
+    match (a, b) {
+        (Json::Object(x), Json::Object(y)) => {
+            for key in x.keys().chain(y.keys()) {
+                let here = format!("{path}.{key}");
+                match (x.get(key), y.get(key)) {
+                    (Some(l), Some(r)) => {
+                        if let Some(d) = difference(l, r, &here) {
+                            return Some(d);
+                        }
+                    }
+                    (l, r) => return Some(format!("{here}: {l:?} != {r:?}")),
+                }
+            }
+            None
+        }
+        (Json::Array(x), Json::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (l, r))| difference(l, r, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{path}: {a:?} != {b:?}")),
+    }
+}
+
+/// Asserts two readings are equal, naming the first difference.
+fn assert_same(left: &Json, right: &Json, what: &str) {
+    if let Some(d) = difference(left, right, "") {
+        panic!("{what}: {d}");
+    }
+}
+
 /// Writes `texts` to files in a temp dir and returns PyYAML's reading of each, in order.
 fn pyyaml_texts(texts: &[String]) -> Vec<Json> {
     let tmp = tempfile::tempdir().unwrap();
@@ -130,9 +164,10 @@ fn check_scenario(policy: &Path) {
     for (rel, path) in yaml_files.iter().zip(&paths) {
         let ours = serde_yaml_docs(&files[*rel]);
         let theirs = &read[&path.to_string_lossy().into_owned()];
-        assert_eq!(
-            &ours, theirs,
-            "{name}: {rel} reads differently in PyYAML (YAML 1.1) and serde_yaml"
+        assert_same(
+            &ours,
+            theirs,
+            &format!("{name}: {rel} reads differently in serde_yaml and PyYAML (YAML 1.1)"),
         );
         by_file.insert((*rel).clone(), ours);
     }
@@ -176,7 +211,11 @@ fn check_scenario(policy: &Path) {
         let want = expected
             .remove(&(phase_dir.to_string(), identity(doc)))
             .unwrap_or_else(|| panic!("{name}: {rel} holds an object the plan does not"));
-        assert_eq!(doc, &want, "{name}: {rel} differs from the planned object");
+        assert_same(
+            doc,
+            &want,
+            &format!("{name}: {rel} differs from the planned object"),
+        );
     }
     let missing: Vec<_> = expected.keys().collect();
     assert!(
@@ -215,8 +254,13 @@ fn the_spec_handed_to_istioctl_reads_the_same_in_yaml_1_1_and_1_2() {
     }
     let read = pyyaml_texts(&texts);
     for ((text, spec), theirs) in texts.iter().zip(&specs).zip(&read) {
-        assert_eq!(&Json::Array(vec![spec.clone()]), theirs, "{text}");
-        assert_eq!(serde_yaml_docs(text), *theirs, "{text}");
+        let want = Json::Array(vec![spec.clone()]);
+        assert_same(&want, theirs, &format!("PyYAML read of\n{text}"));
+        assert_same(
+            &want,
+            &serde_yaml_docs(text),
+            &format!("serde_yaml read of\n{text}"),
+        );
     }
     // The hostile fixture's values arrive as the strings the user quoted.
     let hostile = texts
@@ -486,12 +530,8 @@ fn hostile_scalars_read_the_same_in_yaml_1_1_and_1_2() {
     let read = pyyaml_texts(&texts);
     for ((doc, text), theirs) in docs.iter().zip(&texts).zip(&read) {
         let want = Json::Array(vec![serde_json::to_value(doc).unwrap()]);
-        assert_eq!(&want, theirs, "PyYAML (YAML 1.1) read:\n{text}");
-        assert_eq!(
-            want,
-            serde_yaml_docs(text),
-            "serde_yaml (YAML 1.2) read:\n{text}"
-        );
+        assert_same(&want, theirs, "PyYAML (YAML 1.1)");
+        assert_same(&want, &serde_yaml_docs(text), "serde_yaml (YAML 1.2)");
     }
 }
 
