@@ -191,7 +191,8 @@ impl Emitter {
                     "cannot write YAML: the value at {} has the tag `{}`, and istio-canary writes no tags",
                     path_text(path),
                     tagged.tag
-                )))
+                ))
+                .with_help("give the value without a tag: a plain string, number, boolean, list or map"))
             }
         }
         Ok(())
@@ -210,7 +211,8 @@ impl Emitter {
                         "cannot write YAML: a key at {} is a {}; only scalar keys can be written",
                         path_text(path),
                         kind_name(other)
-                    )))
+                    ))
+                    .with_help("use a string as the key"))
                 }
             };
             self.write_indent();
