@@ -20,10 +20,12 @@ use serde_yaml::{Mapping, Value};
 /// Reads every file named on the command line with PyYAML and prints {path: [non-empty
 /// documents]} as JSON. Both loaders must agree; a value JSON cannot hold (a timestamp) fails the script.
 const PYYAML: &str = r#"
-import json, sys, yaml
+import json, os, sys, yaml
 loaders = [yaml.SafeLoader]
 if getattr(yaml, "__with_libyaml__", False):
     loaders.append(yaml.CSafeLoader)
+    if os.environ.get("ROUNDTRIP_FAST"):
+        loaders = [yaml.CSafeLoader]
 out = {}
 for path in sys.argv[1:]:
     with open(path, encoding="utf-8") as f:
@@ -36,9 +38,14 @@ for path in sys.argv[1:]:
 json.dump(out, sys.stdout)
 "#;
 
-/// PyYAML's reading of each file: path -> the list of its documents.
-fn pyyaml(paths: &[PathBuf]) -> BTreeMap<String, Json> {
-    let out = Command::new("python3")
+/// PyYAML's reading of each file: path -> the list of its documents. `fast` uses only the
+/// libyaml loader (when PyYAML has it), for megabytes of input.
+fn pyyaml_with(paths: &[PathBuf], fast: bool) -> BTreeMap<String, Json> {
+    let mut command = Command::new("python3");
+    if fast {
+        command.env("ROUNDTRIP_FAST", "1");
+    }
+    let out = command
         .arg("-c")
         .arg(PYYAML)
         .args(paths)
@@ -50,6 +57,10 @@ fn pyyaml(paths: &[PathBuf]) -> BTreeMap<String, Json> {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn pyyaml(paths: &[PathBuf]) -> BTreeMap<String, Json> {
+    pyyaml_with(paths, false)
 }
 
 /// serde_yaml's reading of a text: the list of its non-empty documents, as JSON values (empty
@@ -64,9 +75,13 @@ fn serde_yaml_docs(text: &str) -> Json {
 
 /// The first place two JSON values differ, as `path: left != right`, or None when equal.
 fn difference(a: &Json, b: &Json, path: &str) -> Option<String> {
+    if a == b {
+        return None;
+    }
     match (a, b) {
         (Json::Object(x), Json::Object(y)) => {
-            for key in x.keys().chain(y.keys()) {
+            let only_right = y.keys().filter(|k| !x.contains_key(*k));
+            for key in x.keys().chain(only_right) {
                 let here = format!("{path}.{key}");
                 match (x.get(key), y.get(key)) {
                     (Some(l), Some(r)) => {
@@ -84,7 +99,6 @@ fn difference(a: &Json, b: &Json, path: &str) -> Option<String> {
             .zip(y)
             .enumerate()
             .find_map(|(i, (l, r))| difference(l, r, &format!("{path}[{i}]"))),
-        _ if a == b => None,
         _ => Some(format!("{path}: {a:?} != {b:?}")),
     }
 }
@@ -98,6 +112,10 @@ fn assert_same(left: &Json, right: &Json, what: &str) {
 
 /// Writes `texts` to files in a temp dir and returns PyYAML's reading of each, in order.
 fn pyyaml_texts(texts: &[String]) -> Vec<Json> {
+    pyyaml_texts_with(texts, false)
+}
+
+fn pyyaml_texts_with(texts: &[String], fast: bool) -> Vec<Json> {
     let tmp = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = texts
         .iter()
@@ -108,7 +126,7 @@ fn pyyaml_texts(texts: &[String]) -> Vec<Json> {
             path
         })
         .collect();
-    let mut read = pyyaml(&paths);
+    let mut read = pyyaml_with(&paths, fast);
     paths
         .iter()
         .map(|p| read.remove(&p.to_string_lossy().into_owned()).unwrap())
@@ -563,5 +581,80 @@ fn yaml11_fixture_namespaces_are_quoted() {
         "  name: 'y'\n",
     ] {
         assert!(all.contains(quoted), "{quoted:?} missing");
+    }
+}
+
+/// True if any string (key or value) in `v` is ambiguous written plain although serde_yaml
+/// reads it plain as the string (so serde_yaml wrote it plain), or holds a character only YAML
+/// 1.1 treats as a line break, or if `v` holds a float: the only places the writer may differ
+/// from serde_yaml.
+fn holds_ambiguous_scalar(v: &Value) -> bool {
+    match v {
+        Value::String(s) => {
+            (yamlout::plain_is_ambiguous(s)
+                && serde_yaml::from_str::<Value>(s).is_ok_and(|read| read.as_str() == Some(s)))
+                || s.contains(['\r', '\u{85}', '\u{2028}', '\u{2029}'])
+        }
+        Value::Number(n) => n.is_f64(),
+        Value::Sequence(seq) => seq.iter().any(holds_ambiguous_scalar),
+        Value::Mapping(m) => m
+            .iter()
+            .any(|(k, v)| holds_ambiguous_scalar(k) || holds_ambiguous_scalar(v)),
+        _ => false,
+    }
+}
+
+/// Real istioctl output (the recorded goldens): every object is written byte for byte as
+/// serde_yaml wrote it, unless it holds a scalar some reader would misread, and PyYAML reads
+/// every written object back as the object.
+#[test]
+fn recorded_istioctl_objects_are_written_as_serde_yaml_wrote_them() {
+    let Some(dir) =
+        common::recordings("recorded_istioctl_objects_are_written_as_serde_yaml_wrote_them")
+    else {
+        return;
+    };
+    let mut goldens: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flat_map(|e| std::fs::read_dir(e.unwrap().path()).into_iter().flatten())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".golden.yaml"))
+        .collect();
+    goldens.sort();
+    assert!(goldens.len() >= 10, "{goldens:?}");
+    let (mut texts, mut bodies) = (Vec::new(), Vec::new());
+    let mut identical = 0;
+    for golden in &goldens {
+        let text = std::fs::read_to_string(golden).unwrap();
+        for object in istio_canary::manifest::parse_manifest(&text, "golden").unwrap() {
+            let ours = object.to_yaml().unwrap();
+            if !holds_ambiguous_scalar(&Value::Mapping(object.body.clone())) {
+                let theirs = serde_yaml::to_string(&object.body).unwrap();
+                assert_eq!(ours, theirs, "{}: {}", golden.display(), object.id);
+                identical += 1;
+            }
+            texts.push(ours);
+            bodies.push(serde_json::to_value(&object.body).unwrap());
+        }
+    }
+    eprintln!(
+        "{identical} of {} recorded objects compared byte for byte with serde_yaml",
+        texts.len()
+    );
+    assert!(
+        identical * 10 > texts.len() * 9,
+        "only {identical} of {} objects compared byte for byte",
+        texts.len()
+    );
+    for ((text, body), theirs) in texts
+        .iter()
+        .zip(&bodies)
+        .zip(pyyaml_texts_with(&texts, true))
+    {
+        assert_same(
+            &Json::Array(vec![body.clone()]),
+            &theirs,
+            &format!("PyYAML read of\n{text}"),
+        );
     }
 }
