@@ -509,6 +509,10 @@ fn hostile_strings() -> Vec<String> {
         state ^= state << 17;
         state
     };
+    // Keys over 128 bytes are written as explicit `? key` entries.
+    out.push("k".repeat(200));
+    out.push(format!("{} on", "long key".repeat(20)));
+    out.push(format!("{}\nsecond line", "x".repeat(150)));
     for _ in 0..3000 {
         let n = 1 + next() % 5;
         out.push(
