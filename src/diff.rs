@@ -954,6 +954,7 @@ spec:
         );
         let text = new
             .to_yaml()
+            .unwrap()
             .replace("--monitoringAddr=:15014", "--log_output_level=debug")
             .replace("500m", "1");
         new = obj(&text);

@@ -289,7 +289,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
         for ((change, object), file) in written.iter().zip(&names) {
             files.insert(
                 format!("{dir}/{file}"),
-                format!("{header}{}", object.to_yaml()),
+                format!("{header}{}", object.to_yaml()?),
             );
             match change {
                 Change::Labels {
@@ -348,7 +348,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             for (d, file) in deletes.iter().zip(&names) {
                 files.insert(
                     format!("{dir}/{file}"),
-                    format!("{delete_header}{}", stub_yaml(&d.api_version, &d.id)),
+                    format!("{delete_header}{}", stub_yaml(&d.api_version, &d.id)?),
                 );
                 delete.push(entry(&d.api_version, &d.id, file));
             }
@@ -570,7 +570,7 @@ fn diff_rows(d: &crate::diff::ControlPlaneDiff) -> Vec<String> {
 pub const PLAN_JSON: &str = "plan.json";
 
 /// A delete stub: apiVersion, kind, namespace, name; nothing an apply could use.
-fn stub_yaml(api_version: &str, id: &ObjectId) -> String {
+fn stub_yaml(api_version: &str, id: &ObjectId) -> Result<String> {
     let mut metadata = Mapping::new();
     metadata.insert("name".into(), Value::String(id.name.clone()));
     if let Some(ns) = &id.namespace {
@@ -580,7 +580,7 @@ fn stub_yaml(api_version: &str, id: &ObjectId) -> String {
     body.insert("apiVersion".into(), Value::String(api_version.to_string()));
     body.insert("kind".into(), Value::String(id.kind.clone()));
     body.insert("metadata".into(), Value::Mapping(metadata));
-    serde_yaml::to_string(&body).unwrap_or_default()
+    crate::yamlout::mapping_to_string(&body)
 }
 
 /// `\n` line ends, no trailing blanks at the end, exactly one final newline.

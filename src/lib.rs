@@ -22,6 +22,7 @@ pub mod render;
 pub mod selector;
 pub mod write;
 pub mod yamlin;
+pub mod yamlout;
 pub mod yamlpath;
 
 use std::collections::BTreeMap;

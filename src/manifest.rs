@@ -103,10 +103,13 @@ impl Object {
         }
     }
 
-    /// The object as YAML text (one document, no leading `---`).
-    pub fn to_yaml(&self) -> String {
-        // Serializing a Mapping of plain YAML values cannot fail.
-        serde_yaml::to_string(&self.body).unwrap_or_default()
+    /// The object as YAML text (one document, no leading `---`) that YAML 1.1 and 1.2 readers
+    /// read alike (see `yamlout`). A value that cannot be written is an error naming the object.
+    pub fn to_yaml(&self) -> Result<String> {
+        crate::yamlout::mapping_to_string(&self.body).map_err(|e| Error {
+            message: format!("{}: {}", self.id, e.message),
+            ..e
+        })
     }
 }
 

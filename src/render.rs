@@ -295,8 +295,10 @@ impl Istioctl {
         let workdir = workdir()?;
         let spec_name = format!("iop-{}.yaml", side.revision);
         let spec = operator_for(&side.operator.document, &side.revision, tags);
-        let spec_text = serde_yaml::to_string(&Value::Mapping(spec))
-            .map_err(|e| Error::new(format!("cannot serialize the IstioOperator spec: {e}")))?;
+        let spec_text = crate::yamlout::mapping_to_string(&spec).map_err(|e| Error {
+            message: format!("cannot serialize the IstioOperator spec: {}", e.message),
+            ..e
+        })?;
         std::fs::write(workdir.path().join(&spec_name), spec_text)
             .map_err(|e| Error::io("cannot write", &workdir.path().join(&spec_name), &e))?;
         let args = ["manifest", "generate", "-f", spec_name.as_str()];

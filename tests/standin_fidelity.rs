@@ -130,7 +130,7 @@ fn stand_in_renders_revisions_and_tags_like_the_charts() {
     );
     let tag = find("MutatingWebhookConfiguration", "istio-revision-tag-default");
     assert_eq!(tag.label("istio.io/tag").as_deref(), Some("default"));
-    let tag_text = tag.to_yaml();
+    let tag_text = tag.to_yaml().unwrap();
     assert!(tag_text.contains("name: istiod-1-14-1"), "{tag_text}");
     assert!(
         tag_text.contains("namespace.sidecar-injector.istio.io"),
@@ -138,9 +138,9 @@ fn stand_in_renders_revisions_and_tags_like_the_charts() {
     );
     let validator = find("ValidatingWebhookConfiguration", "istiod-default-validator");
     assert!(
-        validator.to_yaml().contains("name: istiod-1-14-1"),
+        validator.to_yaml().unwrap().contains("name: istiod-1-14-1"),
         "{}",
-        validator.to_yaml()
+        validator.to_yaml().unwrap()
     );
     let gateway = find("Deployment", "istio-ingressgateway");
     assert_eq!(gateway.label("istio.io/rev").as_deref(), Some("1-14-1"));
