@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
+use crate::gitops;
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::{Change, Via};
 use crate::plan::{apply_rank, delete_rank, InjectionRow, PhaseKind, Plan};
@@ -283,9 +284,10 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
         let mut apply = Vec::new();
         let mut patch = Vec::new();
         for ((change, object), file) in written.iter().zip(&names) {
+            let in_git = gitops::for_git(object, gitops::prune_protected(plan, phase, object));
             files.insert(
                 format!("{dir}/{file}"),
-                format!("{header}{}", object.to_yaml()),
+                format!("{header}{}", in_git.to_yaml()),
             );
             match change {
                 Change::Labels {
@@ -427,6 +429,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             files.insert(format!("{}/{KUSTOMIZATION_FILE}", p.dir), text);
         }
     }
+    files.extend(gitops::files(plan, &header)?);
     let md = render(
         &env,
         TEMPLATE_PLAN_MD,
