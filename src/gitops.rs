@@ -390,6 +390,83 @@ mod tests {
         assert!(!text.contains("annotations"), "{text}");
     }
 
+    fn vwc(name: &str, webhooks: usize) -> Object {
+        let hooks: String = (0..webhooks)
+            .map(|i| format!("- name: w{i}\n  failurePolicy: Ignore\n"))
+            .collect();
+        object(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: {name}\n  labels:\n    istio.io/rev: r\nwebhooks:\n{hooks}"))
+    }
+
+    fn phase(kind: PhaseKind, index: usize, changes: Vec<Change>) -> Phase {
+        Phase {
+            index,
+            hop: 0,
+            kind,
+            name: kind.as_str().into(),
+            dir: format!("{index:02}-{}", kind.as_str()),
+            namespaces: Vec::new(),
+            changes,
+            summary: String::new(),
+            commands: Vec::new(),
+            server_side: Vec::new(),
+            checks: Vec::new(),
+            undo: None,
+        }
+    }
+
+    fn plan(states: Vec<Vec<&Object>>, phases: Vec<Phase>) -> Plan {
+        Plan {
+            name: "p".into(),
+            policy_path: "canary.yaml".into(),
+            policy_sha256: String::new(),
+            kubernetes_version: None,
+            hops: Vec::new(),
+            phases,
+            states: states
+                .into_iter()
+                .map(crate::mesh::MeshState::from_objects)
+                .collect(),
+            injection: Vec::new(),
+            assumptions: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn protection_covers_shared_and_moved_tag_objects_only() {
+        let validator = vwc("istiod-default-validator", 1);
+        let legacy = object("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata:\n  name: istio-sidecar-injector\nwebhooks: []\n");
+        let reader = object("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: istio-reader-service-account\n  namespace: istio-system\n");
+        let own = object("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: istiod-2\n  namespace: istio-system\n");
+        let gateway = object("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: istio-ingressgateway-service-account\n  namespace: istio-system\n");
+        let p = plan(
+            vec![vec![&validator, &legacy, &reader, &gateway]],
+            Vec::new(),
+        );
+        let install = phase(PhaseKind::Install, 2, Vec::new());
+        let gateways = phase(PhaseKind::Gateways, 4, Vec::new());
+        let tag = phase(PhaseKind::DefaultTag, 5, Vec::new());
+        assert!(prune_protected(&p, &install, &reader));
+        assert!(!prune_protected(&p, &install, &own));
+        assert!(!prune_protected(&p, &gateways, &gateway));
+        assert!(prune_protected(&p, &tag, &validator));
+        // The legacy injector the default-tag phase switches off is deleted later.
+        assert!(!prune_protected(&p, &tag, &legacy));
+    }
+
+    #[test]
+    fn live_patches_only_the_webhooks_every_version_has() {
+        let old = vwc("istiod-default-validator", 2);
+        let new = vwc("istiod-default-validator", 1);
+        let p = plan(vec![vec![&old], vec![&new]], Vec::new());
+        let out = files(&p, "").unwrap();
+        let live = &out["flux/live.yaml"];
+        assert!(live.contains("/webhooks/0/failurePolicy"), "{live}");
+        assert!(!live.contains("/webhooks/1/failurePolicy"), "{live}");
+        let app = &out["argocd/live.yaml"];
+        assert!(app.contains("name: istiod-default-validator"), "{app}");
+    }
+
     #[test]
     fn flux_patches_remove_each_failure_policy() {
         let vwc = object("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: v\n  labels:\n    istio.io/rev: r\nwebhooks:\n- name: a\n  failurePolicy: Ignore\n- name: b\n");
