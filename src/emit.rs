@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
+use crate::gitops;
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::{Change, Via};
 use crate::plan::{apply_rank, delete_rank, InjectionRow, PhaseKind, Plan};
@@ -232,7 +233,11 @@ fn side(version: &semver::Version, revision: &crate::policy::Revision) -> SideVi
 }
 
 /// The partial object a label patch applies: only the labels it sets.
-fn label_patch_object(api_version: &str, id: &ObjectId, set: &BTreeMap<String, String>) -> Object {
+pub fn label_patch_object(
+    api_version: &str,
+    id: &ObjectId,
+    set: &BTreeMap<String, String>,
+) -> Object {
     let mut labels = Mapping::new();
     for (k, v) in set {
         labels.insert(k.as_str().into(), v.as_str().into());
@@ -287,9 +292,10 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
         let mut apply = Vec::new();
         let mut patch = Vec::new();
         for ((change, object), file) in written.iter().zip(&names) {
+            let in_git = gitops::for_git(object, gitops::prune_protected(plan, phase, object));
             files.insert(
                 format!("{dir}/{file}"),
-                format!("{header}{}", object.to_yaml()?),
+                format!("{header}{}", in_git.to_yaml()?),
             );
             match change {
                 Change::Labels {
@@ -445,6 +451,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
         only_new => id_lines(&plan.diff.only_new),
         rows => diff_rows(&plan.diff),
     };
+    files.extend(gitops::files(plan, &header)?);
     let md = render(
         &env,
         TEMPLATE_PLAN_MD,

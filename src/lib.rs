@@ -12,6 +12,7 @@ pub mod cli;
 pub mod diff;
 pub mod emit;
 pub mod error;
+pub mod gitops;
 pub mod k8s;
 pub mod manifest;
 pub mod mesh;

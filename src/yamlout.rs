@@ -647,7 +647,7 @@ fn yaml11_number(s: &str) -> bool {
         };
         return digits(head)
             && sexa.split(':').all(|part| digits(part) && part.len() <= 2)
-            && frac.map_or(true, |f| all(f, u8::is_ascii_digit));
+            && frac.is_none_or(|f| all(f, u8::is_ascii_digit));
     }
     let (mantissa, exponent) = match body.split_once(['e', 'E']) {
         Some((m, e)) => (m, Some(e)),
@@ -661,7 +661,7 @@ fn yaml11_number(s: &str) -> bool {
         }
         None => digits(mantissa),
     };
-    let exponent_ok = exponent.map_or(true, |e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
+    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
     mantissa_ok && exponent_ok
 }
 

@@ -13,7 +13,7 @@ use common::{fixtures, read_tree, run};
 use istio_canary::cli::CompileConfig;
 use istio_canary::mesh::{Change, Via};
 use istio_canary::render::{operator_for, TagRequest};
-use istio_canary::{compile, policy, yamlout};
+use istio_canary::{compile, emit, gitops, policy, yamlout};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::{Mapping, Value};
@@ -203,17 +203,27 @@ fn check_scenario(policy: &Path) {
     for phase in &compiled.plan.phases {
         for change in &phase.changes {
             let body = match change {
-                Change::Apply(object) => serde_json::to_value(&object.body).unwrap(),
+                // Objects are written in their GitOps form: nulls dropped, sync-wave and prune
+                // annotations added (gitops::for_git).
+                Change::Apply(object) => serde_json::to_value(
+                    &gitops::for_git(
+                        object,
+                        gitops::prune_protected(&compiled.plan, phase, object),
+                    )
+                    .body,
+                )
+                .unwrap(),
                 Change::Labels {
                     id,
                     api_version,
                     set,
                     via: Via::File,
                     ..
-                } => serde_json::json!({
-                    "apiVersion": api_version, "kind": id.kind,
-                    "metadata": {"name": id.name, "labels": set},
-                }),
+                } => {
+                    let object = emit::label_patch_object(api_version, id, set);
+                    let protected = gitops::prune_protected(&compiled.plan, phase, &object);
+                    serde_json::to_value(&gitops::for_git(&object, protected).body).unwrap()
+                }
                 _ => continue,
             };
             expected.insert((phase.dir.clone(), identity(&body)), body);
@@ -234,7 +244,8 @@ fn check_scenario(policy: &Path) {
         let Some((phase_dir, file)) = rel.split_once('/') else {
             continue;
         };
-        if !file.ends_with(".yaml") {
+        // Only phase directories hold planned objects (argocd/, flux/ hold the GitOps manifests).
+        if !file.ends_with(".yaml") || !phase_dir.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
         let [doc] = docs.as_array().unwrap().as_slice() else {

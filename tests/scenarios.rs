@@ -7,6 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use istio_canary::gitops;
+
 use common::{combined, fixture_dirs, fixtures, kubectl, read_tree, run, snapshot_settings};
 
 fn compile_scenario(policy: &Path) {
@@ -41,6 +43,11 @@ fn compile_scenario(policy: &Path) {
     for entry in std::fs::read_dir(&out).unwrap() {
         let phase = entry.unwrap().path();
         if !phase.is_dir() {
+            continue;
+        }
+        // The GitOps folders hold Applications and Kustomizations, not objects to build.
+        let folder = phase.file_name().unwrap().to_string_lossy();
+        if [gitops::ARGOCD_DIR, gitops::FLUX_DIR].contains(&folder.as_ref()) {
             continue;
         }
         let is_uninstall = phase
