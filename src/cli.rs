@@ -45,6 +45,10 @@ enum Command {
         /// Stop an istioctl call that takes longer than this.
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         istioctl_timeout: u64,
+        /// Also write live/, the desired state after this phase (an index or a name such as
+        /// migrate-canary); overrides spec.promote.
+        #[arg(long, value_name = "PHASE")]
+        promote: Option<String>,
     },
 }
 
@@ -55,6 +59,8 @@ pub struct CompileConfig {
     pub out: PathBuf,
     pub force: bool,
     pub istioctl_timeout: Duration,
+    /// `--promote`: overrides the policy's `spec.promote`.
+    pub promote: Option<String>,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -73,12 +79,14 @@ pub fn main() -> i32 {
             out,
             force,
             istioctl_timeout,
+            promote,
         } => {
             let config = CompileConfig {
                 policy,
                 out,
                 force,
                 istioctl_timeout: Duration::from_secs(istioctl_timeout),
+                promote,
             };
             run_compile(&config)
         }
