@@ -108,10 +108,10 @@ fn load(c: &Case) -> Policy {
 }
 
 /// Stand-in renders, computed once per (side, revision, spec, tags).
-fn render(policy: &Policy, new: bool) -> Rendered {
+fn render(policy: &Policy, new: bool, tagged: bool) -> Rendered {
     static CACHE: OnceLock<Mutex<HashMap<String, Rendered>>> = OnceLock::new();
     let side = if new { &policy.to } else { &policy.from };
-    let tags = if new && policy.default_tag {
+    let tags = if tagged {
         TagRequest {
             revision_tags: vec!["default".into()],
             default_revision: true,
@@ -231,9 +231,13 @@ fn without_crds(s: &MeshState) -> BTreeMap<ObjectId, Object> {
 
 fn check(c: &Case) {
     let policy = load(c);
-    let old = render(&policy, false);
-    let new = render(&policy, true);
-    let p = plan(&policy, &old, &new).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
+    let old = render(&policy, false, false);
+    let new = render(&policy, true, policy.default_tag);
+    check_plan(c, &policy, &old, &new);
+}
+
+fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan {
+    let p = plan(policy, old, new).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
     let named: BTreeSet<ObjectId> = policy
         .waves
         .iter()
@@ -242,7 +246,7 @@ fn check(c: &Case) {
     let known = violations(
         &p.states[0],
         &Expectations {
-            namespaces: &expected(&policy, &p, 0),
+            namespaces: &expected(policy, &p, 0),
         },
     );
 
@@ -250,7 +254,7 @@ fn check(c: &Case) {
     let mut replay = vec![p.states[0].clone()];
     for (i, phase) in p.phases.iter().enumerate() {
         let mut s = replay[i].clone();
-        let end = expected(&policy, &p, i + 1);
+        let end = expected(policy, &p, i + 1);
         run_steps(&mut s, &phase.changes, &end, &known, &phase.dir);
         assert_eq!(s, p.states[i + 1], "{c:?}: replaying {}", phase.dir);
         replay.push(s);
@@ -267,7 +271,7 @@ fn check(c: &Case) {
     for rb in &p.rollbacks {
         let n = rb.phase_index;
         let mut s = replay[n].clone();
-        let end = expected(&policy, &p, n - 1);
+        let end = expected(policy, &p, n - 1);
         run_steps(&mut s, &rb.changes, &end, &known, &rb.dir);
         assert_eq!(
             without_crds(&s),
@@ -347,6 +351,7 @@ fn check(c: &Case) {
             }
         }
     }
+    p
 }
 
 proptest! {
@@ -355,6 +360,55 @@ proptest! {
     #[test]
     fn live_rollback_and_injection_hold_for_generated_policies(c in case()) {
         check(&c);
+    }
+}
+
+/// An old revision that already had the default tag and `istiod-default-validator` (an install
+/// made with `values.defaultRevision`): the default-tag phase changes them, so its rollback must
+/// re-apply the old revision's versions (istio#43227: a validator left on the abandoned revision
+/// rejects all config), never delete them.
+#[test]
+fn rollback_puts_an_existing_default_tag_and_validator_back() {
+    for gateways in [false, true] {
+        let c = Case {
+            waves: vec![2],
+            old_default: false,
+            default_tag: true,
+            uninstall_old: true,
+            old_gateways: gateways,
+            new_gateways: gateways,
+        };
+        let policy = load(&c);
+        let old = render(&policy, false, true);
+        let new = render(&policy, true, true);
+        let p = check_plan(&c, &policy, &old, &new);
+        let tag_phase = p
+            .phases
+            .iter()
+            .find(|ph| ph.kind == PhaseKind::DefaultTag)
+            .unwrap();
+        let rb = p
+            .rollbacks
+            .iter()
+            .find(|rb| rb.phase_index == tag_phase.index)
+            .unwrap();
+        for name in ["istiod-default-validator", "istio-revision-tag-default"] {
+            let before = p.states[tag_phase.index - 1]
+                .objects
+                .values()
+                .find(|o| o.id.name == name)
+                .unwrap_or_else(|| panic!("the old install has no {name}"));
+            let reapplied = rb.changes.iter().find_map(|ch| match ch {
+                Change::Apply(o) if o.id.name == name => Some(o),
+                _ => None,
+            });
+            assert_eq!(
+                reapplied,
+                Some(before),
+                "{name} must go back to the old revision"
+            );
+            assert!(rb.deletes().all(|d| d.id.name != name), "{name} deleted");
+        }
     }
 }
 
