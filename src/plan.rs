@@ -649,7 +649,9 @@ fn change_steps(changes: &[Change]) -> Vec<Vec<&Change>> {
 /// Simulates a rollback from `after`: after every step, the invariants with the expectations of
 /// the state before the phase (and no dangling reference for its deletes); at the end, the state
 /// must equal `before` object for object, except the CRDs, which stay as the phase left them.
-fn simulate_rollback(
+/// `start` holds the violations state 0 already had (not blamed on the rollback). Public so that
+/// tests can show its refusals on rollbacks the planner would never derive.
+pub fn simulate_rollback(
     dir: &str,
     changes: &[Change],
     before: &MeshState,

@@ -25,7 +25,7 @@ use istio_canary::mesh::{
     as_stored, dangling_references, namespace_id, violations, Change, Expectations, MeshState, Via,
     Violation,
 };
-use istio_canary::plan::{plan, PhaseKind, Plan};
+use istio_canary::plan::{plan, simulate_rollback, PhaseKind, Plan};
 use istio_canary::policy::{load_from, Policy};
 use istio_canary::render::{Istioctl, Rendered, TagRequest};
 use proptest::prelude::*;
@@ -426,4 +426,64 @@ fn every_variant_once() {
             new_gateways: b(4),
         });
     }
+}
+
+/// The refusals of the rollback simulation, shown on rollbacks the planner would never derive: a
+/// default-tag rollback that leaves `istiod-default-validator` on the abandoned revision
+/// (istio#43227), and install rollbacks that leave some of the new revision's objects behind.
+#[test]
+fn the_simulation_refuses_a_broken_rollback() {
+    let c = Case {
+        waves: vec![1],
+        old_default: false,
+        default_tag: true,
+        uninstall_old: true,
+        old_gateways: false,
+        new_gateways: false,
+    };
+    let policy = load(&c);
+    let old = render(&policy, false, true);
+    let new = render(&policy, true, true);
+    let p = plan(&policy, &old, &new).unwrap();
+    let known = violations(
+        &p.states[0],
+        &Expectations {
+            namespaces: &expected(&policy, &p, 0),
+        },
+    );
+    let refusal = |kind: PhaseKind, keep: &dyn Fn(&Change) -> bool| {
+        let phase = p.phases.iter().find(|ph| ph.kind == kind).unwrap();
+        let rb = &p.rollbacks[phase.index - 1];
+        let broken: Vec<Change> = rb.changes.iter().filter(|ch| keep(ch)).cloned().collect();
+        assert!(broken.len() < rb.changes.len(), "nothing was dropped");
+        let n = phase.index;
+        simulate_rollback(
+            &rb.dir,
+            &broken,
+            &p.states[n - 1],
+            &p.states[n],
+            &expected(&policy, &p, n - 1),
+            &known,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let validator = refusal(PhaseKind::DefaultTag, &|ch| {
+        ch.id().name != "istiod-default-validator"
+    });
+    // Keeping the mesh config while deleting the istiod Service it names is a dangling reference.
+    let dangling = refusal(
+        PhaseKind::Install,
+        &|ch| !matches!(ch, Change::Delete(d) if d.id.kind == "ConfigMap"),
+    );
+    // An EnvoyFilter left behind breaks no invariant: only the state comparison sees it.
+    let left_behind = refusal(
+        PhaseKind::Install,
+        &|ch| !matches!(ch, Change::Delete(d) if d.id.kind == "EnvoyFilter"),
+    );
+    common::snapshot_settings().bind(|| {
+        insta::assert_snapshot!("rollback-refusal-validator", validator);
+        insta::assert_snapshot!("rollback-refusal-dangling", dangling);
+        insta::assert_snapshot!("rollback-refusal-left-behind", left_behind);
+    });
 }
