@@ -55,6 +55,10 @@ enum Command {
         /// Stop an istioctl call that takes longer than this.
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         istioctl_timeout: u64,
+        /// Also write live/, the desired state after this phase (an index or a name such as
+        /// migrate-canary); overrides spec.promote.
+        #[arg(long, value_name = "PHASE")]
+        promote: Option<String>,
     },
     /// Check a written output against the sha256 digests in its plan.json (no istioctl, no
     /// policy); exit 1 when a file is missing, extra or edited.
@@ -101,6 +105,8 @@ pub struct CompileConfig {
     pub out: PathBuf,
     pub force: bool,
     pub istioctl_timeout: Duration,
+    /// `--promote`: overrides the policy's `spec.promote`.
+    pub promote: Option<String>,
 }
 
 /// What a command produced: its exit code and what it prints.
@@ -137,12 +143,14 @@ pub fn main() -> i32 {
             force,
             check,
             istioctl_timeout,
+            promote,
         } => {
             let config = CompileConfig {
                 policy,
                 out,
                 force,
                 istioctl_timeout: Duration::from_secs(istioctl_timeout),
+                promote,
             };
             if check {
                 run_check(&config)
@@ -301,6 +309,7 @@ fn run_plan(policy: &Path, format: Format, istioctl_timeout: Duration) -> Result
         out: PathBuf::from("bundles"),
         force: false,
         istioctl_timeout,
+        promote: None,
     };
     let compiled = crate::compile(&config)?;
     let json = compiled

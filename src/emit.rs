@@ -26,6 +26,10 @@ pub const TEMPLATE_DELETE_HEADER: &str = "delete-header.j2";
 pub const TEMPLATE_KUSTOMIZATION: &str = "Kustomization.j2";
 pub const TEMPLATE_MARKER: &str = "marker.j2";
 pub const TEMPLATE_PLAN_MD: &str = "PLAN.md.j2";
+pub const TEMPLATE_ROLLBACK_KUSTOMIZATION: &str = "rollback-Kustomization.j2";
+pub const TEMPLATE_ROLLBACK_DELETE_HEADER: &str = "rollback-delete-header.j2";
+pub const TEMPLATE_LIVE_KUSTOMIZATION: &str = "live-Kustomization.j2";
+pub const TEMPLATE_ROOT_KUSTOMIZATION: &str = "root-Kustomization.j2";
 
 const TEMPLATES: &[(&str, &str)] = &[
     (
@@ -43,7 +47,26 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     (TEMPLATE_MARKER, include_str!("../templates/marker.j2")),
     (TEMPLATE_PLAN_MD, include_str!("../templates/PLAN.md.j2")),
+    (
+        TEMPLATE_ROLLBACK_KUSTOMIZATION,
+        include_str!("../templates/rollback-Kustomization.j2"),
+    ),
+    (
+        TEMPLATE_ROLLBACK_DELETE_HEADER,
+        include_str!("../templates/rollback-delete-header.j2"),
+    ),
+    (
+        TEMPLATE_LIVE_KUSTOMIZATION,
+        include_str!("../templates/live-Kustomization.j2"),
+    ),
+    (
+        TEMPLATE_ROOT_KUSTOMIZATION,
+        include_str!("../templates/root-Kustomization.j2"),
+    ),
 ];
+
+/// The directory of the live desired state (`spec.promote`).
+pub const LIVE_DIR: &str = "live";
 
 /// The file that marks a directory as written by istio-canary (so `write` may replace it).
 pub const MARKER_FILE: &str = ".istio-canary";
@@ -76,6 +99,10 @@ struct PlanView {
     injection: InjectionView,
     /// The old revision's render against the new one's (`diff`).
     control_plane_diff: crate::diff::ControlPlaneDiff,
+    /// Which revision injects each namespace after phase N, then rollback N.
+    rollback_injection: InjectionView,
+    /// The phase whose end state `live/` holds, or `null` (no `live/`).
+    promote: Option<PromoteView>,
     /// sha256 of every other file of the output, by path.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     files: BTreeMap<String, String>,
@@ -131,6 +158,34 @@ struct PhaseView {
     delete: Vec<EntryView>,
     /// What the phase adds, changes and deletes in the simulated cluster, by identity.
     delta: crate::diff::PhaseDelta,
+    /// How to undo the phase (absent for uninstall: the point of no return).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<RollbackView>,
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct RollbackView {
+    /// `null` when the rollback has nothing to run (no directory is written).
+    dir: Option<String>,
+    commands: Vec<String>,
+    server_side: Vec<String>,
+    checks: Vec<String>,
+    /// Files relative to `dir`; delete stubs are under `delete/`.
+    apply: Vec<EntryView>,
+    patch: Vec<PatchView>,
+    delete: Vec<EntryView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PromoteView {
+    index: usize,
+    dir: String,
+    /// The directory holding the desired state after that phase.
+    live: &'static str,
+    /// Its files, relative to `live`.
+    files: Vec<String>,
 }
 
 #[derive(Serialize, Clone)]
@@ -379,8 +434,11 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
                 .get(phase.index - 1)
                 .cloned()
                 .unwrap_or_default(),
+            rollback: None,
         });
     }
+    emit_rollbacks(plan, ctx, &env, &header, &mut files, &mut phases)?;
+    let promote = emit_live(plan, &env, &base, &header, &mut files)?;
 
     let mut istio_operators = BTreeMap::new();
     let mut istioctl = BTreeMap::new();
@@ -430,6 +488,16 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             namespaces: plan.injection.clone(),
         },
         control_plane_diff: plan.diff.clone(),
+        rollback_injection: InjectionView {
+            states: plan
+                .rollbacks
+                .iter()
+                .filter_map(|rb| plan.phases.get(rb.phase_index - 1))
+                .map(|p| format!("{}, then rollback", p.dir))
+                .collect(),
+            namespaces: plan.rollback_injection.clone(),
+        },
+        promote,
         files: BTreeMap::new(),
     };
 
@@ -576,6 +644,202 @@ fn diff_rows(d: &crate::diff::ControlPlaneDiff) -> Vec<String> {
 /// The machine-readable plan; it records the sha256 of every other file.
 pub const PLAN_JSON: &str = "plan.json";
 
+/// Writes `changes` (whole objects and file label patches) as files of `dir`, one per object,
+/// named like a phase's; returns the entries for plan.json. `strip` drops null values first.
+fn write_change_files(
+    files: &mut BTreeMap<String, String>,
+    dir: &str,
+    changes: &[Change],
+    header: &str,
+    strip: bool,
+) -> Result<(Vec<EntryView>, Vec<PatchView>)> {
+    let written: Vec<(&Change, Object)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Apply(o) => Some((c, o.clone())),
+            Change::Labels {
+                id,
+                api_version,
+                set,
+                via: Via::File,
+                ..
+            } => Some((c, label_patch_object(api_version, id, set))),
+            _ => None,
+        })
+        .collect();
+    let ids: Vec<(u8, &ObjectId)> = written
+        .iter()
+        .map(|(_, o)| (apply_rank(&o.id), &o.id))
+        .collect();
+    let names = file_names(&ids);
+    let (mut apply, mut patch) = (Vec::new(), Vec::new());
+    for ((change, object), file) in written.iter().zip(&names) {
+        let mut object = object.clone();
+        if strip {
+            crate::gitops::strip_nulls(&mut object.body);
+        }
+        files.insert(
+            format!("{dir}/{file}"),
+            format!("{header}{}", object.to_yaml()?),
+        );
+        match change {
+            Change::Labels {
+                id,
+                api_version,
+                set,
+                remove,
+                ..
+            } => patch.push(PatchView {
+                api_version: api_version.clone(),
+                kind: id.kind.clone(),
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+                set_labels: set.clone(),
+                remove_labels: remove.iter().cloned().collect(),
+                file: Some(file.clone()),
+                command: None,
+            }),
+            _ => apply.push(entry(&object.api_version, &object.id, file)),
+        }
+    }
+    for c in changes {
+        if let Change::Labels {
+            id,
+            api_version,
+            set,
+            remove,
+            via: Via::Command(command),
+        } = c
+        {
+            patch.push(PatchView {
+                api_version: api_version.clone(),
+                kind: id.kind.clone(),
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+                set_labels: set.clone(),
+                remove_labels: remove.iter().cloned().collect(),
+                file: None,
+                command: Some(command.clone()),
+            });
+        }
+    }
+    Ok((apply, patch))
+}
+
+/// `rollback/NN-<phase>/`: the files to apply (with a `Kustomization` when there are any) and
+/// the delete stubs in `delete/` (no `Kustomization`), for every rollback of the plan.
+fn emit_rollbacks(
+    plan: &Plan,
+    ctx: &EmitContext,
+    env: &Environment<'_>,
+    header: &str,
+    files: &mut BTreeMap<String, String>,
+    phases: &mut [PhaseView],
+) -> Result<()> {
+    for rb in &plan.rollbacks {
+        let Some(phase) = plan.phases.get(rb.phase_index - 1) else {
+            continue;
+        };
+        let dir = rb.dir.clone();
+        let (apply, patch) = write_change_files(files, &dir, &rb.changes, header, true)?;
+        let deletes: Vec<_> = rb.deletes().collect();
+        let ids: Vec<(u8, &ObjectId)> = deletes
+            .iter()
+            .map(|d| (delete_rank(&d.id), &d.id))
+            .collect();
+        let names = file_names(&ids);
+        let mut delete = Vec::new();
+        if !deletes.is_empty() {
+            let delete_header = render(
+                env,
+                TEMPLATE_ROLLBACK_DELETE_HEADER,
+                context! { tool_version => ctx.tool_version, plan_name => plan.name, phase_dir => phase.dir, dir => dir },
+            )?;
+            for (d, file) in deletes.iter().zip(&names) {
+                files.insert(
+                    format!("{dir}/delete/{file}"),
+                    format!("{delete_header}{}", stub_yaml(&d.api_version, &d.id)?),
+                );
+                delete.push(entry(&d.api_version, &d.id, &format!("delete/{file}")));
+            }
+        }
+        let mut view = RollbackView {
+            dir: None,
+            commands: rb.commands.clone(),
+            server_side: rb.server_side.clone(),
+            checks: rb.checks.clone(),
+            apply,
+            patch,
+            delete,
+        };
+        let has_files = !view.apply.is_empty() || view.patch.iter().any(|p| p.file.is_some());
+        if has_files || !view.delete.is_empty() {
+            view.dir = Some(dir.clone());
+        }
+        if has_files {
+            let text = render(
+                env,
+                TEMPLATE_ROLLBACK_KUSTOMIZATION,
+                context! { tool_version => ctx.tool_version, plan_name => plan.name, phase_dir => phase.dir, dir => dir, rollback => view },
+            )?;
+            files.insert(format!("{dir}/{KUSTOMIZATION_FILE}"), text);
+        }
+        if let Some(p) = phases.iter_mut().find(|p| p.index == rb.phase_index) {
+            p.rollback = Some(view);
+        }
+    }
+    Ok(())
+}
+
+/// `live/` (when the plan has a promote point): every object of the desired state after that
+/// phase, nulls stripped, with a `Kustomization`; and the root `Kustomization`, which builds
+/// `live/` or, with no promote point, nothing.
+fn emit_live(
+    plan: &Plan,
+    env: &Environment<'_>,
+    base: &minijinja::Value,
+    header: &str,
+    files: &mut BTreeMap<String, String>,
+) -> Result<Option<PromoteView>> {
+    let promote = match plan.promote {
+        Some(n) => {
+            let changes = crate::plan::live_changes(plan, n);
+            let (apply, patch) = write_change_files(files, LIVE_DIR, &changes, header, true)?;
+            let mut names: Vec<String> = apply
+                .iter()
+                .map(|e| e.file.clone())
+                .chain(patch.iter().filter_map(|p| p.file.clone()))
+                .collect();
+            names.sort();
+            let dir = plan
+                .phases
+                .get(n - 1)
+                .map(|p| p.dir.clone())
+                .unwrap_or_default();
+            let text = render(
+                env,
+                TEMPLATE_LIVE_KUSTOMIZATION,
+                context! { ..base.clone(), ..context! { phase_dir => dir, files => names } },
+            )?;
+            files.insert(format!("{LIVE_DIR}/{KUSTOMIZATION_FILE}"), text);
+            Some(PromoteView {
+                index: n,
+                dir,
+                live: LIVE_DIR,
+                files: names,
+            })
+        }
+        None => None,
+    };
+    let text = render(
+        env,
+        TEMPLATE_ROOT_KUSTOMIZATION,
+        context! { ..base.clone(), ..context! { promote => promote.as_ref().map(|p| p.dir.clone()), live => LIVE_DIR } },
+    )?;
+    files.insert(KUSTOMIZATION_FILE.to_string(), text);
+    Ok(promote)
+}
+
 /// A delete stub: apiVersion, kind, namespace, name; nothing an apply could use.
 fn stub_yaml(api_version: &str, id: &ObjectId) -> Result<String> {
     let mut metadata = Mapping::new();
@@ -614,6 +878,10 @@ mod tests {
             TEMPLATE_KUSTOMIZATION,
             TEMPLATE_MARKER,
             TEMPLATE_PLAN_MD,
+            TEMPLATE_ROLLBACK_KUSTOMIZATION,
+            TEMPLATE_ROLLBACK_DELETE_HEADER,
+            TEMPLATE_LIVE_KUSTOMIZATION,
+            TEMPLATE_ROOT_KUSTOMIZATION,
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }

@@ -433,6 +433,9 @@ mod tests {
             warnings: Vec::new(),
             deltas: Vec::new(),
             diff: Default::default(),
+            rollbacks: Vec::new(),
+            rollback_injection: Vec::new(),
+            promote: None,
         }
     }
 

@@ -85,6 +85,13 @@ impl Compiled {
             }
             let _ = writeln!(s, "  {:<28} {}", phase.dir, what.join(", "));
         }
+        if let Some(phase) = p.promote.and_then(|n| p.phases.get(n - 1)) {
+            let _ = writeln!(
+                s,
+                "  live/ holds the desired state after {} (the root Kustomization builds it)",
+                phase.dir
+            );
+        }
         for w in &p.warnings {
             let _ = writeln!(s, "warning: already before the upgrade: {w}");
         }
@@ -95,7 +102,17 @@ impl Compiled {
 
 /// Loads the policy, renders both revisions, plans and emits. Writes nothing.
 pub fn compile(config: &cli::CompileConfig) -> Result<Compiled> {
-    let policy = policy::load(&config.policy)?;
+    let mut policy = policy::load(&config.policy)?;
+    if let Some(text) = &config.promote {
+        policy.promote = Some(policy::Promote {
+            phase: policy::parse_phase_text(text).map_err(|m| {
+                error::Error::new(format!("--promote: {m}"))
+                    .with_help("--promote takes a phase index (3) or a phase name (migrate-canary)")
+            })?,
+            source: "--promote",
+            location: None,
+        });
+    }
     let inputs = vec![
         policy.path.clone(),
         policy.from.operator.path.clone(),

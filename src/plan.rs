@@ -6,7 +6,9 @@
 //! relabels, the default-tag move (and switching off a legacy injector), the deletion set
 //! (derived from the simulated end state), API versions for delete stubs, the refusals of renders
 //! that cannot work, and the safety invariants evaluated on the state after every step of every
-//! phase (see `mesh`). Must not: read files, run istioctl, or produce file text (that is `emit`).
+//! phase (see `mesh`), the rollback of every phase before the uninstall (derived from the states
+//! before and after it, and simulated like a phase), and the live desired state at the promote
+//! point. Must not: read files, run istioctl, or produce file text (that is `emit`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -146,6 +148,52 @@ pub struct Plan {
     pub deltas: Vec<crate::diff::PhaseDelta>,
     /// The control plane of the old render against the new one (both normalized).
     pub diff: crate::diff::ControlPlaneDiff,
+    /// One per phase before the uninstall, in phase order: what undoes it (see `rollbacks`).
+    pub rollbacks: Vec<Rollback>,
+    /// For each namespace: which revision injects it after phase N, then rollback N, one cell per
+    /// entry of `rollbacks`.
+    pub rollback_injection: Vec<InjectionRow>,
+    /// The 1-based index of the phase whose end state `live/` holds (`spec.promote`).
+    pub promote: Option<usize>,
+}
+
+/// What undoes one phase, computed from the states before and after it (never written by hand):
+/// objects the phase changed or deleted are re-applied as they were before it, objects it created
+/// are deleted, labels it patched are patched back. CRDs are never rolled back.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    /// The 1-based index of the phase it undoes.
+    pub phase_index: usize,
+    /// `rollback/03-migrate-canary`.
+    pub dir: String,
+    /// In the order they run: files of the directory (apply rank order), then commands, then
+    /// deletes (delete rank order, stubs in `<dir>/delete/`).
+    pub changes: Vec<Change>,
+    /// What to run, in order (client-side `kubectl apply`); empty when there is nothing to undo.
+    pub commands: Vec<String>,
+    /// The same with `kubectl apply --server-side`.
+    pub server_side: Vec<String>,
+    /// Commands that check the rollback worked, each with what it must show.
+    pub checks: Vec<String>,
+    /// What the rollback does not do (CRDs kept, workloads to restart), if anything.
+    pub note: Option<String>,
+}
+
+impl Rollback {
+    pub fn files(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| match c {
+            Change::Apply(_) => true,
+            Change::Labels { via, .. } => *via == Via::File,
+            Change::Delete(_) => false,
+        })
+    }
+
+    pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
+        self.changes.iter().filter_map(|c| match c {
+            Change::Delete(d) => Some(d),
+            _ => None,
+        })
+    }
 }
 
 impl Plan {
@@ -417,7 +465,7 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
     let deltas = crate::diff::phase_deltas(&states);
     let diff =
         crate::diff::control_plane_diff(&old.revision, &old_objects, &new.revision, &new_objects);
-    Ok(Plan {
+    let mut plan = Plan {
         name: policy.name.clone(),
         policy_path: policy
             .path
@@ -434,11 +482,474 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
         warnings,
         deltas,
         diff,
-    })
+        rollbacks: Vec::new(),
+        rollback_injection: Vec::new(),
+        promote: None,
+    };
+    add_rollbacks(&mut plan, policy, &named)?;
+    plan.promote = match &policy.promote {
+        Some(p) => Some(resolve_promote(&plan, p)?),
+        None => None,
+    };
+    Ok(plan)
 }
 
 fn old_label_rev(old: &Rendered) -> String {
     old.revision.label().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollbacks and the live desired state: both derived from the kept states, never hand-written.
+
+/// The directory of the rollback of a phase: `rollback/03-migrate-canary`.
+pub fn rollback_dir(phase: &Phase) -> String {
+    format!("rollback/{}", phase.dir)
+}
+
+/// What the plan expects of the namespaces after the first `upto` phases: the old revision
+/// before a namespace's wave, the new one from it on.
+fn expectations_after(
+    policy: &Policy,
+    phases: &[Phase],
+    upto: usize,
+) -> BTreeMap<String, Option<String>> {
+    let waves_done = phases
+        .iter()
+        .take(upto)
+        .filter(|p| p.kind == PhaseKind::Migrate)
+        .count();
+    let mut m = BTreeMap::new();
+    for (wi, wave) in policy.waves.iter().enumerate() {
+        let side = if wi < waves_done {
+            &policy.to
+        } else {
+            &policy.from
+        };
+        for ns in &wave.namespaces {
+            m.insert(ns.clone(), Some(side.revision.label().to_string()));
+        }
+    }
+    m
+}
+
+/// The changes that take the cluster from `after` (the state phase `phase` leaves) back to
+/// `before` (the state it started from), for every object the phase touched: an object it changed
+/// or deleted is re-applied as it was; an object it created is deleted (a stub with an API version
+/// the cluster serves); labels it patched are patched back (a file sets what `before` had, a
+/// `kubectl label … KEY-` command removes what `before` lacked: never a null label). CRDs are never
+/// rolled back. Objects that existed before the phase are never deleted.
+pub fn rollback_changes(
+    phase: &Phase,
+    before: &MeshState,
+    after: &MeshState,
+    kubernetes: Option<Minor>,
+) -> Vec<Change> {
+    let mut whole: BTreeSet<&ObjectId> = BTreeSet::new();
+    let mut labelled: BTreeSet<&ObjectId> = BTreeSet::new();
+    for c in &phase.changes {
+        match c {
+            Change::Labels { id, .. } => {
+                labelled.insert(id);
+            }
+            _ => {
+                whole.insert(c.id());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in &whole {
+        if id.kind == "CustomResourceDefinition" {
+            continue;
+        }
+        match (before.objects.get(*id), after.objects.get(*id)) {
+            (Some(b), Some(a)) if b == a => {}
+            (Some(b), _) => out.push(Change::Apply(b.clone())),
+            (None, Some(a)) => out.push(Change::Delete(DeleteRef {
+                api_version: k8s::delete_api_version(
+                    &a.id.group,
+                    &a.id.kind,
+                    &a.api_version,
+                    kubernetes,
+                ),
+                id: a.id.clone(),
+            })),
+            (None, None) => {}
+        }
+    }
+    for id in labelled.difference(&whole) {
+        let (Some(b), Some(a)) = (before.objects.get(*id), after.objects.get(*id)) else {
+            continue;
+        };
+        let (was, now) = (b.labels(), a.labels());
+        let set: BTreeMap<String, String> = was
+            .iter()
+            .filter(|(k, v)| now.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let remove: BTreeSet<String> = now
+            .keys()
+            .filter(|k| !was.contains_key(*k))
+            .cloned()
+            .collect();
+        if !set.is_empty() {
+            out.push(Change::Labels {
+                id: (*id).clone(),
+                api_version: a.api_version.clone(),
+                set,
+                remove: BTreeSet::new(),
+                via: Via::File,
+            });
+        }
+        if !remove.is_empty() {
+            let command = label_remove_command(id, &remove);
+            out.push(Change::Labels {
+                id: (*id).clone(),
+                api_version: a.api_version.clone(),
+                set: BTreeMap::new(),
+                remove,
+                via: Via::Command(command),
+            });
+        }
+    }
+    sort_changes(&mut out);
+    out
+}
+
+/// `kubectl label namespace shop istio.io/rev-`: removes labels, the way the migrate phase does.
+fn label_remove_command(id: &ObjectId, keys: &BTreeSet<String>) -> String {
+    let mut kind = id.kind.to_lowercase();
+    if !id.group.is_empty() {
+        kind = format!("{kind}.{}", id.group);
+    }
+    let ns = id
+        .namespace
+        .as_ref()
+        .map(|n| format!(" -n {n}"))
+        .unwrap_or_default();
+    let keys: Vec<String> = keys.iter().map(|k| format!("{k}-")).collect();
+    format!("kubectl label {kind}{ns} {} {}", id.name, keys.join(" "))
+}
+
+/// The steps a list of changes runs as: the directory, then each command, then the deletes.
+fn change_steps(changes: &[Change]) -> Vec<Vec<&Change>> {
+    let mut steps: Vec<Vec<&Change>> = vec![Vec::new()];
+    for c in changes {
+        match c {
+            Change::Labels {
+                via: Via::Command(_),
+                ..
+            } => steps.push(vec![c]),
+            Change::Delete(_) => {
+                if steps
+                    .last()
+                    .is_some_and(|s| s.iter().all(|x| !matches!(x, Change::Delete(_))))
+                {
+                    steps.push(Vec::new());
+                }
+                if let Some(s) = steps.last_mut() {
+                    s.push(c);
+                }
+            }
+            _ => steps[0].push(c),
+        }
+    }
+    steps
+}
+
+/// Simulates a rollback from `after`: after every step, the invariants with the expectations of
+/// the state before the phase (and no dangling reference for its deletes); at the end, the state
+/// must equal `before` object for object, except the CRDs, which stay as the phase left them.
+/// `start` holds the violations state 0 already had (not blamed on the rollback). Public so that
+/// tests can show its refusals on rollbacks the planner would never derive.
+pub fn simulate_rollback(
+    dir: &str,
+    changes: &[Change],
+    before: &MeshState,
+    after: &MeshState,
+    expect: &BTreeMap<String, Option<String>>,
+    start: &BTreeSet<Violation>,
+) -> Result<MeshState> {
+    let mut state = after.clone();
+    for step in change_steps(changes) {
+        for c in &step {
+            state.apply(c);
+        }
+        let mut found = violations(&state, &Expectations { namespaces: expect });
+        let deleted: Vec<&ObjectId> = step
+            .iter()
+            .filter(|c| matches!(c, Change::Delete(_)))
+            .map(|c| c.id())
+            .collect();
+        found.extend(dangling_references(&state, &deleted));
+        if let Some(v) = found.into_iter().find(|v| !start.contains(v)) {
+            return Err(Error::new(format!("after rollback {dir}, {v}")).with_help(
+                "the rollback is derived from the simulated states before and after its phase; this is a defect of istio-canary: please report it with the policy",
+            ));
+        }
+    }
+    let stored = |s: &MeshState| -> BTreeMap<ObjectId, Object> {
+        s.objects
+            .iter()
+            .map(|(id, o)| (id.clone(), crate::mesh::as_stored(o)))
+            .collect()
+    };
+    let mut expected = stored(before);
+    expected.retain(|id, _| id.kind != "CustomResourceDefinition");
+    expected.extend(
+        stored(after)
+            .into_iter()
+            .filter(|(id, _)| id.kind == "CustomResourceDefinition"),
+    );
+    let got = stored(&state);
+    let ids: BTreeSet<&ObjectId> = expected.keys().chain(got.keys()).collect();
+    for id in ids {
+        let why = match (expected.get(id), got.get(id)) {
+            (Some(e), Some(g)) if e == g => continue,
+            (Some(_), Some(_)) => "would differ from",
+            (Some(_), None) => "would be missing, unlike",
+            (None, Some(_)) => "would exist, unlike",
+            (None, None) => continue,
+        };
+        return Err(Error::new(format!(
+            "rollback {dir} does not return the cluster to the state before its phase: {id} {why} the state before it"
+        ))
+        .with_help("the rollback is derived from the simulated states before and after its phase; this is a defect of istio-canary: please report it with the policy"));
+    }
+    Ok(state)
+}
+
+/// Commands, checks and note of one rollback: decided here, written down by `emit`.
+fn describe_rollback(
+    plan: &Plan,
+    phase: &Phase,
+    changes: Vec<Change>,
+    after: &MeshState,
+) -> Rollback {
+    let dir = rollback_dir(phase);
+    let old = &plan.from().revision;
+    let new = &plan.to().revision;
+    let has_files = changes
+        .iter()
+        .any(|c| matches!(c, Change::Apply(_) | Change::Labels { via: Via::File, .. }));
+    let has_deletes = changes.iter().any(|c| matches!(c, Change::Delete(_)));
+    let label_commands: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Labels {
+                via: Via::Command(cmd),
+                ..
+            } => Some(cmd.clone()),
+            _ => None,
+        })
+        .collect();
+    let takes_over = changes.iter().any(|c| match c {
+        Change::Apply(o) => after.objects.get(&o.id).is_some_and(|a| a.body != o.body),
+        Change::Labels {
+            id, via: Via::File, ..
+        } => after.objects.contains_key(id),
+        _ => false,
+    });
+    let mut commands = Vec::new();
+    let mut server_side = Vec::new();
+    if has_files {
+        commands.push(format!("kubectl apply -k {dir}"));
+        server_side.push(format!(
+            "kubectl apply --server-side --field-manager=istio-canary{} -k {dir}",
+            if takes_over { " --force-conflicts" } else { "" }
+        ));
+    }
+    commands.extend(label_commands.iter().cloned());
+    server_side.extend(label_commands.iter().cloned());
+    if has_deletes {
+        let delete = format!("kubectl delete --ignore-not-found -f {dir}/delete/");
+        commands.push(delete.clone());
+        server_side.push(delete);
+    }
+    let mut checks = Vec::new();
+    if has_files {
+        checks.push(format!("# must show no difference (istiod's own runtime changes to webhooks' caBundle and failurePolicy aside): the objects are back as they were before {}", phase.dir));
+        checks.push(format!("kubectl diff -k {dir}"));
+    }
+    let removed: BTreeMap<String, Vec<String>> =
+        changes.iter().fold(BTreeMap::new(), |mut m, c| {
+            if let Change::Labels {
+                id,
+                remove,
+                via: Via::Command(_),
+                ..
+            } = c
+            {
+                if id.kind == "Namespace" {
+                    for k in remove {
+                        m.entry(k.clone())
+                            .or_insert_with(Vec::new)
+                            .push(id.name.clone());
+                    }
+                }
+            }
+            m
+        });
+    for (key, namespaces) in &removed {
+        checks.push(format!(
+            "# must list nothing: the label {key} is removed again"
+        ));
+        checks.push(format!(
+            "kubectl get namespaces -l '{NAME_LABEL} in ({}),{key}'",
+            namespaces.join(",")
+        ));
+    }
+    if has_deletes {
+        checks.push(format!(
+            "# must list nothing: what {} created is deleted",
+            phase.dir
+        ));
+        checks.push(format!("kubectl get --ignore-not-found -f {dir}/delete/"));
+    }
+    let note = match phase.kind {
+        PhaseKind::Crds => Some(format!(
+            "nothing to roll back: CRDs are never rolled back. Revision `{old}` keeps working with the CRDs of Istio {}, and deleting or downgrading a CRD would delete or break every Istio resource of that kind in the cluster.",
+            plan.to().version
+        )),
+        PhaseKind::Migrate => Some(format!(
+            "after the rollback, restart the workloads of {} again (`kubectl rollout restart deployment,statefulset,daemonset -n NAMESPACE`) so their pods get sidecars of revision `{old}`.",
+            phase.namespaces.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )),
+        PhaseKind::DefaultTag => Some(format!(
+            "pods injected through the default tag since this phase keep sidecars of revision `{new}` until they restart."
+        )),
+        _ => None,
+    };
+    Rollback {
+        phase_index: phase.index,
+        dir,
+        changes,
+        commands,
+        server_side,
+        checks,
+        note,
+    }
+}
+
+/// Derives and simulates the rollback of every phase before the uninstall (phase N's changes on
+/// the state before it, then the rollback's), and puts the rollback's note in the phase's undo
+/// line: the rollback replaces the hand-written undo, which keeps only what a rollback cannot do.
+fn add_rollbacks(plan: &mut Plan, policy: &Policy, named: &[String]) -> Result<()> {
+    let start = violations(
+        &plan.states[0],
+        &Expectations {
+            namespaces: &expectations_after(policy, &plan.phases, 0),
+        },
+    );
+    let mut rollbacks = Vec::new();
+    let mut ends = Vec::new();
+    for phase in &plan.phases {
+        if phase.kind == PhaseKind::Uninstall {
+            break;
+        }
+        let n = phase.index;
+        let (before, after) = (&plan.states[n - 1], &plan.states[n]);
+        let changes = rollback_changes(phase, before, after, plan.kubernetes_version);
+        let rollback = describe_rollback(plan, phase, changes, after);
+        let expect = expectations_after(policy, &plan.phases, n - 1);
+        ends.push(simulate_rollback(
+            &rollback.dir,
+            &rollback.changes,
+            before,
+            after,
+            &expect,
+            &start,
+        )?);
+        rollbacks.push(rollback);
+    }
+    for rb in &rollbacks {
+        if let Some(p) = plan.phases.get_mut(rb.phase_index - 1) {
+            p.undo = rb.note.clone();
+        }
+    }
+    plan.rollback_injection = injection_table(named, &ends);
+    plan.rollbacks = rollbacks;
+    Ok(())
+}
+
+/// The phase `spec.promote` (or `--promote`) names, by index, name or directory.
+fn resolve_promote(plan: &Plan, promote: &crate::policy::Promote) -> Result<usize> {
+    use crate::policy::PhaseRef;
+    let found = plan.phases.iter().find(|p| match &promote.phase {
+        PhaseRef::Index(i) => p.index as u64 == *i,
+        PhaseRef::Name(n) => p.name == *n || p.dir == *n,
+    });
+    if let Some(p) = found {
+        return Ok(p.index);
+    }
+    let phases: Vec<String> = plan
+        .phases
+        .iter()
+        .map(|p| format!("{} {}", p.index, p.name))
+        .collect();
+    let mut err = Error::new(format!(
+        "{} `{}` names no phase of this plan; its phases are: {}",
+        promote.source,
+        promote.phase,
+        phases.join(", ")
+    ))
+    .with_help("give the index or the name of the phase whose end state live/ should hold");
+    err.location = promote.location.clone();
+    Err(err)
+}
+
+/// The label keys the plan manages on the namespaces it moves: every key a phase sets or
+/// removes.
+pub fn managed_labels(plan: &Plan) -> BTreeSet<String> {
+    plan.phases
+        .iter()
+        .flat_map(|p| p.changes.iter())
+        .filter_map(|c| match c {
+            Change::Labels { set, remove, .. } => {
+                Some(set.keys().chain(remove.iter()).cloned().collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The complete desired state after phase `n` as the plan manages it, for `live/`: every object
+/// of `states[n]` whole (what the renders made and no uninstall removed), except the namespaces
+/// the policy names, which are label patches holding only the labels the plan manages, as of
+/// that phase. Apply rank order.
+pub fn live_changes(plan: &Plan, n: usize) -> Vec<Change> {
+    let Some(state) = plan.states.get(n) else {
+        return Vec::new();
+    };
+    let named: BTreeSet<ObjectId> = plan
+        .injection
+        .iter()
+        .map(|r| namespace_id(&r.namespace))
+        .collect();
+    let managed = managed_labels(plan);
+    let mut out: Vec<Change> = state
+        .objects
+        .values()
+        .map(|o| {
+            if named.contains(&o.id) {
+                Change::Labels {
+                    id: o.id.clone(),
+                    api_version: o.api_version.clone(),
+                    set: o
+                        .labels()
+                        .into_iter()
+                        .filter(|(k, _)| managed.contains(k))
+                        .collect(),
+                    remove: BTreeSet::new(),
+                    via: Via::File,
+                }
+            } else {
+                Change::Apply(o.clone())
+            }
+        })
+        .collect();
+    sort_changes(&mut out);
+    out
 }
 
 struct Draft {

@@ -79,6 +79,9 @@ struct Spec {
     /// Gateways (`namespace/name` of the gateway Deployment) the new spec may drop.
     #[serde(default)]
     remove_gateways: Vec<String>,
+    /// The phase whose end state `live/` holds (an index or a phase name); optional.
+    #[serde(default)]
+    promote: Option<Value>,
 }
 
 fn default_max_minor_skip() -> u64 {
@@ -350,6 +353,77 @@ pub struct Policy {
     /// `namespace/name` of gateway Deployments the new spec may drop (deleted with the old
     /// revision).
     pub remove_gateways: BTreeSet<String>,
+    /// `spec.promote` (or `--promote`): the phase whose end state `live/` holds.
+    pub promote: Option<Promote>,
+}
+
+/// A phase named by `spec.promote` or `--promote`: resolved against the plan's phases by `plan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhaseRef {
+    /// 1-based phase index (`3`, `"03"`).
+    Index(u64),
+    /// A phase name (`migrate-canary`) or directory (`03-migrate-canary`).
+    Name(String),
+}
+
+impl fmt::Display for PhaseRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PhaseRef::Index(i) => write!(f, "{i}"),
+            PhaseRef::Name(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The promote point and where it was given, so an unknown phase is reported there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promote {
+    pub phase: PhaseRef,
+    /// `spec.promote` or `--promote`.
+    pub source: &'static str,
+    pub location: Option<crate::error::Location>,
+}
+
+/// Reads a promote point: a positive phase index (a YAML number or a string of digits such as
+/// `"03"`), or a phase name or directory (a DNS-1123 label).
+pub fn parse_phase_ref(value: &Value) -> std::result::Result<PhaseRef, String> {
+    let text = match value {
+        Value::Number(n) => match n.as_u64() {
+            Some(i) if i >= 1 => return Ok(PhaseRef::Index(i)),
+            _ => {
+                return Err(format!(
+                    "promote `{n}` is not a phase: give a phase index from 1, or a phase name like `migrate-canary`"
+                ))
+            }
+        },
+        Value::String(s) => s.as_str(),
+        _ => {
+            return Err(
+                "promote must be a phase index (3) or a phase name (migrate-canary)".to_string(),
+            )
+        }
+    };
+    parse_phase_text(text)
+}
+
+/// Reads a promote point given as text (`--promote 3`, `--promote migrate-canary`).
+pub fn parse_phase_text(text: &str) -> std::result::Result<PhaseRef, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return match text.trim_start_matches('0').parse::<u64>() {
+            Ok(i) if i >= 1 => Ok(PhaseRef::Index(i)),
+            _ => Err(format!(
+                "promote {} is not a phase: phase indexes start at 1",
+                shown(text)
+            )),
+        };
+    }
+    check_dns1123(text).map_err(|why| {
+        format!(
+            "promote {} is neither a phase index nor a phase name: {why}",
+            shown(text)
+        )
+    })?;
+    Ok(PhaseRef::Name(text.to_string()))
 }
 
 /// Derives a revision name from a version.
@@ -686,6 +760,20 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         }
         remove_gateways.insert(g.clone());
     }
+    let promote = match &spec.promote {
+        None => None,
+        Some(v) => {
+            let field = [Key("spec"), Key("promote")];
+            let phase = parse_phase_ref(v).map_err(|m| {
+                at(&field, Error::new(m).with_help("spec.promote names the phase whose end state live/ holds, e.g. `promote: migrate-canary` or `promote: 3`"))
+            })?;
+            Some(Promote {
+                phase,
+                source: "spec.promote",
+                location: at(&field, Error::new("")).location,
+            })
+        }
+    };
 
     let to_operator = load_operator(
         dir,
@@ -757,6 +845,7 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         uninstall_old: spec.uninstall_old,
         kubernetes_version,
         remove_gateways,
+        promote,
     })
 }
 

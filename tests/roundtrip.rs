@@ -197,6 +197,7 @@ fn check_scenario(policy: &Path) {
         out: out.clone(),
         force: false,
         istioctl_timeout: std::time::Duration::from_secs(60),
+        promote: None,
     })
     .unwrap();
     let mut expected = BTreeMap::new();

@@ -7,8 +7,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use istio_canary::gitops;
-
 use common::{combined, fixture_dirs, fixtures, kubectl, read_tree, run, snapshot_settings};
 
 fn compile_scenario(policy: &Path) {
@@ -38,42 +36,82 @@ fn compile_scenario(policy: &Path) {
     );
 
     // Every apply directory has a Kustomization and builds with kustomize; the uninstall
-    // directory has none.
+    // directory has none. So do every rollback directory with files to apply (its `delete/`
+    // has none), `live/` when the policy sets a promote point, and the bundle root.
     let kubectl = kubectl("scenarios: kustomize build");
+    let build = |dir: &Path| -> Option<String> {
+        kubectl.map(|kubectl| {
+            let built = Command::new(kubectl)
+                .arg("kustomize")
+                .arg(dir)
+                .output()
+                .unwrap();
+            assert!(
+                built.status.success(),
+                "{name}: kubectl kustomize {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&built.stderr)
+            );
+            String::from_utf8(built.stdout).unwrap()
+        })
+    };
     for entry in std::fs::read_dir(&out).unwrap() {
         let phase = entry.unwrap().path();
-        if !phase.is_dir() {
+        let dir_name = phase.file_name().unwrap().to_string_lossy().into_owned();
+        if !phase.is_dir() || !dir_name.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
-        // The GitOps folders hold Applications and Kustomizations, not objects to build.
-        let folder = phase.file_name().unwrap().to_string_lossy();
-        if [gitops::ARGOCD_DIR, gitops::FLUX_DIR].contains(&folder.as_ref()) {
-            continue;
-        }
-        let is_uninstall = phase
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .contains("-uninstall-");
+        let is_uninstall = dir_name.contains("-uninstall-");
         assert_eq!(
             phase.join("Kustomization").exists(),
             !is_uninstall,
             "{}",
             phase.display()
         );
-        if let (false, Some(kubectl)) = (is_uninstall, kubectl) {
-            let built = Command::new(kubectl)
-                .arg("kustomize")
-                .arg(&phase)
-                .output()
-                .unwrap();
-            assert!(
-                built.status.success(),
-                "{name}: kubectl kustomize {}: {}",
-                phase.display(),
-                String::from_utf8_lossy(&built.stderr)
-            );
+        if !is_uninstall {
+            build(&phase);
         }
+    }
+    let mut rollbacks = 0;
+    if out.join("rollback").is_dir() {
+        for entry in std::fs::read_dir(out.join("rollback")).unwrap() {
+            let dir = entry.unwrap().path();
+            assert!(
+                !dir.join("delete/Kustomization").exists(),
+                "{}: delete stubs must not be buildable",
+                dir.display()
+            );
+            if dir.join("Kustomization").exists() {
+                build(&dir);
+                rollbacks += 1;
+            }
+        }
+    }
+    assert!(rollbacks > 0, "{name}: no rollback directory was built");
+    assert!(
+        out.join("Kustomization").exists(),
+        "{name}: no root Kustomization"
+    );
+    assert_eq!(
+        out.join("live").is_dir(),
+        files.contains_key("live/Kustomization"),
+        "{name}: live/ without its Kustomization"
+    );
+    if out.join("live").is_dir() {
+        let live = build(&out.join("live"));
+        let root = build(&out);
+        assert!(
+            root == live,
+            "{name}: the root must build exactly live/ (root: {:?} bytes, live/: {:?} bytes)",
+            root.as_ref().map(String::len),
+            live.as_ref().map(String::len)
+        );
+    } else if let Some(root) = build(&out) {
+        assert_eq!(
+            root.trim(),
+            "",
+            "{name}: with no promote point the root builds nothing"
+        );
     }
 
     snapshot_settings().bind(|| {

@@ -1,0 +1,489 @@
+//! Property test over generated policies (1 to 4 waves, 1 to 3 namespaces each, an unrevisioned or
+//! revisioned old install, the default tag on or off with `uninstallOld` consistent, gateways
+//! present or absent in the old and the new spec): the plan, built from stand-in renders computed
+//! once per variant, must satisfy what GitOps users and rollbacks rely on:
+//!
+//! - replaying the phases' changes on state 0 (the uninstall's deletes included) gives the
+//!   plan's states, and for every promote point `live/` (as emitted, parsed back) equals that
+//!   state restricted to what the plan manages;
+//! - phase N, then rollback N, returns to the state before phase N (CRDs aside: never rolled
+//!   back);
+//! - the injection invariants hold after every step of both sequences: every named namespace
+//!   injected by exactly one healthy injector, and by the expected revision at the end of each
+//!   phase and each rollback.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use istio_canary::emit::{emit, EmitContext};
+use istio_canary::manifest::{parse_manifest, Object, ObjectId};
+use istio_canary::mesh::{
+    as_stored, dangling_references, namespace_id, violations, Change, Expectations, MeshState, Via,
+    Violation,
+};
+use istio_canary::plan::{plan, simulate_rollback, PhaseKind, Plan};
+use istio_canary::policy::{load_from, Policy};
+use istio_canary::render::{Istioctl, Rendered, TagRequest};
+use proptest::prelude::*;
+use serde_yaml::Value;
+
+use common::{fixtures, standin_sha256};
+
+const GATEWAYS_SPEC: &str = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: default\n  components:\n    ingressGateways:\n    - name: istio-ingressgateway\n      enabled: true\n    egressGateways:\n    - name: istio-egressgateway\n      enabled: true\n";
+const MINIMAL_SPEC: &str =
+    "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: minimal\n";
+
+#[derive(Debug, Clone)]
+struct Case {
+    waves: Vec<usize>,
+    old_default: bool,
+    default_tag: bool,
+    uninstall_old: bool,
+    old_gateways: bool,
+    new_gateways: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(1usize..=3, 1..=4),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(waves, old_default, default_tag, uninstall, old_gateways, new_gateways)| Case {
+                waves,
+                old_default,
+                default_tag,
+                // uninstallOld needs the default tag moved (the policy refuses it otherwise).
+                uninstall_old: default_tag && uninstall,
+                old_gateways,
+                new_gateways,
+            },
+        )
+}
+
+fn policy_text(c: &Case) -> String {
+    let sha = standin_sha256();
+    let mut waves = String::new();
+    for (wi, n) in c.waves.iter().enumerate() {
+        let ns: Vec<String> = (0..*n).map(|i| format!("ns{wi}x{i}")).collect();
+        waves.push_str(&format!(
+            "  - name: w{wi}\n    namespaces: [{}]\n",
+            ns.join(", ")
+        ));
+    }
+    let remove = if c.old_gateways && !c.new_gateways {
+        "[istio-system/istio-ingressgateway, istio-system/istio-egressgateway]"
+    } else {
+        "[]"
+    };
+    format!(
+        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: {new}\n  from:\n    version: 1.13.5\n{rev}    istioOperator: {old}\n  to:\n    version: 1.14.1\n  istioctl:\n    \"1.13.5\": {{path: ../istioctl/istioctl-1.13.5, sha256: {sha}}}\n    \"1.14.1\": {{path: ../istioctl/istioctl-1.14.1, sha256: {sha}}}\n  waves:\n{waves}  defaultTag: {tag}\n  uninstallOld: {uninstall}\n  removeGateways: {remove}\n",
+        new = if c.new_gateways { "gateways.yaml" } else { "minimal.yaml" },
+        old = if c.old_gateways { "gateways.yaml" } else { "minimal.yaml" },
+        rev = if c.old_default { "    revision: default\n" } else { "" },
+        tag = c.default_tag,
+        uninstall = c.uninstall_old,
+    )
+}
+
+fn load(c: &Case) -> Policy {
+    // A policy held in memory, as if it were beside the example (so the pins resolve).
+    let path: PathBuf = fixtures().join("example/prop.yaml");
+    let read = |p: &Path| -> std::io::Result<Vec<u8>> {
+        match p.file_name().and_then(|n| n.to_str()) {
+            Some("gateways.yaml") => Ok(GATEWAYS_SPEC.as_bytes().to_vec()),
+            Some("minimal.yaml") => Ok(MINIMAL_SPEC.as_bytes().to_vec()),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        }
+    };
+    load_from(policy_text(c).as_bytes(), &path, &read).unwrap()
+}
+
+/// Stand-in renders, computed once per (side, revision, spec, tags).
+fn render(policy: &Policy, new: bool, tagged: bool) -> Rendered {
+    static CACHE: OnceLock<Mutex<HashMap<String, Rendered>>> = OnceLock::new();
+    let side = if new { &policy.to } else { &policy.from };
+    let tags = if tagged {
+        TagRequest {
+            revision_tags: vec!["default".into()],
+            default_revision: true,
+        }
+    } else {
+        TagRequest::default()
+    };
+    let key = format!(
+        "{}:{}:{}:{}",
+        side.version, side.revision, side.operator.sha256, tags.default_revision
+    );
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(r) = cache.lock().unwrap().get(&key) {
+        return r.clone();
+    }
+    let ctl = Istioctl::verify(&side.version, &side.istioctl, Duration::from_secs(120)).unwrap();
+    let r = ctl.manifest_generate(side, &tags).unwrap();
+    cache.lock().unwrap().insert(key, r.clone());
+    r
+}
+
+/// The revision each named namespace must be injected by after the first `upto` phases.
+fn expected(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<String>> {
+    let done = p.phases[..upto]
+        .iter()
+        .filter(|ph| ph.kind == PhaseKind::Migrate)
+        .count();
+    let mut m = BTreeMap::new();
+    for (wi, w) in policy.waves.iter().enumerate() {
+        let side = if wi < done { &policy.to } else { &policy.from };
+        for ns in &w.namespaces {
+            m.insert(ns.clone(), Some(side.revision.label().to_string()));
+        }
+    }
+    m
+}
+
+/// Applies changes step by step (the directory, each command, the deletes), checking after
+/// each step that every named namespace has exactly one healthy injector and nothing deleted is
+/// still referenced; at the end, that each namespace has the revision `end` expects.
+fn run_steps(
+    state: &mut MeshState,
+    changes: &[Change],
+    end: &BTreeMap<String, Option<String>>,
+    known: &BTreeSet<Violation>,
+    what: &str,
+) {
+    let any: BTreeMap<String, Option<String>> = end.keys().map(|k| (k.clone(), None)).collect();
+    let mut steps: Vec<Vec<&Change>> = vec![Vec::new()];
+    for c in changes {
+        match c {
+            Change::Labels {
+                via: Via::Command(_),
+                ..
+            } => steps.push(vec![c]),
+            Change::Delete(_) => {
+                if !steps
+                    .last()
+                    .unwrap()
+                    .iter()
+                    .any(|x| matches!(x, Change::Delete(_)))
+                {
+                    steps.push(Vec::new());
+                }
+                steps.last_mut().unwrap().push(c);
+            }
+            _ => steps[0].push(c),
+        }
+    }
+    let last = steps.len() - 1;
+    for (i, step) in steps.iter().enumerate() {
+        for c in step {
+            state.apply(c);
+        }
+        let expect = if i == last { end } else { &any };
+        let mut found = violations(state, &Expectations { namespaces: expect });
+        let deleted: Vec<&ObjectId> = step
+            .iter()
+            .filter(|c| matches!(c, Change::Delete(_)))
+            .map(|c| c.id())
+            .collect();
+        found.extend(dangling_references(state, &deleted));
+        let new: Vec<String> = found
+            .iter()
+            .filter(|v| !known.contains(v))
+            .map(ToString::to_string)
+            .collect();
+        assert!(new.is_empty(), "{what}, step {i}: {new:?}");
+    }
+}
+
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Mapping(m) => {
+            m.retain(|_, x| !x.is_null());
+            for (_, x) in m.iter_mut() {
+                strip_nulls(x);
+            }
+        }
+        Value::Sequence(s) => {
+            s.retain(|x| !x.is_null());
+            for x in s.iter_mut() {
+                strip_nulls(x);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn without_crds(s: &MeshState) -> BTreeMap<ObjectId, Object> {
+    s.objects
+        .iter()
+        .filter(|(id, _)| id.kind != "CustomResourceDefinition")
+        .map(|(id, o)| (id.clone(), as_stored(o)))
+        .collect()
+}
+
+fn check(c: &Case) {
+    let policy = load(c);
+    let old = render(&policy, false, false);
+    let new = render(&policy, true, policy.default_tag);
+    check_plan(c, &policy, &old, &new);
+}
+
+fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan {
+    let p = plan(policy, old, new).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
+    let named: BTreeSet<ObjectId> = policy
+        .waves
+        .iter()
+        .flat_map(|w| w.namespaces.iter().map(|n| namespace_id(n)))
+        .collect();
+    let known = violations(
+        &p.states[0],
+        &Expectations {
+            namespaces: &expected(policy, &p, 0),
+        },
+    );
+
+    // Forward: replay every phase on state 0.
+    let mut replay = vec![p.states[0].clone()];
+    for (i, phase) in p.phases.iter().enumerate() {
+        let mut s = replay[i].clone();
+        let end = expected(policy, &p, i + 1);
+        run_steps(&mut s, &phase.changes, &end, &known, &phase.dir);
+        assert_eq!(s, p.states[i + 1], "{c:?}: replaying {}", phase.dir);
+        replay.push(s);
+    }
+
+    // Phase N, then rollback N: back to the state before N; every phase before the uninstall
+    // has one.
+    let before_uninstall = p
+        .phases
+        .iter()
+        .filter(|ph| ph.kind != PhaseKind::Uninstall)
+        .count();
+    assert_eq!(p.rollbacks.len(), before_uninstall, "{c:?}");
+    for rb in &p.rollbacks {
+        let n = rb.phase_index;
+        let mut s = replay[n].clone();
+        let end = expected(policy, &p, n - 1);
+        run_steps(&mut s, &rb.changes, &end, &known, &rb.dir);
+        assert_eq!(
+            without_crds(&s),
+            without_crds(&replay[n - 1]),
+            "{c:?}: {} does not return to the state before its phase",
+            rb.dir
+        );
+        for d in rb.deletes() {
+            assert!(
+                !replay[n - 1].objects.contains_key(&d.id),
+                "{c:?}: {} deletes {}, which existed before its phase",
+                rb.dir,
+                d.id
+            );
+        }
+    }
+
+    // live/ at every promote point equals the replayed state restricted to what the plan
+    // manages: whole objects, and the named namespaces with only the managed labels.
+    let managed: BTreeSet<String> = p
+        .phases
+        .iter()
+        .flat_map(|ph| ph.changes.iter())
+        .filter_map(|ch| match ch {
+            Change::Labels { set, remove, .. } => {
+                Some(set.keys().chain(remove.iter()).cloned().collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let ctx = EmitContext {
+        tool_version: "test".into(),
+    };
+    for (n, state) in replay.iter().enumerate().skip(1) {
+        let mut at = p.clone();
+        at.promote = Some(n);
+        let files = emit(&at, &ctx).unwrap();
+        let mut live: BTreeMap<ObjectId, Object> = BTreeMap::new();
+        for (path, text) in files.iter().filter(|(p, _)| p.starts_with("live/")) {
+            if path == "live/Kustomization" {
+                continue;
+            }
+            for o in parse_manifest(text, path).unwrap() {
+                assert!(live.insert(o.id.clone(), o).is_none(), "{path}: twice");
+            }
+        }
+        let ids: BTreeSet<&ObjectId> = state.objects.keys().collect();
+        assert_eq!(
+            live.keys().collect::<BTreeSet<_>>(),
+            ids,
+            "{c:?}: live/ after phase {n} holds other objects than the state"
+        );
+        for (id, o) in &state.objects {
+            let got = &live[id];
+            if named.contains(id) {
+                let want: BTreeMap<String, String> = o
+                    .labels()
+                    .into_iter()
+                    .filter(|(k, _)| managed.contains(k))
+                    .collect();
+                assert_eq!(got.labels(), want, "{c:?}: live/ after {n}: {id}");
+                let meta = got
+                    .body
+                    .get("metadata")
+                    .and_then(Value::as_mapping)
+                    .unwrap();
+                assert_eq!(meta.len(), 2, "{c:?}: {id} in live/ must be partial");
+            } else {
+                let mut want = Value::Mapping(as_stored(o).body);
+                strip_nulls(&mut want);
+                assert_eq!(
+                    Value::Mapping(got.body.clone()),
+                    want,
+                    "{c:?}: live/ after {n}: {id}"
+                );
+            }
+        }
+    }
+    p
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn live_rollback_and_injection_hold_for_generated_policies(c in case()) {
+        check(&c);
+    }
+}
+
+/// An old revision that already had the default tag and `istiod-default-validator` (an install
+/// made with `values.defaultRevision`): the default-tag phase changes them, so its rollback must
+/// re-apply the old revision's versions (istio#43227: a validator left on the abandoned revision
+/// rejects all config), never delete them.
+#[test]
+fn rollback_puts_an_existing_default_tag_and_validator_back() {
+    for gateways in [false, true] {
+        let c = Case {
+            waves: vec![2],
+            old_default: false,
+            default_tag: true,
+            uninstall_old: true,
+            old_gateways: gateways,
+            new_gateways: gateways,
+        };
+        let policy = load(&c);
+        let old = render(&policy, false, true);
+        let new = render(&policy, true, true);
+        let p = check_plan(&c, &policy, &old, &new);
+        let tag_phase = p
+            .phases
+            .iter()
+            .find(|ph| ph.kind == PhaseKind::DefaultTag)
+            .unwrap();
+        let rb = p
+            .rollbacks
+            .iter()
+            .find(|rb| rb.phase_index == tag_phase.index)
+            .unwrap();
+        for name in ["istiod-default-validator", "istio-revision-tag-default"] {
+            let before = p.states[tag_phase.index - 1]
+                .objects
+                .values()
+                .find(|o| o.id.name == name)
+                .unwrap_or_else(|| panic!("the old install has no {name}"));
+            let reapplied = rb.changes.iter().find_map(|ch| match ch {
+                Change::Apply(o) if o.id.name == name => Some(o),
+                _ => None,
+            });
+            assert_eq!(
+                reapplied,
+                Some(before),
+                "{name} must go back to the old revision"
+            );
+            assert!(rb.deletes().all(|d| d.id.name != name), "{name} deleted");
+        }
+    }
+}
+
+/// The variants the generator may miss in 12 cases, each once.
+#[test]
+fn every_variant_once() {
+    for bits in 0..32u32 {
+        let b = |i: u32| bits & (1 << i) != 0;
+        check(&Case {
+            waves: vec![1, 2],
+            old_default: b(0),
+            default_tag: b(1),
+            uninstall_old: b(1) && b(2),
+            old_gateways: b(3),
+            new_gateways: b(4),
+        });
+    }
+}
+
+/// The refusals of the rollback simulation, shown on rollbacks the planner would never derive: a
+/// default-tag rollback that leaves `istiod-default-validator` on the abandoned revision
+/// (istio#43227), and install rollbacks that leave some of the new revision's objects behind.
+#[test]
+fn the_simulation_refuses_a_broken_rollback() {
+    let c = Case {
+        waves: vec![1],
+        old_default: false,
+        default_tag: true,
+        uninstall_old: true,
+        old_gateways: false,
+        new_gateways: false,
+    };
+    let policy = load(&c);
+    let old = render(&policy, false, true);
+    let new = render(&policy, true, true);
+    let p = plan(&policy, &old, &new).unwrap();
+    let known = violations(
+        &p.states[0],
+        &Expectations {
+            namespaces: &expected(&policy, &p, 0),
+        },
+    );
+    let refusal = |kind: PhaseKind, keep: &dyn Fn(&Change) -> bool| {
+        let phase = p.phases.iter().find(|ph| ph.kind == kind).unwrap();
+        let rb = &p.rollbacks[phase.index - 1];
+        let broken: Vec<Change> = rb.changes.iter().filter(|ch| keep(ch)).cloned().collect();
+        assert!(broken.len() < rb.changes.len(), "nothing was dropped");
+        let n = phase.index;
+        simulate_rollback(
+            &rb.dir,
+            &broken,
+            &p.states[n - 1],
+            &p.states[n],
+            &expected(&policy, &p, n - 1),
+            &known,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let validator = refusal(PhaseKind::DefaultTag, &|ch| {
+        ch.id().name != "istiod-default-validator"
+    });
+    // Keeping the mesh config while deleting the istiod Service it names is a dangling reference.
+    let dangling = refusal(
+        PhaseKind::Install,
+        &|ch| !matches!(ch, Change::Delete(d) if d.id.kind == "ConfigMap"),
+    );
+    // An EnvoyFilter left behind breaks no invariant: only the state comparison sees it.
+    let left_behind = refusal(
+        PhaseKind::Install,
+        &|ch| !matches!(ch, Change::Delete(d) if d.id.kind == "EnvoyFilter"),
+    );
+    common::snapshot_settings().bind(|| {
+        insta::assert_snapshot!("rollback-refusal-validator", validator);
+        insta::assert_snapshot!("rollback-refusal-dangling", dangling);
+        insta::assert_snapshot!("rollback-refusal-left-behind", left_behind);
+    });
+}
