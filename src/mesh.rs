@@ -793,6 +793,27 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_injected_by_the_wrong_revision_is_a_violation() {
+        let mut state = MeshState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
+        let labels = BTreeMap::from([(REV_LABEL.to_string(), "r".to_string())]);
+        state
+            .objects
+            .insert(namespace_id("shop"), namespace_object("shop", &labels));
+        let expect =
+            |rev: Option<&str>| BTreeMap::from([("shop".to_string(), rev.map(str::to_string))]);
+        let ok = expect(Some("r"));
+        assert!(violations(&state, &Expectations { namespaces: &ok }).is_empty());
+        let any = expect(None);
+        assert!(violations(&state, &Expectations { namespaces: &any }).is_empty());
+        let other = expect(Some("other"));
+        let found = violations(&state, &Expectations { namespaces: &other });
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["namespace shop would be injected by r (expected revision other)"]
+        );
+    }
+
+    #[test]
     fn references_cover_bindings_pod_templates_webhooks_and_istiod_addresses() {
         let binding = one("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: b}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cr}\nsubjects:\n- {kind: ServiceAccount, name: reader, namespace: istio-system}\n");
         let refs = references(&binding);

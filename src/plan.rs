@@ -1305,9 +1305,13 @@ fn refusal(dir: &str, v: &Violation, policy: &Policy) -> Error {
         Violation::ValidatorNotDefault { .. } => {
             "istiod-default-validator must call the istiod of the revision the default tag points at: render both from the same revision (values.defaultRevision and values.revisionTags are set by istio-canary; check what the istioctl renders)".to_string()
         }
-        Violation::DanglingWebhook { .. } => {
+        Violation::DanglingWebhook { .. } if dir.contains("-uninstall-") => {
             "move every tag and the default validator off the old revision before deleting it (defaultTag: true), or keep it (uninstallOld: false)".to_string()
         }
+        Violation::DanglingWebhook { .. } => format!(
+            "a webhook with failurePolicy Fail and no backend refuses every request it matches: the render of revision {} must include the Service (and istiod) its webhooks call",
+            policy.to.revision
+        ),
         Violation::Injection { .. } => format!(
             "the phases must keep every namespace injected by exactly one revision; check the IstioOperator specs of revisions {} and {}",
             policy.from.revision, policy.to.revision
