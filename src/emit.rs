@@ -324,75 +324,9 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
 
     for phase in &plan.phases {
         let dir = phase.dir.clone();
-        let written: Vec<(&Change, Object)> = phase
-            .changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Apply(o) => Some((c, o.clone())),
-                Change::Labels {
-                    id,
-                    api_version,
-                    set,
-                    via: Via::File,
-                    ..
-                } => Some((c, label_patch_object(api_version, id, set))),
-                _ => None,
-            })
-            .collect();
-        let ids: Vec<(u8, &ObjectId)> = written
-            .iter()
-            .map(|(_, o)| (apply_rank(&o.id), &o.id))
-            .collect();
-        let names = file_names(&ids);
-        let mut apply = Vec::new();
-        let mut patch = Vec::new();
-        for ((change, object), file) in written.iter().zip(&names) {
-            let in_git = gitops::for_git(object, gitops::prune_protected(plan, phase, object));
-            files.insert(
-                format!("{dir}/{file}"),
-                format!("{header}{}", in_git.to_yaml()?),
-            );
-            match change {
-                Change::Labels {
-                    id,
-                    api_version,
-                    set,
-                    remove,
-                    ..
-                } => patch.push(PatchView {
-                    api_version: api_version.clone(),
-                    kind: id.kind.clone(),
-                    namespace: id.namespace.clone(),
-                    name: id.name.clone(),
-                    set_labels: set.clone(),
-                    remove_labels: remove.iter().cloned().collect(),
-                    file: Some(file.clone()),
-                    command: None,
-                }),
-                _ => apply.push(entry(&object.api_version, &object.id, file)),
-            }
-        }
-        for c in &phase.changes {
-            if let Change::Labels {
-                id,
-                api_version,
-                set,
-                remove,
-                via: Via::Command(command),
-            } = c
-            {
-                patch.push(PatchView {
-                    api_version: api_version.clone(),
-                    kind: id.kind.clone(),
-                    namespace: id.namespace.clone(),
-                    name: id.name.clone(),
-                    set_labels: set.clone(),
-                    remove_labels: remove.iter().cloned().collect(),
-                    file: None,
-                    command: Some(command.clone()),
-                });
-            }
-        }
+        let (apply, patch) = write_change_files(&mut files, &dir, &phase.changes, &header, &|o| {
+            gitops::for_git(o, gitops::prune_protected(plan, phase, o))
+        })?;
         let deletes: Vec<_> = phase.deletes().collect();
         let ids: Vec<(u8, &ObjectId)> = deletes
             .iter()
@@ -641,17 +575,26 @@ fn diff_rows(d: &crate::diff::ControlPlaneDiff) -> Vec<String> {
     rows
 }
 
+/// Rollback and `live/` objects as written: without null values (Argo CD shows a null map as
+/// perpetual drift).
+fn without_nulls(object: &Object) -> Object {
+    let mut o = object.clone();
+    crate::gitops::strip_nulls(&mut o.body);
+    o
+}
+
 /// The machine-readable plan; it records the sha256 of every other file.
 pub const PLAN_JSON: &str = "plan.json";
 
 /// Writes `changes` (whole objects and file label patches) as files of `dir`, one per object,
-/// named like a phase's; returns the entries for plan.json. `strip` drops null values first.
+/// named like a phase's, each object as `prepare` makes it for Git; returns the entries for
+/// plan.json.
 fn write_change_files(
     files: &mut BTreeMap<String, String>,
     dir: &str,
     changes: &[Change],
     header: &str,
-    strip: bool,
+    prepare: &dyn Fn(&Object) -> Object,
 ) -> Result<(Vec<EntryView>, Vec<PatchView>)> {
     let written: Vec<(&Change, Object)> = changes
         .iter()
@@ -674,10 +617,7 @@ fn write_change_files(
     let names = file_names(&ids);
     let (mut apply, mut patch) = (Vec::new(), Vec::new());
     for ((change, object), file) in written.iter().zip(&names) {
-        let mut object = object.clone();
-        if strip {
-            crate::gitops::strip_nulls(&mut object.body);
-        }
+        let object = prepare(object);
         files.insert(
             format!("{dir}/{file}"),
             format!("{header}{}", object.to_yaml()?),
@@ -741,7 +681,7 @@ fn emit_rollbacks(
             continue;
         };
         let dir = rb.dir.clone();
-        let (apply, patch) = write_change_files(files, &dir, &rb.changes, header, true)?;
+        let (apply, patch) = write_change_files(files, &dir, &rb.changes, header, &without_nulls)?;
         let deletes: Vec<_> = rb.deletes().collect();
         let ids: Vec<(u8, &ObjectId)> = deletes
             .iter()
@@ -804,7 +744,8 @@ fn emit_live(
     let promote = match plan.promote {
         Some(n) => {
             let changes = crate::plan::live_changes(plan, n);
-            let (apply, patch) = write_change_files(files, LIVE_DIR, &changes, header, true)?;
+            let (apply, patch) =
+                write_change_files(files, LIVE_DIR, &changes, header, &without_nulls)?;
             let mut names: Vec<String> = apply
                 .iter()
                 .map(|e| e.file.clone())

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use istio_canary::manifest::parse_manifest;
 use istio_canary::mesh::{violations, Expectations, Violation};
 use istio_canary::plan::plan;
-use istio_canary::policy::{load_from, Revision};
+use istio_canary::policy::{load_from, Policy, Revision};
 use istio_canary::render::Rendered;
 use proptest::prelude::*;
 
@@ -206,7 +206,8 @@ fn rendered(version: &str, revision: Revision, text: &str) -> Rendered {
     }
 }
 
-fn check(c: &Case) -> Result<(), TestCaseError> {
+/// The policy of a case, read from a string with its specs in memory, and its two renders.
+fn inputs(c: &Case) -> Result<(Policy, Rendered, Rendered), istio_canary::error::Error> {
     let files: BTreeMap<PathBuf, String> = [
         (PathBuf::from("/p/old.yaml"), c.old_spec.text()),
         (PathBuf::from("/p/new.yaml"), c.new_spec.text()),
@@ -222,8 +223,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
         policy_text(c).as_bytes(),
         Path::new("/p/canary.yaml"),
         &read,
-    )
-    .map_err(|e| TestCaseError::fail(format!("policy refused: {e}")))?;
+    )?;
     let old_rev = policy.from.revision.clone();
     let old_text = render(
         c.old_spec,
@@ -232,9 +232,15 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
         false,
     );
     let new_text = render(c.new_spec, "1.14.1", Some("1-14-1".into()), c.default_tag);
-    let old = rendered("1.13.5", old_rev.clone(), &old_text);
+    let old = rendered("1.13.5", old_rev, &old_text);
     let new = rendered("1.14.1", policy.to.revision.clone(), &new_text);
+    Ok((policy, old, new))
+}
 
+fn check(c: &Case) -> Result<(), TestCaseError> {
+    let (policy, old, new) =
+        inputs(c).map_err(|e| TestCaseError::fail(format!("policy refused: {e}")))?;
+    let old_rev = policy.from.revision.clone();
     let Ok(p) = plan(&policy, &old, &new) else {
         // A refusal is an allowed outcome (exit 2).
         return Ok(());
@@ -325,33 +331,7 @@ fn the_example_shape_is_accepted() {
         waves: vec![vec!["a".into()], vec!["b".into(), "c".into()]],
         remove_egress: false,
     };
-    let files: BTreeMap<PathBuf, String> = [
-        (PathBuf::from("/p/old.yaml"), spec.text()),
-        (PathBuf::from("/p/new.yaml"), spec.text()),
-    ]
-    .into();
-    let read = |p: &Path| {
-        files
-            .get(p)
-            .map(|t| t.as_bytes().to_vec())
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-    };
-    let policy = load_from(
-        policy_text(&c).as_bytes(),
-        Path::new("/p/canary.yaml"),
-        &read,
-    )
-    .unwrap();
-    let old = rendered(
-        "1.13.5",
-        policy.from.revision.clone(),
-        &render(spec, "1.13.5", Some("1-13-5".into()), false),
-    );
-    let new = rendered(
-        "1.14.1",
-        policy.to.revision.clone(),
-        &render(spec, "1.14.1", Some("1-14-1".into()), true),
-    );
+    let (policy, old, new) = inputs(&c).unwrap();
     let p = plan(&policy, &old, &new).unwrap();
     assert_eq!(p.phases.len(), 7);
     check(&c).unwrap();
@@ -375,33 +355,7 @@ fn phase_directories_sort_in_phase_order_past_99_phases() {
         waves: (0..99).map(|i| vec![format!("ns{i}")]).collect(),
         remove_egress: false,
     };
-    let files: BTreeMap<PathBuf, String> = [
-        (PathBuf::from("/p/old.yaml"), spec.text()),
-        (PathBuf::from("/p/new.yaml"), spec.text()),
-    ]
-    .into();
-    let read = |p: &Path| {
-        files
-            .get(p)
-            .map(|t| t.as_bytes().to_vec())
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-    };
-    let policy = load_from(
-        policy_text(&c).as_bytes(),
-        Path::new("/p/canary.yaml"),
-        &read,
-    )
-    .unwrap();
-    let old = rendered(
-        "1.13.5",
-        policy.from.revision.clone(),
-        &render(spec, "1.13.5", Some("1-13-5".into()), false),
-    );
-    let new = rendered(
-        "1.14.1",
-        policy.to.revision.clone(),
-        &render(spec, "1.14.1", Some("1-14-1".into()), true),
-    );
+    let (policy, old, new) = inputs(&c).unwrap();
     let p = plan(&policy, &old, &new).unwrap();
     assert_eq!(p.phases.len(), 104);
     let dirs: Vec<&str> = p.phases.iter().map(|ph| ph.dir.as_str()).collect();
