@@ -5,7 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixture_dirs, fixtures, read_tree, run, snapshot_settings};
+use common::{fixture_dirs, fixtures, read_tree, run, run_bounded, snapshot_settings};
+use std::time::Duration;
 
 /// Runs `compile` in `dir` against an `--out` that holds a previous compile, and returns stderr
 /// after checking the exit code and that the previous output is untouched.
@@ -25,7 +26,9 @@ fn failing_compile(dir: &Path, policy: &str, extra: &[&str]) -> String {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let r = run(dir, &args);
+    // Every case runs under a wall-clock and a memory limit: an input that makes the tool hang or
+    // allocate without bound fails its test instead of the machine.
+    let r = run_bounded(dir, &args, Duration::from_secs(120), 2_000_000);
     assert_eq!(
         r.code,
         2,

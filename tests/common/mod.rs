@@ -78,6 +78,42 @@ pub fn run(cwd: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// Runs the istio-canary binary in `cwd` with `args` under a wall-clock limit and an address-space
+/// limit (`ulimit -v`, KiB, inherited by istioctl), and panics when the run exceeds the time.
+/// A run killed for memory has code -1.
+pub fn run_bounded(cwd: &Path, args: &[&str], time: std::time::Duration, memory_kib: u64) -> Run {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let (out_path, err_path) = (scratch.path().join("stdout"), scratch.path().join("stderr"));
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {memory_kib}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_istio-canary"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("run istio-canary");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > time {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{}: {args:?} still running after {time:?}", cwd.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned(),
+    }
+}
+
 /// Every file under `dir` (relative path -> text), sorted.
 pub fn read_tree(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
