@@ -64,12 +64,9 @@ pub fn write_atomic(
             .tempdir_in(parent)
             .map_err(|e| Error::io("cannot create a staging directory in", parent, &e))?;
         let old = trash.path().join("previous");
-        std::fs::rename(&dest, &old).map_err(|e| Error::io("cannot move aside", out, &e))?;
-        if let Err(e) = std::fs::rename(staging.path(), &dest) {
-            // Put the previous output back; the error is the rename that failed.
-            let _ = std::fs::rename(&old, &dest);
-            return Err(Error::io("cannot move the new output into", out, &e));
-        }
+        swap_in(staging.path(), &dest, &old, out, &|a, b| {
+            std::fs::rename(a, b)
+        })?;
         // `trash` (with the previous output) is removed when dropped.
     } else {
         std::fs::rename(staging.path(), &dest)
@@ -77,6 +74,24 @@ pub fn write_atomic(
     }
     // The staging directory now is `out`; do not let its guard delete it.
     let _ = staging.keep();
+    Ok(())
+}
+
+/// Moves the previous output `dest` aside to `old`, then `staging` into `dest`. When the second
+/// move fails, the previous output is put back: `out` is either new and complete or as it was.
+fn swap_in(
+    staging: &Path,
+    dest: &Path,
+    old: &Path,
+    out: &Path,
+    rename: &dyn Fn(&Path, &Path) -> std::io::Result<()>,
+) -> Result<()> {
+    rename(dest, old).map_err(|e| Error::io("cannot move aside", out, &e))?;
+    if let Err(e) = rename(staging, dest) {
+        // Put the previous output back; the error is the rename that failed.
+        let _ = rename(old, dest);
+        return Err(Error::io("cannot move the new output into", out, &e));
+    }
     Ok(())
 }
 
@@ -238,6 +253,37 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_failed_swap_puts_the_previous_output_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("bundles");
+        let staging = tmp.path().join("staging");
+        let old = tmp.path().join("old");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("PLAN.md"), "previous\n").unwrap();
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("PLAN.md"), "new\n").unwrap();
+        // The move of the new output into place fails; every other rename works.
+        let failing = |a: &Path, b: &Path| {
+            if a == staging.as_path() {
+                Err(std::io::Error::other("disk full"))
+            } else {
+                std::fs::rename(a, b)
+            }
+        };
+        let err = swap_in(&staging, &dest, &old, &dest, &failing).unwrap_err();
+        assert!(
+            err.message.contains("cannot move the new output into"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("PLAN.md")).unwrap(),
+            "previous\n"
+        );
+        assert!(!old.exists());
     }
 
     #[test]
