@@ -1229,23 +1229,33 @@ fn check_install_disjoint(
     old_objects: &[Object],
     new: &Rendered,
 ) -> Result<()> {
-    // The old revision's own objects: its istiod, its injector and validator webhooks, and what
-    // they reference (service accounts, config maps, the Service the webhooks call).
+    // The old revision's own objects, found by what they do: its istiod Deployments, the config
+    // maps and secrets their pods mount, the Services that select them, and every webhook
+    // configuration whose webhooks reach them. (Service accounts carry no behaviour; shared
+    // base objects may be updated by the new install.)
+    let rev = old.revision.label();
+    let state = MeshState::from_objects(old_objects);
     let mut own: BTreeSet<ObjectId> = BTreeSet::new();
     for o in old_objects {
-        let serves_old = (is_istiod(o)
-            && pod_template_labels(o).get(REV_LABEL).map(String::as_str)
-                == Some(old.revision.label()))
-            || (o.label(REV_LABEL).as_deref() == Some(old.revision.label())
-                && o.label("operator.istio.io/component").as_deref() == Some("Pilot")
-                && !is_tag_object(o));
-        if serves_old {
+        let is_old_istiod =
+            is_istiod(o) && pod_template_labels(o).get(REV_LABEL).map(String::as_str) == Some(rev);
+        let reaches_old = match o.id.kind.as_str() {
+            "Service" => state.istiod_revisions(&o.id).contains(rev),
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+                state.webhook_config_revision(&o.id).as_deref() == Some(rev)
+            }
+            _ => false,
+        };
+        if is_old_istiod {
             own.insert(o.id.clone());
             own.extend(
-                references(o).into_iter().filter(|r| {
-                    r.kind != "ServiceAccount" || r.name.contains(old.revision.label())
-                }),
+                references(o)
+                    .into_iter()
+                    .filter(|r| r.kind == "ConfigMap" || r.kind == "Secret"),
             );
+        }
+        if reaches_old {
+            own.insert(o.id.clone());
         }
     }
     let old_by_id: BTreeMap<&ObjectId, &Object> = old_objects.iter().map(|o| (&o.id, o)).collect();
