@@ -23,8 +23,6 @@ pub const REV_LABEL: &str = "istio.io/rev";
 pub const INJECTION_LABEL: &str = "istio-injection";
 /// The immutable label kube-apiserver (1.21+) sets on every namespace to its name.
 pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
-/// Webhooks whose names end so are Istio sidecar injectors (istiod patches exactly these).
-pub const INJECTOR_SUFFIX: &str = "sidecar-injector.istio.io";
 
 /// How a change reaches the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -84,15 +84,6 @@ pub struct Phase {
 }
 
 impl Phase {
-    /// Objects written as files in the phase directory (whole objects and label patches).
-    pub fn files(&self) -> impl Iterator<Item = &Change> {
-        self.changes.iter().filter(|c| match c {
-            Change::Apply(_) => true,
-            Change::Labels { via, .. } => *via == Via::File,
-            Change::Delete(_) => false,
-        })
-    }
-
     pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
         self.changes.iter().filter_map(|c| match c {
             Change::Delete(d) => Some(d),
@@ -180,14 +171,6 @@ pub struct Rollback {
 }
 
 impl Rollback {
-    pub fn files(&self) -> impl Iterator<Item = &Change> {
-        self.changes.iter().filter(|c| match c {
-            Change::Apply(_) => true,
-            Change::Labels { via, .. } => *via == Via::File,
-            Change::Delete(_) => false,
-        })
-    }
-
     pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
         self.changes.iter().filter_map(|c| match c {
             Change::Delete(d) => Some(d),
