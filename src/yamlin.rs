@@ -4,9 +4,9 @@
 //! Owns: the size limit of each input and the bounded read that enforces it, UTF-8 decoding with
 //! a byte-order mark accepted (stripped before anything counts lines), and one linear scan with an
 //! event parser (`saphyr-parser`, which reports where every event starts) that refuses nesting
-//! deeper than `MAX_DEPTH`, YAML merge keys (`<<`), duplicate keys and keys that are not scalars,
-//! each with file:line:col of the offending node. It also turns serde_yaml's errors into located
-//! `Error`s that keep every location serde_yaml gives.
+//! deeper than `MAX_DEPTH`, YAML merge keys (`<<`), duplicate keys and keys that are not scalars
+//! or carry a tag, each with file:line:col of the offending node. It also turns serde_yaml's
+//! errors into located `Error`s that keep every location serde_yaml gives.
 //! Must not: give meaning to values (serde_yaml deserializes, the callers check), or let
 //! serde_yaml see a text the scan has not passed: serde_yaml's scanner is quadratic in the depth
 //! of flow nesting, so the depth guard is what keeps every read time-linear.
@@ -310,6 +310,14 @@ fn check_key(
                 .with_help("write the merged fields out in full: istioctl and kubectl resolve merge keys, istio-canary's checks do not, so a merge could hide a field it manages"),
         ));
     }
+    // The writer (`yamlout`) writes only untagged keys, and readers differ on what a tag on a
+    // key means; found by the `manifest` fuzz target.
+    if tag.is_some() {
+        return Err(refuse(
+            Error::new(format!("the key {} carries a tag", shown(value)))
+                .with_help("write the key as a plain string, without `!`"),
+        ));
+    }
     let here = line_col(at);
     if let Some((line, col)) = keys.get(value.as_ref()) {
         return Err(refuse(
@@ -428,6 +436,16 @@ mod tests {
         assert_eq!(at(&refused("a:\n  !!merge x: 1\n")), (2, 3));
         // `<<` as a value is only a string.
         assert!(check("a: <<\n").is_ok());
+    }
+
+    #[test]
+    fn tagged_keys_are_refused_at_the_key() {
+        let err = refused("data:\n  ! mesh: x\n");
+        assert_eq!(at(&err), (2, 3));
+        assert_eq!(err.message, "the key `mesh` carries a tag");
+        assert_eq!(at(&refused("a: {!!str b: 1}\n")), (1, 5));
+        // A tag on a value is the writer's to refuse, with its path.
+        assert!(check("a: !x b\n").is_ok());
     }
 
     #[test]
