@@ -388,28 +388,7 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
         sort_changes(&mut draft.changes);
         let phase_index = i + 1;
         let dir = format!("{phase_index:0width$}-{}", draft.name);
-        // Steps: the directory, then each command, then the deletes.
-        let mut steps: Vec<Vec<&Change>> = vec![Vec::new()];
-        for c in &draft.changes {
-            match c {
-                Change::Labels {
-                    via: Via::Command(_),
-                    ..
-                } => steps.push(vec![c]),
-                Change::Delete(_) => {
-                    if steps
-                        .last()
-                        .is_some_and(|s| s.iter().all(|x| !matches!(x, Change::Delete(_))))
-                    {
-                        steps.push(Vec::new());
-                    }
-                    if let Some(s) = steps.last_mut() {
-                        s.push(c);
-                    }
-                }
-                _ => steps[0].push(c),
-            }
-        }
+        let steps = change_steps(&draft.changes);
         if draft.kind == PhaseKind::Migrate {
             waves_done += 1;
         }
