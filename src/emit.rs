@@ -15,7 +15,7 @@ use serde_yaml::{Mapping, Value};
 use crate::error::{Error, Result};
 use crate::gitops;
 use crate::manifest::{Object, ObjectId};
-use crate::mesh::{Change, Via};
+use crate::mesh::{Change, DeleteRef, Via};
 use crate::plan::{apply_rank, delete_rank, InjectionRow, PhaseKind, Plan};
 use crate::policy::sha256_hex;
 
@@ -328,26 +328,16 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             gitops::for_git(o, gitops::prune_protected(plan, phase, o))
         })?;
         let deletes: Vec<_> = phase.deletes().collect();
-        let ids: Vec<(u8, &ObjectId)> = deletes
-            .iter()
-            .map(|d| (delete_rank(&d.id), &d.id))
-            .collect();
-        let names = file_names(&ids);
-        let mut delete = Vec::new();
-        if !deletes.is_empty() {
+        let delete = if deletes.is_empty() {
+            Vec::new()
+        } else {
             let delete_header = render(
                 &env,
                 TEMPLATE_DELETE_HEADER,
                 context! { tool_version => ctx.tool_version, plan_name => plan.name, old_revision => plan.from().revision.label(), dir => dir },
             )?;
-            for (d, file) in deletes.iter().zip(&names) {
-                files.insert(
-                    format!("{dir}/{file}"),
-                    format!("{delete_header}{}", stub_yaml(&d.api_version, &d.id)?),
-                );
-                delete.push(entry(&d.api_version, &d.id, file));
-            }
-        }
+            write_delete_stubs(&mut files, &dir, "", &deletes, &delete_header)?
+        };
         phases.push(PhaseView {
             index: phase.index,
             hop: phase.hop + 1,
@@ -575,6 +565,30 @@ fn diff_rows(d: &crate::diff::ControlPlaneDiff) -> Vec<String> {
     rows
 }
 
+/// Writes one delete stub per object under `dir/sub` (file names in reverse rank order, like the
+/// uninstall's), each after `header`; returns the entries for plan.json (files relative to `dir`).
+fn write_delete_stubs(
+    files: &mut BTreeMap<String, String>,
+    dir: &str,
+    sub: &str,
+    deletes: &[&DeleteRef],
+    header: &str,
+) -> Result<Vec<EntryView>> {
+    let ids: Vec<(u8, &ObjectId)> = deletes
+        .iter()
+        .map(|d| (delete_rank(&d.id), &d.id))
+        .collect();
+    let mut out = Vec::new();
+    for (d, file) in deletes.iter().zip(file_names(&ids)) {
+        files.insert(
+            format!("{dir}/{sub}{file}"),
+            format!("{header}{}", stub_yaml(&d.api_version, &d.id)?),
+        );
+        out.push(entry(&d.api_version, &d.id, &format!("{sub}{file}")));
+    }
+    Ok(out)
+}
+
 /// Rollback and `live/` objects as written: without null values (Argo CD shows a null map as
 /// perpetual drift).
 fn without_nulls(object: &Object) -> Object {
@@ -683,26 +697,16 @@ fn emit_rollbacks(
         let dir = rb.dir.clone();
         let (apply, patch) = write_change_files(files, &dir, &rb.changes, header, &without_nulls)?;
         let deletes: Vec<_> = rb.deletes().collect();
-        let ids: Vec<(u8, &ObjectId)> = deletes
-            .iter()
-            .map(|d| (delete_rank(&d.id), &d.id))
-            .collect();
-        let names = file_names(&ids);
-        let mut delete = Vec::new();
-        if !deletes.is_empty() {
+        let delete = if deletes.is_empty() {
+            Vec::new()
+        } else {
             let delete_header = render(
                 env,
                 TEMPLATE_ROLLBACK_DELETE_HEADER,
                 context! { tool_version => ctx.tool_version, plan_name => plan.name, phase_dir => phase.dir, dir => dir },
             )?;
-            for (d, file) in deletes.iter().zip(&names) {
-                files.insert(
-                    format!("{dir}/delete/{file}"),
-                    format!("{delete_header}{}", stub_yaml(&d.api_version, &d.id)?),
-                );
-                delete.push(entry(&d.api_version, &d.id, &format!("delete/{file}")));
-            }
-        }
+            write_delete_stubs(files, &dir, "delete/", &deletes, &delete_header)?
+        };
         let mut view = RollbackView {
             dir: None,
             commands: rb.commands.clone(),

@@ -85,11 +85,16 @@ pub struct Phase {
 
 impl Phase {
     pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
-        self.changes.iter().filter_map(|c| match c {
-            Change::Delete(d) => Some(d),
-            _ => None,
-        })
+        deletes_of(&self.changes)
     }
+}
+
+/// The deletes among `changes`, in order.
+fn deletes_of(changes: &[Change]) -> impl Iterator<Item = &DeleteRef> {
+    changes.iter().filter_map(|c| match c {
+        Change::Delete(d) => Some(d),
+        _ => None,
+    })
 }
 
 /// One control plane as the plan sees it.
@@ -172,10 +177,7 @@ pub struct Rollback {
 
 impl Rollback {
     pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
-        self.changes.iter().filter_map(|c| match c {
-            Change::Delete(d) => Some(d),
-            _ => None,
-        })
+        deletes_of(&self.changes)
     }
 }
 

@@ -312,25 +312,31 @@ proptest! {
     }
 }
 
-/// The generator reaches both outcomes: this guards the property against a generator (or a
-/// planner) that refuses everything.
-#[test]
-fn the_example_shape_is_accepted() {
+/// The example's shape (revisioned old install, every component, default tag, uninstall) with
+/// these waves.
+fn example_shape(waves: Vec<Vec<String>>) -> Case {
     let spec = Spec {
         pilot: true,
         base: true,
         ingress: 1,
         egress: true,
     };
-    let c = Case {
+    Case {
         old_default: false,
         old_spec: spec,
         new_spec: spec,
         default_tag: true,
         uninstall: true,
-        waves: vec![vec!["a".into()], vec!["b".into(), "c".into()]],
+        waves,
         remove_egress: false,
-    };
+    }
+}
+
+/// The generator reaches both outcomes: this guards the property against a generator (or a
+/// planner) that refuses everything.
+#[test]
+fn the_example_shape_is_accepted() {
+    let c = example_shape(vec![vec!["a".into()], vec!["b".into(), "c".into()]]);
     let (policy, old, new) = inputs(&c).unwrap();
     let p = plan(&policy, &old, &new).unwrap();
     assert_eq!(p.phases.len(), 7);
@@ -340,21 +346,7 @@ fn the_example_shape_is_accepted() {
 /// Past 99 phases the directory numbers get a third digit, so `ls` order stays phase order.
 #[test]
 fn phase_directories_sort_in_phase_order_past_99_phases() {
-    let spec = Spec {
-        pilot: true,
-        base: true,
-        ingress: 1,
-        egress: true,
-    };
-    let c = Case {
-        old_default: false,
-        old_spec: spec,
-        new_spec: spec,
-        default_tag: true,
-        uninstall: true,
-        waves: (0..99).map(|i| vec![format!("ns{i}")]).collect(),
-        remove_egress: false,
-    };
+    let c = example_shape((0..99).map(|i| vec![format!("ns{i}")]).collect());
     let (policy, old, new) = inputs(&c).unwrap();
     let p = plan(&policy, &old, &new).unwrap();
     assert_eq!(p.phases.len(), 104);
