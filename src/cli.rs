@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::check;
 use crate::error::{Error, Result};
+use crate::pipeline::{compile, CompileConfig};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_DIFFERENT: i32 = 1;
@@ -96,17 +97,6 @@ enum Command {
 enum Format {
     Text,
     Json,
-}
-
-/// Everything `compile` needs, checked; built once from the command line.
-#[derive(Debug, Clone)]
-pub struct CompileConfig {
-    pub policy: PathBuf,
-    pub out: PathBuf,
-    pub force: bool,
-    pub istioctl_timeout: Duration,
-    /// `--promote`: overrides the policy's `spec.promote`.
-    pub promote: Option<String>,
 }
 
 /// What a command produced: its exit code and what it prints.
@@ -200,7 +190,7 @@ fn print_stdout(text: &str) -> Result<()> {
 }
 
 fn run_compile(config: &CompileConfig) -> Result<String> {
-    let outcome = crate::compile(config)?;
+    let outcome = compile(config)?;
     crate::write::write_atomic(&config.out, &outcome.files, config.force, &outcome.inputs)?;
     Ok(outcome.summary(&config.out))
 }
@@ -208,7 +198,7 @@ fn run_compile(config: &CompileConfig) -> Result<String> {
 /// `compile --check`: compile, read `--out`, compare. Writes nothing.
 fn run_check(config: &CompileConfig) -> Result<Outcome> {
     check::check_out_dir(&config.out)?;
-    let compiled = crate::compile(config)?;
+    let compiled = compile(config)?;
     let tree = check::read_tree(&config.out)?;
     let report = check::check(&compiled.files, &tree);
     let out = format!("{}/", config.out.display());
@@ -311,7 +301,7 @@ fn run_plan(policy: &Path, format: Format, istioctl_timeout: Duration) -> Result
         istioctl_timeout,
         promote: None,
     };
-    let compiled = crate::compile(&config)?;
+    let compiled = compile(&config)?;
     let json = compiled
         .files
         .get(crate::emit::PLAN_JSON)

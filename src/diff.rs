@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_yaml::Value;
 
+use crate::cluster::ClusterState;
+use crate::istio::Revision;
 use crate::manifest::{value_at, Object, ObjectId};
-use crate::mesh::MeshState;
-use crate::policy::Revision;
 
 /// What one phase does to the simulated cluster, by identity (`states[n-1]` vs `states[n]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -32,12 +32,12 @@ pub struct PhaseDelta {
 }
 
 /// The delta of every phase: `deltas[i]` is phase `i + 1` (from `states[i]` to `states[i + 1]`).
-pub fn phase_deltas(states: &[MeshState]) -> Vec<PhaseDelta> {
+pub fn phase_deltas(states: &[ClusterState]) -> Vec<PhaseDelta> {
     states.windows(2).map(|w| delta(&w[0], &w[1])).collect()
 }
 
 /// What changes from `before` to `after`.
-pub fn delta(before: &MeshState, after: &MeshState) -> PhaseDelta {
+pub fn delta(before: &ClusterState, after: &ClusterState) -> PhaseDelta {
     let mut d = PhaseDelta::default();
     for (id, o) in &after.objects {
         match before.objects.get(id) {
@@ -1222,8 +1222,8 @@ spec:
         };
         let a = obj("{apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: x}}");
         let b = obj("{apiVersion: v1, kind: ConfigMap, metadata: {name: b, namespace: x}}");
-        let s0 = MeshState::from_objects(&[ns("istio.io/rev: old"), a.clone()]);
-        let s1 = MeshState::from_objects(&[ns("istio.io/rev: new"), b.clone()]);
+        let s0 = ClusterState::from_objects(&[ns("istio.io/rev: old"), a.clone()]);
+        let s1 = ClusterState::from_objects(&[ns("istio.io/rev: new"), b.clone()]);
         let d = phase_deltas(&[s0.clone(), s1, s0]);
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].added, vec![b.id.clone()]);

@@ -12,10 +12,11 @@ use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 
+use crate::cluster::{Change, DeleteRef, Via};
+use crate::describe::Texts;
 use crate::error::{Error, Result};
 use crate::gitops;
 use crate::manifest::{Object, ObjectId};
-use crate::mesh::{Change, DeleteRef, Via};
 use crate::plan::{apply_rank, delete_rank, InjectionRow, PhaseKind, Plan};
 use crate::policy::sha256_hex;
 
@@ -280,7 +281,7 @@ fn entry(api_version: &str, id: &ObjectId, file: &str) -> EntryView {
     }
 }
 
-fn side(version: &semver::Version, revision: &crate::policy::Revision) -> SideView {
+fn side(version: &semver::Version, revision: &crate::istio::Revision) -> SideView {
     SideView {
         version: version.to_string(),
         revision: revision.label().to_string(),
@@ -315,14 +316,14 @@ pub fn label_patch_object(
 }
 
 /// Turns a plan into files: path (relative to the output directory) -> text.
-pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> {
+pub fn emit(plan: &Plan, texts: &Texts, ctx: &EmitContext) -> Result<BTreeMap<String, String>> {
     let env = environment()?;
     let base = context! { tool_version => ctx.tool_version, plan_name => plan.name };
     let header = render(&env, TEMPLATE_HEADER, base.clone())?;
     let mut files = BTreeMap::new();
     let mut phases = Vec::new();
 
-    for phase in &plan.phases {
+    for (phase, text) in plan.phases.iter().zip(&texts.phases) {
         let dir = phase.dir.clone();
         let (apply, patch) = write_change_files(&mut files, &dir, &phase.changes, &header, &|o| {
             gitops::for_git(o, gitops::prune_protected(plan, phase, o))
@@ -345,11 +346,11 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             kind: phase.kind.as_str(),
             dir,
             namespaces: phase.namespaces.clone(),
-            summary: phase.summary.clone(),
-            commands: phase.commands.clone(),
-            server_side: phase.server_side.clone(),
-            checks: phase.checks.clone(),
-            undo: phase.undo.clone(),
+            summary: text.summary.clone(),
+            commands: text.commands.clone(),
+            server_side: text.server_side.clone(),
+            checks: text.checks.clone(),
+            undo: text.undo.clone(),
             apply,
             patch,
             delete,
@@ -361,7 +362,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             rollback: None,
         });
     }
-    emit_rollbacks(plan, ctx, &env, &header, &mut files, &mut phases)?;
+    emit_rollbacks(plan, texts, ctx, &env, &header, &mut files, &mut phases)?;
     let promote = emit_live(plan, &env, &base, &header, &mut files)?;
 
     let mut istio_operators = BTreeMap::new();
@@ -404,14 +405,14 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             istio_operators,
             istioctl,
         },
-        assumptions: plan.assumptions.clone(),
-        warnings: plan.warnings.clone(),
+        assumptions: texts.assumptions.clone(),
+        warnings: texts.warnings.clone(),
         phases,
         injection: InjectionView {
             states,
             namespaces: plan.injection.clone(),
         },
-        control_plane_diff: plan.diff.clone(),
+        control_plane_diff: plan.hops[0].diff.clone(),
         rollback_injection: InjectionView {
             states: plan
                 .rollbacks
@@ -439,9 +440,9 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
     let diff_md = context! {
         old_istiod => plan.from().revision.istiod(),
         new_istiod => plan.to().revision.istiod(),
-        only_old => id_lines(&plan.diff.only_old),
-        only_new => id_lines(&plan.diff.only_new),
-        rows => diff_rows(&plan.diff),
+        only_old => id_lines(&plan.hops[0].diff.only_old),
+        only_new => id_lines(&plan.hops[0].diff.only_new),
+        rows => diff_rows(&plan.hops[0].diff),
     };
     files.extend(gitops::files(plan, &header)?);
     let md = render(
@@ -684,13 +685,14 @@ fn write_change_files(
 /// the delete stubs in `delete/` (no `Kustomization`), for every rollback of the plan.
 fn emit_rollbacks(
     plan: &Plan,
+    texts: &Texts,
     ctx: &EmitContext,
     env: &Environment<'_>,
     header: &str,
     files: &mut BTreeMap<String, String>,
     phases: &mut [PhaseView],
 ) -> Result<()> {
-    for rb in &plan.rollbacks {
+    for (rb, text) in plan.rollbacks.iter().zip(&texts.rollbacks) {
         let Some(phase) = plan.phases.get(rb.phase_index - 1) else {
             continue;
         };
@@ -709,9 +711,9 @@ fn emit_rollbacks(
         };
         let mut view = RollbackView {
             dir: None,
-            commands: rb.commands.clone(),
-            server_side: rb.server_side.clone(),
-            checks: rb.checks.clone(),
+            commands: text.commands.clone(),
+            server_side: text.server_side.clone(),
+            checks: text.checks.clone(),
             apply,
             patch,
             delete,

@@ -15,9 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value as Json};
 use serde_yaml::{Mapping, Value};
 
+use crate::cluster::Change;
 use crate::error::{Error, Result};
-use crate::manifest::{is_tag_object, Object};
-use crate::mesh::{Change, REV_LABEL};
+use crate::istio::{is_tag_object, REV_LABEL};
+use crate::manifest::Object;
 use crate::plan::{Phase, PhaseKind, Plan};
 
 /// The folder of the Argo CD Applications.
@@ -408,11 +409,6 @@ mod tests {
             dir: format!("{index:02}-{}", kind.as_str()),
             namespaces: Vec::new(),
             changes,
-            summary: String::new(),
-            commands: Vec::new(),
-            server_side: Vec::new(),
-            checks: Vec::new(),
-            undo: None,
         }
     }
 
@@ -426,13 +422,13 @@ mod tests {
             phases,
             states: states
                 .into_iter()
-                .map(crate::mesh::MeshState::from_objects)
+                .map(crate::cluster::ClusterState::from_objects)
                 .collect(),
+            expected: Vec::new(),
             injection: Vec::new(),
             assumptions: Vec::new(),
             warnings: Vec::new(),
             deltas: Vec::new(),
-            diff: Default::default(),
             rollbacks: Vec::new(),
             rollback_injection: Vec::new(),
             promote: None,

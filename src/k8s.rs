@@ -1,11 +1,18 @@
-//! Offline facts about Kubernetes and Istio that the planner needs: which kinds are
-//! cluster-scoped, which API versions a Kubernetes minor serves, which Kubernetes minors an Istio
-//! minor supports, and the fields kube-apiserver fills into a webhook configuration.
+//! Offline facts about Kubernetes that the planner needs: the namespace name label and the
+//! system namespaces, which kinds are cluster-scoped, which API versions a Kubernetes minor
+//! serves, which Kubernetes minors an Istio minor supports (the one table keyed by Istio, kept
+//! beside the Kubernetes minors it lists), and the fields kube-apiserver fills into a webhook
+//! configuration.
 //!
 //! Owns: those tables and nothing else. Every table says where it comes from. Must not: look at a
 //! policy, a render or a plan; read files; talk to a cluster.
 
 use serde_yaml::{Mapping, Value};
+
+/// The immutable label kube-apiserver (1.21+) sets on every namespace to its name.
+pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Namespaces no wave may restart: the cluster's own.
+pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
 /// A Kubernetes (or Istio) minor version, `1.24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

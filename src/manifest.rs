@@ -1,9 +1,9 @@
-//! Kubernetes objects as the tool sees them: the one YAML reader, the one identity type, and the
-//! classification of rendered objects (CRD / control plane / gateway / tag / shared).
+//! Kubernetes objects as the tool sees them: the one YAML reader and the one identity type.
 //!
 //! Owns: parsing multi-document YAML as istioctl prints it (both the pre-1.19 template-text style
-//! and the later re-serialized style), `ObjectId` (API group, kind, namespace, name — never the
-//! API version), and `classify`. Must not: run processes, read files, or decide what a phase does.
+//! and the later re-serialized style) and `ObjectId` (API group, kind, namespace, name — never
+//! the API version). Must not: know Istio (what an object is for is `istio`'s and the planner's),
+//! run processes, read files, or decide what a phase does.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -182,113 +182,6 @@ pub fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>> {
     Ok(objects)
 }
 
-/// What an object rendered by istioctl is, for planning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Class {
-    /// A CustomResourceDefinition: shared by every revision, upgraded first, never deleted.
-    Crd,
-    /// An object of one revision's control plane (istiod chart): named after the revision.
-    ControlPlane,
-    /// An object of an IstioOperator gateway component: names are shared across revisions.
-    Gateway,
-    /// A revision-tag object: `istio-revision-tag-*`, `istiod-revision-tag-*`,
-    /// `istiod-default-validator`.
-    Tag,
-    /// A base object shared by all revisions (reader service account, legacy base RBAC, …).
-    Shared,
-}
-
-impl Class {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Crd => "crd",
-            Class::ControlPlane => "control-plane",
-            Class::Gateway => "gateway",
-            Class::Tag => "tag",
-            Class::Shared => "shared",
-        }
-    }
-}
-
-/// The revision a render was made for, which decides how per-revision objects are named.
-#[derive(Debug, Clone, Copy)]
-pub struct RevisionContext<'a> {
-    /// `None` for an unrevisioned ("default") install.
-    pub revision: Option<&'a str>,
-    pub istio_namespace: &'a str,
-}
-
-/// Base names of istiod-chart objects that take the revision as a suffix (`istiod-<rev>`).
-const REVISIONED_STEMS: &[&str] = &[
-    "istiod",
-    "istio",
-    "istio-sidecar-injector",
-    "values",
-    "pilot-jwks-extra-cacerts",
-];
-/// Base names of istiod-chart objects that take the revision before the istio namespace
-/// (`istiod-clusterrole-<rev>-istio-system`).
-const REVISIONED_NAMESPACED_STEMS: &[&str] = &[
-    "istio-reader-clusterrole",
-    "istiod-clusterrole",
-    "istiod-gateway-controller",
-    "istio-validator",
-];
-
-const GATEWAY_COMPONENTS: &[&str] = &["IngressGateways", "EgressGateways"];
-
-/// Classifies one rendered object. Label-based rules come first (they hold across versions);
-/// names decide only for istiod-chart objects that the charts leave unlabelled.
-pub fn classify(object: &Object, ctx: RevisionContext<'_>) -> Class {
-    let id = &object.id;
-    if id.kind == "CustomResourceDefinition" && id.group == "apiextensions.k8s.io" {
-        return Class::Crd;
-    }
-    if is_tag_object(object) {
-        return Class::Tag;
-    }
-    let component = object.label("operator.istio.io/component");
-    if component
-        .as_deref()
-        .is_some_and(|c| GATEWAY_COMPONENTS.contains(&c))
-        || object
-            .label("istio")
-            .is_some_and(|v| v == "ingressgateway" || v == "egressgateway")
-    {
-        return Class::Gateway;
-    }
-    if component.as_deref() == Some("Pilot") {
-        return Class::ControlPlane;
-    }
-    let rev_label = ctx.revision.unwrap_or("default");
-    if object.label("istio.io/rev").as_deref() == Some(rev_label) {
-        return Class::ControlPlane;
-    }
-    let suffix = ctx.revision.map(|r| format!("-{r}")).unwrap_or_default();
-    let name = id.name.as_str();
-    let plain = REVISIONED_STEMS
-        .iter()
-        .any(|stem| name == format!("{stem}{suffix}"));
-    let namespaced = REVISIONED_NAMESPACED_STEMS
-        .iter()
-        .any(|stem| name == format!("{stem}{suffix}-{}", ctx.istio_namespace));
-    let gateway_class = name.starts_with(&format!("istio{suffix}-gatewayclass-"));
-    if plain || namespaced || gateway_class {
-        return Class::ControlPlane;
-    }
-    Class::Shared
-}
-
-/// True for the objects that make up a revision tag.
-pub fn is_tag_object(object: &Object) -> bool {
-    let id = &object.id;
-    object.label("istio.io/tag").is_some()
-        || (id.kind == "MutatingWebhookConfiguration" && id.name.starts_with("istio-revision-tag-"))
-        || (id.kind == "ValidatingWebhookConfiguration" && id.name == "istiod-default-validator")
-        || (id.kind == "Service" && id.name.starts_with("istiod-revision-tag-"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,26 +272,5 @@ mod tests {
         let doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
         let err = parse_manifest(&format!("{doc}---\n{doc}"), "x").unwrap_err();
         assert_eq!(err.message, "ConfigMap a appears twice (documents 1 and 2)");
-    }
-
-    #[test]
-    fn classifies_revisioned_names_and_keeps_legacy_base_shared() {
-        let ctx = RevisionContext {
-            revision: Some("1-14-1"),
-            istio_namespace: "istio-system",
-        };
-        let sa = parse_one("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: istiod-1-14-1, namespace: istio-system}\n");
-        assert_eq!(classify(&sa, ctx), Class::ControlPlane);
-        let cr = parse_one("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: istiod-clusterrole-1-14-1-istio-system}\n");
-        assert_eq!(classify(&cr, ctx), Class::ControlPlane);
-        let legacy = parse_one("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: istiod-istio-system}\n");
-        assert_eq!(classify(&legacy, ctx), Class::Shared);
-        let unrev = RevisionContext {
-            revision: None,
-            istio_namespace: "istio-system",
-        };
-        assert_eq!(classify(&legacy, unrev), Class::Shared);
-        let tag = parse_one("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: istio-revision-tag-default, labels: {istio.io/rev: 1-14-1}}\n");
-        assert_eq!(classify(&tag, ctx), Class::Tag);
     }
 }

@@ -15,6 +15,7 @@ use serde_yaml::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{io_reason, shown, Error, Result};
+use crate::istio::Revision;
 use crate::yamlin::{self, Kind};
 use crate::yamlpath::{locate, Seg};
 
@@ -252,48 +253,6 @@ pub fn check_dns1123(s: &str) -> std::result::Result<(), String> {
 
 // ---------------------------------------------------------------------------------------------
 // The checked policy.
-
-/// A control-plane revision: a named revision, or the unrevisioned ("default") install whose
-/// objects carry no suffix (`istiod`, `istio-sidecar-injector`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(into = "String")]
-pub enum Revision {
-    Default,
-    Named(String),
-}
-
-impl Revision {
-    /// The name, or `None` for the unrevisioned install.
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            Revision::Default => None,
-            Revision::Named(n) => Some(n),
-        }
-    }
-    /// The value of the `istio.io/rev` label that selects this revision.
-    pub fn label(&self) -> &str {
-        self.name().unwrap_or("default")
-    }
-    /// The name of this revision's istiod Service/Deployment.
-    pub fn istiod(&self) -> String {
-        match self {
-            Revision::Default => "istiod".to_string(),
-            Revision::Named(n) => format!("istiod-{n}"),
-        }
-    }
-}
-
-impl fmt::Display for Revision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-impl From<Revision> for String {
-    fn from(r: Revision) -> String {
-        r.label().to_string()
-    }
-}
 
 /// An IstioOperator spec as read from disk.
 #[derive(Debug, Clone)]
@@ -682,7 +641,7 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
             })?;
         }
         for (ni, ns) in wave.namespaces.iter().enumerate() {
-            if crate::plan::SYSTEM_NAMESPACES.contains(&ns.as_str()) {
+            if crate::k8s::SYSTEM_NAMESPACES.contains(&ns.as_str()) {
                 return Err(at(
                     &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
                     Error::new(format!(

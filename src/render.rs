@@ -22,8 +22,9 @@ use serde_yaml::{Mapping, Value};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::error::{io_reason, Error, Location, Result};
+use crate::istio::Revision;
 use crate::manifest::{parse_manifest, Object};
-use crate::policy::{sha256_hex, Pin, Revision, Side};
+use crate::policy::{sha256_hex, Pin, Side};
 
 /// How many lines of istioctl's stderr an error shows.
 const STDERR_TAIL_LINES: usize = 20;

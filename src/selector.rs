@@ -22,13 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::{Mapping, Value};
 
-/// The label kube-apiserver sets on every Namespace (since Kubernetes 1.21, GA in 1.22) to the
-/// namespace's own name. It cannot be removed or changed, and selectors such as Istio's `auto.`
-/// injector use it.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+use crate::k8s::NAME_LABEL;
 
 /// The labels kube-apiserver matches a `namespaceSelector` against for objects in namespace
-/// `name`: the namespace's own labels plus [`NAMESPACE_NAME_LABEL`]` = name`, which the server
+/// `name`: the namespace's own labels plus [`NAME_LABEL`]` = name`, which the server
 /// always sets (overwriting any other value). Callers must pass namespace labels through this
 /// (or add the label themselves) before calling [`Webhook::calls_for_pod_create`].
 pub fn served_namespace_labels(
@@ -36,7 +33,7 @@ pub fn served_namespace_labels(
     labels: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let mut out = labels.clone();
-    out.insert(NAMESPACE_NAME_LABEL.to_string(), name.to_string());
+    out.insert(NAME_LABEL.to_string(), name.to_string());
     out
 }
 
@@ -493,13 +490,6 @@ impl Webhook {
             && self.namespace_selector.matches(namespace_labels)
             && self.object_selector.matches(pod_labels)
     }
-
-    /// Whether Istio counts this webhook as a sidecar injector: its name ends in
-    /// `sidecar-injector.istio.io` (`rev.namespace.`, `rev.object.`, `namespace.`, `object.`,
-    /// `auto.`), as `istioctl tag` finds the canonical injector.
-    pub fn is_sidecar_injector(&self) -> bool {
-        self.name.ends_with("sidecar-injector.istio.io")
-    }
 }
 
 fn parse_client_config(webhook: &Mapping) -> Result<(Option<ServiceRef>, Option<String>), String> {
@@ -929,12 +919,9 @@ mod tests {
     fn the_namespace_name_label_is_always_served() {
         let ns = served_namespace_labels(
             "kube-system",
-            &labels(&[(NAMESPACE_NAME_LABEL, "forged"), ("x", "y")]),
+            &labels(&[(NAME_LABEL, "forged"), ("x", "y")]),
         );
-        assert_eq!(
-            ns.get(NAMESPACE_NAME_LABEL).map(String::as_str),
-            Some("kube-system")
-        );
+        assert_eq!(ns.get(NAME_LABEL).map(String::as_str), Some("kube-system"));
         assert_eq!(ns.get("x").map(String::as_str), Some("y"));
         let wh = webhook(&format!(
             "name: auto.sidecar-injector.istio.io\nclientConfig: {{service: {{namespace: istio-system, name: istiod}}}}\nrules: {POD_RULE}\nnamespaceSelector: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}}]}}\n"
@@ -1032,7 +1019,7 @@ mod tests {
         for object in renders.iter().flatten() {
             if object.id.kind == "MutatingWebhookConfiguration" {
                 for wh in webhooks_of(&object.body).unwrap() {
-                    if wh.is_sidecar_injector() {
+                    if crate::istio::is_injector_webhook(&wh) {
                         out.push((object.id.name.clone(), wh));
                     }
                 }
@@ -1242,7 +1229,10 @@ mod tests {
                     if object.id.kind.ends_with("WebhookConfiguration") {
                         let webhooks = webhooks_of(&object.body)
                             .unwrap_or_else(|e| panic!("{version} {sets:?} {}: {e}", object.id));
-                        for wh in webhooks.iter().filter(|wh| wh.is_sidecar_injector()) {
+                        for wh in webhooks
+                            .iter()
+                            .filter(|wh| crate::istio::is_injector_webhook(wh))
+                        {
                             injectors += 1;
                             assert!(
                                 wh.rules.iter().any(Rule::covers_pod_create),

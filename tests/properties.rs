@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use istio_canary::istio::Revision;
 use istio_canary::manifest::parse_manifest;
 use istio_canary::mesh::{violations, Expectations, Violation};
 use istio_canary::plan::plan;
-use istio_canary::policy::{load_from, Policy, Revision};
+use istio_canary::policy::{load_from, Policy};
 use istio_canary::render::Rendered;
 use proptest::prelude::*;
 

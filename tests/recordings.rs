@@ -1,6 +1,7 @@
 //! Tests against the real recorded `istioctl manifest generate` output in
 //! `../shared/upstream-istioctl-output` (Istio's golden files): every recording parses through
-//! the project's reader and is classified, and one end-to-end compile uses a recording as the
+//! the project's reader and is placed in a phase by the planner's own rule (`plan::placement`),
+//! and one end-to-end compile uses a recording as the
 //! old, unrevisioned control plane.
 
 mod common;
@@ -9,7 +10,8 @@ use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use istio_canary::manifest::{classify, parse_manifest, Class, RevisionContext};
+use istio_canary::manifest::parse_manifest;
+use istio_canary::plan::{placement, PhaseKind};
 
 use common::{fixtures, read_tree, recordings, run, sha256_hex, snapshot_settings};
 
@@ -38,39 +40,32 @@ fn every_recording_parses_and_is_classified() {
     };
     let files = goldens(&dir);
     assert_eq!(files.len(), 14, "expected 7 versions x 2 recordings");
-    let ctx = RevisionContext {
-        revision: None,
-        istio_namespace: "istio-system",
-    };
     let mut report = String::new();
     for path in files {
         let rel = path.strip_prefix(&dir).unwrap().display().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
         let objects = parse_manifest(&text, &rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        let crds = objects
-            .iter()
-            .filter(|o| classify(o, ctx) == Class::Crd)
-            .count();
+        let phases = placement(&objects);
+        let crds = phases.iter().filter(|k| **k == PhaseKind::Crds).count();
         writeln!(report, "== {rel}: {} objects, {crds} CRDs", objects.len()).unwrap();
-        for o in &objects {
-            let class = classify(o, ctx);
+        for (o, kind) in objects.iter().zip(phases) {
             // Facts that hold for every recording, whatever the snapshot says.
             assert_ne!(
-                class,
-                Class::Tag,
+                kind,
+                PhaseKind::DefaultTag,
                 "{rel}: {} (no recording renders tags)",
                 o.id
             );
             if o.label("operator.istio.io/component").as_deref() == Some("IngressGateways") {
-                assert_eq!(class, Class::Gateway, "{rel}: {}", o.id);
+                assert_eq!(kind, PhaseKind::Gateways, "{rel}: {}", o.id);
             }
-            if class == Class::Crd {
+            if kind == PhaseKind::Crds {
                 continue; // listed by count above
             }
             writeln!(
                 report,
                 "  {:<13} {:<32} {}",
-                class.as_str(),
+                kind.as_str(),
                 o.api_version,
                 o.id
             )

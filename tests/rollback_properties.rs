@@ -19,12 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use istio_canary::cluster::{as_stored, namespace_id, Change, ClusterState, Via};
+use istio_canary::describe::describe;
 use istio_canary::emit::{emit, EmitContext};
 use istio_canary::manifest::{parse_manifest, Object, ObjectId};
-use istio_canary::mesh::{
-    as_stored, dangling_references, namespace_id, violations, Change, Expectations, MeshState, Via,
-    Violation,
-};
+use istio_canary::mesh::{dangling_references, violations, Expectations, Violation};
 use istio_canary::plan::{plan, simulate_rollback, PhaseKind, Plan};
 use istio_canary::policy::{load_from, Policy};
 use istio_canary::render::{Istioctl, Rendered, TagRequest};
@@ -153,7 +152,7 @@ fn expected(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<S
 /// each step that every named namespace has exactly one healthy injector and nothing deleted is
 /// still referenced; at the end, that each namespace has the revision `end` expects.
 fn run_steps(
-    state: &mut MeshState,
+    state: &mut ClusterState,
     changes: &[Change],
     end: &BTreeMap<String, Option<String>>,
     known: &BTreeSet<Violation>,
@@ -221,7 +220,7 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
-fn without_crds(s: &MeshState) -> BTreeMap<ObjectId, Object> {
+fn without_crds(s: &ClusterState) -> BTreeMap<ObjectId, Object> {
     s.objects
         .iter()
         .filter(|(id, _)| id.kind != "CustomResourceDefinition")
@@ -309,7 +308,7 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
     for (n, state) in replay.iter().enumerate().skip(1) {
         let mut at = p.clone();
         at.promote = Some(n);
-        let files = emit(&at, &ctx).unwrap();
+        let files = emit(&at, &describe(&at), &ctx).unwrap();
         let mut live: BTreeMap<ObjectId, Object> = BTreeMap::new();
         for (path, text) in files.iter().filter(|(p, _)| p.starts_with("live/")) {
             if path == "live/Kustomization" {

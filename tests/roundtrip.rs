@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{fixtures, read_tree, run};
-use istio_canary::cli::CompileConfig;
-use istio_canary::mesh::{Change, Via};
+use istio_canary::cluster::{Change, Via};
+use istio_canary::pipeline::CompileConfig;
 use istio_canary::render::{operator_for, TagRequest};
 use istio_canary::{compile, emit, gitops, policy, yamlout};
 use serde::Deserialize;

@@ -1,0 +1,436 @@
+//! The simulated cluster, Kubernetes only: `ClusterState` (the objects at one point of the plan,
+//! by identity, as kube-apiserver stores them), the `Change`s that move it (apply a whole object,
+//! merge labels, delete) with the applier's semantics, workload and namespace helpers, and what
+//! an object references by identity (so a delete can be checked against what still uses it).
+//!
+//! Owns: identities of derived objects (Services, Namespaces), the label merge, server-side
+//! defaults on store, and the generic reference graph (bindings, pod templates, webhook Services,
+//! HPA targets, Service addresses in env). Must not: know anything of Istio (no Istio label,
+//! name or role: that is `istio` and `mesh`), of the policy or of phases; read files; run
+//! processes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_yaml::{Mapping, Value};
+
+use crate::k8s::{self, NAME_LABEL};
+use crate::manifest::{str_at, value_at, Object, ObjectId};
+use crate::selector::webhook_service;
+
+/// How a change reaches the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// A file in the phase directory, applied with the directory (`kubectl apply -k`).
+    File,
+    /// An exact command the phase runs after applying its directory.
+    Command(String),
+}
+
+/// An object to delete, with an API version the target cluster serves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeleteRef {
+    pub api_version: String,
+    pub id: ObjectId,
+}
+
+/// One change a phase makes to the cluster.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Create or update a whole object (the tool owns every field it writes).
+    Apply(Object),
+    /// Merge into an existing object's labels: set these, remove those. Nothing else changes.
+    Labels {
+        id: ObjectId,
+        api_version: String,
+        set: BTreeMap<String, String>,
+        remove: BTreeSet<String>,
+        via: Via,
+    },
+    /// Delete an object.
+    Delete(DeleteRef),
+}
+
+impl Change {
+    pub fn id(&self) -> &ObjectId {
+        match self {
+            Change::Apply(o) => &o.id,
+            Change::Labels { id, .. } => id,
+            Change::Delete(d) => &d.id,
+        }
+    }
+}
+
+/// The objects the mesh is made of at one point of the plan, by identity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterState {
+    pub objects: BTreeMap<ObjectId, Object>,
+}
+
+/// An object as kube-apiserver stores it after a create or update: webhook configurations get
+/// their defaulted fields.
+pub fn as_stored(object: &Object) -> Object {
+    let mut o = object.clone();
+    k8s::with_webhook_defaults(&o.id.kind, &mut o.body);
+    o
+}
+
+impl ClusterState {
+    pub fn from_objects<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Self {
+        ClusterState {
+            objects: objects
+                .into_iter()
+                .map(|o| (o.id.clone(), as_stored(o)))
+                .collect(),
+        }
+    }
+
+    /// Applies one change. A label change on an object the state lacks creates nothing (the
+    /// command would fail): the invariants then report the namespace as not injected.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Apply(o) => {
+                self.objects.insert(o.id.clone(), as_stored(o));
+            }
+            Change::Labels {
+                id, set, remove, ..
+            } => {
+                if let Some(o) = self.objects.get_mut(id) {
+                    merge_labels(o, set, remove);
+                }
+            }
+            Change::Delete(d) => {
+                self.objects.remove(&d.id);
+            }
+        }
+    }
+
+    pub fn labels(&self, id: &ObjectId) -> Option<BTreeMap<String, String>> {
+        self.objects.get(id).map(Object::labels)
+    }
+}
+
+fn merge_labels(o: &mut Object, set: &BTreeMap<String, String>, remove: &BTreeSet<String>) {
+    let metadata = o
+        .body
+        .entry("metadata".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let Value::Mapping(metadata) = metadata else {
+        return;
+    };
+    let labels = metadata
+        .entry("labels".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !labels.is_mapping() {
+        *labels = Value::Mapping(Mapping::new());
+    }
+    let Value::Mapping(labels) = labels else {
+        return;
+    };
+    for (k, v) in set {
+        labels.insert(k.as_str().into(), v.as_str().into());
+    }
+    for k in remove {
+        labels.remove(k.as_str());
+    }
+}
+
+/// A label or selector value as text (YAML may read `true` or `8080` as non-strings).
+pub fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub fn service_id(namespace: &str, name: &str) -> ObjectId {
+    ObjectId {
+        group: String::new(),
+        kind: "Service".into(),
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+    }
+}
+
+pub fn namespace_id(name: &str) -> ObjectId {
+    ObjectId {
+        group: String::new(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: name.to_string(),
+    }
+}
+
+/// A Namespace object with exactly these labels (plus the name label the API server adds).
+pub fn namespace_object(name: &str, labels: &BTreeMap<String, String>) -> Object {
+    let mut l = Mapping::new();
+    l.insert(NAME_LABEL.into(), name.into());
+    for (k, v) in labels {
+        l.insert(k.as_str().into(), v.as_str().into());
+    }
+    let mut metadata = Mapping::new();
+    metadata.insert("name".into(), name.into());
+    metadata.insert("labels".into(), Value::Mapping(l));
+    let mut body = Mapping::new();
+    body.insert("apiVersion".into(), "v1".into());
+    body.insert("kind".into(), "Namespace".into());
+    body.insert("metadata".into(), Value::Mapping(metadata));
+    Object {
+        api_version: "v1".into(),
+        id: namespace_id(name),
+        body,
+    }
+}
+
+/// The pod template of a workload, if it has one.
+pub fn pod_spec(o: &Object) -> Option<&Mapping> {
+    if !matches!(
+        o.id.kind.as_str(),
+        "Deployment" | "DaemonSet" | "StatefulSet" | "ReplicaSet" | "Job"
+    ) {
+        return None;
+    }
+    value_at(&o.body, &["spec", "template", "spec"])?.as_mapping()
+}
+
+pub fn pod_template_labels(o: &Object) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(Value::Mapping(labels)) =
+        value_at(&o.body, &["spec", "template", "metadata", "labels"])
+    {
+        for (k, v) in labels {
+            if let (Some(k), Some(v)) = (k.as_str(), scalar(v)) {
+                out.insert(k.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+/// The init containers and containers of a workload's pod template.
+pub fn containers(o: &Object) -> Vec<&Mapping> {
+    let Some(spec) = pod_spec(o) else {
+        return Vec::new();
+    };
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_sequence))
+        .flatten()
+        .filter_map(Value::as_mapping)
+        .collect()
+}
+
+/// A container's command followed by its args.
+pub fn args(c: &Mapping) -> Vec<&str> {
+    ["command", "args"]
+        .iter()
+        .filter_map(|k| c.get(*k).and_then(Value::as_sequence))
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The objects `o` references by identity: service accounts (binding subjects, pod templates),
+/// roles (binding roleRefs), config maps and secrets (pod volumes and env), Services (webhook
+/// clientConfigs, Service addresses in pod env), scale targets. What an object's payload means to
+/// Istio (mesh config) is added by `mesh::references`.
+pub fn references(o: &Object) -> BTreeSet<ObjectId> {
+    let mut out = BTreeSet::new();
+    let ns = o.id.namespace.clone();
+    let id = |group: &str, kind: &str, namespace: Option<String>, name: &str| ObjectId {
+        group: group.to_string(),
+        kind: kind.to_string(),
+        namespace,
+        name: name.to_string(),
+    };
+    match o.id.kind.as_str() {
+        "RoleBinding" | "ClusterRoleBinding" => {
+            if let Some(Value::Sequence(subjects)) = o.body.get("subjects") {
+                for s in subjects.iter().filter_map(Value::as_mapping) {
+                    if s.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
+                        if let (Some(name), Some(sns)) = (
+                            s.get("name").and_then(Value::as_str),
+                            s.get("namespace")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                                .or_else(|| ns.clone()),
+                        ) {
+                            out.insert(id("", "ServiceAccount", Some(sns), name));
+                        }
+                    }
+                }
+            }
+            if let (Some(kind), Some(name)) = (
+                str_at(&o.body, &["roleRef", "kind"]),
+                str_at(&o.body, &["roleRef", "name"]),
+            ) {
+                let rns = if kind == "Role" { ns.clone() } else { None };
+                out.insert(id("rbac.authorization.k8s.io", kind, rns, name));
+            }
+        }
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            if let Some(Value::Sequence(webhooks)) = o.body.get("webhooks") {
+                for wh in webhooks.iter().filter_map(Value::as_mapping) {
+                    if let Some((sns, name)) = webhook_service(wh) {
+                        out.insert(service_id(&sns, &name));
+                    }
+                }
+            }
+        }
+        "HorizontalPodAutoscaler" => {
+            if let (Some(kind), Some(name), Some(api)) = (
+                str_at(&o.body, &["spec", "scaleTargetRef", "kind"]),
+                str_at(&o.body, &["spec", "scaleTargetRef", "name"]),
+                str_at(&o.body, &["spec", "scaleTargetRef", "apiVersion"]),
+            ) {
+                out.insert(id(crate::manifest::group_of(api), kind, ns.clone(), name));
+            }
+        }
+        _ => {}
+    }
+    if let Some(spec) = pod_spec(o) {
+        let sa = spec
+            .get("serviceAccountName")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if sa != "default" {
+            out.insert(id("", "ServiceAccount", ns.clone(), sa));
+        }
+        if let Some(Value::Sequence(volumes)) = spec.get("volumes") {
+            for v in volumes.iter().filter_map(Value::as_mapping) {
+                let optional =
+                    |m: &Mapping| m.get("optional").and_then(Value::as_bool) == Some(true);
+                if let Some(Value::Mapping(cm)) = v.get("configMap") {
+                    if let (Some(name), false) =
+                        (cm.get("name").and_then(Value::as_str), optional(cm))
+                    {
+                        out.insert(id("", "ConfigMap", ns.clone(), name));
+                    }
+                }
+                if let Some(Value::Mapping(s)) = v.get("secret") {
+                    if let (Some(name), false) =
+                        (s.get("secretName").and_then(Value::as_str), optional(s))
+                    {
+                        out.insert(id("", "Secret", ns.clone(), name));
+                    }
+                }
+            }
+        }
+        for c in containers(o) {
+            if let Some(Value::Sequence(env)) = c.get("env") {
+                for e in env.iter().filter_map(Value::as_mapping) {
+                    if let Some(v) = e.get("value").and_then(Value::as_str) {
+                        out.extend(service_address(v));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A cluster-local Service address, `istiod-1-14-1.istio-system.svc:15012` (optionally `.cluster.local`) -> that Service.
+pub fn service_address(addr: &str) -> Option<ObjectId> {
+    let host = addr.split(':').next()?;
+    let host = host.strip_suffix(".cluster.local").unwrap_or(host);
+    let rest = host.strip_suffix(".svc")?;
+    let (name, ns) = rest.split_once('.')?;
+    let label = crate::names::is_dns1123_label;
+    (label(name) && label(ns) && !ns.contains('.')).then(|| service_id(ns, name))
+}
+
+/// A deleted object that an object still in the state references.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dangling {
+    pub deleted: ObjectId,
+    pub by: ObjectId,
+}
+
+/// The deleted objects that an object still in `state` references, by `refs` (the reference
+/// graph of whoever asks: `references` plus what a layer above knows).
+pub fn dangling<F>(state: &ClusterState, deleted: &[&ObjectId], refs: F) -> BTreeSet<Dangling>
+where
+    F: Fn(&Object) -> BTreeSet<ObjectId>,
+{
+    let mut out = BTreeSet::new();
+    if deleted.is_empty() {
+        return out;
+    }
+    for o in state.objects.values() {
+        let r = refs(o);
+        for d in deleted {
+            if r.contains(*d) {
+                out.insert(Dangling {
+                    deleted: (*d).clone(),
+                    by: o.id.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifest;
+
+    fn one(text: &str) -> Object {
+        parse_manifest(text, "t").unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_label_patch_merges_and_keeps_every_other_label_and_field() {
+        let mut state = ClusterState::default();
+        let ns = one("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {team: a, istio-injection: enabled}\n  annotations: {owner: app-team}\n");
+        state.apply(&Change::Apply(ns));
+        state.apply(&Change::Labels {
+            id: namespace_id("shop"),
+            api_version: "v1".into(),
+            set: BTreeMap::from([("istio.io/rev".to_string(), "1-14-1".to_string())]),
+            remove: BTreeSet::from(["istio-injection".to_string()]),
+            via: Via::Command("kubectl label namespace shop istio-injection-".into()),
+        });
+        let o = &state.objects[&namespace_id("shop")];
+        assert_eq!(
+            o.labels(),
+            BTreeMap::from([
+                ("istio.io/rev".to_string(), "1-14-1".to_string()),
+                ("team".to_string(), "a".to_string())
+            ])
+        );
+        assert_eq!(
+            str_at(&o.body, &["metadata", "annotations", "owner"]),
+            Some("app-team")
+        );
+    }
+
+    #[test]
+    fn a_label_patch_on_a_missing_object_creates_nothing() {
+        let mut state = ClusterState::default();
+        state.apply(&Change::Labels {
+            id: namespace_id("ghost"),
+            api_version: "v1".into(),
+            set: BTreeMap::from([("istio.io/rev".to_string(), "x".to_string())]),
+            remove: BTreeSet::new(),
+            via: Via::File,
+        });
+        assert!(state.objects.is_empty());
+    }
+
+    #[test]
+    fn webhook_configurations_are_stored_with_server_defaults() {
+        let state = ClusterState::from_objects(&[one(INJECTOR)]);
+        let o = state.objects.values().next().unwrap();
+        let text = serde_yaml::to_string(&o.body).unwrap();
+        assert!(
+            text.contains("scope: '*'") && text.contains("timeoutSeconds: 10"),
+            "{text}"
+        );
+    }
+
+    const INJECTOR: &str = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: inj}\nwebhooks:\n- name: w.example.com\n  clientConfig: {service: {name: svc, namespace: ns}}\n  rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n";
+}

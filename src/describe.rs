@@ -1,0 +1,548 @@
+//! The plan in words: each phase's summary, the exact commands that run it (client-side and
+//! server-side apply), the checks that show it worked and what its rollback cannot do; each
+//! rollback's commands, checks and note; the assumptions and warnings; and every refusal's
+//! message and help line. Read from the plan; nothing here is decided.
+//!
+//! Owns: every sentence and shell command a user reads about a plan (PLAN.md, plan.json, stderr),
+//! and the one place refusals become `Error`s. Must not: change the plan, decide what a phase
+//! does, or lay out files (that is `layout`).
+
+use std::collections::BTreeMap;
+
+use crate::cluster::{as_stored, Change, ClusterState, Via};
+use crate::error::Error;
+use crate::istio::{Revision, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR, INJECTION_LABEL, REV_LABEL};
+use crate::k8s::{NotServed, NAME_LABEL};
+use crate::mesh::{describe as injectors, Violation};
+use crate::plan::refusal::{Differs, PhaseAt, Refusal};
+use crate::plan::{Assumption, Phase, PhaseKind, Plan, Rollback};
+
+/// The field manager of every server-side apply the plan runs.
+pub const FIELD_MANAGER: &str = "istio-canary";
+
+/// What a reviewer reads about one phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseText {
+    pub summary: String,
+    /// What to run, in order (client-side `kubectl apply`).
+    pub commands: Vec<String>,
+    /// The same phase for `kubectl apply --server-side`.
+    pub server_side: Vec<String>,
+    /// Commands that check the phase worked, each after a comment saying what it must show.
+    pub checks: Vec<String>,
+    /// What the phase's rollback cannot do (CRDs kept, workloads to restart), if anything.
+    pub undo: Option<String>,
+}
+
+/// What a reviewer reads about one rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackText {
+    /// What to run, in order (client-side `kubectl apply`); empty when there is nothing to undo.
+    pub commands: Vec<String>,
+    /// The same with `kubectl apply --server-side`.
+    pub server_side: Vec<String>,
+    /// Commands that check the rollback worked.
+    pub checks: Vec<String>,
+    /// What the rollback does not do, if anything.
+    pub note: Option<String>,
+}
+
+/// The whole plan in words: `phases[i]` for `plan.phases[i]`, `rollbacks[i]` for
+/// `plan.rollbacks[i]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Texts {
+    pub phases: Vec<PhaseText>,
+    pub rollbacks: Vec<RollbackText>,
+    pub assumptions: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Every text of the plan.
+pub fn describe(plan: &Plan) -> Texts {
+    let rollbacks: Vec<RollbackText> = plan.rollbacks.iter().map(|rb| rollback(plan, rb)).collect();
+    let phases = plan
+        .phases
+        .iter()
+        .map(|p| {
+            let mut text = phase(plan, p);
+            // A phase with a rollback is undone by it: its undo line is what the rollback
+            // cannot do.
+            if let Some(i) = plan.rollbacks.iter().position(|r| r.phase_index == p.index) {
+                text.undo = rollbacks[i].note.clone();
+            }
+            text
+        })
+        .collect();
+    Texts {
+        phases,
+        rollbacks,
+        assumptions: plan.assumptions.iter().map(assumption).collect(),
+        warnings: plan.warnings.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// An assumption in words.
+pub fn assumption(a: &Assumption) -> String {
+    match a {
+        Assumption::CanonicalLabels {
+            key,
+            value,
+            revision,
+        } => format!(
+            "No cluster inventory was given: every namespace in the waves is assumed to carry exactly `{key}={value}` before the upgrade, and nothing else in the cluster is assumed to use revision `{revision}`."
+        ),
+    }
+}
+
+fn server_side_apply(dir: &str, takes_over: bool) -> String {
+    format!(
+        "kubectl apply --server-side --field-manager={FIELD_MANAGER}{} -k {dir}",
+        if takes_over { " --force-conflicts" } else { "" }
+    )
+}
+
+fn label_commands(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Labels {
+                via: Via::Command(cmd),
+                ..
+            } => Some(cmd.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Summary, commands and checks of a phase (its undo line is its rollback's note).
+pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
+    let hop = plan.hop_of(phase);
+    let before = &plan.states[phase.index - 1];
+    let old = &hop.from.revision;
+    let new = &hop.to.revision;
+    let dir = &phase.dir;
+    let apply = format!("kubectl apply -k {dir}");
+    // Server-side apply needs --force-conflicts only where the phase changes an object (or a
+    // label) someone else wrote before the upgrade; the tool's own objects never conflict.
+    let takes_over = phase.changes.iter().any(|c| match c {
+        Change::Apply(o) => before
+            .objects
+            .get(&o.id)
+            .is_some_and(|b| b.body != as_stored(o).body),
+        Change::Labels {
+            id, via: Via::File, ..
+        } => before.objects.contains_key(id),
+        _ => false,
+    });
+    let label_commands = label_commands(&phase.changes);
+    let n_files = phase
+        .changes
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Change::Delete(_)
+                    | Change::Labels {
+                        via: Via::Command(_),
+                        ..
+                    }
+            )
+        })
+        .count();
+    let n_deletes = phase.deletes().count();
+    let istio_ns = &hop.to.istio_namespace;
+    let (summary, commands, checks) = match phase.kind {
+        PhaseKind::Crds => (
+            format!("Upgrade the {n_files} shared Istio CRDs to {} first. They serve every revision; no later phase deletes them, and no rollback downgrades them.", hop.to.version),
+            vec![apply.clone()],
+            vec![format!("kubectl wait --for condition=established --timeout=60s -f {dir}/")],
+        ),
+        PhaseKind::Install => (
+            format!("Install revision `{new}` beside `{old}`: its control plane and the shared base objects it updates. No workload moves yet; gateways and tags are later phases."),
+            vec![apply.clone()],
+            vec![format!("kubectl -n {istio_ns} rollout status deployment/{} --timeout=300s", new.istiod())],
+        ),
+        PhaseKind::Migrate => {
+            let ns_list = phase.namespaces.join(",");
+            let mut commands = vec![apply.clone()];
+            commands.extend(label_commands.iter().cloned());
+            for ns in &phase.namespaces {
+                commands.push(format!("kubectl rollout restart deployment,statefulset,daemonset -n {ns}"));
+            }
+            let checks = vec![
+                format!("# must list nothing: a namespace of this wave not labelled {REV_LABEL}={new}"),
+                format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{REV_LABEL}!={new}'"),
+                format!("# must list nothing: {INJECTION_LABEL} with any value, even empty, overrides {REV_LABEL}"),
+                format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{INJECTION_LABEL}'"),
+                format!("# every pod must show a sidecar of {}", new.istiod()),
+                format!("istioctl proxy-status --revision {new}"),
+            ];
+            (
+                format!(
+                    "Move namespaces {} to revision `{new}`: the directory sets the label `{REV_LABEL}={new}` (a label merge, nothing else of the Namespace changes){}, then restart their workloads so the new sidecars are injected.",
+                    quoted_list(&phase.namespaces),
+                    if label_commands.is_empty() { String::new() } else { format!(", and `kubectl label` removes `{INJECTION_LABEL}`, which would otherwise keep them on the default revision") }
+                ),
+                commands,
+                checks,
+            )
+        }
+        PhaseKind::Gateways => (
+            format!("Move the gateways to revision `{new}`. Rendered gateways keep their names across revisions, so this upgrades them in place, after the workloads have moved."),
+            vec![apply.clone()],
+            vec![format!("kubectl -n {istio_ns} rollout status deployment --timeout=300s")],
+        ),
+        PhaseKind::DefaultTag => (
+            format!(
+                "Point the default revision tag (`{DEFAULT_TAG_WEBHOOK}`, `{DEFAULT_VALIDATOR}`) at `{new}`: `{INJECTION_LABEL}=enabled` namespaces and validation move to it.{}",
+                if phase.changes.iter().any(|c| before.objects.contains_key(c.id())) {
+                    " Injectors of the old install that still match `istio-injection=enabled` are switched off the way `istioctl tag set default` does it, so no pod is matched by two injectors."
+                } else {
+                    ""
+                }
+            ),
+            vec![apply.clone()],
+            vec![
+                format!("# must show {new} for both"),
+                format!("kubectl get mutatingwebhookconfiguration {DEFAULT_TAG_WEBHOOK} validatingwebhookconfiguration {DEFAULT_VALIDATOR} -L {REV_LABEL}"),
+            ],
+        ),
+        PhaseKind::Uninstall => {
+            let mut checks = vec![
+                format!("# must list nothing: namespaces still selecting revision {old}"),
+                match old {
+                    Revision::Named(r) => format!("kubectl get namespaces -l '{REV_LABEL}={r}'"),
+                    Revision::Default => format!("kubectl get namespaces -l '{INJECTION_LABEL}=enabled,!{REV_LABEL}'"),
+                },
+            ];
+            let webhooks: Vec<String> = phase
+                .changes
+                .iter()
+                .filter(|c| c.id().kind.ends_with("WebhookConfiguration"))
+                .map(|c| c.id().name.clone())
+                .collect();
+            checks.push(format!(
+                "# must list only what this phase deletes ({}): webhook configurations, tags included, still labelled for revision {old}",
+                if webhooks.is_empty() { "nothing".to_string() } else { webhooks.join(", ") }
+            ));
+            checks.push(format!(
+                "kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations -l '{REV_LABEL}={}'",
+                old.label()
+            ));
+            checks.push(format!("# every proxy must show {}:", new.istiod()));
+            checks.push("istioctl proxy-status".to_string());
+            (
+                format!(
+                    "Delete revision `{old}`: the {n_deletes} objects the simulated end state no longer needs (what its render created that revision `{new}` does not render). Never CRDs or Namespaces. Run the checks first: they must show nothing still uses it."
+                ),
+                vec![format!("kubectl delete --ignore-not-found -f {dir}/")],
+                checks,
+            )
+        }
+    };
+    let server_side = if phase.kind == PhaseKind::Uninstall {
+        commands.clone()
+    } else {
+        let mut v = vec![server_side_apply(dir, takes_over)];
+        v.extend(commands.iter().skip(1).cloned());
+        v
+    };
+    PhaseText {
+        summary,
+        commands,
+        server_side,
+        checks,
+        undo: None,
+    }
+}
+
+/// Commands, checks and note of one rollback.
+pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
+    let Some(phase) = plan.phases.get(rb.phase_index - 1) else {
+        return RollbackText {
+            commands: Vec::new(),
+            server_side: Vec::new(),
+            checks: Vec::new(),
+            note: None,
+        };
+    };
+    let after: &ClusterState = &plan.states[phase.index];
+    let hop = plan.hop_of(phase);
+    let dir = &rb.dir;
+    let (old, new) = (&hop.from.revision, &hop.to.revision);
+    let changes = &rb.changes;
+    let has_files = changes
+        .iter()
+        .any(|c| matches!(c, Change::Apply(_) | Change::Labels { via: Via::File, .. }));
+    let has_deletes = rb.deletes().next().is_some();
+    let label_commands = label_commands(changes);
+    let takes_over = changes.iter().any(|c| match c {
+        Change::Apply(o) => after.objects.get(&o.id).is_some_and(|a| a.body != o.body),
+        Change::Labels {
+            id, via: Via::File, ..
+        } => after.objects.contains_key(id),
+        _ => false,
+    });
+    let mut commands = Vec::new();
+    let mut server_side = Vec::new();
+    if has_files {
+        commands.push(format!("kubectl apply -k {dir}"));
+        server_side.push(server_side_apply(dir, takes_over));
+    }
+    commands.extend(label_commands.iter().cloned());
+    server_side.extend(label_commands.iter().cloned());
+    if has_deletes {
+        let delete = format!("kubectl delete --ignore-not-found -f {dir}/delete/");
+        commands.push(delete.clone());
+        server_side.push(delete);
+    }
+    let mut checks = Vec::new();
+    if has_files {
+        checks.push(format!("# must show no difference (istiod's own runtime changes to webhooks' caBundle and failurePolicy aside): the objects are back as they were before {}", phase.dir));
+        checks.push(format!("kubectl diff -k {dir}"));
+    }
+    let removed: BTreeMap<String, Vec<String>> =
+        changes.iter().fold(BTreeMap::new(), |mut m, c| {
+            if let Change::Labels {
+                id,
+                remove,
+                via: Via::Command(_),
+                ..
+            } = c
+            {
+                if id.kind == "Namespace" {
+                    for k in remove {
+                        m.entry(k.clone())
+                            .or_insert_with(Vec::new)
+                            .push(id.name.clone());
+                    }
+                }
+            }
+            m
+        });
+    for (key, namespaces) in &removed {
+        checks.push(format!(
+            "# must list nothing: the label {key} is removed again"
+        ));
+        checks.push(format!(
+            "kubectl get namespaces -l '{NAME_LABEL} in ({}),{key}'",
+            namespaces.join(",")
+        ));
+    }
+    if has_deletes {
+        checks.push(format!(
+            "# must list nothing: what {} created is deleted",
+            phase.dir
+        ));
+        checks.push(format!("kubectl get --ignore-not-found -f {dir}/delete/"));
+    }
+    let note = match phase.kind {
+        PhaseKind::Crds => Some(format!(
+            "nothing to roll back: CRDs are never rolled back. Revision `{old}` keeps working with the CRDs of Istio {}, and deleting or downgrading a CRD would delete or break every Istio resource of that kind in the cluster.",
+            hop.to.version
+        )),
+        PhaseKind::Migrate => Some(format!(
+            "after the rollback, restart the workloads of {} again (`kubectl rollout restart deployment,statefulset,daemonset -n NAMESPACE`) so their pods get sidecars of revision `{old}`.",
+            quoted_list(&phase.namespaces)
+        )),
+        PhaseKind::DefaultTag => Some(format!(
+            "pods injected through the default tag since this phase keep sidecars of revision `{new}` until they restart."
+        )),
+        _ => None,
+    };
+    RollbackText {
+        commands,
+        server_side,
+        checks,
+        note,
+    }
+}
+
+const DEFECT_HELP: &str = "the rollback is derived from the simulated states before and after its phase; this is a defect of istio-canary: please report it with the policy";
+
+/// The help line of a phase that breaks an invariant: chosen by what the phase is and what broke,
+/// never by its name.
+fn unsafe_phase_help(at: &PhaseAt, v: &Violation) -> String {
+    match v {
+        Violation::ValidatorNotDefault { .. } => {
+            format!("{DEFAULT_VALIDATOR} must call the istiod of the revision the default tag points at: render both from the same revision (values.defaultRevision and values.revisionTags are set by istio-canary; check what the istioctl renders)")
+        }
+        Violation::DanglingWebhook { .. } if at.kind == PhaseKind::Uninstall => {
+            "move every tag and the default validator off the old revision before deleting it (defaultTag: true), or keep it (uninstallOld: false)".to_string()
+        }
+        Violation::DanglingWebhook { .. } => format!(
+            "a webhook with failurePolicy Fail and no backend refuses every request it matches: the render of revision {} must include the Service (and istiod) its webhooks call",
+            at.to
+        ),
+        Violation::Injection { .. } => format!(
+            "the phases must keep every namespace injected by exactly one revision; check the IstioOperator specs of revisions {} and {}",
+            at.from, at.to
+        ),
+        Violation::DeletedButReferenced { .. } => {
+            "the new revision still uses it: render it from the new spec too (components.base), or keep the old revision (uninstallOld: false)".to_string()
+        }
+    }
+}
+
+/// A refusal as the user sees it: the one place its message and help are made.
+pub fn refusal(r: &Refusal) -> Error {
+    match r {
+        Refusal::NoHop => Error::new("the upgrade has no hop: nothing moves from one revision to another")
+            .with_help("set spec.to.version to a version after spec.from.version"),
+        Refusal::EmptyRender {
+            version,
+            revision,
+            spec,
+        } => Error::new(format!(
+            "istioctl {version} rendered no objects for revision {revision}"
+        ))
+        .with_help(format!(
+            "check {spec}: a profile such as `empty` with no component enabled renders nothing"
+        )),
+        Refusal::NoIstiod { revision, spec } => Error::new(format!(
+            "the render of revision {revision} has no istiod Deployment: nothing would serve the namespaces moved to it"
+        ))
+        .with_help(format!("enable the control plane in {spec} (components.pilot.enabled: true, or a profile that enables it)")),
+        Refusal::NoCrds {
+            revision,
+            spec,
+            old_revision,
+            old_version,
+            new_version,
+            old_crds,
+        } => Error::new(format!(
+            "the render of revision {revision} has no CRDs, but revision {old_revision} was installed with {old_crds}: Istio's CRDs would stay at {old_version} while istiod {new_version} runs"
+        ))
+        .with_help(format!("enable the base component in {spec} (components.base.enabled: true)")),
+        Refusal::NoInjector {
+            revision,
+            spec,
+            found,
+        } => Error::new(format!(
+            "the render of revision {revision} has no sidecar-injector webhook for namespaces labelled {REV_LABEL}={revision} (found: {}), but the policy moves namespaces to it",
+            injectors(found)
+        ))
+        .with_help(format!("the injector comes with the control plane in {spec}: check components.pilot, values.sidecarInjectorWebhook and values.global.operatorManageWebhooks")),
+        Refusal::NoDefaultTag { version } => Error::new(format!(
+            "istioctl {version} rendered no {DEFAULT_TAG_WEBHOOK} for values.revisionTags=[default]"
+        ))
+        .with_help("this istioctl cannot render revision tags offline; set defaultTag: false and move the tag with `istioctl tag set default` instead"),
+        Refusal::NoDefaultValidator {
+            version,
+            revision,
+            old_revision,
+            spec,
+        } => Error::new(format!(
+            "istioctl {version} rendered no {DEFAULT_VALIDATOR} for values.defaultRevision={revision}: validation of Istio resources would stay on revision {old_revision}"
+        ))
+        .with_help(format!("config validation may be off in {spec} (values.global.configValidation); enable it, or set defaultTag: false and keep the old revision")),
+        Refusal::InstallOverwrites {
+            revision,
+            old_revision,
+            object,
+        } => Error::new(format!(
+            "installing revision {revision} would overwrite {object} of the running revision {old_revision}"
+        ))
+        .with_help("the two revisions must render disjoint control-plane objects: check the revision names and the IstioOperator specs"),
+        Refusal::GatewaysDropped { old_revision, lost } => {
+            let lines: Vec<String> = lost
+                .iter()
+                .map(|(key, ids)| {
+                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                    format!("gateway {key}: {}", ids.join(", "))
+                })
+                .collect();
+            Error::new(format!(
+                "the new IstioOperator spec no longer renders objects of gateways revision {old_revision} runs; the plan would delete them:\n  {}",
+                lines.join("\n  ")
+            ))
+            .with_help("a deleted gateway Service loses its load balancer address: keep the gateway in the spec, or, to remove it on purpose, list it under spec.removeGateways (e.g. `removeGateways: [istio-system/istio-egressgateway]`)")
+        }
+        Refusal::IstioUnsupported {
+            istio,
+            lowest,
+            highest,
+            kubernetes,
+        } => Error::new(format!(
+            "Istio {istio} supports Kubernetes {lowest} to {highest}, not {kubernetes} (spec.kubernetesVersion)"
+        ))
+        .with_help("Istio's support table (istio.io, docs/releases/supported-releases): upgrade Kubernetes or Istio in hops that both revisions support"),
+        Refusal::ApiNotServed {
+            kubernetes,
+            version,
+            objects,
+        } => {
+            let lines: Vec<String> = objects
+                .iter()
+                .map(|u| {
+                    let why = match &u.why {
+                        NotServed::RemovedIn(v) => format!("removed in Kubernetes {v}"),
+                        NotServed::IntroducedIn(v) => format!("first served in Kubernetes {v}"),
+                    };
+                    format!("{} uses {} ({why})", u.id, u.api_version)
+                })
+                .collect();
+            Error::new(format!(
+                "Kubernetes {kubernetes} does not serve the API versions of {} rendered object{}:\n  {}",
+                lines.len(),
+                if lines.len() == 1 { "" } else { "s" },
+                lines.join("\n  ")
+            ))
+            .with_help(format!("istioctl {version} renders for older clusters: choose an Istio version that supports Kubernetes {kubernetes}"))
+        }
+        Refusal::UnsafePhase { at, violation } => {
+            Error::new(format!("after phase {}, {violation}", at.dir))
+                .with_help(unsafe_phase_help(at, violation))
+        }
+        Refusal::UnsafeRollback { dir, violation } => {
+            Error::new(format!("after rollback {dir}, {violation}")).with_help(DEFECT_HELP)
+        }
+        Refusal::RollbackDiffers { dir, object, how } => {
+            let why = match how {
+                Differs::Content => "would differ from",
+                Differs::Missing => "would be missing, unlike",
+                Differs::LeftBehind => "would exist, unlike",
+            };
+            Error::new(format!(
+                "rollback {dir} does not return the cluster to the state before its phase: {object} {why} the state before it"
+            ))
+            .with_help(DEFECT_HELP)
+        }
+        Refusal::PromoteUnknown {
+            source,
+            phase,
+            phases,
+            location,
+        } => {
+            let list: Vec<String> = phases.iter().map(|(i, n)| format!("{i} {n}")).collect();
+            let mut err = Error::new(format!(
+                "{source} `{phase}` names no phase of this plan; its phases are: {}",
+                list.join(", ")
+            ))
+            .with_help("give the index or the name of the phase whose end state live/ should hold");
+            err.location = location.clone();
+            err
+        }
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        refusal(&r)
+    }
+}
+
+/// A refusal shows as the error the user sees.
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        refusal(self).fmt(f)
+    }
+}

@@ -1,0 +1,182 @@
+//! Istio's facts, in one place: the labels and object names Istio gives meaning to, how each role
+//! is recognised in a render (istiod, injector webhooks, gateways, revision-tag objects), what
+//! istiod changes at runtime (`caBundle`), how `istioctl tag set default` switches a legacy
+//! injector off, and what a revision is called.
+//!
+//! Owns: every Istio label, name, suffix and recognition rule the tool relies on, each with the
+//! Istio behaviour it comes from. Must not: evaluate a cluster state (that is `mesh`), know the
+//! policy or phases, read files or run processes. The Kubernetes model below it (`cluster`,
+//! `selector`, `manifest`, `k8s`) knows nothing of Istio.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::cluster::{args, containers, service_address};
+use crate::k8s;
+use crate::manifest::{str_at, value_at, Object, ObjectId};
+use crate::selector::Webhook;
+
+/// The label that selects a revision (or a tag) for injection, on namespaces and pods.
+pub const REV_LABEL: &str = "istio.io/rev";
+/// The legacy injection label; with any value it wins over `istio.io/rev`.
+pub const INJECTION_LABEL: &str = "istio-injection";
+/// The label a revision tag's objects carry (`istioctl tag`, `values.revisionTags`).
+pub const TAG_LABEL: &str = "istio.io/tag";
+/// The selector `istioctl tag set default` puts on a legacy injector to switch it off.
+pub const NEVER_MATCH_LABEL: &str = "istio.io/deactivated";
+/// The mutating webhook configuration of the `default` revision tag.
+pub const DEFAULT_TAG_WEBHOOK: &str = "istio-revision-tag-default";
+/// The validating webhook configuration that follows the default revision (istio#43227).
+pub const DEFAULT_VALIDATOR: &str = "istiod-default-validator";
+/// Every injector webhook's name ends so (`rev.namespace.`, `rev.object.`, `namespace.`,
+/// `object.`, `auto.`), which is how `istioctl tag` finds the canonical injector.
+pub const INJECTOR_WEBHOOK_SUFFIX: &str = "sidecar-injector.istio.io";
+/// The `istio.io/rev` value of the unrevisioned install.
+pub const DEFAULT_REVISION: &str = "default";
+
+/// A control-plane revision: a named revision, or the unrevisioned ("default") install whose
+/// objects carry no suffix (`istiod`, `istio-sidecar-injector`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(into = "String")]
+pub enum Revision {
+    Default,
+    Named(String),
+}
+
+impl Revision {
+    /// The name, or `None` for the unrevisioned install.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Revision::Default => None,
+            Revision::Named(n) => Some(n),
+        }
+    }
+    /// The value of the `istio.io/rev` label that selects this revision.
+    pub fn label(&self) -> &str {
+        self.name().unwrap_or("default")
+    }
+    /// The name of this revision's istiod Service/Deployment.
+    pub fn istiod(&self) -> String {
+        match self {
+            Revision::Default => "istiod".to_string(),
+            Revision::Named(n) => format!("istiod-{n}"),
+        }
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl From<Revision> for String {
+    fn from(r: Revision) -> String {
+        r.label().to_string()
+    }
+}
+
+/// Whether Istio counts this webhook as a sidecar injector (see `INJECTOR_WEBHOOK_SUFFIX`).
+pub fn is_injector_webhook(webhook: &Webhook) -> bool {
+    webhook.name.ends_with(INJECTOR_WEBHOOK_SUFFIX)
+}
+
+/// An istiod: a Deployment running `pilot-discovery discovery` (the container's first argument
+/// is `discovery` in every Istio chart since 1.5).
+pub fn is_istiod(o: &Object) -> bool {
+    o.id.kind == "Deployment"
+        && containers(o)
+            .iter()
+            .any(|c| args(c).first() == Some(&"discovery"))
+}
+
+/// A gateway: a workload running the Envoy proxy as a router (`pilot-agent proxy router`).
+pub fn is_gateway_workload(o: &Object) -> bool {
+    containers(o).iter().any(|c| {
+        let a = args(c);
+        a.contains(&"proxy") && a.contains(&"router")
+    })
+}
+
+/// True for the objects that make up a revision tag.
+pub fn is_tag_object(object: &Object) -> bool {
+    let id = &object.id;
+    object.label(TAG_LABEL).is_some()
+        || (id.kind == "MutatingWebhookConfiguration" && id.name.starts_with("istio-revision-tag-"))
+        || (id.kind == "ValidatingWebhookConfiguration" && id.name == DEFAULT_VALIDATOR)
+        || (id.kind == "Service" && id.name.starts_with("istiod-revision-tag-"))
+}
+
+/// What Istio's mesh config in a ConfigMap references: `defaultConfig.discoveryAddress` names
+/// the istiod Service proxies connect to.
+pub fn mesh_config_references(o: &Object) -> BTreeSet<ObjectId> {
+    let mut out = BTreeSet::new();
+    if o.id.kind != "ConfigMap" {
+        return out;
+    }
+    if let Some(Value::String(mesh)) = value_at(&o.body, &["data", "mesh"]) {
+        if let Ok(Value::Mapping(m)) = serde_yaml::from_str::<Value>(mesh) {
+            if let Some(addr) = str_at(&m, &["defaultConfig", "discoveryAddress"]) {
+                out.extend(service_address(addr));
+            }
+        }
+    }
+    out
+}
+
+/// Prepares a rendered object for Git: no empty or runtime-patched `caBundle` (istiod patches it;
+/// an empty one in Git would blank the live CA on every sync), and webhook configurations with the
+/// fields kube-apiserver defaults written out (so a server-side apply owns what the stored object
+/// has). `failurePolicy` stays as istioctl renders it: `istiod-default-validator` without one is
+/// stored as `Fail`, which rejects every Istio config write until the new istiod serves.
+pub fn normalize(object: &Object) -> Object {
+    let mut o = object.clone();
+    let is_webhook_config = matches!(
+        o.id.kind.as_str(),
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+    );
+    if !is_webhook_config {
+        return o;
+    }
+    let is_tag = is_tag_object(&o);
+    if let Some(Value::Sequence(webhooks)) = o.body.get_mut("webhooks") {
+        for wh in webhooks.iter_mut() {
+            let Value::Mapping(wh) = wh else { continue };
+            if let Some(Value::Mapping(cc)) = wh.get_mut("clientConfig") {
+                let empty = cc
+                    .get("caBundle")
+                    .and_then(Value::as_str)
+                    .is_some_and(str::is_empty);
+                if empty || is_tag {
+                    cc.remove("caBundle");
+                }
+            }
+        }
+    }
+    k8s::with_webhook_defaults(&o.id.kind.clone(), &mut o.body);
+    o
+}
+
+/// A legacy (unrevisioned) injector switched off the way `istioctl tag set default` does it:
+/// every webhook's namespace and object selectors set to a label no object carries.
+pub fn neutralize_injector(injector: &Object) -> Object {
+    let mut o = normalize(injector);
+    let never = || {
+        let mut labels = Mapping::new();
+        labels.insert(NEVER_MATCH_LABEL.into(), "never-match".into());
+        let mut sel = Mapping::new();
+        sel.insert("matchLabels".into(), Value::Mapping(labels));
+        Value::Mapping(sel)
+    };
+    if let Some(Value::Sequence(webhooks)) = o.body.get_mut("webhooks") {
+        for wh in webhooks.iter_mut() {
+            if let Value::Mapping(wh) = wh {
+                wh.insert("namespaceSelector".into(), never());
+                wh.insert("objectSelector".into(), never());
+            }
+        }
+    }
+    o
+}

@@ -1,0 +1,147 @@
+//! The compile, stage by stage: load the policy, verify and run both pinned istioctls, plan,
+//! describe, lay out and emit. The one place the stages are chained.
+//!
+//! Owns: `CompileConfig` (what a compile needs, checked), the order of the stages, and the
+//! stderr summary of a compiled plan. Must not: write anything (`cli` calls `write`, so
+//! `compile --check` reuses this as it is), print, or decide anything a stage decides.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cluster::{Change, Via};
+use crate::error::Result;
+use crate::render::{Istioctl, TagRequest};
+use crate::{describe, emit, error, plan, policy, VERSION};
+
+/// Everything `compile` needs, checked; built once from the command line.
+#[derive(Debug, Clone)]
+pub struct CompileConfig {
+    pub policy: PathBuf,
+    pub out: PathBuf,
+    pub force: bool,
+    pub istioctl_timeout: Duration,
+    /// `--promote`: overrides the policy's `spec.promote`.
+    pub promote: Option<String>,
+}
+
+/// What a compile produced, before it is written.
+#[derive(Debug)]
+pub struct Compiled {
+    pub plan: plan::Plan,
+    pub texts: describe::Texts,
+    pub files: BTreeMap<String, String>,
+    /// The files the compile read (policy, specs, istioctl binaries), which writing must not
+    /// delete.
+    pub inputs: Vec<std::path::PathBuf>,
+}
+
+impl Compiled {
+    /// The short phase summary printed on stderr.
+    pub fn summary(&self, out: &Path) -> String {
+        let p = &self.plan;
+        let mut s = format!(
+            "istio-canary: {} {} ({}) -> {} ({}): {} phases in {}/\n",
+            p.name,
+            p.from().version,
+            p.from().revision,
+            p.to().version,
+            p.to().revision,
+            p.phases.len(),
+            out.display()
+        );
+        for phase in &p.phases {
+            let (mut files, mut commands, mut deletes) = (0, 0, 0);
+            for c in &phase.changes {
+                match c {
+                    Change::Apply(_) | Change::Labels { via: Via::File, .. } => files += 1,
+                    Change::Labels { .. } => commands += 1,
+                    Change::Delete(_) => deletes += 1,
+                }
+            }
+            let mut what = Vec::new();
+            if files > 0 || deletes == 0 {
+                what.push(format!("apply {files}"));
+            }
+            if commands > 0 {
+                what.push(format!("label {commands}"));
+            }
+            if deletes > 0 {
+                what.push(format!("delete {deletes}"));
+            }
+            let _ = writeln!(s, "  {:<28} {}", phase.dir, what.join(", "));
+        }
+        if let Some(phase) = p.promote.and_then(|n| p.phases.get(n - 1)) {
+            let _ = writeln!(
+                s,
+                "  live/ holds the desired state after {} (the root Kustomization builds it)",
+                phase.dir
+            );
+        }
+        for w in &self.texts.warnings {
+            let _ = writeln!(s, "warning: already before the upgrade: {w}");
+        }
+        let _ = writeln!(s, "  see {}/PLAN.md for the commands", out.display());
+        s
+    }
+}
+
+/// Loads the policy, renders both revisions, plans and emits. Writes nothing.
+pub fn compile(config: &CompileConfig) -> Result<Compiled> {
+    let mut policy = policy::load(&config.policy)?;
+    if let Some(text) = &config.promote {
+        policy.promote = Some(policy::Promote {
+            phase: policy::parse_phase_text(text).map_err(|m| {
+                error::Error::new(format!("--promote: {m}"))
+                    .with_help("--promote takes a phase index (3) or a phase name (migrate-canary)")
+            })?,
+            source: "--promote",
+            location: None,
+        });
+    }
+    let inputs = vec![
+        policy.path.clone(),
+        policy.from.operator.path.clone(),
+        policy.to.operator.path.clone(),
+        policy.from.istioctl.path.clone(),
+        policy.to.istioctl.path.clone(),
+    ];
+    let old_ctl = Istioctl::verify(
+        &policy.from.version,
+        &policy.from.istioctl,
+        config.istioctl_timeout,
+    )?;
+    let new_ctl = Istioctl::verify(
+        &policy.to.version,
+        &policy.to.istioctl,
+        config.istioctl_timeout,
+    )?;
+    let old = old_ctl.manifest_generate(&policy.from, &TagRequest::default())?;
+    let tags = if policy.default_tag {
+        TagRequest {
+            revision_tags: vec!["default".to_string()],
+            default_revision: true,
+        }
+    } else {
+        TagRequest::default()
+    };
+    let new = new_ctl.manifest_generate(&policy.to, &tags)?;
+    let plan = plan::plan(&policy, &old, &new)?;
+    let texts = describe::describe(&plan);
+    let files = emit::emit(
+        &plan,
+        &texts,
+        &emit::EmitContext {
+            tool_version: VERSION.to_string(),
+        },
+    )?;
+    Ok(Compiled {
+        plan,
+        texts,
+        files,
+        inputs,
+    })
+}

@@ -1,0 +1,438 @@
+//! The planner: from the policy and the renders to hops and phases, each phase an ordered list of
+//! changes over a simulated cluster, with every state kept. Pure: no files, no processes, no
+//! clock; the same inputs give the same plan.
+//!
+//! A plan is a fold over hops: `start` makes state 0 (the one place it is made), `hop::plan_hop`
+//! takes a start state and one hop and returns the hop's phases and end state, every step of
+//! every phase checked by the one simulation function (`simulate::run`), which also checks every
+//! rollback (`rollback`). What the renders must hold before any phase is built is in `checks`;
+//! why a plan is refused is a typed `Refusal`.
+//!
+//! Owns: which object goes in which phase, the apply order inside a phase, the namespace
+//! relabels, the default-tag move (and switching off a legacy injector), the deletion set
+//! (derived from the simulated end state), API versions for delete stubs, the expectations of
+//! every state, the rollback of every phase before the uninstall, and the live desired state at
+//! the promote point. Must not: read files, run istioctl, or produce any text for users (phase
+//! text is `describe`, file layout is `layout`, bytes are `emit`).
+
+// A refusal ends the compile and is made once; keeping it unboxed lets tests and callers match
+// on it directly. The Ok path of these few calls is not hot.
+#![allow(clippy::result_large_err)]
+
+mod checks;
+mod hop;
+pub mod refusal;
+mod rollback;
+mod simulate;
+mod start;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use semver::Version;
+use serde::Serialize;
+
+use crate::cluster::{Change, ClusterState, DeleteRef, Via};
+use crate::istio::{normalize, Revision};
+use crate::k8s::Minor;
+use crate::manifest::{Object, ObjectId};
+use crate::mesh::Violation;
+use crate::policy::{Policy, Wave};
+use crate::render::Rendered;
+
+pub use hop::placement;
+pub use refusal::Refusal;
+pub use rollback::{live_changes, managed_labels, rollback_changes, simulate_rollback};
+pub use simulate::{steps, Expected};
+pub use start::Assumption;
+
+pub type Result<T, E = Refusal> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhaseKind {
+    Crds,
+    Install,
+    Migrate,
+    Gateways,
+    DefaultTag,
+    Uninstall,
+}
+
+impl PhaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseKind::Crds => "crds",
+            PhaseKind::Install => "install",
+            PhaseKind::Migrate => "migrate",
+            PhaseKind::Gateways => "gateways",
+            PhaseKind::DefaultTag => "default-tag",
+            PhaseKind::Uninstall => "uninstall",
+        }
+    }
+}
+
+/// One step of the upgrade: what it changes, in order. Its text (summary, commands, checks) is
+/// `describe`'s, read from this and the states around it.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// 1-based position in the whole plan.
+    pub index: usize,
+    /// 0-based index into `Plan::hops`.
+    pub hop: usize,
+    pub kind: PhaseKind,
+    /// `crds`, `install-1-14-1`, `migrate-canary`, …
+    pub name: String,
+    /// The directory, `03-migrate-canary` (the number is padded so `ls` order is phase order).
+    pub dir: String,
+    /// For `migrate` phases: the namespaces moved.
+    pub namespaces: Vec<String>,
+    /// In the order they run: files of the directory (apply rank order), then commands, then
+    /// deletes (delete rank order).
+    pub changes: Vec<Change>,
+}
+
+impl Phase {
+    pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
+        deletes_of(&self.changes)
+    }
+}
+
+/// The deletes among `changes`, in order.
+fn deletes_of(changes: &[Change]) -> impl Iterator<Item = &DeleteRef> {
+    changes.iter().filter_map(|c| match c {
+        Change::Delete(d) => Some(d),
+        _ => None,
+    })
+}
+
+/// One control plane as the plan sees it.
+#[derive(Debug, Clone)]
+pub struct PlanSide {
+    pub version: Version,
+    pub revision: Revision,
+    pub istioctl_sha256: String,
+    pub operator_path: String,
+    pub operator_sha256: String,
+    pub istio_namespace: String,
+}
+
+/// One canary cycle from one revision to the next, and what changes between their renders.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub from: PlanSide,
+    pub to: PlanSide,
+    /// The control plane of the hop's old render against its new one (both normalized).
+    pub diff: crate::diff::ControlPlaneDiff,
+}
+
+/// For one namespace: which revision injects its pods in each state (state 0 is before the
+/// upgrade, state N after phase N).
+#[derive(Debug, Clone, Serialize)]
+pub struct InjectionRow {
+    pub namespace: String,
+    pub states: Vec<String>,
+}
+
+/// The whole upgrade.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub policy_path: String,
+    pub policy_sha256: String,
+    pub kubernetes_version: Option<Minor>,
+    /// Never empty: `plan` makes at least one.
+    pub hops: Vec<Hop>,
+    pub phases: Vec<Phase>,
+    /// `states[0]` is the cluster before the upgrade, `states[n]` after phase n.
+    pub states: Vec<ClusterState>,
+    /// What the plan expects of every state: `expected[n]` for `states[n]`.
+    pub expected: Vec<Expected>,
+    pub injection: Vec<InjectionRow>,
+    /// What the plan assumed about the cluster (no inventory).
+    pub assumptions: Vec<Assumption>,
+    /// Problems already present before the upgrade (not caused by any phase, never blamed on
+    /// one).
+    pub warnings: Vec<Violation>,
+    /// What each phase adds, changes and deletes: `deltas[i]` is phase `i + 1`
+    /// (`states[i]` -> `states[i + 1]`).
+    pub deltas: Vec<crate::diff::PhaseDelta>,
+    /// One per phase before the uninstall, in phase order: what undoes it (see `rollback`).
+    pub rollbacks: Vec<Rollback>,
+    /// For each namespace: which revision injects it after phase N, then rollback N, one cell per
+    /// entry of `rollbacks`.
+    pub rollback_injection: Vec<InjectionRow>,
+    /// The 1-based index of the phase whose end state `live/` holds (`spec.promote`).
+    pub promote: Option<usize>,
+}
+
+/// What undoes one phase, computed from the states before and after it (never written by hand):
+/// objects the phase changed or deleted are re-applied as they were before it, objects it created
+/// are deleted, labels it patched are patched back. CRDs are never rolled back.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    /// The 1-based index of the phase it undoes.
+    pub phase_index: usize,
+    /// `rollback/03-migrate-canary`.
+    pub dir: String,
+    /// In the order they run: files of the directory (apply rank order), then commands, then
+    /// deletes (delete rank order, stubs in `<dir>/delete/`).
+    pub changes: Vec<Change>,
+}
+
+impl Rollback {
+    pub fn deletes(&self) -> impl Iterator<Item = &DeleteRef> {
+        deletes_of(&self.changes)
+    }
+}
+
+impl Plan {
+    /// Where the whole upgrade starts: the first hop's old side.
+    pub fn from(&self) -> &PlanSide {
+        &self.hops[0].from
+    }
+    /// Where the whole upgrade ends: the last hop's new side.
+    pub fn to(&self) -> &PlanSide {
+        &self.hops[self.hops.len() - 1].to
+    }
+    /// The hop a phase belongs to.
+    pub fn hop_of(&self, phase: &Phase) -> &Hop {
+        &self.hops[phase.hop]
+    }
+}
+
+/// Order of kinds inside an apply phase: namespaces and CRDs, then RBAC, then config, then
+/// workloads, then webhooks (which must not point at a Service before it exists).
+pub fn apply_rank(id: &ObjectId) -> u8 {
+    match id.kind.as_str() {
+        "CustomResourceDefinition" => 0,
+        "Namespace" => 1,
+        "ServiceAccount" => 10,
+        "ClusterRole" => 11,
+        "ClusterRoleBinding" => 12,
+        "Role" => 13,
+        "RoleBinding" => 14,
+        "ConfigMap" | "Secret" => 20,
+        _ if id.group.ends_with("istio.io") => 21,
+        "Service" => 30,
+        "Deployment" | "DaemonSet" | "StatefulSet" => 31,
+        "PodDisruptionBudget" => 32,
+        "HorizontalPodAutoscaler" => 33,
+        "NetworkPolicy" => 34,
+        "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding" => 40,
+        "MutatingWebhookConfiguration" => 41,
+        "ValidatingWebhookConfiguration" => 42,
+        _ => 35,
+    }
+}
+
+/// Deletion runs in reverse: webhooks first, so nothing points at a Service being removed.
+pub fn delete_rank(id: &ObjectId) -> u8 {
+    99 - apply_rank(id)
+}
+
+/// The rollback directory of a phase: `rollback/03-migrate-canary`.
+pub fn rollback_dir(phase: &Phase) -> String {
+    format!("rollback/{}", phase.dir)
+}
+
+/// What one hop is planned from: its two sides, their normalized renders and what the policy
+/// asks of every hop.
+pub struct HopInput<'a> {
+    pub from: PlanSide,
+    pub to: PlanSide,
+    /// The old side's render, normalized (`istio::normalize`).
+    pub old: Vec<Object>,
+    /// The new side's render, normalized.
+    pub new: Vec<Object>,
+    /// The IstioOperator spec of the new side, as the policy names it (for messages).
+    pub spec: &'a str,
+    pub waves: &'a [Wave],
+    pub default_tag: bool,
+    pub uninstall_old: bool,
+    pub kubernetes: Option<Minor>,
+    /// `namespace/name` of the gateways the policy removes on purpose.
+    pub remove_gateways: &'a BTreeSet<String>,
+}
+
+/// What a whole plan is made from: the policy's identity and promote point, and its hops in
+/// order (each hop starts where the previous one ends).
+pub struct PlanInput<'a> {
+    pub name: String,
+    /// The policy's file name, as plan.json records it.
+    pub policy_path: String,
+    pub policy_sha256: String,
+    pub kubernetes_version: Option<Minor>,
+    /// At least one (`plan_hops` refuses an empty path).
+    pub hops: Vec<HopInput<'a>>,
+    pub promote: Option<&'a crate::policy::Promote>,
+}
+
+/// Builds the plan from the policy and the renders of the old and the new revision. Pure: the
+/// same inputs give the same plan.
+pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
+    plan_hops(&PlanInput {
+        name: policy.name.clone(),
+        policy_path: policy
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        policy_sha256: policy.sha256.clone(),
+        kubernetes_version: policy.kubernetes_version,
+        hops: vec![HopInput {
+            from: plan_side(&policy.from),
+            to: plan_side(&policy.to),
+            old: old.objects.iter().map(normalize).collect(),
+            new: new.objects.iter().map(normalize).collect(),
+            spec: &policy.to.operator.declared,
+            waves: &policy.waves,
+            default_tag: policy.default_tag,
+            uninstall_old: policy.uninstall_old,
+            kubernetes: policy.kubernetes_version,
+            remove_gateways: &policy.remove_gateways,
+        }],
+        promote: policy.promote.as_ref(),
+    })
+}
+
+/// The plan as a fold over hops: state 0 (`start`), then each hop's phases simulated from the
+/// previous hop's end state, then the rollback of every phase before an uninstall, then the
+/// promote point.
+pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
+    let Some(first) = input.hops.first() else {
+        return Err(Refusal::NoHop);
+    };
+    let start = start::assumed(first, first.waves.iter().flat_map(|w| &w.namespaces));
+
+    // Every hop's phases are drafted first: directory numbers are padded to the width the whole
+    // plan needs (an uninstall slot counted per hop, whether or not the policy uninstalls).
+    let drafted = input
+        .hops
+        .iter()
+        .map(hop::drafts)
+        .collect::<Result<Vec<_>>>()?;
+    let slots: usize = drafted.iter().map(|d| d.len() + 1).sum();
+    let width = if slots >= 100 { 3 } else { 2 };
+
+    let mut states = vec![start.state.clone()];
+    let mut expected = vec![start.expected.clone()];
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut planned_hops = Vec::new();
+    for (h, (hop_input, drafts)) in input.hops.iter().zip(drafted).enumerate() {
+        let from = states.last().cloned().unwrap_or_default();
+        let at = hop::At {
+            hop: h,
+            first_index: phases.len() + 1,
+            width,
+        };
+        let out = hop::run(&from, hop_input, drafts, at, &start.known)?;
+        phases.extend(out.phases);
+        states.extend(out.states);
+        expected.extend(out.expected);
+        planned_hops.push(out.hop);
+    }
+
+    let injection = injection_table(&start.namespaces, &states);
+    let deltas = crate::diff::phase_deltas(&states);
+    let mut plan = Plan {
+        hops: planned_hops,
+        phases,
+        states,
+        expected,
+        injection,
+        assumptions: start.assumptions,
+        warnings: start.known.iter().cloned().collect(),
+        deltas,
+        ..empty_plan(input)
+    };
+    let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &start.known)?;
+    plan.rollback_injection = injection_table(&start.namespaces, &ends);
+    plan.rollbacks = rollbacks;
+    plan.promote = match input.promote {
+        Some(p) => Some(rollback::resolve_promote(&plan, p)?),
+        None => None,
+    };
+    Ok(plan)
+}
+
+/// The plan's identity with nothing planned yet (what the fold fills in).
+fn empty_plan(input: &PlanInput<'_>) -> Plan {
+    Plan {
+        name: input.name.clone(),
+        policy_path: input.policy_path.clone(),
+        policy_sha256: input.policy_sha256.clone(),
+        kubernetes_version: input.kubernetes_version,
+        hops: Vec::new(),
+        phases: Vec::new(),
+        states: vec![ClusterState::default()],
+        expected: vec![Expected::new()],
+        injection: Vec::new(),
+        assumptions: Vec::new(),
+        warnings: Vec::new(),
+        deltas: Vec::new(),
+        rollbacks: Vec::new(),
+        rollback_injection: Vec::new(),
+        promote: None,
+    }
+}
+
+/// Which injector serves each named namespace in each state, as the injection table shows it.
+fn injection_table(named: &[String], states: &[ClusterState]) -> Vec<InjectionRow> {
+    let webhooks: Vec<_> = states.iter().map(ClusterState::injector_webhooks).collect();
+    named
+        .iter()
+        .map(|ns| InjectionRow {
+            namespace: ns.clone(),
+            states: states
+                .iter()
+                .zip(&webhooks)
+                .map(|(s, w)| {
+                    let labels = s
+                        .labels(&crate::cluster::namespace_id(ns))
+                        .unwrap_or_default();
+                    crate::mesh::describe(&w.matching(&labels, &BTreeMap::new()))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn applies(objects: Vec<Object>) -> Vec<Change> {
+    objects.into_iter().map(Change::Apply).collect()
+}
+
+/// Files in apply-rank order, commands in the order given, deletes in delete-rank order.
+fn sort_changes(changes: &mut [Change]) {
+    let group = |c: &Change| match c {
+        Change::Apply(_) | Change::Labels { via: Via::File, .. } => 0,
+        Change::Labels { .. } => 1,
+        Change::Delete(_) => 2,
+    };
+    changes.sort_by(|a, b| {
+        let key = |c: &Change| match group(c) {
+            0 => (0, apply_rank(c.id()), Some(c.id().clone())),
+            1 => (1, 0, None),
+            _ => (2, delete_rank(c.id()), Some(c.id().clone())),
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
+fn plan_side(side: &crate::policy::Side) -> PlanSide {
+    PlanSide {
+        version: side.version.clone(),
+        revision: side.revision.clone(),
+        istioctl_sha256: side.istioctl.sha256.clone(),
+        operator_path: side.operator.declared.clone(),
+        operator_sha256: side.operator.sha256.clone(),
+        istio_namespace: side.operator.istio_namespace.clone(),
+    }
+}
+
+/// The ids of a set of objects.
+fn ids<'a>(objects: impl IntoIterator<Item = &'a Object>) -> BTreeSet<ObjectId> {
+    objects.into_iter().map(|o| o.id.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! Why the planner refuses: one typed value per rule, carrying what was violated (the phase or
+//! rollback, the namespace or object, the rule), so tests assert on the kind and the messages come
+//! from one place (`describe::refusal`).
+//!
+//! Owns: the refusal kinds and their data. Must not: hold prose (no message or help text lives
+//! here) or decide anything.
+
+use crate::error::Location;
+use crate::istio::Revision;
+use crate::k8s::{Minor, NotServed};
+use crate::manifest::ObjectId;
+use crate::mesh::{Injection, Violation};
+use crate::plan::PhaseKind;
+
+/// Where a simulated step broke an invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseAt {
+    pub index: usize,
+    pub kind: PhaseKind,
+    /// `03-migrate-canary`
+    pub dir: String,
+    /// The hop's revisions, old and new.
+    pub from: Revision,
+    pub to: Revision,
+}
+
+/// How a rollback's end state differs from the state before its phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Differs {
+    /// The object exists in both, with other content.
+    Content,
+    /// The object existed before the phase and is gone after the rollback.
+    Missing,
+    /// The object did not exist before the phase and is still there after the rollback.
+    LeftBehind,
+}
+
+/// A render's object whose API version the cluster does not serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    pub id: ObjectId,
+    pub api_version: String,
+    pub why: NotServed,
+}
+
+/// Every reason `plan` refuses, with what was violated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The plan has no hop: nothing moves from one revision to another.
+    NoHop,
+    /// istioctl rendered nothing for the new revision.
+    EmptyRender {
+        version: semver::Version,
+        revision: Revision,
+        spec: String,
+    },
+    /// The new render has no istiod Deployment of its revision.
+    NoIstiod { revision: Revision, spec: String },
+    /// The old install had CRDs and the new render has none.
+    NoCrds {
+        revision: Revision,
+        spec: String,
+        old_revision: Revision,
+        old_version: semver::Version,
+        new_version: semver::Version,
+        old_crds: usize,
+    },
+    /// No (or more than one) injector serves namespaces labelled for the new revision.
+    NoInjector {
+        revision: Revision,
+        spec: String,
+        found: Vec<Injection>,
+    },
+    /// `defaultTag: true`, but the render has no default tag webhook.
+    NoDefaultTag { version: semver::Version },
+    /// `defaultTag: true`, but the render has no default validator.
+    NoDefaultValidator {
+        version: semver::Version,
+        revision: Revision,
+        old_revision: Revision,
+        spec: String,
+    },
+    /// The install would change an object of the running revision in place.
+    InstallOverwrites {
+        revision: Revision,
+        old_revision: Revision,
+        object: ObjectId,
+    },
+    /// The new render drops objects of gateways the old revision runs.
+    GatewaysDropped {
+        old_revision: Revision,
+        /// `namespace/name` of each gateway workload, with its objects the new render lacks.
+        lost: Vec<(String, Vec<ObjectId>)>,
+    },
+    /// An Istio version does not support the policy's Kubernetes version.
+    IstioUnsupported {
+        istio: Minor,
+        lowest: Minor,
+        highest: Minor,
+        kubernetes: Minor,
+    },
+    /// Rendered objects use API versions the policy's Kubernetes does not serve.
+    ApiNotServed {
+        kubernetes: Minor,
+        version: semver::Version,
+        objects: Vec<Unserved>,
+    },
+    /// A step of a phase breaks a safety invariant.
+    UnsafePhase { at: PhaseAt, violation: Violation },
+    /// A step of a derived rollback breaks a safety invariant (a defect of the tool).
+    UnsafeRollback { dir: String, violation: Violation },
+    /// A derived rollback does not return the cluster to the state before its phase.
+    RollbackDiffers {
+        dir: String,
+        object: ObjectId,
+        how: Differs,
+    },
+    /// `spec.promote` or `--promote` names no phase.
+    PromoteUnknown {
+        source: &'static str,
+        phase: String,
+        /// `index name` of every phase.
+        phases: Vec<(usize, String)>,
+        location: Option<Location>,
+    },
+}

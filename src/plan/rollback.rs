@@ -1,0 +1,276 @@
+//! Rollbacks and the live desired state, both derived from the kept states, never hand-written.
+//! The rollback of phase N takes the cluster from `states[N]` back to `states[N-1]`; it is
+//! simulated by the same function as the phases, with the expectations of the state before the
+//! phase, and must end object for object where the phase started (CRDs aside: never rolled
+//! back).
+//!
+//! Owns: the rollback changes, their simulation and end-state check, the promote point and
+//! `live_changes`. Must not: word anything (commands and notes are `describe`'s).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::{as_stored, Change, ClusterState, DeleteRef, Via};
+use crate::k8s::{self, Minor};
+use crate::manifest::{Object, ObjectId};
+use crate::mesh::Violation;
+use crate::plan::refusal::{Differs, Refusal};
+use crate::plan::simulate::{self, Expected};
+use crate::plan::{rollback_dir, sort_changes, Phase, PhaseKind, Plan, Result, Rollback};
+
+/// The changes that take the cluster from `after` (the state phase `phase` leaves) back to
+/// `before` (the state it started from), for every object the phase touched: an object it changed
+/// or deleted is re-applied as it was; an object it created is deleted (a stub with an API version
+/// the cluster serves); labels it patched are patched back (a file sets what `before` had, a
+/// `kubectl label … KEY-` command removes what `before` lacked: never a null label). CRDs are never
+/// rolled back. Objects that existed before the phase are never deleted.
+pub fn rollback_changes(
+    phase: &Phase,
+    before: &ClusterState,
+    after: &ClusterState,
+    kubernetes: Option<Minor>,
+) -> Vec<Change> {
+    let mut whole: BTreeSet<&ObjectId> = BTreeSet::new();
+    let mut labelled: BTreeSet<&ObjectId> = BTreeSet::new();
+    for c in &phase.changes {
+        match c {
+            Change::Labels { id, .. } => {
+                labelled.insert(id);
+            }
+            _ => {
+                whole.insert(c.id());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in &whole {
+        if id.kind == "CustomResourceDefinition" {
+            continue;
+        }
+        match (before.objects.get(*id), after.objects.get(*id)) {
+            (Some(b), Some(a)) if b == a => {}
+            (Some(b), _) => out.push(Change::Apply(b.clone())),
+            (None, Some(a)) => out.push(Change::Delete(DeleteRef {
+                api_version: k8s::delete_api_version(
+                    &a.id.group,
+                    &a.id.kind,
+                    &a.api_version,
+                    kubernetes,
+                ),
+                id: a.id.clone(),
+            })),
+            (None, None) => {}
+        }
+    }
+    for id in labelled.difference(&whole) {
+        let (Some(b), Some(a)) = (before.objects.get(*id), after.objects.get(*id)) else {
+            continue;
+        };
+        let (was, now) = (b.labels(), a.labels());
+        let set: BTreeMap<String, String> = was
+            .iter()
+            .filter(|(k, v)| now.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let remove: BTreeSet<String> = now
+            .keys()
+            .filter(|k| !was.contains_key(*k))
+            .cloned()
+            .collect();
+        if !set.is_empty() {
+            out.push(Change::Labels {
+                id: (*id).clone(),
+                api_version: a.api_version.clone(),
+                set,
+                remove: BTreeSet::new(),
+                via: Via::File,
+            });
+        }
+        if !remove.is_empty() {
+            let command = label_remove_command(id, &remove);
+            out.push(Change::Labels {
+                id: (*id).clone(),
+                api_version: a.api_version.clone(),
+                set: BTreeMap::new(),
+                remove,
+                via: Via::Command(command),
+            });
+        }
+    }
+    sort_changes(&mut out);
+    out
+}
+
+/// `kubectl label namespace shop istio.io/rev-`: removes labels, the way the migrate phase does.
+fn label_remove_command(id: &ObjectId, keys: &BTreeSet<String>) -> String {
+    let mut kind = id.kind.to_lowercase();
+    if !id.group.is_empty() {
+        kind = format!("{kind}.{}", id.group);
+    }
+    let ns = id
+        .namespace
+        .as_ref()
+        .map(|n| format!(" -n {n}"))
+        .unwrap_or_default();
+    let keys: Vec<String> = keys.iter().map(|k| format!("{k}-")).collect();
+    format!("kubectl label {kind}{ns} {} {}", id.name, keys.join(" "))
+}
+
+/// Simulates a rollback from `after` with the one simulation (`expect`, the expectations of the
+/// state before the phase, after every step; no dangling reference for its deletes); at the end,
+/// the state must equal `before` object for object, except the CRDs, which stay as the phase
+/// left them. `known` holds the violations state 0 already had (not blamed on the rollback).
+/// Public so that tests can show its refusals on rollbacks the planner would never derive.
+pub fn simulate_rollback(
+    dir: &str,
+    changes: &[Change],
+    before: &ClusterState,
+    after: &ClusterState,
+    expect: &Expected,
+    known: &BTreeSet<Violation>,
+) -> Result<ClusterState> {
+    let state = simulate::run(after, changes, expect, expect, known).map_err(|violation| {
+        Refusal::UnsafeRollback {
+            dir: dir.to_string(),
+            violation,
+        }
+    })?;
+    let stored = |s: &ClusterState| -> BTreeMap<ObjectId, Object> {
+        s.objects
+            .iter()
+            .map(|(id, o)| (id.clone(), as_stored(o)))
+            .collect()
+    };
+    let mut wanted = stored(before);
+    wanted.retain(|id, _| id.kind != "CustomResourceDefinition");
+    wanted.extend(
+        stored(after)
+            .into_iter()
+            .filter(|(id, _)| id.kind == "CustomResourceDefinition"),
+    );
+    let got = stored(&state);
+    let ids: BTreeSet<&ObjectId> = wanted.keys().chain(got.keys()).collect();
+    for id in ids {
+        let how = match (wanted.get(id), got.get(id)) {
+            (Some(e), Some(g)) if e == g => continue,
+            (Some(_), Some(_)) => Differs::Content,
+            (Some(_), None) => Differs::Missing,
+            (None, Some(_)) => Differs::LeftBehind,
+            (None, None) => continue,
+        };
+        return Err(Refusal::RollbackDiffers {
+            dir: dir.to_string(),
+            object: id.clone(),
+            how,
+        });
+    }
+    Ok(state)
+}
+
+/// Derives and simulates the rollback of every phase before the uninstall (phase N's changes on
+/// the state before it, then the rollback's); returns them with the state each ends in.
+pub fn plan_rollbacks(
+    plan: &Plan,
+    known: &BTreeSet<Violation>,
+) -> Result<(Vec<Rollback>, Vec<ClusterState>)> {
+    let mut rollbacks = Vec::new();
+    let mut ends = Vec::new();
+    for phase in &plan.phases {
+        if phase.kind == PhaseKind::Uninstall {
+            break;
+        }
+        let n = phase.index;
+        let (before, after) = (&plan.states[n - 1], &plan.states[n]);
+        let rollback = Rollback {
+            phase_index: n,
+            dir: rollback_dir(phase),
+            changes: rollback_changes(phase, before, after, plan.kubernetes_version),
+        };
+        ends.push(simulate_rollback(
+            &rollback.dir,
+            &rollback.changes,
+            before,
+            after,
+            &plan.expected[n - 1],
+            known,
+        )?);
+        rollbacks.push(rollback);
+    }
+    Ok((rollbacks, ends))
+}
+
+/// The phase `spec.promote` (or `--promote`) names, by index, name or directory.
+pub fn resolve_promote(plan: &Plan, promote: &crate::policy::Promote) -> Result<usize> {
+    use crate::policy::PhaseRef;
+    let found = plan.phases.iter().find(|p| match &promote.phase {
+        PhaseRef::Index(i) => p.index as u64 == *i,
+        PhaseRef::Name(n) => p.name == *n || p.dir == *n,
+    });
+    if let Some(p) = found {
+        return Ok(p.index);
+    }
+    Err(Refusal::PromoteUnknown {
+        source: promote.source,
+        phase: promote.phase.to_string(),
+        phases: plan
+            .phases
+            .iter()
+            .map(|p| (p.index, p.name.clone()))
+            .collect(),
+        location: promote.location.clone(),
+    })
+}
+
+/// The label keys the plan manages on the namespaces it moves: every key a phase sets or
+/// removes.
+pub fn managed_labels(plan: &Plan) -> BTreeSet<String> {
+    plan.phases
+        .iter()
+        .flat_map(|p| p.changes.iter())
+        .filter_map(|c| match c {
+            Change::Labels { set, remove, .. } => {
+                Some(set.keys().chain(remove.iter()).cloned().collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The complete desired state after phase `n` as the plan manages it, for `live/`: every object
+/// of `states[n]` whole (what the renders made and no uninstall removed), except the namespaces
+/// the policy names, which are label patches holding only the labels the plan manages, as of
+/// that phase. Apply rank order.
+pub fn live_changes(plan: &Plan, n: usize) -> Vec<Change> {
+    let Some(state) = plan.states.get(n) else {
+        return Vec::new();
+    };
+    let named: BTreeSet<ObjectId> = plan
+        .injection
+        .iter()
+        .map(|r| crate::cluster::namespace_id(&r.namespace))
+        .collect();
+    let managed = managed_labels(plan);
+    let mut out: Vec<Change> = state
+        .objects
+        .values()
+        .map(|o| {
+            if named.contains(&o.id) {
+                Change::Labels {
+                    id: o.id.clone(),
+                    api_version: o.api_version.clone(),
+                    set: o
+                        .labels()
+                        .into_iter()
+                        .filter(|(k, _)| managed.contains(k))
+                        .collect(),
+                    remove: BTreeSet::new(),
+                    via: Via::File,
+                }
+            } else {
+                Change::Apply(o.clone())
+            }
+        })
+        .collect();
+    sort_changes(&mut out);
+    out
+}

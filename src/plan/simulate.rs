@@ -1,0 +1,76 @@
+//! The one simulation: a list of changes run step by step on a cluster state, the invariants
+//! checked after every step. Phases and rollbacks both go through `run`.
+//!
+//! Owns: how a list of changes splits into steps (the directory, then each command, then the
+//! deletes) and which expectations hold after which step. Must not: decide changes, or say
+//! anything to a user (a broken step is a `Violation`; the caller makes it a `Refusal`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::{Change, ClusterState, Via};
+use crate::manifest::ObjectId;
+use crate::mesh::{dangling_references, violations, Expectations, Violation};
+
+/// What the plan expects of the named namespaces in one state: the revision each must be
+/// injected by, or `None`: any single healthy injector (between the steps of a phase).
+pub type Expected = BTreeMap<String, Option<String>>;
+
+/// The steps a list of changes runs as: the directory (every file at once), then each command,
+/// then the deletes.
+pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
+    let mut steps: Vec<Vec<&Change>> = vec![Vec::new()];
+    for c in changes {
+        match c {
+            Change::Labels {
+                via: Via::Command(_),
+                ..
+            } => steps.push(vec![c]),
+            Change::Delete(_) => {
+                if steps
+                    .last()
+                    .is_some_and(|s| s.iter().all(|x| !matches!(x, Change::Delete(_))))
+                {
+                    steps.push(Vec::new());
+                }
+                if let Some(s) = steps.last_mut() {
+                    s.push(c);
+                }
+            }
+            _ => steps[0].push(c),
+        }
+    }
+    steps
+}
+
+/// Runs `changes` on `state` step by step. After every step but the last the state must meet
+/// `between`, after the last `end`; no step may delete an object something left still
+/// references. Violations in `known` (already there before the upgrade) are not blamed. Returns
+/// the end state, or the first new violation.
+pub fn run(
+    state: &ClusterState,
+    changes: &[Change],
+    between: &Expected,
+    end: &Expected,
+    known: &BTreeSet<Violation>,
+) -> Result<ClusterState, Violation> {
+    let mut state = state.clone();
+    let steps = steps(changes);
+    let last = steps.len() - 1;
+    for (si, step) in steps.iter().enumerate() {
+        for c in step {
+            state.apply(c);
+        }
+        let expect = if si == last { end } else { between };
+        let mut found = violations(&state, &Expectations { namespaces: expect });
+        let deleted: Vec<&ObjectId> = step
+            .iter()
+            .filter(|c| matches!(c, Change::Delete(_)))
+            .map(|c| c.id())
+            .collect();
+        found.extend(dangling_references(&state, &deleted));
+        if let Some(v) = found.into_iter().find(|v| !known.contains(v)) {
+            return Err(v);
+        }
+    }
+    Ok(state)
+}

@@ -1,0 +1,596 @@
+//! Unit tests of the planner, on small hand-made renders (no istioctl, no binary): per hop, per
+//! phase kind, the typed refusals, and the rollbacks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::refusal::{PhaseAt, Refusal};
+use super::*;
+use crate::cluster::namespace_id;
+use crate::istio::{INJECTION_LABEL, REV_LABEL};
+use crate::manifest::parse_manifest;
+use crate::mesh::Violation;
+
+/// The objects istioctl renders for one revision, cut to what the invariants read: a CRD, the
+/// control plane (service account, mesh config, istiod, its Service), the injector, and, when
+/// asked, the default tag and validator and an ingress gateway.
+fn render(rev: &Revision, crd_version: &str, tags: bool, gateway: bool) -> Vec<Object> {
+    let label = rev.label();
+    let suffix = rev.name().map(|n| format!("-{n}")).unwrap_or_default();
+    let istiod = rev.istiod();
+    let selector = match rev {
+        Revision::Default => format!(
+            "namespaceSelector: {{matchExpressions: [{{key: {INJECTION_LABEL}, operator: In, values: [enabled]}}]}}"
+        ),
+        Revision::Named(r) => format!(
+            "namespaceSelector: {{matchExpressions: [{{key: {REV_LABEL}, operator: In, values: ['{r}']}}, {{key: {INJECTION_LABEL}, operator: DoesNotExist}}]}}"
+        ),
+    };
+    let hook = |name: &str, sel: &str| {
+        format!(
+            "- name: {name}\n  clientConfig: {{service: {{name: {istiod}, namespace: istio-system}}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  {sel}\n"
+        )
+    };
+    let mut docs = vec![
+        format!("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: virtualservices.networking.istio.io}}\nspec: {{group: networking.istio.io, marker: '{crd_version}'}}\n"),
+        format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {istiod}, namespace: istio-system}}\n"),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio{suffix}, namespace: istio-system}}\ndata:\n  mesh: |-\n    defaultConfig:\n      discoveryAddress: {istiod}.istio-system.svc:15012\n"),
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {istiod}, namespace: istio-system}}\nspec:\n  template:\n    metadata:\n      labels: {{app: istiod, {REV_LABEL}: {label}}}\n    spec:\n      serviceAccountName: {istiod}\n      volumes:\n      - name: config\n        configMap: {{name: istio{suffix}}}\n      containers:\n      - name: discovery\n        args: [discovery]\n"),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {istiod}, namespace: istio-system}}\nspec:\n  selector: {{app: istiod, {REV_LABEL}: {label}}}\n"),
+        format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: istio-sidecar-injector{suffix}, labels: {{{REV_LABEL}: {label}}}}}\nwebhooks:\n{}", hook("rev.namespace.sidecar-injector.istio.io", &selector)),
+    ];
+    if tags {
+        docs.push(format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: istio-revision-tag-default, labels: {{{REV_LABEL}: {label}, istio.io/tag: default}}}}\nwebhooks:\n{}", hook("namespace.sidecar-injector.istio.io", &format!("namespaceSelector: {{matchExpressions: [{{key: {INJECTION_LABEL}, operator: In, values: [enabled]}}]}}"))));
+        docs.push(format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: istiod-default-validator, labels: {{{REV_LABEL}: {label}}}}}\nwebhooks:\n- name: validation.istio.io\n  clientConfig: {{service: {{name: {istiod}, namespace: istio-system}}}}\n  rules: [{{operations: [CREATE, UPDATE], apiGroups: [networking.istio.io], apiVersions: ['*'], resources: ['*']}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n"));
+    }
+    if gateway {
+        docs.push(format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: istio-ingressgateway, namespace: istio-system}}\nspec:\n  template:\n    metadata:\n      labels: {{app: istio-ingressgateway, {REV_LABEL}: {label}}}\n    spec:\n      containers:\n      - name: istio-proxy\n        args: [proxy, router]\n        env:\n        - {{name: CA_ADDR, value: '{istiod}.istio-system.svc:15012'}}\n"));
+        docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: istio-ingressgateway, namespace: istio-system}\nspec:\n  selector: {app: istio-ingressgateway}\n".to_string());
+    }
+    parse_manifest(&docs.join("---\n"), "test")
+        .unwrap()
+        .iter()
+        .map(normalize)
+        .collect()
+}
+
+fn side(version: &str, rev: &Revision) -> PlanSide {
+    PlanSide {
+        version: Version::parse(version).unwrap(),
+        revision: rev.clone(),
+        istioctl_sha256: "0".repeat(64),
+        operator_path: "iop.yaml".into(),
+        operator_sha256: "1".repeat(64),
+        istio_namespace: "istio-system".into(),
+    }
+}
+
+fn waves(spec: &[(&str, &[&str])]) -> Vec<Wave> {
+    spec.iter()
+        .map(|(name, namespaces)| Wave {
+            name: name.to_string(),
+            namespaces: namespaces.iter().map(ToString::to_string).collect(),
+        })
+        .collect()
+}
+
+fn named(r: &str) -> Revision {
+    Revision::Named(r.into())
+}
+
+struct Case {
+    old: Revision,
+    new: Revision,
+    waves: Vec<Wave>,
+    default_tag: bool,
+    uninstall_old: bool,
+    old_objects: Vec<Object>,
+    new_objects: Vec<Object>,
+    remove_gateways: BTreeSet<String>,
+}
+
+impl Case {
+    fn new(old: Revision, new: Revision) -> Case {
+        Case {
+            old_objects: render(&old, "v1", false, false),
+            new_objects: render(&new, "v2", true, false),
+            old,
+            new,
+            waves: waves(&[("canary", &["shop"]), ("rest", &["cart", "pay"])]),
+            default_tag: true,
+            uninstall_old: true,
+            remove_gateways: BTreeSet::new(),
+        }
+    }
+
+    fn hop(&self) -> HopInput<'_> {
+        HopInput {
+            from: side("1.13.5", &self.old),
+            to: side("1.14.1", &self.new),
+            old: self.old_objects.clone(),
+            new: self.new_objects.clone(),
+            spec: "iop.yaml",
+            waves: &self.waves,
+            default_tag: self.default_tag,
+            uninstall_old: self.uninstall_old,
+            kubernetes: None,
+            remove_gateways: &self.remove_gateways,
+        }
+    }
+
+    fn plan(&self) -> Result<Plan> {
+        plan_hops(&PlanInput {
+            name: "test".into(),
+            policy_path: "canary.yaml".into(),
+            policy_sha256: "2".repeat(64),
+            kubernetes_version: None,
+            hops: vec![self.hop()],
+            promote: None,
+        })
+    }
+}
+
+fn kinds(plan: &Plan) -> Vec<(PhaseKind, &str)> {
+    plan.phases
+        .iter()
+        .map(|p| (p.kind, p.dir.as_str()))
+        .collect()
+}
+
+fn labels_of(plan: &Plan, n: usize, ns: &str) -> BTreeMap<String, String> {
+    let mut l = plan.states[n].labels(&namespace_id(ns)).unwrap();
+    l.remove(crate::k8s::NAME_LABEL);
+    l
+}
+
+#[test]
+fn a_hop_is_crds_install_one_migrate_per_wave_the_tag_then_uninstall() {
+    let p = Case::new(named("1-13-5"), named("1-14-1")).plan().unwrap();
+    assert_eq!(
+        kinds(&p),
+        [
+            (PhaseKind::Crds, "01-crds"),
+            (PhaseKind::Install, "02-install-1-14-1"),
+            (PhaseKind::Migrate, "03-migrate-canary"),
+            (PhaseKind::Migrate, "04-migrate-rest"),
+            (PhaseKind::DefaultTag, "05-default-tag-1-14-1"),
+            (PhaseKind::Uninstall, "06-uninstall-1-13-5"),
+        ]
+    );
+    assert_eq!(p.states.len(), p.phases.len() + 1);
+    assert_eq!(p.expected.len(), p.states.len());
+    assert!(p.phases.iter().all(|ph| ph.hop == 0));
+    assert_eq!(p.hops.len(), 1);
+    // What each state expects: the old revision before a namespace's wave, the new one after.
+    let exp = |n: usize, ns: &str| p.expected[n][ns].clone().unwrap();
+    assert_eq!(exp(0, "shop"), "1-13-5");
+    assert_eq!(exp(3, "shop"), "1-14-1");
+    assert_eq!(exp(3, "cart"), "1-13-5");
+    assert_eq!(exp(4, "pay"), "1-14-1");
+    // Every phase before the uninstall has a rollback; the uninstall has none.
+    assert_eq!(p.rollbacks.len(), 5);
+    assert!(p.rollbacks.iter().all(|r| r.phase_index < 6));
+}
+
+#[test]
+fn state_zero_is_the_old_render_with_the_canonical_label() {
+    let p = Case::new(named("1-13-5"), named("1-14-1")).plan().unwrap();
+    assert_eq!(
+        labels_of(&p, 0, "shop"),
+        BTreeMap::from([(REV_LABEL.to_string(), "1-13-5".to_string())])
+    );
+    assert!(p.states[0]
+        .objects
+        .keys()
+        .any(|id| id.name == "istiod-1-13-5" && id.kind == "Deployment"));
+    assert!(matches!(
+        p.assumptions.as_slice(),
+        [Assumption::CanonicalLabels { key, value, .. }] if key == REV_LABEL && value == "1-13-5"
+    ));
+    let p = Case::new(Revision::Default, named("1-14-1"))
+        .plan()
+        .unwrap();
+    assert_eq!(
+        labels_of(&p, 0, "shop"),
+        BTreeMap::from([(INJECTION_LABEL.to_string(), "enabled".to_string())])
+    );
+}
+
+#[test]
+fn a_migrate_phase_relabels_only_its_wave_by_a_label_merge() {
+    let p = Case::new(named("1-13-5"), named("1-14-1")).plan().unwrap();
+    let canary = &p.phases[2];
+    assert_eq!(canary.namespaces, ["shop"]);
+    assert!(matches!(
+        canary.changes.as_slice(),
+        [Change::Labels { id, set, remove, via: Via::File, .. }]
+            if id.name == "shop" && set[REV_LABEL] == "1-14-1" && remove.is_empty()
+    ));
+    assert_eq!(labels_of(&p, 3, "shop")[REV_LABEL], "1-14-1");
+    assert_eq!(labels_of(&p, 3, "cart")[REV_LABEL], "1-13-5");
+    assert_eq!(p.injection[0].namespace, "shop");
+    assert_eq!(p.injection[0].states[2], "1-13-5");
+    assert_eq!(p.injection[0].states[3], "1-14-1");
+}
+
+#[test]
+fn from_an_unrevisioned_install_the_legacy_label_goes_by_command_after_the_file() {
+    let p = Case::new(Revision::Default, named("1-14-1"))
+        .plan()
+        .unwrap();
+    let canary = &p.phases[2];
+    let vias: Vec<&Via> = canary
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Labels { via, .. } => via,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        vias,
+        [
+            &Via::File,
+            &Via::Command(format!("kubectl label namespace shop {INJECTION_LABEL}-"))
+        ]
+    );
+    // The step between them keeps the namespace on the old revision (istio-injection wins).
+    let steps = steps(&canary.changes);
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        labels_of(&p, 3, "shop"),
+        BTreeMap::from([(REV_LABEL.to_string(), "1-14-1".to_string())])
+    );
+    // The default-tag phase switches the legacy injector off (it would match twice otherwise).
+    let tag = p
+        .phases
+        .iter()
+        .find(|ph| ph.kind == PhaseKind::DefaultTag)
+        .unwrap();
+    let off = tag
+        .changes
+        .iter()
+        .find_map(|c| match c {
+            Change::Apply(o) if o.id.name == "istio-sidecar-injector" => Some(o),
+            _ => None,
+        })
+        .expect("the legacy injector is re-applied switched off");
+    assert!(off
+        .to_yaml()
+        .unwrap()
+        .contains("istio.io/deactivated: never-match"));
+}
+
+#[test]
+fn the_uninstall_deletes_what_the_end_needs_not_and_never_crds_or_namespaces() {
+    let p = Case::new(named("1-13-5"), named("1-14-1")).plan().unwrap();
+    let uninstall = p.phases.last().unwrap();
+    assert_eq!(uninstall.kind, PhaseKind::Uninstall);
+    let deleted: BTreeSet<String> = uninstall
+        .deletes()
+        .map(|d| format!("{}/{}", d.id.kind, d.id.name))
+        .collect();
+    assert_eq!(
+        deleted,
+        BTreeSet::from(
+            [
+                "ConfigMap/istio-1-13-5",
+                "Deployment/istiod-1-13-5",
+                "MutatingWebhookConfiguration/istio-sidecar-injector-1-13-5",
+                "Service/istiod-1-13-5",
+                "ServiceAccount/istiod-1-13-5",
+            ]
+            .map(String::from)
+        )
+    );
+    // Webhooks go first, so nothing calls a Service being deleted.
+    assert_eq!(
+        uninstall.deletes().next().unwrap().id.kind,
+        "MutatingWebhookConfiguration"
+    );
+    let end = p.states.last().unwrap();
+    assert!(end
+        .objects
+        .keys()
+        .any(|id| id.kind == "CustomResourceDefinition"));
+    for ns in ["shop", "cart", "pay"] {
+        assert!(end.objects.contains_key(&namespace_id(ns)));
+    }
+}
+
+#[test]
+fn without_the_default_tag_no_tag_phase_and_no_uninstall_of_a_revision_in_use() {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.default_tag = false;
+    c.uninstall_old = false;
+    c.new_objects = render(&c.new, "v2", false, false);
+    let p = c.plan().unwrap();
+    assert_eq!(
+        p.phases.iter().map(|ph| ph.kind).collect::<Vec<_>>(),
+        [
+            PhaseKind::Crds,
+            PhaseKind::Install,
+            PhaseKind::Migrate,
+            PhaseKind::Migrate
+        ]
+    );
+    // The old revision still runs at the end.
+    assert!(p
+        .states
+        .last()
+        .unwrap()
+        .objects
+        .keys()
+        .any(|id| id.name == "istiod-1-13-5"));
+}
+
+#[test]
+fn gateways_move_in_their_own_phase_after_the_waves() {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.old_objects = render(&c.old, "v1", false, true);
+    c.new_objects = render(&c.new, "v2", true, true);
+    let p = c.plan().unwrap();
+    let gw = p
+        .phases
+        .iter()
+        .find(|ph| ph.kind == PhaseKind::Gateways)
+        .unwrap();
+    assert_eq!(gw.dir, "05-gateways-1-14-1");
+    let names: BTreeSet<&str> = gw.changes.iter().map(|c| c.id().name.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["istio-ingressgateway"]));
+    assert_eq!(gw.changes.len(), 2, "the Deployment and the Service");
+    // The uninstall keeps the gateway: the new render still has it.
+    assert!(p
+        .phases
+        .last()
+        .unwrap()
+        .deletes()
+        .all(|d| d.id.name != "istio-ingressgateway"));
+}
+
+#[test]
+fn a_dropped_gateway_is_refused_unless_listed() {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.old_objects = render(&c.old, "v1", false, true);
+    let Err(Refusal::GatewaysDropped { old_revision, lost }) = c.plan() else {
+        panic!("a dropped gateway must be refused");
+    };
+    assert_eq!(old_revision, named("1-13-5"));
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].0, "istio-system/istio-ingressgateway");
+    c.remove_gateways = BTreeSet::from(["istio-system/istio-ingressgateway".to_string()]);
+    let p = c.plan().unwrap();
+    assert!(p
+        .phases
+        .last()
+        .unwrap()
+        .deletes()
+        .any(|d| d.id.name == "istio-ingressgateway"));
+}
+
+#[test]
+fn renders_that_cannot_work_are_refused_by_kind() {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.new_objects.clear();
+    assert!(matches!(c.plan(), Err(Refusal::EmptyRender { .. })));
+
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.new_objects.retain(|o| o.id.kind != "Deployment");
+    assert!(
+        matches!(c.plan(), Err(Refusal::NoIstiod { revision, .. }) if revision == named("1-14-1"))
+    );
+
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.new_objects
+        .retain(|o| o.id.kind != "CustomResourceDefinition");
+    assert!(matches!(c.plan(), Err(Refusal::NoCrds { old_crds: 1, .. })));
+
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.new_objects
+        .retain(|o| o.id.name != "istio-sidecar-injector-1-14-1");
+    assert!(matches!(c.plan(), Err(Refusal::NoInjector { found, .. }) if found.is_empty()));
+
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.new_objects
+        .retain(|o| o.id.name != "istiod-default-validator");
+    assert!(matches!(c.plan(), Err(Refusal::NoDefaultValidator { .. })));
+
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.new_objects
+        .retain(|o| o.id.name != "istio-revision-tag-default");
+    assert!(matches!(c.plan(), Err(Refusal::NoDefaultTag { .. })));
+}
+
+#[test]
+fn an_install_that_rewrites_the_running_revision_is_refused() {
+    // The new render carries the old revision's mesh config with other content.
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    let mut mesh = c
+        .old_objects
+        .iter()
+        .find(|o| o.id.name == "istio-1-13-5")
+        .unwrap()
+        .clone();
+    mesh.body.insert("extra".into(), "changed".into());
+    c.new_objects.push(mesh);
+    let Err(Refusal::InstallOverwrites { object, .. }) = c.plan() else {
+        panic!("must be refused");
+    };
+    assert_eq!(object.name, "istio-1-13-5");
+}
+
+#[test]
+fn uninstalling_a_revision_a_kept_webhook_still_calls_is_refused_at_the_uninstall() {
+    // The new render holds a webhook that calls the old revision's istiod: fine until the
+    // uninstall deletes that Service.
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.new_objects.push(
+        parse_manifest("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: stale-validator}\nwebhooks:\n- name: stale.validation.istio.io\n  clientConfig: {service: {name: istiod-1-13-5, namespace: istio-system}}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n", "t")
+            .unwrap()
+            .remove(0),
+    );
+    let Err(Refusal::UnsafePhase { at, violation }) = c.plan() else {
+        panic!("must be refused");
+    };
+    assert_eq!(at.kind, PhaseKind::Uninstall);
+    assert_eq!(at.dir, "06-uninstall-1-13-5");
+    assert!(
+        matches!(&violation, Violation::DanglingWebhook { missing: true, service, webhook }
+            if service.name == "istiod-1-13-5" && webhook.name == "stale-validator"),
+        "{violation:?}"
+    );
+}
+
+#[test]
+fn the_advice_of_a_refusal_follows_the_phase_kind_not_its_name() {
+    // A revision named so that the install's directory holds `-uninstall-`.
+    let v = Violation::DanglingWebhook {
+        webhook: namespace_id("x"),
+        service: crate::cluster::service_id("istio-system", "istiod-uninstall-x"),
+        missing: true,
+    };
+    let at = |kind: PhaseKind, dir: &str| PhaseAt {
+        index: 2,
+        kind,
+        dir: dir.into(),
+        from: named("1-13-5"),
+        to: named("uninstall-x"),
+    };
+    let install = crate::describe::refusal(&Refusal::UnsafePhase {
+        at: at(PhaseKind::Install, "02-install-uninstall-x"),
+        violation: v.clone(),
+    });
+    let help = install.help.unwrap_or_default();
+    assert!(
+        help.starts_with("a webhook with failurePolicy Fail"),
+        "{help}"
+    );
+    let uninstall = crate::describe::refusal(&Refusal::UnsafePhase {
+        at: at(PhaseKind::Uninstall, "06-uninstall-1-13-5"),
+        violation: v,
+    });
+    let help = uninstall.help.unwrap_or_default();
+    assert!(help.starts_with("move every tag"), "{help}");
+}
+
+#[test]
+fn a_new_revision_named_like_an_uninstall_gets_the_install_advice_end_to_end() {
+    // The new render's validator calls a Service the render lacks: refused at the install.
+    let mut c = Case::new(named("1-13-5"), named("uninstall-x"));
+    c.new_objects.push(
+        parse_manifest("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: istio-validator-uninstall-x-istio-system}\nwebhooks:\n- name: rev.validation.istio.io\n  clientConfig: {service: {name: istiod-gone, namespace: istio-system}}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n", "t")
+            .unwrap()
+            .remove(0),
+    );
+    let Err(r) = c.plan() else {
+        panic!("must be refused")
+    };
+    let Refusal::UnsafePhase { at, .. } = &r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(at.dir, "02-install-uninstall-x");
+    let err = crate::describe::refusal(&r);
+    assert!(
+        err.help
+            .as_deref()
+            .is_some_and(|h| h.contains("the render of revision uninstall-x must include")),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_rollback_is_simulated_back_to_the_state_before_its_phase() {
+    for old in [Revision::Default, named("1-13-5")] {
+        let p = Case::new(old, named("1-14-1")).plan().unwrap();
+        for rb in &p.rollbacks {
+            let n = rb.phase_index;
+            let back = simulate_rollback(
+                &rb.dir,
+                &rb.changes,
+                &p.states[n - 1],
+                &p.states[n],
+                &p.expected[n - 1],
+                &BTreeSet::new(),
+            )
+            .unwrap();
+            let strip = |s: &ClusterState| -> Vec<ObjectId> {
+                s.objects
+                    .keys()
+                    .filter(|id| id.kind != "CustomResourceDefinition")
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(strip(&back), strip(&p.states[n - 1]), "{}", rb.dir);
+        }
+        // The CRD rollback changes nothing: CRDs are never rolled back.
+        assert!(p.rollbacks[0].changes.is_empty());
+    }
+}
+
+#[test]
+fn a_rollback_that_leaves_an_object_behind_is_refused_with_the_object() {
+    let p = Case::new(named("1-13-5"), named("1-14-1")).plan().unwrap();
+    let install = &p.rollbacks[1];
+    let kept: Vec<Change> = install
+        .changes
+        .iter()
+        .filter(|c| c.id().kind != "ServiceAccount")
+        .cloned()
+        .collect();
+    let Err(Refusal::RollbackDiffers { object, how, dir }) = simulate_rollback(
+        &install.dir,
+        &kept,
+        &p.states[1],
+        &p.states[2],
+        &p.expected[1],
+        &BTreeSet::new(),
+    ) else {
+        panic!("must be refused");
+    };
+    assert_eq!(dir, "rollback/02-install-1-14-1");
+    assert_eq!(object.name, "istiod-1-14-1");
+    assert_eq!(how, refusal::Differs::LeftBehind);
+}
+
+#[test]
+fn placement_puts_each_object_in_one_phase_kind() {
+    let objects = render(&named("1-14-1"), "v2", true, true);
+    let placed: BTreeMap<String, PhaseKind> = objects
+        .iter()
+        .zip(placement(&objects))
+        .map(|(o, k)| (format!("{}/{}", o.id.kind, o.id.name), k))
+        .collect();
+    assert_eq!(
+        placed["CustomResourceDefinition/virtualservices.networking.istio.io"],
+        PhaseKind::Crds
+    );
+    assert_eq!(placed["Deployment/istiod-1-14-1"], PhaseKind::Install);
+    assert_eq!(
+        placed["MutatingWebhookConfiguration/istio-revision-tag-default"],
+        PhaseKind::DefaultTag
+    );
+    assert_eq!(
+        placed["ValidatingWebhookConfiguration/istiod-default-validator"],
+        PhaseKind::DefaultTag
+    );
+    assert_eq!(
+        placed["Deployment/istio-ingressgateway"],
+        PhaseKind::Gateways
+    );
+    assert_eq!(placed["Service/istio-ingressgateway"], PhaseKind::Gateways);
+}
+
+#[test]
+fn directory_numbers_widen_when_a_plan_passes_99_phases() {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    let names: Vec<String> = (0..97).map(|i| format!("ns{i}")).collect();
+    c.waves = names
+        .iter()
+        .map(|n| Wave {
+            name: format!("w-{n}"),
+            namespaces: vec![n.clone()],
+        })
+        .collect();
+    let p = c.plan().unwrap();
+    assert_eq!(p.phases[0].dir, "001-crds");
+    assert_eq!(p.phases.last().unwrap().dir, "101-uninstall-1-13-5");
+}
