@@ -20,6 +20,7 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod schema;
 pub mod selector;
 pub mod write;
 pub mod yamlin;
