@@ -1,21 +1,25 @@
-//! Emitting a plan as files: a pure function from the plan to a sorted map of path -> text.
+//! Emitting a plan as files: a pure function from the plan to a sorted map of path -> text. It
+//! renders the `layout::Bundle` and the plan's own texts; it decides nothing about files.
 //!
-//! Owns: the output layout (one directory per phase, one file per object, `Kustomization`,
-//! delete stubs, `plan.json`, `PLAN.md`, the marker file), file naming, headers, and every
+//! Owns: the text of the output: the header of every object file and delete stub, every
+//! `Kustomization` (the root's included), `plan.json` (a `schema::PlanDoc` built from the plan and
+//! the bundle, with the sha256 of every other file), `PLAN.md`, the marker file, and every
 //! template (embedded from `templates/`, rendered by minijinja with strict undefined behaviour).
-//! Must not: touch the filesystem, run processes, or change what the plan decided. Text is `\n`
+//! Must not: touch the filesystem, run processes, change what the plan decided, or decide what
+//! the layout decides: which files exist, their paths, which directories get a `Kustomization`,
+//! and every object's Git form (annotations, sync waves, prune protection) all come from
+//! `layout`; emit reads no plan internals beyond the `Plan` data it renders. Text is `\n`
 //! terminated and byte-identical for identical plans.
 
 use std::collections::BTreeMap;
 
 use minijinja::{context, Environment, UndefinedBehavior};
-use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Result};
 use crate::gitops;
-use crate::manifest::{Object, ObjectId};
-use crate::mesh::{Change, DeleteRef, Via};
-use crate::plan::{apply_rank, delete_rank, InjectionRow, PhaseKind, Plan};
+use crate::layout::{self, Bundle, Dir, PatchVia, KUSTOMIZATION_FILE, LIVE_DIR};
+use crate::manifest::ObjectId;
+use crate::plan::{InjectionRow, Plan};
 use crate::policy::sha256_hex;
 use crate::schema::{
     EntryDoc, FileDigestDoc, HopDoc, InjectionDoc, InjectionRowDoc, InputsDoc, PatchDoc, PhaseDoc,
@@ -68,13 +72,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The directory of the live desired state (`spec.promote`).
-pub const LIVE_DIR: &str = "live";
-
 /// The file that marks a directory as written by istio-canary (so `write` may replace it).
 pub const MARKER_FILE: &str = ".istio-canary";
-/// The kustomization file's name: one kustomize recognises and `kubectl apply -f DIR` skips.
-pub const KUSTOMIZATION_FILE: &str = "Kustomization";
 
 /// Facts about the run that appear in the output.
 #[derive(Debug, Clone)]
@@ -99,43 +98,89 @@ fn render(env: &Environment<'_>, name: &str, ctx: minijinja::Value) -> Result<St
         .map_err(|e| Error::new(format!("rendering template {name}: {e}")))
 }
 
-/// File names for a phase's objects: `<rank>-<kind>[_<namespace>]_<name>.yaml`, with the API
-/// group added to the kind only where two objects would otherwise share a name.
-fn file_names(ids: &[(u8, &ObjectId)]) -> Vec<String> {
-    let base = |rank: u8, id: &ObjectId, with_group: bool| {
-        let mut kind = id.kind.to_lowercase();
-        if with_group && !id.group.is_empty() {
-            kind = format!("{kind}.{}", id.group);
-        }
-        match &id.namespace {
-            Some(ns) => format!("{rank:02}-{kind}_{ns}_{}.yaml", id.name),
-            None => format!("{rank:02}-{kind}_{}.yaml", id.name),
-        }
-    };
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for (rank, id) in ids {
-        *counts.entry(base(*rank, id, false)).or_default() += 1;
-    }
-    ids.iter()
-        .map(|(rank, id)| {
-            let plain = base(*rank, id, false);
-            if counts.get(&plain).copied().unwrap_or(0) > 1 {
-                base(*rank, id, true)
-            } else {
-                plain
-            }
-        })
-        .collect()
-}
-
-fn entry(api_version: &str, id: &ObjectId, file: &str) -> EntryDoc {
+fn entry(object: &crate::manifest::Object, file: &str) -> EntryDoc {
     EntryDoc {
-        api_version: api_version.to_string(),
-        kind: id.kind.clone(),
-        namespace: id.namespace.clone(),
-        name: id.name.clone(),
+        api_version: object.api_version.clone(),
+        kind: object.id.kind.clone(),
+        namespace: object.id.namespace.clone(),
+        name: object.id.name.clone(),
         file: file.to_string(),
     }
+}
+
+/// plan.json's entries for a directory: files to apply, label patches, delete stubs.
+fn entries(dir: &Dir) -> (Vec<EntryDoc>, Vec<PatchDoc>, Vec<EntryDoc>) {
+    let apply = dir
+        .apply
+        .iter()
+        .map(|f| entry(&f.object, &f.file))
+        .collect();
+    let patch = dir
+        .patch
+        .iter()
+        .map(|p| PatchDoc {
+            api_version: p.api_version.clone(),
+            kind: p.id.kind.clone(),
+            namespace: p.id.namespace.clone(),
+            name: p.id.name.clone(),
+            set_labels: p.set.clone(),
+            remove_labels: p.remove.clone(),
+            file: p.file().map(|f| f.file.clone()),
+            command: match &p.via {
+                PatchVia::Command(c) => Some(c.clone()),
+                PatchVia::File(_) => None,
+            },
+        })
+        .collect();
+    let delete = dir
+        .delete
+        .iter()
+        .map(|f| entry(&f.object, &f.file))
+        .collect();
+    (apply, patch, delete)
+}
+
+/// Writes every file of `dir`: the objects to apply after `header`, the delete stubs after
+/// `delete_header`.
+fn write_dir(
+    files: &mut BTreeMap<String, String>,
+    dir: &Dir,
+    header: &str,
+    delete_header: &str,
+) -> Result<()> {
+    for f in dir.object_files() {
+        files.insert(
+            format!("{}/{}", dir.path, f.file),
+            format!("{header}{}", f.object.to_yaml()?),
+        );
+    }
+    for f in &dir.delete {
+        files.insert(
+            format!("{}/{}", dir.path, f.file),
+            format!("{delete_header}{}", f.object.to_yaml()?),
+        );
+    }
+    Ok(())
+}
+
+/// Writes `dir`'s `Kustomization`, when the layout gives it one, from `template` with `ctx` and
+/// the listed `resources`.
+fn write_kustomization(
+    files: &mut BTreeMap<String, String>,
+    env: &Environment<'_>,
+    dir: &Dir,
+    template: &str,
+    ctx: minijinja::Value,
+) -> Result<()> {
+    if let Some(resources) = &dir.kustomization {
+        let text = render(
+            env,
+            template,
+            context! { ..ctx, ..context! { dir => dir.path, resources } },
+        )?;
+        files.insert(format!("{}/{KUSTOMIZATION_FILE}", dir.path), text);
+    }
+    Ok(())
 }
 
 fn injection_rows(rows: &[InjectionRow]) -> Vec<InjectionRowDoc> {
@@ -154,63 +199,30 @@ fn side(version: &semver::Version, revision: &crate::policy::Revision) -> SideDo
     }
 }
 
-/// The partial object a label patch applies: only the labels it sets.
-pub fn label_patch_object(
-    api_version: &str,
-    id: &ObjectId,
-    set: &BTreeMap<String, String>,
-) -> Object {
-    let mut labels = Mapping::new();
-    for (k, v) in set {
-        labels.insert(k.as_str().into(), v.as_str().into());
-    }
-    let mut metadata = Mapping::new();
-    metadata.insert("name".into(), id.name.as_str().into());
-    if let Some(ns) = &id.namespace {
-        metadata.insert("namespace".into(), ns.as_str().into());
-    }
-    metadata.insert("labels".into(), Value::Mapping(labels));
-    let mut body = Mapping::new();
-    body.insert("apiVersion".into(), api_version.into());
-    body.insert("kind".into(), id.kind.as_str().into());
-    body.insert("metadata".into(), Value::Mapping(metadata));
-    Object {
-        api_version: api_version.to_string(),
-        id: id.clone(),
-        body,
-    }
-}
-
 /// Turns a plan into files: path (relative to the output directory) -> text.
 pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> {
+    let bundle = layout::layout(plan)?;
     let env = environment()?;
     let base = context! { tool_version => ctx.tool_version, plan_name => plan.name };
     let header = render(&env, TEMPLATE_HEADER, base.clone())?;
     let mut files = BTreeMap::new();
-    let mut phases = Vec::new();
 
-    for phase in &plan.phases {
-        let dir = phase.dir.clone();
-        let (apply, patch) = write_change_files(&mut files, &dir, &phase.changes, &header, &|o| {
-            gitops::for_git(o, gitops::prune_protected(plan, phase, o))
-        })?;
-        let deletes: Vec<_> = phase.deletes().collect();
-        let delete = if deletes.is_empty() {
-            Vec::new()
-        } else {
-            let delete_header = render(
-                &env,
-                TEMPLATE_DELETE_HEADER,
-                context! { tool_version => ctx.tool_version, plan_name => plan.name, old_revision => plan.from().revision.label(), dir => dir },
-            )?;
-            write_delete_stubs(&mut files, &dir, "", &deletes, &delete_header)?
-        };
+    let mut phases = Vec::new();
+    for (phase, dir) in plan.phases.iter().zip(&bundle.phases) {
+        let delete_header = render(
+            &env,
+            TEMPLATE_DELETE_HEADER,
+            context! { ..base.clone(), ..context! { old_revision => plan.from().revision.label(), dir => dir.path } },
+        )?;
+        write_dir(&mut files, dir, &header, &delete_header)?;
+        write_kustomization(&mut files, &env, dir, TEMPLATE_KUSTOMIZATION, base.clone())?;
+        let (apply, patch, delete) = entries(dir);
         phases.push(PhaseDoc {
             index: phase.index,
             hop: phase.hop + 1,
             name: phase.name.clone(),
             kind: phase.kind.as_str().to_string(),
-            dir,
+            dir: dir.path.clone(),
             namespaces: phase.namespaces.clone(),
             summary: phase.summary.clone(),
             commands: phase.commands.clone(),
@@ -220,16 +232,17 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
             apply,
             patch,
             delete,
-            delta: plan
-                .deltas
-                .get(phase.index - 1)
+            delta: phase
+                .index
+                .checked_sub(1)
+                .and_then(|i| plan.deltas.get(i))
                 .cloned()
                 .unwrap_or_default(),
             rollback: None,
         });
     }
-    emit_rollbacks(plan, ctx, &env, &header, &mut files, &mut phases)?;
-    let promote = emit_live(plan, &env, &base, &header, &mut files)?;
+    emit_rollbacks(plan, &bundle, &env, &base, &header, &mut files, &mut phases)?;
+    let promote = emit_live(&bundle, &env, &base, &header, &mut files)?;
 
     let mut istio_operators = BTreeMap::new();
     let mut istioctl = BTreeMap::new();
@@ -241,7 +254,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
     }
     let mut states = vec!["before".to_string()];
     states.extend(plan.phases.iter().map(|p| p.dir.clone()));
-    let mut view = PlanDoc {
+    let mut doc = PlanDoc {
         comment: format!(
             "{} Do not edit.",
             render(&env, TEMPLATE_GENERATED, base.clone())?
@@ -280,11 +293,10 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
         },
         control_plane_diff: plan.diff.clone(),
         rollback_injection: InjectionDoc {
-            states: plan
+            states: bundle
                 .rollbacks
                 .iter()
-                .filter_map(|rb| plan.phases.get(rb.phase_index - 1))
-                .map(|p| format!("{}, then rollback", p.dir))
+                .map(|rb| format!("{}, then rollback", rb.phase_dir))
                 .collect(),
             namespaces: injection_rows(&plan.rollback_injection),
         },
@@ -292,17 +304,7 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
         files: BTreeMap::new(),
     };
 
-    for p in &view.phases {
-        if p.kind != PhaseKind::Uninstall.as_str() {
-            let text = render(
-                &env,
-                TEMPLATE_KUSTOMIZATION,
-                context! { ..base.clone(), ..context! { phase => p } },
-            )?;
-            files.insert(format!("{}/{KUSTOMIZATION_FILE}", p.dir), text);
-        }
-    }
-    let delta_md: Vec<Vec<String>> = view.phases.iter().map(|p| delta_lines(&p.delta)).collect();
+    let delta_md: Vec<Vec<String>> = doc.phases.iter().map(|p| delta_lines(&p.delta)).collect();
     let diff_md = context! {
         old_istiod => plan.from().revision.istiod(),
         new_istiod => plan.to().revision.istiod(),
@@ -310,11 +312,11 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
         only_new => id_lines(&plan.diff.only_new),
         rows => diff_rows(&plan.diff),
     };
-    files.extend(gitops::files(plan, &header)?);
+    files.extend(gitops::files(plan, &bundle, &header)?);
     let md = render(
         &env,
         TEMPLATE_PLAN_MD,
-        context! { ..base.clone(), ..context! { delta_md, diff_md }, ..minijinja::Value::from_serialize(&view) },
+        context! { ..base.clone(), ..context! { delta_md, diff_md }, ..minijinja::Value::from_serialize(&doc) },
     )?;
     files.insert("PLAN.md".to_string(), md);
     files.insert(
@@ -324,15 +326,94 @@ pub fn emit(plan: &Plan, ctx: &EmitContext) -> Result<BTreeMap<String, String>> 
     for text in files.values_mut() {
         normalize_text(text);
     }
-    view.files = files
+    doc.files = files
         .iter()
         .map(|(path, text)| (path.clone(), sha256_hex(text.as_bytes())))
         .collect();
-    let mut json = serde_json::to_string_pretty(&view)
+    let mut json = serde_json::to_string_pretty(&doc)
         .map_err(|e| Error::new(format!("serializing plan.json: {e}")))?;
     normalize_text(&mut json);
     files.insert(PLAN_JSON.to_string(), json);
     Ok(files)
+}
+
+/// The rollback directories (files, delete stubs under `delete/` with their own header, and a
+/// `Kustomization` where the layout gives one) and each phase's `rollback` in plan.json.
+fn emit_rollbacks(
+    plan: &Plan,
+    bundle: &Bundle,
+    env: &Environment<'_>,
+    base: &minijinja::Value,
+    header: &str,
+    files: &mut BTreeMap<String, String>,
+    phases: &mut [PhaseDoc],
+) -> Result<()> {
+    for layout in &bundle.rollbacks {
+        let Some(rb) = plan
+            .rollbacks
+            .iter()
+            .find(|rb| rb.phase_index == layout.phase_index)
+        else {
+            continue;
+        };
+        let dir = &layout.dir;
+        let ctx = context! { ..base.clone(), ..context! { phase_dir => layout.phase_dir } };
+        let delete_header = render(
+            env,
+            TEMPLATE_ROLLBACK_DELETE_HEADER,
+            context! { ..ctx.clone(), ..context! { dir => dir.path } },
+        )?;
+        write_dir(files, dir, header, &delete_header)?;
+        write_kustomization(files, env, dir, TEMPLATE_ROLLBACK_KUSTOMIZATION, ctx)?;
+        let (apply, patch, delete) = entries(dir);
+        let doc = RollbackDoc {
+            dir: dir.has_files().then(|| dir.path.clone()),
+            commands: rb.commands.clone(),
+            server_side: rb.server_side.clone(),
+            checks: rb.checks.clone(),
+            apply,
+            patch,
+            delete,
+        };
+        if let Some(p) = phases.iter_mut().find(|p| p.index == layout.phase_index) {
+            p.rollback = Some(doc);
+        }
+    }
+    Ok(())
+}
+
+/// `live/` with its `Kustomization` (when the plan has a promote point), and the root
+/// `Kustomization`, which builds `live/` or, with no promote point, nothing.
+fn emit_live(
+    bundle: &Bundle,
+    env: &Environment<'_>,
+    base: &minijinja::Value,
+    header: &str,
+    files: &mut BTreeMap<String, String>,
+) -> Result<Option<PromoteDoc>> {
+    let promote = match &bundle.live {
+        Some(live) => {
+            let ctx = context! { ..base.clone(), ..context! { phase_dir => live.phase_dir } };
+            write_dir(files, &live.dir, header, "")?;
+            write_kustomization(files, env, &live.dir, TEMPLATE_LIVE_KUSTOMIZATION, ctx)?;
+            let mut names: Vec<String> = live.dir.object_files().map(|f| f.file.clone()).collect();
+            names.sort();
+            Some(PromoteDoc {
+                index: live.phase_index,
+                dir: live.phase_dir.clone(),
+                live: live.dir.path.clone(),
+                files: names,
+            })
+        }
+        None => None,
+    };
+    let text = render(
+        env,
+        TEMPLATE_ROOT_KUSTOMIZATION,
+        context! { ..base.clone(), ..context! { promote => promote.as_ref().map(|p| p.dir.clone()), live => LIVE_DIR } },
+    )?;
+    files.insert(KUSTOMIZATION_FILE.to_string(), text);
+    Ok(promote)
 }
 
 /// Lists longer than this are shown per kind in PLAN.md.
@@ -432,237 +513,6 @@ fn diff_rows(d: &crate::diff::ControlPlaneDiff) -> Vec<String> {
     rows
 }
 
-/// Writes one delete stub per object under `dir/sub` (file names in reverse rank order, like the
-/// uninstall's), each after `header`; returns the entries for plan.json (files relative to `dir`).
-fn write_delete_stubs(
-    files: &mut BTreeMap<String, String>,
-    dir: &str,
-    sub: &str,
-    deletes: &[&DeleteRef],
-    header: &str,
-) -> Result<Vec<EntryDoc>> {
-    let ids: Vec<(u8, &ObjectId)> = deletes
-        .iter()
-        .map(|d| (delete_rank(&d.id), &d.id))
-        .collect();
-    let mut out = Vec::new();
-    for (d, file) in deletes.iter().zip(file_names(&ids)) {
-        files.insert(
-            format!("{dir}/{sub}{file}"),
-            format!("{header}{}", stub_yaml(&d.api_version, &d.id)?),
-        );
-        out.push(entry(&d.api_version, &d.id, &format!("{sub}{file}")));
-    }
-    Ok(out)
-}
-
-/// Rollback and `live/` objects as written: without null values (Argo CD shows a null map as
-/// perpetual drift).
-fn without_nulls(object: &Object) -> Object {
-    let mut o = object.clone();
-    crate::gitops::strip_nulls(&mut o.body);
-    o
-}
-
-/// Writes `changes` (whole objects and file label patches) as files of `dir`, one per object,
-/// named like a phase's, each object as `prepare` makes it for Git; returns the entries for
-/// plan.json.
-fn write_change_files(
-    files: &mut BTreeMap<String, String>,
-    dir: &str,
-    changes: &[Change],
-    header: &str,
-    prepare: &dyn Fn(&Object) -> Object,
-) -> Result<(Vec<EntryDoc>, Vec<PatchDoc>)> {
-    let written: Vec<(&Change, Object)> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Apply(o) => Some((c, o.clone())),
-            Change::Labels {
-                id,
-                api_version,
-                set,
-                via: Via::File,
-                ..
-            } => Some((c, label_patch_object(api_version, id, set))),
-            _ => None,
-        })
-        .collect();
-    let ids: Vec<(u8, &ObjectId)> = written
-        .iter()
-        .map(|(_, o)| (apply_rank(&o.id), &o.id))
-        .collect();
-    let names = file_names(&ids);
-    let (mut apply, mut patch) = (Vec::new(), Vec::new());
-    for ((change, object), file) in written.iter().zip(&names) {
-        let object = prepare(object);
-        files.insert(
-            format!("{dir}/{file}"),
-            format!("{header}{}", object.to_yaml()?),
-        );
-        match change {
-            Change::Labels {
-                id,
-                api_version,
-                set,
-                remove,
-                ..
-            } => patch.push(PatchDoc {
-                api_version: api_version.clone(),
-                kind: id.kind.clone(),
-                namespace: id.namespace.clone(),
-                name: id.name.clone(),
-                set_labels: set.clone(),
-                remove_labels: remove.iter().cloned().collect(),
-                file: Some(file.clone()),
-                command: None,
-            }),
-            _ => apply.push(entry(&object.api_version, &object.id, file)),
-        }
-    }
-    for c in changes {
-        if let Change::Labels {
-            id,
-            api_version,
-            set,
-            remove,
-            via: Via::Command(command),
-        } = c
-        {
-            patch.push(PatchDoc {
-                api_version: api_version.clone(),
-                kind: id.kind.clone(),
-                namespace: id.namespace.clone(),
-                name: id.name.clone(),
-                set_labels: set.clone(),
-                remove_labels: remove.iter().cloned().collect(),
-                file: None,
-                command: Some(command.clone()),
-            });
-        }
-    }
-    Ok((apply, patch))
-}
-
-/// `rollback/NN-<phase>/`: the files to apply (with a `Kustomization` when there are any) and
-/// the delete stubs in `delete/` (no `Kustomization`), for every rollback of the plan.
-fn emit_rollbacks(
-    plan: &Plan,
-    ctx: &EmitContext,
-    env: &Environment<'_>,
-    header: &str,
-    files: &mut BTreeMap<String, String>,
-    phases: &mut [PhaseDoc],
-) -> Result<()> {
-    for rb in &plan.rollbacks {
-        let Some(phase) = plan.phases.get(rb.phase_index - 1) else {
-            continue;
-        };
-        let dir = rb.dir.clone();
-        let (apply, patch) = write_change_files(files, &dir, &rb.changes, header, &without_nulls)?;
-        let deletes: Vec<_> = rb.deletes().collect();
-        let delete = if deletes.is_empty() {
-            Vec::new()
-        } else {
-            let delete_header = render(
-                env,
-                TEMPLATE_ROLLBACK_DELETE_HEADER,
-                context! { tool_version => ctx.tool_version, plan_name => plan.name, phase_dir => phase.dir, dir => dir },
-            )?;
-            write_delete_stubs(files, &dir, "delete/", &deletes, &delete_header)?
-        };
-        let mut view = RollbackDoc {
-            dir: None,
-            commands: rb.commands.clone(),
-            server_side: rb.server_side.clone(),
-            checks: rb.checks.clone(),
-            apply,
-            patch,
-            delete,
-        };
-        let has_files = !view.apply.is_empty() || view.patch.iter().any(|p| p.file.is_some());
-        if has_files || !view.delete.is_empty() {
-            view.dir = Some(dir.clone());
-        }
-        if has_files {
-            let text = render(
-                env,
-                TEMPLATE_ROLLBACK_KUSTOMIZATION,
-                context! { tool_version => ctx.tool_version, plan_name => plan.name, phase_dir => phase.dir, dir => dir, rollback => view },
-            )?;
-            files.insert(format!("{dir}/{KUSTOMIZATION_FILE}"), text);
-        }
-        if let Some(p) = phases.iter_mut().find(|p| p.index == rb.phase_index) {
-            p.rollback = Some(view);
-        }
-    }
-    Ok(())
-}
-
-/// `live/` (when the plan has a promote point): every object of the desired state after that
-/// phase, nulls stripped, with a `Kustomization`; and the root `Kustomization`, which builds
-/// `live/` or, with no promote point, nothing.
-fn emit_live(
-    plan: &Plan,
-    env: &Environment<'_>,
-    base: &minijinja::Value,
-    header: &str,
-    files: &mut BTreeMap<String, String>,
-) -> Result<Option<PromoteDoc>> {
-    let promote = match plan.promote {
-        Some(n) => {
-            let changes = crate::plan::live_changes(plan, n);
-            let (apply, patch) =
-                write_change_files(files, LIVE_DIR, &changes, header, &without_nulls)?;
-            let mut names: Vec<String> = apply
-                .iter()
-                .map(|e| e.file.clone())
-                .chain(patch.iter().filter_map(|p| p.file.clone()))
-                .collect();
-            names.sort();
-            let dir = plan
-                .phases
-                .get(n - 1)
-                .map(|p| p.dir.clone())
-                .unwrap_or_default();
-            let text = render(
-                env,
-                TEMPLATE_LIVE_KUSTOMIZATION,
-                context! { ..base.clone(), ..context! { phase_dir => dir, files => names } },
-            )?;
-            files.insert(format!("{LIVE_DIR}/{KUSTOMIZATION_FILE}"), text);
-            Some(PromoteDoc {
-                index: n,
-                dir,
-                live: LIVE_DIR.to_string(),
-                files: names,
-            })
-        }
-        None => None,
-    };
-    let text = render(
-        env,
-        TEMPLATE_ROOT_KUSTOMIZATION,
-        context! { ..base.clone(), ..context! { promote => promote.as_ref().map(|p| p.dir.clone()), live => LIVE_DIR } },
-    )?;
-    files.insert(KUSTOMIZATION_FILE.to_string(), text);
-    Ok(promote)
-}
-
-/// A delete stub: apiVersion, kind, namespace, name; nothing an apply could use.
-fn stub_yaml(api_version: &str, id: &ObjectId) -> Result<String> {
-    let mut metadata = Mapping::new();
-    metadata.insert("name".into(), Value::String(id.name.clone()));
-    if let Some(ns) = &id.namespace {
-        metadata.insert("namespace".into(), Value::String(ns.clone()));
-    }
-    let mut body = Mapping::new();
-    body.insert("apiVersion".into(), Value::String(api_version.to_string()));
-    body.insert("kind".into(), Value::String(id.kind.clone()));
-    body.insert("metadata".into(), Value::Mapping(metadata));
-    crate::yamlout::mapping_to_string(&body)
-}
-
 /// `\n` line ends, no trailing blanks at the end, exactly one final newline.
 fn normalize_text(text: &mut String) {
     if text.contains('\r') {
@@ -735,37 +585,6 @@ mod tests {
         assert_eq!(
             cell(&Some("x\ny".into())),
             "(text on several lines, see plan.json)"
-        );
-    }
-
-    #[test]
-    fn file_names_add_the_group_only_on_collision() {
-        let a = ObjectId {
-            group: "networking.istio.io".into(),
-            kind: "Gateway".into(),
-            namespace: Some("n".into()),
-            name: "g".into(),
-        };
-        let b = ObjectId {
-            group: "gateway.networking.k8s.io".into(),
-            kind: "Gateway".into(),
-            namespace: Some("n".into()),
-            name: "g".into(),
-        };
-        let c = ObjectId {
-            group: String::new(),
-            kind: "Service".into(),
-            namespace: None,
-            name: "s".into(),
-        };
-        let names = file_names(&[(21, &a), (21, &b), (30, &c)]);
-        assert_eq!(
-            names,
-            [
-                "21-gateway.networking.istio.io_n_g.yaml",
-                "21-gateway.gateway.networking.k8s.io_n_g.yaml",
-                "30-service_s.yaml"
-            ]
         );
     }
 }

@@ -14,6 +14,7 @@ pub mod emit;
 pub mod error;
 pub mod gitops;
 pub mod k8s;
+pub mod layout;
 pub mod manifest;
 pub mod mesh;
 pub mod names;
