@@ -9,8 +9,8 @@
 //! Argo CD sync wave -1 for CRDs and 1 for webhook configurations, and the prune protection
 //! annotations), and which identities are prune-protected. Protection is decided per object
 //! identity for the whole plan (`Protection::of`) and applied identically wherever that identity
-//! is written in a phase directory (rollbacks and `live/` are still written with null values
-//! stripped only, as before this module). The rule: CRDs and Namespaces always;
+//! is written, so one object never has two Git forms: a phase copy, a rollback re-apply and the
+//! `live/` copy of the same content are the same bytes. The rule: CRDs and Namespaces always;
 //! and the objects the install phase applies, and the tag objects the default-tag phase applies,
 //! that state 0 already holds under the same identity (the shared base objects, the default tag
 //! and validator), except anything any phase or rollback deletes. Gateways are never protected
@@ -352,7 +352,7 @@ fn file_names(ids: &[(u8, &ObjectId)]) -> Vec<String> {
 
 /// The files of `changes` (whole objects and file label patches, each in its Git form) and the
 /// command label patches, for the directory `path`; no delete stubs, no `Kustomization`.
-fn change_dir(path: &str, changes: &[Change], protection: &Protection, nulls_only: bool) -> Dir {
+fn change_dir(path: &str, changes: &[Change], protection: &Protection) -> Dir {
     let written: Vec<(&Change, Object)> = changes
         .iter()
         .filter_map(|c| match c {
@@ -381,13 +381,7 @@ fn change_dir(path: &str, changes: &[Change], protection: &Protection, nulls_onl
     for ((change, object), file) in written.iter().zip(file_names(&ids)) {
         let written = ObjectFile {
             file,
-            object: if nulls_only {
-                let mut o = object.clone();
-                strip_nulls(&mut o.body);
-                o
-            } else {
-                protection.git_form(object)
-            },
+            object: protection.git_form(object),
         };
         match change {
             Change::Labels {
@@ -468,7 +462,7 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
     let protection = Protection::of(plan);
     let mut phases = Vec::new();
     for phase in &plan.phases {
-        let mut dir = change_dir(&phase.dir, &phase.changes, &protection, false);
+        let mut dir = change_dir(&phase.dir, &phase.changes, &protection);
         dir.delete = stubs(phase.deletes(), "");
         if phase.kind != PhaseKind::Uninstall {
             dir.kustomization = Some(dir.object_file_names());
@@ -485,7 +479,7 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
         else {
             continue;
         };
-        let mut dir = change_dir(&rb.dir, &rb.changes, &protection, true);
+        let mut dir = change_dir(&rb.dir, &rb.changes, &protection);
         dir.delete = stubs(rb.deletes(), ROLLBACK_DELETE_DIR);
         let names = dir.object_file_names();
         if !names.is_empty() {
@@ -500,7 +494,7 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
     }
     let live = match plan.promote {
         Some(n) => {
-            let mut dir = change_dir(LIVE_DIR, &live_changes(plan, n), &protection, true);
+            let mut dir = change_dir(LIVE_DIR, &live_changes(plan, n), &protection);
             let mut names = dir.object_file_names();
             names.sort();
             dir.kustomization = Some(names);
@@ -582,6 +576,7 @@ mod tests {
     use super::fixtures::{object, phase, plan};
     use super::*;
     use crate::mesh::{namespace_id, namespace_object};
+    use crate::plan::InjectionRow;
 
     fn id(group: &str, kind: &str, namespace: Option<&str>, name: &str) -> ObjectId {
         ObjectId {
@@ -630,7 +625,6 @@ mod tests {
                 },
             ],
             &Protection::default(),
-            false,
         );
         let err = check_unique(&dir).unwrap_err();
         assert!(
@@ -725,6 +719,87 @@ mod tests {
         assert_eq!(
             bundle.phases[3].delete[0].file,
             "79-configmap_istio-system_shared-then-deleted.yaml"
+        );
+    }
+
+    #[test]
+    fn live_and_rollback_namespaces_have_the_git_form_of_their_phase_copy() {
+        let crd = object("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: a.b.io\n");
+        let before = namespace_object(
+            "app",
+            &BTreeMap::from([("istio.io/rev".into(), "old".into())]),
+        );
+        let after = namespace_object(
+            "app",
+            &BTreeMap::from([("istio.io/rev".into(), "new".into())]),
+        );
+        let relabel = Change::Labels {
+            id: namespace_id("app"),
+            api_version: "v1".into(),
+            set: BTreeMap::from([("istio.io/rev".into(), "new".into())]),
+            remove: BTreeSet::new(),
+            via: Via::File,
+        };
+        let mut p = plan(
+            vec![vec![&before], vec![&before, &crd], vec![&after, &crd]],
+            vec![
+                phase(PhaseKind::Crds, 1, vec![Change::Apply(crd.clone())]),
+                phase(PhaseKind::Migrate, 2, vec![relabel]),
+            ],
+        );
+        p.injection = vec![InjectionRow {
+            namespace: "app".into(),
+            states: Vec::new(),
+        }];
+        p.promote = Some(2);
+        p.rollbacks = vec![crate::plan::Rollback {
+            phase_index: 2,
+            dir: "rollback/02-migrate".into(),
+            changes: vec![Change::Labels {
+                id: namespace_id("app"),
+                api_version: "v1".into(),
+                set: BTreeMap::from([("istio.io/rev".into(), "old".into())]),
+                remove: BTreeSet::new(),
+                via: Via::File,
+            }],
+            commands: Vec::new(),
+            server_side: Vec::new(),
+            checks: Vec::new(),
+            note: None,
+        }];
+        let bundle = layout(&p).unwrap();
+        let rollback = &bundle.rollbacks[0];
+        assert_eq!(rollback.phase_dir, "02-migrate");
+        let rollback_ns = rollback.dir.patch[0].file().unwrap();
+        assert!(is_protected(&rollback_ns.object), "a rollback's relabel");
+        assert_eq!(
+            rollback.dir.kustomization.as_deref(),
+            Some(&["01-namespace_app.yaml".to_string()][..])
+        );
+        let live = bundle.live.unwrap();
+        assert_eq!(live.phase_dir, "02-migrate");
+        assert_eq!(live.dir.path, LIVE_DIR);
+        let in_live = |id: &ObjectId| {
+            live.dir
+                .object_files()
+                .find(|f| f.object.id == *id)
+                .unwrap()
+                .clone()
+        };
+        let phase_ns = bundle.phases[1].patch[0].file().unwrap();
+        assert!(is_protected(&phase_ns.object));
+        assert_eq!(
+            in_live(&namespace_id("app")),
+            *phase_ns,
+            "same file, same object"
+        );
+        assert_eq!(in_live(&crd.id), bundle.phases[0].apply[0]);
+        assert_eq!(
+            live.dir.kustomization.unwrap(),
+            [
+                "00-customresourcedefinition_a.b.io.yaml",
+                "01-namespace_app.yaml"
+            ]
         );
     }
 }

@@ -20,6 +20,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use istio_canary::emit::{emit, EmitContext};
+use istio_canary::layout::{
+    ARGOCD_KEEP, ARGOCD_SYNC_OPTIONS, ARGOCD_SYNC_WAVE, FLUX_PRUNE, FLUX_PRUNE_DISABLED,
+};
 use istio_canary::manifest::{parse_manifest, Object, ObjectId};
 use istio_canary::mesh::{
     as_stored, dangling_references, namespace_id, violations, Change, Expectations, MeshState, Via,
@@ -221,6 +224,22 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
+/// The object without what its Git form adds (sync wave, prune protection) and without an
+/// `annotations` map left empty by that: what the cluster is meant to hold.
+fn without_git_metadata(v: &mut Value) {
+    let Some(Value::Mapping(metadata)) = v.get_mut("metadata") else {
+        return;
+    };
+    if let Some(Value::Mapping(annotations)) = metadata.get_mut("annotations") {
+        for key in [ARGOCD_SYNC_WAVE, ARGOCD_SYNC_OPTIONS, FLUX_PRUNE] {
+            annotations.remove(key);
+        }
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+    }
+}
+
 fn without_crds(s: &MeshState) -> BTreeMap<ObjectId, Object> {
     s.objects
         .iter()
@@ -327,6 +346,14 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
         );
         for (id, o) in &state.objects {
             let got = &live[id];
+            if id.kind == "Namespace" || id.kind == "CustomResourceDefinition" {
+                let annotations = got.body["metadata"]["annotations"].clone();
+                assert_eq!(
+                    (&annotations[ARGOCD_SYNC_OPTIONS], &annotations[FLUX_PRUNE]),
+                    (&Value::from(ARGOCD_KEEP), &Value::from(FLUX_PRUNE_DISABLED)),
+                    "{c:?}: live/ after {n}: {id} is not protected from pruning"
+                );
+            }
             if named.contains(id) {
                 let want: BTreeMap<String, String> = o
                     .labels()
@@ -334,20 +361,17 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
                     .filter(|(k, _)| managed.contains(k))
                     .collect();
                 assert_eq!(got.labels(), want, "{c:?}: live/ after {n}: {id}");
-                let meta = got
-                    .body
-                    .get("metadata")
-                    .and_then(Value::as_mapping)
-                    .unwrap();
+                let mut got = Value::Mapping(got.body.clone());
+                without_git_metadata(&mut got);
+                let meta = got.get("metadata").and_then(Value::as_mapping).unwrap();
                 assert_eq!(meta.len(), 2, "{c:?}: {id} in live/ must be partial");
             } else {
                 let mut want = Value::Mapping(as_stored(o).body);
                 strip_nulls(&mut want);
-                assert_eq!(
-                    Value::Mapping(got.body.clone()),
-                    want,
-                    "{c:?}: live/ after {n}: {id}"
-                );
+                without_git_metadata(&mut want);
+                let mut got = Value::Mapping(got.body.clone());
+                without_git_metadata(&mut got);
+                assert_eq!(got, want, "{c:?}: live/ after {n}: {id}");
             }
         }
     }
