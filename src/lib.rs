@@ -3,9 +3,11 @@
 //!
 //! The pipeline, one module per stage, none reaching backwards:
 //! `policy` (load and validate) -> `render` (istioctl, the only process I/O) -> `plan` (pure)
-//! -> `emit` (pure: plan to path -> text) -> `write` (atomic). `manifest` is the one YAML reader
-//! and object identity; `error` the one error type; `cli` the command line; `check` reads a
-//! written output back (`compile --check`, `verify`, `show`, `plan` text) and writes nothing.
+//! -> `layout` (pure: every file's path and every object's Git form) -> `emit` (pure: plan and
+//! layout to path -> text) -> `write` (atomic). `manifest` is the one YAML reader and object
+//! identity; `error` the one error type; `cli` the command line; `schema` the plan.json types;
+//! `check` reads a written output back (`compile --check`, `verify`, `show`, `plan` text) with
+//! those types and writes nothing.
 
 pub mod check;
 pub mod cli;
