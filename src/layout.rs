@@ -260,7 +260,7 @@ fn annotate(body: &mut Mapping, add: &[(&str, &str)]) {
 /// Removes every mapping entry whose value is null, at any depth (istioctl renders gateway
 /// Services with `annotations: null`; Argo CD shows a null map as perpetual drift, and a
 /// client-side apply reads a null as "delete this field" and drops annotations others set).
-pub fn strip_nulls(map: &mut Mapping) {
+fn strip_nulls(map: &mut Mapping) {
     map.retain(|_, v| !v.is_null());
     for v in map.values_mut() {
         strip_nulls_value(v);
