@@ -2,25 +2,21 @@
 //! `verify` (compare a directory with the sha256 digests its `plan.json` records), `show` (one
 //! phase's files as a single YAML stream) and the text form of `plan`.
 //!
-//! Owns: the small read-only tree reader (`read_tree`, `read_file`), the `plan.json` reader
-//! (`Plan`, checked: apiVersion, kind, safe relative paths) and the pure comparisons and texts
+//! Owns: the small read-only tree reader (`read_tree`, `read_file`), the checks on a `plan.json`
+//! read back (apiVersion, kind, safe relative paths, digests) and the pure comparisons and texts
 //! built from them. Must not: write, rename or delete anything, run a process, contact a cluster,
-//! print (the caller prints), or decide anything the plan decides: everything here is read from
-//! the compiled map or from `plan.json`.
+//! print (the caller prints), decide anything the plan decides (everything here is read from the
+//! compiled map or from `plan.json`), or declare plan.json types of its own: it reads the
+//! `schema` types emit writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Deserialize;
-
-use crate::emit::{MARKER_FILE, PLAN_JSON};
+use crate::emit::MARKER_FILE;
 use crate::error::{Error, Result};
 use crate::policy::sha256_hex;
-
-/// What `plan.json` must say it is.
-pub const PLAN_API_VERSION: &str = "istio-canary.dev/v1alpha1";
-pub const PLAN_KIND: &str = "CanaryUpgradePlan";
+use crate::schema::{PhaseDoc, PlanDoc, PLAN_API_VERSION, PLAN_JSON, PLAN_KIND};
 
 /// One entry of a directory tree as read from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,114 +211,22 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // plan.json
 
-/// The parts of `plan.json` that `verify`, `show` and `plan` read. Unknown fields are allowed
-/// (later versions add some); the ones read here are required.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Plan {
-    pub name: String,
-    pub tool_version: String,
-    #[serde(default)]
-    pub kubernetes_version: Option<String>,
-    pub from: Side,
-    pub to: Side,
-    pub inputs: Inputs,
-    #[serde(default)]
-    pub assumptions: Vec<String>,
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    pub phases: Vec<Phase>,
-    pub injection: Injection,
-    pub files: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Side {
-    pub version: String,
-    pub revision: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Inputs {
-    pub policy: FileDigest,
-    pub istio_operators: BTreeMap<String, String>,
-    pub istioctl: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct FileDigest {
-    pub path: String,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Phase {
-    pub index: usize,
-    pub name: String,
-    pub kind: String,
-    pub dir: String,
-    pub summary: String,
-    pub commands: Vec<String>,
-    #[serde(default)]
-    pub checks: Vec<String>,
-    #[serde(default)]
-    pub undo: Option<String>,
-    pub apply: Vec<ObjectEntry>,
-    pub patch: Vec<PatchEntry>,
-    pub delete: Vec<ObjectEntry>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ObjectEntry {
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub file: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PatchEntry {
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-    pub set_labels: BTreeMap<String, String>,
-    pub remove_labels: Vec<String>,
-    pub file: Option<String>,
-    pub command: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Injection {
-    pub states: Vec<String>,
-    pub namespaces: Vec<InjectionRow>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct InjectionRow {
-    pub namespace: String,
-    pub states: Vec<String>,
-}
-
-impl Phase {
-    /// The files of this phase in apply order: its `apply` entries, then the `patch` entries
-    /// that have a file; for the uninstall phase its delete stubs.
-    pub fn stream_files(&self) -> Vec<&str> {
-        if self.kind == "uninstall" {
-            return self.delete.iter().map(|e| e.file.as_str()).collect();
-        }
-        self.apply
-            .iter()
-            .map(|e| e.file.as_str())
-            .chain(self.patch.iter().filter_map(|p| p.file.as_deref()))
-            .collect()
+/// The files of a phase in apply order: its `apply` entries, then the `patch` entries that have
+/// a file; for the uninstall phase its delete stubs.
+pub fn stream_files(phase: &PhaseDoc) -> Vec<&str> {
+    if phase.kind == "uninstall" {
+        return phase.delete.iter().map(|e| e.file.as_str()).collect();
     }
+    phase
+        .apply
+        .iter()
+        .map(|e| e.file.as_str())
+        .chain(phase.patch.iter().filter_map(|p| p.file.as_deref()))
+        .collect()
 }
 
 /// Reads and checks `DIR/plan.json`.
-pub fn load_plan(dir: &Path) -> Result<Plan> {
+pub fn load_plan(dir: &Path) -> Result<PlanDoc> {
     let path = dir.join(PLAN_JSON);
     let help = "give the directory `istio-canary compile` wrote (default: bundles)";
     if !dir.is_dir() {
@@ -347,7 +251,7 @@ pub fn load_plan(dir: &Path) -> Result<Plan> {
 
 /// Parses `plan.json` text read from `path`: JSON, then apiVersion and kind, then the fields
 /// this module reads, then every path it names (safe relative paths, digests in hex).
-pub fn parse_plan(path: &Path, text: &str) -> Result<Plan> {
+pub fn parse_plan(path: &Path, text: &str) -> Result<PlanDoc> {
     let json_error = |what: &str, e: serde_json::Error| {
         let (line, column) = (e.line(), e.column());
         let mut message = e.to_string();
@@ -371,7 +275,7 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<Plan> {
         ))
         .in_file(path));
     }
-    let plan: Plan = serde_json::from_str(text)
+    let plan: PlanDoc = serde_json::from_str(text)
         .map_err(|e| json_error("plan.json does not hold a readable plan", e))?;
     let bad = |what: String| {
         Err(Error::new(format!("{}: {what}", path.display())).with_help(
@@ -401,7 +305,7 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<Plan> {
                 phase.index, phase.dir
             ));
         }
-        for file in phase.stream_files() {
+        for file in stream_files(phase) {
             if !is_safe_relative(file) || file.contains('/') {
                 return bad(format!("phase {} names the file {file:?}", phase.dir));
             }
@@ -453,7 +357,7 @@ impl Verification {
 }
 
 /// Compares `tree` with the digests of `plan.files`. Pure.
-pub fn verify(plan: &Plan, tree: &Tree) -> Verification {
+pub fn verify(plan: &PlanDoc, tree: &Tree) -> Verification {
     let mut v = Verification::default();
     for (path, digest) in &plan.files {
         match tree.get(path) {
@@ -476,7 +380,7 @@ pub fn verify(plan: &Plan, tree: &Tree) -> Verification {
 
 /// Finds a phase by index (`3`, `03`), directory (`03-migrate-canary`) or name
 /// (`migrate-canary`). An unknown phase is an error listing the phases.
-pub fn find_phase<'a>(plan: &'a Plan, query: &str) -> Result<&'a Phase> {
+pub fn find_phase<'a>(plan: &'a PlanDoc, query: &str) -> Result<&'a PhaseDoc> {
     let by_index = query
         .parse::<usize>()
         .ok()
@@ -502,12 +406,12 @@ pub fn find_phase<'a>(plan: &'a Plan, query: &str) -> Result<&'a Phase> {
 /// `---` line. `read` returns a file's bytes by its path relative to the output directory;
 /// every file must still have the sha256 `plan.json` records (an edited file is refused).
 pub fn phase_stream(
-    plan: &Plan,
-    phase: &Phase,
+    plan: &PlanDoc,
+    phase: &PhaseDoc,
     mut read: impl FnMut(&str) -> Result<Vec<u8>>,
 ) -> Result<String> {
     let mut stream = String::new();
-    for file in phase.stream_files() {
+    for file in stream_files(phase) {
         let rel = format!("{}/{file}", phase.dir);
         let bytes = read(&rel).map_err(|e| {
             e.with_help("run `istio-canary verify` on the directory, then compile again")
@@ -530,7 +434,7 @@ pub fn phase_stream(
 }
 
 /// What `show` must add on stderr: the label commands of a phase that no file carries.
-pub fn phase_commands_outside_stream(phase: &Phase) -> Vec<&str> {
+pub fn phase_commands_outside_stream(phase: &PhaseDoc) -> Vec<&str> {
     phase
         .patch
         .iter()
@@ -550,7 +454,7 @@ fn object_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
 
 /// The plan as text: the upgrade, each phase with its changes and commands, the injection
 /// table and the input digests.
-pub fn plan_text(plan: &Plan) -> String {
+pub fn plan_text(plan: &PlanDoc) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,

@@ -304,13 +304,14 @@ fn run_plan(policy: &Path, format: Format, istioctl_timeout: Duration) -> Result
     let compiled = compile(&config)?;
     let json = compiled
         .files
-        .get(crate::emit::PLAN_JSON)
+        .get(crate::schema::PLAN_JSON)
         .ok_or_else(|| Error::new("internal error: compile produced no plan.json"))?;
     let stdout = match format {
         Format::Json => json.clone(),
-        Format::Text => {
-            check::plan_text(&check::parse_plan(Path::new(crate::emit::PLAN_JSON), json)?)
-        }
+        Format::Text => check::plan_text(&check::parse_plan(
+            Path::new(crate::schema::PLAN_JSON),
+            json,
+        )?),
     };
     Ok(Outcome::ok(stdout, String::new()))
 }

@@ -37,6 +37,8 @@ pub struct PhaseText {
 /// What a reviewer reads about one rollback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackText {
+    /// The 1-based index of the phase the rollback undoes.
+    pub phase_index: usize,
     /// What to run, in order (client-side `kubectl apply`); empty when there is nothing to undo.
     pub commands: Vec<String>,
     /// The same with `kubectl apply --server-side`.
@@ -268,6 +270,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
 pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
     let Some(phase) = plan.phases.get(rb.phase_index - 1) else {
         return RollbackText {
+            phase_index: rb.phase_index,
             commands: Vec::new(),
             server_side: Vec::new(),
             checks: Vec::new(),
@@ -359,6 +362,7 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
         _ => None,
     };
     RollbackText {
+        phase_index: rb.phase_index,
         commands,
         server_side,
         checks,

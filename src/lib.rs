@@ -19,6 +19,7 @@ pub mod error;
 pub mod gitops;
 pub mod istio;
 pub mod k8s;
+pub mod layout;
 pub mod manifest;
 pub mod mesh;
 pub mod names;
@@ -26,6 +27,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod schema;
 pub mod selector;
 pub mod write;
 pub mod yamlin;
@@ -42,6 +44,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// this order, and on a module missing from it.
 pub const LAYERS: &[&str] = &[
     "error", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "selector", "cluster",
-    "istio", "mesh", "policy", "render", "diff", "plan", "describe", "gitops", "emit", "write",
-    "check", "pipeline", "cli",
+    "istio", "mesh", "policy", "render", "diff", "plan", "describe", "schema", "layout", "gitops",
+    "emit", "write", "check", "pipeline", "cli",
 ];

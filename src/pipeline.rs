@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::cluster::{Change, Via};
 use crate::error::Result;
 use crate::render::{Istioctl, TagRequest};
-use crate::{describe, emit, error, plan, policy, VERSION};
+use crate::{describe, emit, error, layout, plan, policy, VERSION};
 
 /// Everything `compile` needs, checked; built once from the command line.
 #[derive(Debug, Clone)]
@@ -131,9 +131,11 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
     let new = new_ctl.manifest_generate(&policy.to, &tags)?;
     let plan = plan::plan(&policy, &old, &new)?;
     let texts = describe::describe(&plan);
+    let bundle = layout::layout(&plan)?;
     let files = emit::emit(
         &plan,
         &texts,
+        &bundle,
         &emit::EmitContext {
             tool_version: VERSION.to_string(),
         },

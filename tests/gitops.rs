@@ -1,6 +1,8 @@
 //! Zero drift in Git, for every scenario: no emitted object holds a null or a `caBundle`; CRDs,
 //! Namespaces and the objects the new render shares with the running install are protected from
-//! pruning, and nothing a phase deletes is; `argocd/` and `flux/` hold one Application and one
+//! pruning, and nothing a phase deletes is; every Namespace and CRD is protected wherever it is
+//! written (phases, rollbacks, `live/` at several promote points) and one identity has one Git
+//! form everywhere; `argocd/` and `flux/` hold one Application and one
 //! Kustomization per apply phase plus `live`, with the ignore rules each phase's webhooks need;
 //! and the Flux patches, built by kustomize over the phase directory, take out exactly the
 //! `failurePolicy` istiod flips.
@@ -13,21 +15,10 @@ use std::process::Command;
 
 use serde_yaml::Value;
 
-use common::{fixture_dirs, fixtures, kubectl, read_tree, run};
+use common::{compile_into, fixture_dirs, fixtures, kubectl};
 
 fn compile(dir: &Path, out: &Path) -> BTreeMap<String, String> {
-    let r = run(
-        dir,
-        &[
-            "compile",
-            "--policy",
-            "canary.yaml",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    read_tree(out)
+    compile_into(dir, out, &[])
 }
 
 fn scenarios() -> Vec<std::path::PathBuf> {
@@ -159,6 +150,169 @@ fn crds_namespaces_and_shared_objects_are_protected_from_pruning() {
             }
         }
         assert!(protected > 0, "{name}");
+    }
+}
+
+/// The identity of an object document: API group, kind, namespace, name.
+fn identity(doc: &Value) -> (String, String, String, String) {
+    let api_version = str_at(doc, &["apiVersion"]);
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    (
+        group.to_string(),
+        str_at(doc, &["kind"]).to_string(),
+        str_at(doc, &["metadata", "namespace"]).to_string(),
+        str_at(doc, &["metadata", "name"]).to_string(),
+    )
+}
+
+/// The document without the metadata its Git form adds (sync wave, prune protection).
+fn without_git_metadata(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Some(Value::Mapping(annotations)) = doc
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+    {
+        for key in [
+            "argocd.argoproj.io/sync-wave",
+            "argocd.argoproj.io/sync-options",
+            "kustomize.toolkit.fluxcd.io/prune",
+        ] {
+            annotations.remove(key);
+        }
+    }
+    if let Some(Value::Mapping(metadata)) = doc.get_mut("metadata") {
+        if metadata
+            .get("annotations")
+            .and_then(Value::as_mapping)
+            .is_some_and(|a| a.is_empty())
+        {
+            metadata.remove("annotations");
+        }
+    }
+    doc
+}
+
+/// A file's text without its comment header.
+fn body_text(text: &str) -> String {
+    text.lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The delete stubs `plan.json` lists (phase and rollback), by path.
+fn stub_paths(plan: &serde_json::Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for phase in plan["phases"].as_array().unwrap() {
+        for d in phase["delete"].as_array().unwrap() {
+            out.insert(format!(
+                "{}/{}",
+                phase["dir"].as_str().unwrap(),
+                d["file"].as_str().unwrap()
+            ));
+        }
+        if let Some(rb) = phase.get("rollback").filter(|r| !r.is_null()) {
+            for d in rb["delete"].as_array().unwrap() {
+                out.insert(format!(
+                    "{}/{}",
+                    rb["dir"].as_str().unwrap(),
+                    d["file"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Checks one compiled output: every Namespace and CRD file anywhere (phases, rollbacks,
+/// `live/`) is protected and none is a delete stub; protection is the same for every file of
+/// one identity; and files of one identity with the same content are the same bytes (header
+/// aside), wherever they are written.
+fn check_one_git_form_per_identity(what: &str, files: &BTreeMap<String, String>) -> usize {
+    let plan: serde_json::Value = serde_json::from_str(&files["plan.json"]).unwrap();
+    let stubs = stub_paths(&plan);
+    type Id = (String, String, String, String);
+    let mut by_id: BTreeMap<Id, Vec<(&String, Value, String)>> = BTreeMap::new();
+    for (path, text) in files {
+        let gitops = path.starts_with("argocd/") || path.starts_with("flux/");
+        if gitops || !path.ends_with(".yaml") {
+            continue;
+        }
+        let doc = docs(text).remove(0);
+        let id = identity(&doc);
+        let must = id.1 == "Namespace" || id.1 == "CustomResourceDefinition";
+        if stubs.contains(path) {
+            assert!(!must, "{what}: {path}: the plan deletes a {}", id.1);
+            continue;
+        }
+        if must {
+            assert!(
+                is_protected(&doc),
+                "{what}: {path} is not protected from pruning"
+            );
+        }
+        by_id
+            .entry(id)
+            .or_default()
+            .push((path, doc, body_text(text)));
+    }
+    let mut live = 0;
+    for (id, copies) in &by_id {
+        let (first, doc, _) = &copies[0];
+        for (path, other, text) in copies {
+            live += usize::from(path.starts_with("live/"));
+            assert_eq!(
+                is_protected(other),
+                is_protected(doc),
+                "{what}: {id:?}: protected in {first} but not in {path}, or the reverse"
+            );
+            for (path2, other2, text2) in copies {
+                if without_git_metadata(other) == without_git_metadata(other2) {
+                    assert_eq!(
+                        text, text2,
+                        "{what}: {id:?} has one content but two Git forms: {path} and {path2}"
+                    );
+                }
+            }
+        }
+    }
+    live
+}
+
+#[test]
+fn every_copy_of_an_object_has_one_git_form_in_phases_rollbacks_and_live() {
+    for dir in scenarios() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let tmp = tempfile::tempdir().unwrap();
+        let files = compile(&dir, &tmp.path().join("b"));
+        let plan: serde_json::Value = serde_json::from_str(&files["plan.json"]).unwrap();
+        let phases = plan["phases"].as_array().unwrap().len();
+        assert!(
+            files
+                .keys()
+                .any(|p| p.starts_with("rollback/") && p.contains("namespace_")),
+            "{name}: no rollback relabels a namespace"
+        );
+        check_one_git_form_per_identity(&name, &files);
+        // The example at every promote point, each scenario after its install and at its end.
+        let points: Vec<usize> = if name == "example" {
+            (1..=phases).collect()
+        } else {
+            vec![2, phases]
+        };
+        for n in points {
+            let out = tmp.path().join(format!("p{n}"));
+            let files = compile_into(&dir, &out, &["--promote", &n.to_string()]);
+            let what = format!("{name} --promote {n}");
+            let live = check_one_git_form_per_identity(&what, &files);
+            assert!(live > 0, "{what}: no live/");
+            assert!(
+                files
+                    .iter()
+                    .any(|(p, t)| p.starts_with("live/01-namespace_") && t.contains("Prune=false")),
+                "{what}: no protected Namespace in live/"
+            );
+        }
     }
 }
 

@@ -7,22 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{combined, fixtures, read_tree, run, snapshot_settings};
+use common::{combined, compile_into, fixtures, snapshot_settings};
 
 fn compile(dir: &Path, extra: &[&str]) -> BTreeMap<String, String> {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("bundles");
-    let mut args = vec![
-        "compile",
-        "--policy",
-        "canary.yaml",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let r = run(dir, &args);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    read_tree(&out)
+    compile_into(dir, &tmp.path().join("bundles"), extra)
 }
 
 fn live_of(files: &BTreeMap<String, String>) -> BTreeMap<String, String> {

@@ -22,6 +22,9 @@ use std::time::Duration;
 use istio_canary::cluster::{as_stored, namespace_id, Change, ClusterState, Via};
 use istio_canary::describe::describe;
 use istio_canary::emit::{emit, EmitContext};
+use istio_canary::layout::{
+    layout, ARGOCD_KEEP, ARGOCD_SYNC_OPTIONS, ARGOCD_SYNC_WAVE, FLUX_PRUNE, FLUX_PRUNE_DISABLED,
+};
 use istio_canary::manifest::{parse_manifest, Object, ObjectId};
 use istio_canary::mesh::{dangling_references, violations, Expectations, Violation};
 use istio_canary::plan::{plan, simulate_rollback, PhaseKind, Plan};
@@ -220,6 +223,22 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
+/// The object without what its Git form adds (sync wave, prune protection) and without an
+/// `annotations` map left empty by that: what the cluster is meant to hold.
+fn without_git_metadata(v: &mut Value) {
+    let Some(Value::Mapping(metadata)) = v.get_mut("metadata") else {
+        return;
+    };
+    if let Some(Value::Mapping(annotations)) = metadata.get_mut("annotations") {
+        for key in [ARGOCD_SYNC_WAVE, ARGOCD_SYNC_OPTIONS, FLUX_PRUNE] {
+            annotations.remove(key);
+        }
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+    }
+}
+
 fn without_crds(s: &ClusterState) -> BTreeMap<ObjectId, Object> {
     s.objects
         .iter()
@@ -308,7 +327,7 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
     for (n, state) in replay.iter().enumerate().skip(1) {
         let mut at = p.clone();
         at.promote = Some(n);
-        let files = emit(&at, &describe(&at), &ctx).unwrap();
+        let files = emit(&at, &describe(&at), &layout(&at).unwrap(), &ctx).unwrap();
         let mut live: BTreeMap<ObjectId, Object> = BTreeMap::new();
         for (path, text) in files.iter().filter(|(p, _)| p.starts_with("live/")) {
             if path == "live/Kustomization" {
@@ -326,6 +345,14 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
         );
         for (id, o) in &state.objects {
             let got = &live[id];
+            if id.kind == "Namespace" || id.kind == "CustomResourceDefinition" {
+                let annotations = got.body["metadata"]["annotations"].clone();
+                assert_eq!(
+                    (&annotations[ARGOCD_SYNC_OPTIONS], &annotations[FLUX_PRUNE]),
+                    (&Value::from(ARGOCD_KEEP), &Value::from(FLUX_PRUNE_DISABLED)),
+                    "{c:?}: live/ after {n}: {id} is not protected from pruning"
+                );
+            }
             if named.contains(id) {
                 let want: BTreeMap<String, String> = o
                     .labels()
@@ -333,20 +360,17 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
                     .filter(|(k, _)| managed.contains(k))
                     .collect();
                 assert_eq!(got.labels(), want, "{c:?}: live/ after {n}: {id}");
-                let meta = got
-                    .body
-                    .get("metadata")
-                    .and_then(Value::as_mapping)
-                    .unwrap();
+                let mut got = Value::Mapping(got.body.clone());
+                without_git_metadata(&mut got);
+                let meta = got.get("metadata").and_then(Value::as_mapping).unwrap();
                 assert_eq!(meta.len(), 2, "{c:?}: {id} in live/ must be partial");
             } else {
                 let mut want = Value::Mapping(as_stored(o).body);
                 strip_nulls(&mut want);
-                assert_eq!(
-                    Value::Mapping(got.body.clone()),
-                    want,
-                    "{c:?}: live/ after {n}: {id}"
-                );
+                without_git_metadata(&mut want);
+                let mut got = Value::Mapping(got.body.clone());
+                without_git_metadata(&mut got);
+                assert_eq!(got, want, "{c:?}: live/ after {n}: {id}");
             }
         }
     }

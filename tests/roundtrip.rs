@@ -13,7 +13,7 @@ use common::{fixtures, read_tree, run};
 use istio_canary::cluster::{Change, Via};
 use istio_canary::pipeline::CompileConfig;
 use istio_canary::render::{operator_for, TagRequest};
-use istio_canary::{compile, emit, gitops, policy, yamlout};
+use istio_canary::{compile, layout, policy, yamlout};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::{Mapping, Value};
@@ -201,19 +201,15 @@ fn check_scenario(policy: &Path) {
     })
     .unwrap();
     let mut expected = BTreeMap::new();
+    let protection = layout::Protection::of(&compiled.plan);
     for phase in &compiled.plan.phases {
         for change in &phase.changes {
             let body = match change {
-                // Objects are written in their GitOps form: nulls dropped, sync-wave and prune
-                // annotations added (gitops::for_git).
-                Change::Apply(object) => serde_json::to_value(
-                    &gitops::for_git(
-                        object,
-                        gitops::prune_protected(&compiled.plan, phase, object),
-                    )
-                    .body,
-                )
-                .unwrap(),
+                // Objects are written in their Git form: nulls dropped, sync-wave and prune
+                // annotations added (layout::Protection::git_form).
+                Change::Apply(object) => {
+                    serde_json::to_value(&protection.git_form(object).body).unwrap()
+                }
                 Change::Labels {
                     id,
                     api_version,
@@ -221,9 +217,8 @@ fn check_scenario(policy: &Path) {
                     via: Via::File,
                     ..
                 } => {
-                    let object = emit::label_patch_object(api_version, id, set);
-                    let protected = gitops::prune_protected(&compiled.plan, phase, &object);
-                    serde_json::to_value(&gitops::for_git(&object, protected).body).unwrap()
+                    let object = layout::label_patch_object(api_version, id, set);
+                    serde_json::to_value(&protection.git_form(&object).body).unwrap()
                 }
                 _ => continue,
             };

@@ -114,6 +114,22 @@ pub fn run_bounded(cwd: &Path, args: &[&str], time: std::time::Duration, memory_
     }
 }
 
+/// Compiles `dir`'s `canary.yaml` into `out` with the binary, plus `extra` arguments; asserts
+/// exit 0 and returns the output tree.
+pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+    let mut args = vec![
+        "compile",
+        "--policy",
+        "canary.yaml",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let r = run(dir, &args);
+    assert_eq!(r.code, 0, "{}: {}", dir.display(), r.stderr);
+    read_tree(out)
+}
+
 /// Every file under `dir` (relative path -> text), sorted.
 pub fn read_tree(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
