@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_yaml::Value;
 
 use crate::cluster::ClusterState;
-use crate::istio::Revision;
+use crate::istio::{Revision, MESH_CONFIG};
 use crate::manifest::{value_at, Object, ObjectId};
 
 /// What one phase does to the simulated cluster, by identity (`states[n-1]` vs `states[n]`).
@@ -132,16 +132,16 @@ const REV: &str = "<rev>";
 
 /// One side's revision, for taking it out of names and values.
 #[derive(Debug, Clone, Copy)]
-struct Side<'a> {
+struct Naming<'a> {
     /// The `istio.io/rev` value (`default` for the unrevisioned install).
     label: &'a str,
     /// The name suffix token (`1-13-5`), none for the unrevisioned install.
     token: Option<&'a str>,
 }
 
-impl<'a> Side<'a> {
-    fn of(revision: &'a Revision) -> Side<'a> {
-        Side {
+impl<'a> Naming<'a> {
+    fn of(revision: &'a Revision) -> Naming<'a> {
+        Naming {
             label: revision.label(),
             token: revision.name(),
         }
@@ -207,7 +207,7 @@ pub fn pair<'o>(
     Vec<&'o Object>,
     Vec<&'o Object>,
 ) {
-    let (os, ns) = (Side::of(old_rev), Side::of(new_rev));
+    let (os, ns) = (Naming::of(old_rev), Naming::of(new_rev));
     let new_by_id: BTreeMap<&ObjectId, &Object> = new.iter().map(|o| (&o.id, o)).collect();
     let old_ids: BTreeSet<&ObjectId> = old.iter().map(|o| &o.id).collect();
     let mut pairs = Vec::new();
@@ -254,7 +254,7 @@ pub fn control_plane_diff(
     new: &[Object],
 ) -> ControlPlaneDiff {
     let (pairs, only_old, only_new) = pair(old_rev, old, new_rev, new);
-    let (os, ns) = (Side::of(old_rev), Side::of(new_rev));
+    let (os, ns) = (Naming::of(old_rev), Naming::of(new_rev));
     let mut changed = Vec::new();
     let mut unchanged = 0;
     for (o, n) in pairs {
@@ -397,8 +397,8 @@ fn leaf_diffs(
 /// Text on several lines that is a YAML or JSON mapping on both sides (a ConfigMap's `values`)
 /// is compared key by key, its paths continuing the text's path.
 fn expand_documents(
-    os: Side<'_>,
-    ns: Side<'_>,
+    os: Naming<'_>,
+    ns: Naming<'_>,
     leaves: Vec<(Path, Option<Value>, Option<Value>)>,
 ) -> Vec<(Path, Option<Value>, Option<Value>)> {
     let document = |v: &Option<Value>| match v {
@@ -439,7 +439,7 @@ fn container_category(path: &[String]) -> Option<Category> {
 }
 
 /// The differences of one pair, revision-free.
-fn compare(os: Side<'_>, old: &Object, ns: Side<'_>, new: &Object) -> Vec<Item> {
+fn compare(os: Naming<'_>, old: &Object, ns: Naming<'_>, new: &Object) -> Vec<Item> {
     let (ao, bo) = (
         Value::Mapping(old.body.clone()),
         Value::Mapping(new.body.clone()),
@@ -465,7 +465,9 @@ fn compare(os: Side<'_>, old: &Object, ns: Side<'_>, new: &Object) -> Vec<Item> 
     if kind == "CustomResourceDefinition" && old.id.kind == new.id.kind {
         items.extend(crd_items(a, b, &mut handled));
     }
-    if kind == "ConfigMap" && ns.strip(&new.id.name) == "istio" && os.strip(&old.id.name) == "istio"
+    if kind == "ConfigMap"
+        && ns.strip(&new.id.name) == MESH_CONFIG
+        && os.strip(&old.id.name) == MESH_CONFIG
     {
         handled.push(p(&["data", "mesh"]));
         items.extend(mesh_items(os, &old.body, ns, &new.body));
@@ -769,9 +771,9 @@ fn crd_items(
 /// The keys of the mesh config that differ, by dotted path. Text that is not YAML is compared
 /// as text.
 fn mesh_items(
-    os: Side<'_>,
+    os: Naming<'_>,
     a: &serde_yaml::Mapping,
-    ns: Side<'_>,
+    ns: Naming<'_>,
     b: &serde_yaml::Mapping,
 ) -> Vec<Item> {
     let text = |m: &serde_yaml::Mapping| {

@@ -41,6 +41,13 @@ impl Error {
         self
     }
 
+    /// The same error said of something: `context: message` (location and help kept).
+    #[must_use]
+    pub fn within(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// Points the error at `line`/`column` of `file`, quoting that line from `text`.
     #[must_use]
     pub fn at(mut self, file: &Path, text: &str, line: usize, column: usize) -> Self {
@@ -226,6 +233,17 @@ mod tests {
         let caret = lines[4].strip_prefix("  | ").unwrap();
         assert!(src.chars().count() <= MAX_SOURCE_LINE + 2, "{src}");
         assert_eq!(src.chars().nth(caret.len() - 1), Some('X'), "{text}");
+    }
+
+    #[test]
+    fn within_prefixes_the_message_and_keeps_the_rest() {
+        let err = Error::new("bad")
+            .with_help("fix it")
+            .at(Path::new("f"), "x", 1, 1)
+            .within("object a");
+        assert_eq!(err.message, "object a: bad");
+        assert_eq!(err.help.as_deref(), Some("fix it"));
+        assert_eq!(err.location.map(|l| l.line), Some(1));
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub const DEFAULT_VALIDATOR: &str = "istiod-default-validator";
 /// Every injector webhook's name ends so (`rev.namespace.`, `rev.object.`, `namespace.`,
 /// `object.`, `auto.`), which is how `istioctl tag` finds the canonical injector.
 pub const INJECTOR_WEBHOOK_SUFFIX: &str = "sidecar-injector.istio.io";
+/// The stem of the ConfigMap that holds a revision's mesh config (`istio`, `istio-<rev>`).
+pub const MESH_CONFIG: &str = "istio";
 /// The `istio.io/rev` value of the unrevisioned install.
 pub const DEFAULT_REVISION: &str = "default";
 
@@ -76,6 +78,12 @@ impl From<Revision> for String {
     fn from(r: Revision) -> String {
         r.label().to_string()
     }
+}
+
+/// Whether an API group is Istio's (`networking.istio.io`, `security.istio.io`, …): its custom
+/// resources are configuration, applied after RBAC and before workloads.
+pub fn is_istio_group(group: &str) -> bool {
+    group.ends_with("istio.io")
 }
 
 /// Whether Istio counts this webhook as a sidecar injector (see `INJECTOR_WEBHOOK_SUFFIX`).

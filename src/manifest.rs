@@ -106,10 +106,7 @@ impl Object {
     /// The object as YAML text (one document, no leading `---`) that YAML 1.1 and 1.2 readers
     /// read alike (see `yamlout`). A value that cannot be written is an error naming the object.
     pub fn to_yaml(&self) -> Result<String> {
-        crate::yamlout::mapping_to_string(&self.body).map_err(|e| Error {
-            message: format!("{}: {}", self.id, e.message),
-            ..e
-        })
+        crate::yamlout::mapping_to_string(&self.body).map_err(|e| e.within(&self.id))
     }
 }
 

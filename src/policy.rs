@@ -271,7 +271,7 @@ pub struct OperatorSpec {
 
 /// One control plane of the upgrade: its version, revision and the spec it is rendered from.
 #[derive(Debug, Clone)]
-pub struct Side {
+pub struct Release {
     pub version: Version,
     pub revision: Revision,
     pub operator: OperatorSpec,
@@ -300,8 +300,8 @@ pub struct Policy {
     pub path: PathBuf,
     pub sha256: String,
     pub name: String,
-    pub from: Side,
-    pub to: Side,
+    pub from: Release,
+    pub to: Release,
     pub revision_naming: RevisionNaming,
     pub max_minor_skip: u64,
     pub waves: Vec<Wave>,
@@ -778,13 +778,13 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         path: path.to_path_buf(),
         sha256: sha256_hex(bytes),
         name: file.metadata.name,
-        from: Side {
+        from: Release {
             version: from_version,
             revision: from_revision,
             operator: from_operator,
             istioctl: from_pin,
         },
-        to: Side {
+        to: Release {
             version: to_version,
             revision: to_revision,
             operator: to_operator,

@@ -24,7 +24,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::error::{io_reason, Error, Location, Result};
 use crate::istio::Revision;
 use crate::manifest::{parse_manifest, Object};
-use crate::policy::{sha256_hex, Pin, Side};
+use crate::policy::{sha256_hex, Pin, Release};
 
 /// How many lines of istioctl's stderr an error shows.
 const STDERR_TAIL_LINES: usize = 20;
@@ -292,14 +292,12 @@ impl Istioctl {
     }
 
     /// `istioctl manifest generate -f <spec>` for one revision.
-    pub fn manifest_generate(&self, side: &Side, tags: &TagRequest) -> Result<Rendered> {
+    pub fn manifest_generate(&self, side: &Release, tags: &TagRequest) -> Result<Rendered> {
         let workdir = workdir()?;
         let spec_name = format!("iop-{}.yaml", side.revision);
         let spec = operator_for(&side.operator.document, &side.revision, tags);
-        let spec_text = crate::yamlout::mapping_to_string(&spec).map_err(|e| Error {
-            message: format!("cannot serialize the IstioOperator spec: {}", e.message),
-            ..e
-        })?;
+        let spec_text = crate::yamlout::mapping_to_string(&spec)
+            .map_err(|e| e.within("cannot serialize the IstioOperator spec"))?;
         std::fs::write(workdir.path().join(&spec_name), spec_text)
             .map_err(|e| Error::io("cannot write", &workdir.path().join(&spec_name), &e))?;
         let args = ["manifest", "generate", "-f", spec_name.as_str()];
@@ -321,12 +319,11 @@ impl Istioctl {
             ))
         })?;
         let source = format!("output of `{}`", self.command_line(&args));
-        let objects = parse_manifest(&text, &source).map_err(|mut e| {
-            e.message = format!(
-                "istioctl {} printed invalid manifest YAML: {}",
-                self.version, e.message
-            );
-            e
+        let objects = parse_manifest(&text, &source).map_err(|e| {
+            e.within(format!(
+                "istioctl {} printed invalid manifest YAML",
+                self.version
+            ))
         })?;
         Ok(Rendered {
             version: self.version.clone(),

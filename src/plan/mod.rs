@@ -32,7 +32,7 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::cluster::{Change, ClusterState, DeleteRef, Via};
-use crate::istio::{normalize, Revision};
+use crate::istio::{is_istio_group, normalize, Revision};
 use crate::k8s::Minor;
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::Violation;
@@ -212,7 +212,7 @@ pub fn apply_rank(id: &ObjectId) -> u8 {
         "Role" => 13,
         "RoleBinding" => 14,
         "ConfigMap" | "Secret" => 20,
-        _ if id.group.ends_with("istio.io") => 21,
+        _ if is_istio_group(&id.group) => 21,
         "Service" => 30,
         "Deployment" | "DaemonSet" | "StatefulSet" => 31,
         "PodDisruptionBudget" => 32,
@@ -418,7 +418,7 @@ fn sort_changes(changes: &mut [Change]) {
     });
 }
 
-fn plan_side(side: &crate::policy::Side) -> PlanSide {
+fn plan_side(side: &crate::policy::Release) -> PlanSide {
     PlanSide {
         version: side.version.clone(),
         revision: side.revision.clone(),
