@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use crate::cluster::{as_stored, Change, ClusterState, Via};
 use crate::error::Error;
-use crate::istio::{Revision, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR, INJECTION_LABEL, REV_LABEL};
+use crate::istio::{
+    is_tag_object, Revision, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR, INJECTION_LABEL, REV_LABEL,
+};
 use crate::k8s::{NotServed, NAME_LABEL};
 use crate::mesh::{describe as injectors, Violation};
 use crate::plan::refusal::{Differs, PhaseAt, Refusal};
@@ -93,6 +95,28 @@ pub fn assumption(a: &Assumption) -> String {
         } => format!(
             "No cluster inventory was given: every namespace in the waves is assumed to carry exactly `{key}={value}` before the upgrade, and nothing else in the cluster is assumed to use revision `{revision}`."
         ),
+        Assumption::InstallAdded {
+            objects,
+            revision,
+            declared,
+        } => {
+            let names: Vec<String> = objects.iter().map(|id| format!("`{id}`")).collect();
+            let kinds: Vec<String> = objects
+                .iter()
+                .map(|id| format!("{}/{}", id.kind.to_lowercase(), id.name))
+                .collect();
+            format!(
+                "{} the cluster holds {}, pointing at revision `{revision}` (`istioctl install` creates them; `manifest generate` does not render them). Every rollback puts them back as they were. Check: `kubectl get {} -L {REV_LABEL}` must show `{}` for each; if it does not, set `spec.from.defaultTag: false`.",
+                if *declared {
+                    "As the policy says (`spec.from.defaultTag: true`),"
+                } else {
+                    "The old revision is assumed to own the default tag:"
+                },
+                names.join(", "),
+                kinds.join(" "),
+                revision.label()
+            )
+        }
     }
 }
 
@@ -205,7 +229,12 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         PhaseKind::DefaultTag => (
             format!(
                 "Point the default revision tag (`{DEFAULT_TAG_WEBHOOK}`, `{DEFAULT_VALIDATOR}`) at `{new}`: `{INJECTION_LABEL}=enabled` namespaces and validation move to it.{}",
-                if phase.changes.iter().any(|c| before.objects.contains_key(c.id())) {
+                // The phase applies, besides the tag objects, legacy injectors switched off.
+                if phase
+                    .changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Apply(o) if !is_tag_object(o)))
+                {
                     " Injectors of the old install that still match `istio-injection=enabled` are switched off the way `istioctl tag set default` does it, so no pod is matched by two injectors."
                 } else {
                     ""

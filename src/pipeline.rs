@@ -119,15 +119,13 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
         &policy.to.istioctl,
         config.istioctl_timeout,
     )?;
-    let old = old_ctl.manifest_generate(&policy.from, &TagRequest::default())?;
-    let tags = if policy.default_tag {
-        TagRequest {
-            revision_tags: vec!["default".to_string()],
-            default_revision: true,
-        }
-    } else {
-        TagRequest::default()
-    };
+    // The old side as installed: `istioctl install --revision R` also creates the default tag
+    // and validator when none exists, which `manifest generate` leaves out.
+    let old = old_ctl.manifest_generate(
+        &policy.from,
+        &TagRequest::default_tag(policy.from_default_tag),
+    )?;
+    let tags = TagRequest::default_tag(policy.default_tag);
     let new = new_ctl.manifest_generate(&policy.to, &tags)?;
     let plan = plan::plan(&policy, &old, &new)?;
     let texts = describe::describe(&plan);

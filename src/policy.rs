@@ -98,6 +98,9 @@ struct FromSpec {
     version: Value,
     revision: Option<String>,
     istio_operator: Option<PathBuf>,
+    /// Whether the default tag and validator point at the old revision (what `istioctl install
+    /// --revision R` creates when no default exists); default: true for a named revision.
+    default_tag: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,6 +310,11 @@ pub struct Policy {
     pub waves: Vec<Wave>,
     pub default_tag: bool,
     pub uninstall_old: bool,
+    /// The old revision owns the default tag and validator (`spec.from.defaultTag`, assumed for
+    /// a named revision: `istioctl install` creates them when no default exists).
+    pub from_default_tag: bool,
+    /// Whether `from_default_tag` was written in the policy (else it is an assumption).
+    pub from_default_tag_declared: bool,
     /// The target cluster's Kubernetes minor, when the policy names it.
     pub kubernetes_version: Option<crate::k8s::Minor>,
     /// `namespace/name` of gateway Deployments the new spec may drop (deleted with the old
@@ -684,6 +692,19 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
     }
 
     // Tags and deletion.
+    let from_default_tag = spec
+        .from
+        .default_tag
+        .unwrap_or(from_revision != Revision::Default);
+    if from_default_tag && from_revision == Revision::Default {
+        return Err(at(
+            &[Key("spec"), Key("from"), Key("defaultTag")],
+            Error::new(
+                "from.defaultTag: true with an unrevisioned old install (revision `default`): its own injector serves the default, and istioctl creates no default tag for it",
+            )
+            .with_help("remove from.defaultTag, or give from.revision if the old install is a named revision"),
+        ));
+    }
     if !spec.default_tag && spec.uninstall_old {
         return Err(at(
             &[Key("spec"), Key("defaultTag")],
@@ -802,6 +823,8 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
             .collect(),
         default_tag: spec.default_tag,
         uninstall_old: spec.uninstall_old,
+        from_default_tag,
+        from_default_tag_declared: spec.from.default_tag.is_some(),
         kubernetes_version,
         remove_gateways,
         promote,

@@ -55,6 +55,20 @@ pub struct TagRequest {
     pub default_revision: bool,
 }
 
+impl TagRequest {
+    /// The default tag and validator for the rendered revision when `on`, nothing otherwise.
+    pub fn default_tag(on: bool) -> TagRequest {
+        if on {
+            TagRequest {
+                revision_tags: vec!["default".to_string()],
+                default_revision: true,
+            }
+        } else {
+            TagRequest::default()
+        }
+    }
+}
+
 /// A vendored istioctl whose digest and version have been checked.
 #[derive(Debug)]
 pub struct Istioctl {

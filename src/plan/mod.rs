@@ -265,6 +265,9 @@ pub struct PlanInput<'a> {
     /// At least one (`plan_hops` refuses an empty path).
     pub hops: Vec<HopInput<'a>>,
     pub promote: Option<&'a crate::policy::Promote>,
+    /// Whether the policy says (rather than the plan assumes) that the old revision owns the
+    /// default tag and validator.
+    pub default_tag_declared: bool,
 }
 
 /// Builds the plan from the policy and the renders of the old and the new revision. Pure: the
@@ -292,6 +295,7 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
             remove_gateways: &policy.remove_gateways,
         }],
         promote: policy.promote.as_ref(),
+        default_tag_declared: policy.from_default_tag_declared,
     })
 }
 
@@ -302,7 +306,11 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
     let Some(first) = input.hops.first() else {
         return Err(Refusal::NoHop);
     };
-    let start = start::assumed(first, first.waves.iter().flat_map(|w| &w.namespaces));
+    let start = start::assumed(
+        first,
+        first.waves.iter().flat_map(|w| &w.namespaces),
+        input.default_tag_declared,
+    );
 
     // Every hop's phases are drafted first: directory numbers are padded to the width the whole
     // plan needs (an uninstall slot counted per hop, whether or not the policy uninstalls).

@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{namespace_id, namespace_object, ClusterState};
-use crate::istio::{Revision, INJECTION_LABEL, REV_LABEL};
+use crate::istio::{is_tag_object, Revision, INJECTION_LABEL, REV_LABEL};
+use crate::manifest::ObjectId;
 use crate::mesh::{violations, Expectations, Violation};
 use crate::plan::{Expected, HopInput};
 
@@ -37,6 +38,14 @@ pub enum Assumption {
         value: String,
         revision: Revision,
     },
+    /// State 0 holds objects `istioctl install` adds beyond what `manifest generate` renders
+    /// (the default tag and validator pointing at `revision`), because the policy says so
+    /// (`declared`) or because a named revision's install creates them when no default exists.
+    InstallAdded {
+        objects: Vec<ObjectId>,
+        revision: Revision,
+        declared: bool,
+    },
 }
 
 /// The label that puts a namespace on `revision` the canonical way: `istio-injection=enabled`
@@ -53,6 +62,7 @@ pub fn canonical_label(revision: &Revision) -> (&'static str, String) {
 pub fn assumed<'a>(
     first: &HopInput<'_>,
     namespaces: impl IntoIterator<Item = &'a String>,
+    default_tag_declared: bool,
 ) -> Start {
     let (key, value) = canonical_label(&first.from.revision);
     let mut state = ClusterState::from_objects(&first.old);
@@ -75,11 +85,24 @@ pub fn assumed<'a>(
             namespaces: &expected,
         },
     );
-    let assumptions = vec![Assumption::CanonicalLabels {
+    let mut assumptions = vec![Assumption::CanonicalLabels {
         key: key.to_string(),
         value,
         revision: first.from.revision.clone(),
     }];
+    let added: Vec<ObjectId> = first
+        .old
+        .iter()
+        .filter(|o| is_tag_object(o))
+        .map(|o| o.id.clone())
+        .collect();
+    if !added.is_empty() {
+        assumptions.push(Assumption::InstallAdded {
+            objects: added,
+            revision: first.from.revision.clone(),
+            declared: default_tag_declared,
+        });
+    }
     Start {
         state,
         namespaces: named,

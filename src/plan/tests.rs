@@ -125,6 +125,7 @@ impl Case {
             kubernetes_version: None,
             hops: vec![self.hop()],
             promote: None,
+            default_tag_declared: false,
         })
     }
 }
@@ -593,4 +594,47 @@ fn directory_numbers_widen_when_a_plan_passes_99_phases() {
     let p = c.plan().unwrap();
     assert_eq!(p.phases[0].dir, "001-crds");
     assert_eq!(p.phases.last().unwrap().dir, "101-uninstall-1-13-5");
+}
+
+#[test]
+fn an_old_install_that_owns_the_default_tag_gets_it_back_from_every_rollback() {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.old_objects = render(&c.old, "v1", true, false);
+    let p = c.plan().unwrap();
+    assert!(p.assumptions.iter().any(|a| matches!(a,
+        Assumption::InstallAdded { objects, declared: false, .. } if objects.len() == 2)));
+    let tag_phase = p
+        .phases
+        .iter()
+        .find(|ph| ph.kind == PhaseKind::DefaultTag)
+        .unwrap();
+    let rb = p
+        .rollbacks
+        .iter()
+        .find(|r| r.phase_index == tag_phase.index)
+        .unwrap();
+    assert_eq!(
+        rb.deletes().count(),
+        0,
+        "nothing that existed before is deleted"
+    );
+    let reapplied: BTreeSet<&str> = rb
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Apply(o) => Some(o.id.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reapplied,
+        BTreeSet::from(["istio-revision-tag-default", "istiod-default-validator"])
+    );
+    // And the uninstall keeps them: the new revision's copies replaced them.
+    assert!(p
+        .phases
+        .last()
+        .unwrap()
+        .deletes()
+        .all(|d| d.id.name != "istio-revision-tag-default"));
 }
