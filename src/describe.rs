@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use crate::cluster::{as_stored, Change, ClusterState, Via};
 use crate::error::Error;
 use crate::istio::{
-    is_tag_object, Revision, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR, INJECTION_LABEL, REV_LABEL,
+    is_default_tag_webhook, is_tag_object, Revision, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR,
+    INJECTION_LABEL, REV_LABEL,
 };
 use crate::k8s::{NotServed, NAME_LABEL};
 use crate::mesh::{describe as injectors, Violation};
@@ -226,9 +227,18 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             vec![apply.clone()],
             vec![format!("kubectl -n {istio_ns} rollout status deployment --timeout=300s")],
         ),
-        PhaseKind::DefaultTag => (
+        PhaseKind::DefaultTag => {
+            let tag = phase
+                .changes
+                .iter()
+                .find_map(|c| match c {
+                    Change::Apply(o) if is_default_tag_webhook(o) => Some(o.id.name.as_str()),
+                    _ => None,
+                })
+                .unwrap_or(DEFAULT_TAG_WEBHOOK);
+            (
             format!(
-                "Point the default revision tag (`{DEFAULT_TAG_WEBHOOK}`, `{DEFAULT_VALIDATOR}`) at `{new}`: `{INJECTION_LABEL}=enabled` namespaces and validation move to it.{}",
+                "Point the default revision tag (`{tag}`, `{DEFAULT_VALIDATOR}`) at `{new}`: `{INJECTION_LABEL}=enabled` namespaces and validation move to it.{}",
                 // The phase applies, besides the tag objects, legacy injectors switched off.
                 if phase
                     .changes
@@ -243,9 +253,10 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             vec![apply.clone()],
             vec![
                 format!("# must show {new} for both"),
-                format!("kubectl get mutatingwebhookconfiguration {DEFAULT_TAG_WEBHOOK} validatingwebhookconfiguration {DEFAULT_VALIDATOR} -L {REV_LABEL}"),
+                format!("kubectl get mutatingwebhookconfiguration {tag} validatingwebhookconfiguration {DEFAULT_VALIDATOR} -L {REV_LABEL}"),
             ],
-        ),
+        )
+        }
         PhaseKind::Uninstall => {
             let mut checks = vec![
                 format!("# must list nothing: namespaces still selecting revision {old}"),

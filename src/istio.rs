@@ -117,6 +117,15 @@ pub fn is_tag_object(object: &Object) -> bool {
         || (id.kind == "Service" && id.name.starts_with("istiod-revision-tag-"))
 }
 
+/// The mutating webhook configuration of the `default` revision tag: labelled
+/// `istio.io/tag: default`, named `istio-revision-tag-default` (with `-<namespace>` appended when
+/// the control plane is not in `istio-system`).
+pub fn is_default_tag_webhook(object: &Object) -> bool {
+    object.id.kind == "MutatingWebhookConfiguration"
+        && (object.label(TAG_LABEL).as_deref() == Some("default")
+            || object.id.name == DEFAULT_TAG_WEBHOOK)
+}
+
 /// What Istio's mesh config in a ConfigMap references: `defaultConfig.discoveryAddress` names
 /// the istiod Service proxies connect to.
 pub fn mesh_config_references(o: &Object) -> BTreeSet<ObjectId> {

@@ -781,6 +781,20 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         }
     };
 
+    // Moving the control plane to another namespace is not a canary: the new istiod would run a
+    // second self-signed CA there (its own `istio-ca-secret`), so moved and unmoved workloads
+    // would stop trusting each other.
+    if from_operator.istio_namespace != to_operator.istio_namespace {
+        return Err(at(
+            &[Key("spec"), Key("istioOperator")],
+            Error::new(format!(
+                "the new spec runs the control plane in namespace `{}`, the old one in `{}` (values.global.istioNamespace): a canary upgrade keeps the control-plane namespace",
+                to_operator.istio_namespace, from_operator.istio_namespace
+            ))
+            .with_help("istiod in another namespace would start its own self-signed CA, and workloads on the two revisions would stop trusting each other; keep values.global.istioNamespace, or move the namespace as a separate migration with a shared root CA (plug-in certificates)"),
+        ));
+    }
+
     for (wi, wave) in spec.waves.iter().enumerate() {
         for (ni, ns) in wave.namespaces.iter().enumerate() {
             if *ns == from_operator.istio_namespace || *ns == to_operator.istio_namespace {

@@ -12,7 +12,7 @@ use serde_yaml::Value;
 
 use crate::cluster::{pod_template_labels, ClusterState};
 use crate::istio::{
-    is_gateway_workload, is_istiod, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR, REV_LABEL,
+    is_default_tag_webhook, is_gateway_workload, is_istiod, DEFAULT_VALIDATOR, REV_LABEL,
 };
 use crate::k8s::{self, Minor, NAME_LABEL};
 use crate::manifest::{Object, ObjectId};
@@ -81,7 +81,7 @@ pub fn render(hop: &HopInput<'_>) -> Result<()> {
                 .iter()
                 .any(|o| o.id.kind == kind && o.id.name == name)
         };
-        if !has("MutatingWebhookConfiguration", DEFAULT_TAG_WEBHOOK) {
+        if !hop.new.iter().any(is_default_tag_webhook) {
             return Err(Refusal::NoDefaultTag {
                 version: hop.to.version.clone(),
             });
