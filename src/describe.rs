@@ -60,6 +60,8 @@ pub struct Texts {
     pub rollbacks: Vec<RollbackText>,
     pub assumptions: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the stderr summary says besides the warnings: the checks that could not be made.
+    pub notes: Vec<String>,
 }
 
 /// Every text of the plan.
@@ -83,6 +85,12 @@ pub fn describe(plan: &Plan) -> Texts {
         rollbacks,
         assumptions: plan.assumptions.iter().map(assumption).collect(),
         warnings: plan.warnings.iter().map(ToString::to_string).collect(),
+        notes: plan
+            .assumptions
+            .iter()
+            .filter(|a| matches!(a, Assumption::SupportUnknown { .. }))
+            .map(assumption)
+            .collect(),
     }
 }
 
@@ -95,6 +103,9 @@ pub fn assumption(a: &Assumption) -> String {
             revision,
         } => format!(
             "No cluster inventory was given: every namespace in the waves is assumed to carry exactly `{key}={value}` before the upgrade, and nothing else in the cluster is assumed to use revision `{revision}`."
+        ),
+        Assumption::SupportUnknown { istio, kubernetes } => format!(
+            "istio-canary's support table does not know Istio {istio}: whether it supports Kubernetes {kubernetes} (spec.kubernetesVersion) was not checked. Check the supported releases on istio.io (docs/releases/supported-releases) before applying."
         ),
         Assumption::InstallAdded {
             objects,
@@ -410,6 +421,21 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
     }
 }
 
+/// One line per object: what it uses and why the cluster does not serve it.
+fn unserved_lines(objects: &[crate::plan::refusal::Unserved]) -> String {
+    objects
+        .iter()
+        .map(|u| {
+            let why = match &u.why {
+                NotServed::RemovedIn(v) => format!("removed in Kubernetes {v}"),
+                NotServed::IntroducedIn(v) => format!("first served in Kubernetes {v}"),
+            };
+            format!("{} uses {} ({why})", u.id, u.api_version)
+        })
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
 const DEFECT_HELP: &str = "the rollback is derived from the simulated states before and after its phase; this is a defect of istio-canary: please report it with the policy";
 
 /// The help line of a phase that breaks an invariant: chosen by what the phase is and what broke,
@@ -523,25 +549,24 @@ pub fn refusal(r: &Refusal) -> Error {
             kubernetes,
             version,
             objects,
-        } => {
-            let lines: Vec<String> = objects
-                .iter()
-                .map(|u| {
-                    let why = match &u.why {
-                        NotServed::RemovedIn(v) => format!("removed in Kubernetes {v}"),
-                        NotServed::IntroducedIn(v) => format!("first served in Kubernetes {v}"),
-                    };
-                    format!("{} uses {} ({why})", u.id, u.api_version)
-                })
-                .collect();
-            Error::new(format!(
-                "Kubernetes {kubernetes} does not serve the API versions of {} rendered object{}:\n  {}",
-                lines.len(),
-                if lines.len() == 1 { "" } else { "s" },
-                lines.join("\n  ")
-            ))
-            .with_help(format!("istioctl {version} renders for older clusters: choose an Istio version that supports Kubernetes {kubernetes}"))
-        }
+        } => Error::new(format!(
+            "Kubernetes {kubernetes} does not serve the API versions of {} rendered object{}:\n  {}",
+            objects.len(),
+            if objects.len() == 1 { "" } else { "s" },
+            unserved_lines(objects)
+        ))
+        .with_help(format!("istioctl {version} renders for older clusters: choose an Istio version that supports Kubernetes {kubernetes}")),
+        Refusal::ApiNotServedIn {
+            place,
+            kubernetes,
+            objects,
+        } => Error::new(format!(
+            "{place} would re-apply {} object{} with API versions Kubernetes {kubernetes} does not serve:\n  {}",
+            objects.len(),
+            if objects.len() == 1 { "" } else { "s" },
+            unserved_lines(objects)
+        ))
+        .with_help("the cluster stores these objects of the old revision, but putting them back needs an API version it serves: upgrade Kubernetes only after the Istio upgrade, or go through an Istio version whose render the cluster serves"),
         Refusal::UnsafePhase { at, violation } => {
             Error::new(format!("after phase {}, {violation}", at.dir))
                 .with_help(unsafe_phase_help(at, violation))

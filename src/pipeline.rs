@@ -81,6 +81,9 @@ impl Compiled {
                 phase.dir
             );
         }
+        for n in &self.texts.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
         for w in &self.texts.warnings {
             let _ = writeln!(s, "warning: already before the upgrade: {w}");
         }

@@ -340,6 +340,20 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         planned_hops.push(out.hop);
     }
 
+    let mut assumptions = start.assumptions;
+    if let Some(k) = input.kubernetes_version {
+        let mut seen = BTreeSet::new();
+        for side in input.hops.iter().flat_map(|h| [&h.from, &h.to]) {
+            let istio = Minor::new(side.version.major, side.version.minor);
+            if crate::k8s::istio_supports(istio).is_none() && seen.insert(istio) {
+                assumptions.push(Assumption::SupportUnknown {
+                    istio,
+                    kubernetes: k,
+                });
+            }
+        }
+    }
+
     let injection = injection_table(&start.namespaces, &states);
     let deltas = crate::diff::phase_deltas(&states);
     let mut plan = Plan {
@@ -348,7 +362,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         states,
         expected,
         injection,
-        assumptions: start.assumptions,
+        assumptions,
         warnings: start.known.iter().cloned().collect(),
         deltas,
         ..empty_plan(input)
@@ -360,7 +374,47 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         Some(p) => Some(rollback::resolve_promote(&plan, p)?),
         None => None,
     };
+    if let Some(k) = plan.kubernetes_version {
+        served_everywhere(&plan, k)?;
+    }
     Ok(plan)
+}
+
+/// Every object the output applies outside the phases (the rollbacks' re-applies and `live/`)
+/// uses an API version the cluster serves, like the new render (`checks::kubernetes`).
+fn served_everywhere(plan: &Plan, k: Minor) -> Result<()> {
+    let mut places: Vec<(String, Vec<Change>)> = plan
+        .rollbacks
+        .iter()
+        .map(|rb| (rb.dir.clone(), rb.changes.clone()))
+        .collect();
+    if let Some(n) = plan.promote {
+        places.push(("live".to_string(), live_changes(plan, n)));
+    }
+    for (place, changes) in places {
+        let objects: Vec<refusal::Unserved> =
+            changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Apply(o) => crate::k8s::serves(k, &o.api_version, &o.id.kind)
+                        .err()
+                        .map(|why| refusal::Unserved {
+                            id: o.id.clone(),
+                            api_version: o.api_version.clone(),
+                            why,
+                        }),
+                    _ => None,
+                })
+                .collect();
+        if !objects.is_empty() {
+            return Err(Refusal::ApiNotServedIn {
+                place,
+                kubernetes: k,
+                objects,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The plan's identity with nothing planned yet (what the fold fills in).

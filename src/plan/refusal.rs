@@ -105,6 +105,14 @@ pub enum Refusal {
         version: semver::Version,
         objects: Vec<Unserved>,
     },
+    /// A rollback or `live/` would re-apply objects with API versions the policy's Kubernetes
+    /// does not serve (objects of the old render, kept as the cluster had them).
+    ApiNotServedIn {
+        /// `rollback/02-install-1-16-1` or `live`.
+        place: String,
+        kubernetes: Minor,
+        objects: Vec<Unserved>,
+    },
     /// A step of a phase breaks a safety invariant.
     UnsafePhase { at: PhaseAt, violation: Violation },
     /// A step of a derived rollback breaks a safety invariant (a defect of the tool).

@@ -46,6 +46,12 @@ pub enum Assumption {
         revision: Revision,
         declared: bool,
     },
+    /// The support table does not know this Istio minor: whether it supports the policy's
+    /// Kubernetes version was not checked.
+    SupportUnknown {
+        istio: crate::k8s::Minor,
+        kubernetes: crate::k8s::Minor,
+    },
 }
 
 /// The label that puts a namespace on `revision` the canonical way: `istio-injection=enabled`

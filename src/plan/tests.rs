@@ -86,6 +86,8 @@ struct Case {
     old_objects: Vec<Object>,
     new_objects: Vec<Object>,
     remove_gateways: BTreeSet<String>,
+    versions: (&'static str, &'static str),
+    kubernetes: Option<Minor>,
 }
 
 impl Case {
@@ -99,20 +101,22 @@ impl Case {
             default_tag: true,
             uninstall_old: true,
             remove_gateways: BTreeSet::new(),
+            versions: ("1.13.5", "1.14.1"),
+            kubernetes: None,
         }
     }
 
     fn hop(&self) -> HopInput<'_> {
         HopInput {
-            from: side("1.13.5", &self.old),
-            to: side("1.14.1", &self.new),
+            from: side(self.versions.0, &self.old),
+            to: side(self.versions.1, &self.new),
             old: self.old_objects.clone(),
             new: self.new_objects.clone(),
             spec: "iop.yaml",
             waves: &self.waves,
             default_tag: self.default_tag,
             uninstall_old: self.uninstall_old,
-            kubernetes: None,
+            kubernetes: self.kubernetes,
             remove_gateways: &self.remove_gateways,
         }
     }
@@ -122,7 +126,7 @@ impl Case {
             name: "test".into(),
             policy_path: "canary.yaml".into(),
             policy_sha256: "2".repeat(64),
-            kubernetes_version: None,
+            kubernetes_version: self.kubernetes,
             hops: vec![self.hop()],
             promote: None,
             default_tag_declared: false,
@@ -637,4 +641,59 @@ fn an_old_install_that_owns_the_default_tag_gets_it_back_from_every_rollback() {
         .unwrap()
         .deletes()
         .all(|d| d.id.name != "istio-revision-tag-default"));
+}
+
+#[test]
+fn an_istio_minor_the_support_table_lacks_is_an_explicit_unknown() {
+    let mut c = Case::new(named("1-40-0"), named("1-41-0"));
+    c.versions = ("1.40.0", "1.41.0");
+    c.kubernetes = Some(Minor::new(1, 40));
+    let p = c.plan().unwrap();
+    let unknown: Vec<String> = p
+        .assumptions
+        .iter()
+        .filter_map(|a| match a {
+            Assumption::SupportUnknown { istio, kubernetes } => {
+                Some(format!("{istio} on {kubernetes}"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unknown, ["1.40 on 1.40", "1.41 on 1.40"]);
+    let texts = crate::describe::describe(&p);
+    assert_eq!(texts.notes.len(), 2);
+    assert!(
+        texts.notes[0].contains("was not checked"),
+        "{}",
+        texts.notes[0]
+    );
+    // A known minor outside its range is still refused.
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.kubernetes = Some(Minor::new(1, 30));
+    assert!(matches!(c.plan(), Err(Refusal::IstioUnsupported { .. })));
+}
+
+#[test]
+fn a_rollback_that_would_reapply_an_unserved_api_version_is_refused() {
+    // The install updates a shared PDB from policy/v1beta1 to policy/v1; on 1.25 its rollback
+    // could not put the old one back.
+    let pdb = |api: &str| {
+        parse_manifest(&format!("apiVersion: {api}\nkind: PodDisruptionBudget\nmetadata: {{name: shared, namespace: istio-system}}\nspec: {{minAvailable: 1}}\n"), "t")
+            .unwrap()
+            .remove(0)
+    };
+    let mut c = Case::new(named("1-15-3"), named("1-16-1"));
+    c.versions = ("1.15.3", "1.16.1");
+    c.kubernetes = Some(Minor::new(1, 25));
+    c.old_objects.push(pdb("policy/v1beta1"));
+    c.new_objects.push(pdb("policy/v1"));
+    let Err(Refusal::ApiNotServedIn { place, objects, .. }) = c.plan() else {
+        panic!("must be refused");
+    };
+    assert_eq!(place, "rollback/02-install-1-16-1");
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].api_version, "policy/v1beta1");
+    // On 1.24 both versions are served.
+    c.kubernetes = Some(Minor::new(1, 24));
+    assert!(c.plan().is_ok());
 }
