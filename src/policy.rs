@@ -813,7 +813,11 @@ const MISSING_POLICY_HELP: &str =
     "pass the policy with --policy FILE (default canary.yaml in the current directory)";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    hex(&Sha256::digest(bytes))
+}
+
+/// A digest in lowercase hex, as `sha256sum` prints it.
+pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

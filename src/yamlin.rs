@@ -37,6 +37,8 @@ pub const PLAN_JSON_LIMIT: u64 = 64 << 20;
 /// The largest file of an output directory read back by `compile --check`, `verify` and `show`
 /// (64 MiB, each file): no file compile writes comes near istioctl's whole output.
 pub const OUTPUT_FILE_LIMIT: u64 = 64 << 20;
+/// The largest istioctl binary hashed against its pin (512 MiB; real ones are about 100 MB).
+pub const ISTIOCTL_LIMIT: u64 = 512 << 20;
 /// The largest cluster inventory file to be read (64 MiB). No command reads an inventory yet:
 /// this is its limit once one does.
 pub const INVENTORY_LIMIT: u64 = 64 << 20;
@@ -184,8 +186,8 @@ fn file_type_noun(kind: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// "1 MiB", "64 MiB", or bytes.
-fn size(bytes: u64) -> String {
+/// "1 MiB", "64 MiB", or bytes: how messages state a limit.
+pub fn size(bytes: u64) -> String {
     if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
         format!("{} MiB", bytes >> 20)
     } else {

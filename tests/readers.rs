@@ -155,6 +155,29 @@ fn a_fifo_as_the_spec_is_refused() {
     refused("spec-fifo", case.path(), &["compile"]);
 }
 
+/// Points the policy of `case` at `path` for istioctl 1.14.1.
+fn pin_114_at(case: &tempfile::TempDir, path: &str) {
+    let policy = case.path().join("canary.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let ctl = fixtures().join("istioctl/istioctl-1.14.1");
+    std::fs::write(&policy, text.replace(ctl.to_str().unwrap(), path)).unwrap();
+}
+
+#[test]
+fn a_fifo_as_an_istioctl_pin_is_refused() {
+    let case = policy_case();
+    pin_114_at(&case, "fifo.yaml");
+    refused("istioctl-fifo", case.path(), &["compile"]);
+}
+
+#[test]
+fn an_istioctl_over_its_limit_is_refused_before_it_is_read() {
+    let case = policy_case();
+    pin_114_at(&case, "huge");
+    over(istio_canary::yamlin::ISTIOCTL_LIMIT)(&case.path().join("huge"));
+    refused("istioctl-over-limit", case.path(), &["compile"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // verify, show and compile --check: plan.json and the files of the output
 
