@@ -2,12 +2,13 @@
 //! `verify` (compare a directory with the sha256 digests its `plan.json` records), `show` (one
 //! phase's files as a single YAML stream) and the text form of `plan`.
 //!
-//! Owns: the small read-only tree reader (`read_tree`, `read_file`), the checks on a `plan.json`
-//! read back (apiVersion, kind, safe relative paths, digests) and the pure comparisons and texts
-//! built from them. Must not: write, rename or delete anything, run a process, contact a cluster,
-//! print (the caller prints), decide anything the plan decides (everything here is read from the
-//! compiled map or from `plan.json`), or declare plan.json types of its own: it reads the
-//! `schema` types emit writes.
+//! Owns: the small read-only tree reader (`read_tree`, `read_file`: each file through
+//! `yamlin::read_whole` with `OUTPUT_FILE_LIMIT`, `plan.json` with `PLAN_JSON_LIMIT`), the checks
+//! on a `plan.json` read back (apiVersion, kind, safe relative paths, digests) and the pure
+//! comparisons and texts built from them. Must not: write, rename or delete anything, run a
+//! process, contact a cluster, print (the caller prints), decide anything the plan decides
+//! (everything here is read from the compiled map or from `plan.json`), or declare plan.json
+//! types of its own: it reads the `schema` types emit writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -17,14 +18,15 @@ use crate::emit::MARKER_FILE;
 use crate::error::{Error, Result};
 use crate::policy::sha256_hex;
 use crate::schema::{PhaseDoc, PlanDoc, PLAN_API_VERSION, PLAN_JSON, PLAN_KIND};
+use crate::yamlin;
 
 /// One entry of a directory tree as read from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// A regular file (or a symbolic link to one) and its bytes.
     File(Vec<u8>),
-    /// Something compile never writes: an empty directory (its key ends in `/`), a symbolic
-    /// link to a directory or to nothing, a socket or a FIFO. The text says which.
+    /// Something compile never writes and no one reads: an empty directory (its key ends in
+    /// `/`), or a symbolic link to a directory or to nothing. The text says which.
     Other(&'static str),
 }
 
@@ -32,7 +34,8 @@ pub enum Entry {
 pub type Tree = BTreeMap<String, Entry>;
 
 /// Reads every entry under `dir`. Symbolic links inside are not followed into directories, so
-/// a link loop cannot make this run forever; a link to a file is read through.
+/// a link loop cannot make this run forever; a link to a file is read through. Each file is
+/// read with `read_file`'s limit; a FIFO, socket or device (or a link to one) is an error.
 pub fn read_tree(dir: &Path) -> Result<Tree> {
     let mut tree = Tree::new();
     walk(dir, "", &mut tree)?;
@@ -52,23 +55,22 @@ fn walk(dir: &Path, prefix: &str, tree: &mut Tree) -> Result<()> {
         let kind = meta.file_type();
         if kind.is_dir() {
             walk(&path, &format!("{rel}/"), tree)?;
-        } else if kind.is_file() {
-            tree.insert(rel, Entry::File(read_bytes(&path)?));
-        } else if kind.is_symlink() {
+            continue;
+        }
+        if kind.is_symlink() {
             match std::fs::metadata(&path) {
-                Ok(target) if target.is_file() => {
-                    tree.insert(rel, Entry::File(read_bytes(&path)?));
-                }
                 Ok(target) if target.is_dir() => {
                     tree.insert(rel, Entry::Other("a symbolic link to a directory"));
+                    continue;
                 }
-                _ => {
+                Ok(_) => {}
+                Err(_) => {
                     tree.insert(rel, Entry::Other("a symbolic link to nothing readable"));
+                    continue;
                 }
             }
-        } else {
-            tree.insert(rel, Entry::Other("not a regular file"));
         }
+        tree.insert(rel, Entry::File(read_bytes(&path)?));
     }
     if !any && !prefix.is_empty() {
         tree.insert(prefix.to_string(), Entry::Other("an empty directory"));
@@ -77,10 +79,11 @@ fn walk(dir: &Path, prefix: &str, tree: &mut Tree) -> Result<()> {
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io("reading", path, &e))
+    yamlin::read_whole(path, yamlin::OUTPUT_FILE_LIMIT, "reading")
 }
 
-/// Reads one file of an output directory named by a (checked) relative path.
+/// Reads one file of an output directory named by a (checked) relative path: a regular file of
+/// at most `yamlin::OUTPUT_FILE_LIMIT` bytes.
 pub fn read_file(dir: &Path, rel: &str) -> Result<Vec<u8>> {
     read_bytes(&dir.join(rel))
 }
@@ -225,7 +228,8 @@ pub fn stream_files(phase: &PhaseDoc) -> Vec<&str> {
         .collect()
 }
 
-/// Reads and checks `DIR/plan.json`.
+/// Reads (at most `yamlin::PLAN_JSON_LIMIT` bytes, a regular file only) and checks
+/// `DIR/plan.json`.
 pub fn load_plan(dir: &Path) -> Result<PlanDoc> {
     let path = dir.join(PLAN_JSON);
     let help = "give the directory `istio-canary compile` wrote (default: bundles)";
@@ -237,15 +241,13 @@ pub fn load_plan(dir: &Path) -> Result<PlanDoc> {
         };
         return Err(Error::new(format!("{} {what}", dir.display())).with_help(help));
     }
-    let text = match std::fs::read(&path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            Error::new(format!("{} is not UTF-8 text", path.display())).in_file(&path)
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::new(format!("{} has no {PLAN_JSON}", dir.display())).with_help(help));
-        }
-        Err(e) => return Err(Error::io("reading", &path, &e)),
-    };
+    // Nothing at all there (a symbolic link to nothing is named by the reader).
+    if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Err(Error::new(format!("{} has no {PLAN_JSON}", dir.display())).with_help(help));
+    }
+    let bytes = yamlin::read_whole(&path, yamlin::PLAN_JSON_LIMIT, "reading")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::new(format!("{} is not UTF-8 text", path.display())).in_file(&path))?;
     parse_plan(&path, &text)
 }
 

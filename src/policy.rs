@@ -411,8 +411,9 @@ pub fn revision_for(version: &Version, naming: RevisionNaming) -> String {
 /// targets pass files held in memory.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
 
-/// Reads and checks a policy file and the IstioOperator specs it names. Each file is read with
-/// its size limit (`yamlin::POLICY_LIMIT`, `yamlin::SPEC_LIMIT`) and no further.
+/// Reads and checks a policy file and the IstioOperator specs it names. Each file is read by
+/// `yamlin::read_limited` (a regular file only) with its size limit (`yamlin::POLICY_LIMIT`,
+/// `yamlin::SPEC_LIMIT`) and no further.
 pub fn load(path: &Path) -> Result<Policy> {
     let bytes = yamlin::read_limited(path, yamlin::POLICY_LIMIT)
         .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))?;
@@ -849,7 +850,11 @@ const MISSING_POLICY_HELP: &str =
     "pass the policy with --policy FILE (default canary.yaml in the current directory)";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    hex(&Sha256::digest(bytes))
+}
+
+/// A digest in lowercase hex, as `sha256sum` prints it.
+pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

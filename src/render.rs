@@ -1,10 +1,10 @@
 //! Rendering each revision with its vendored istioctl: the only process I/O in the tool.
 //!
-//! Owns: checking a binary's sha256 against its pin before it ever runs, checking the version it
-//! reports, preparing the IstioOperator spec for one revision (`spec.revision`,
-//! `values.revisionTags`, `values.defaultRevision`), running `istioctl manifest generate` with an
-//! argument vector (never a shell), no cluster credentials and a timeout, and parsing what it
-//! prints; istioctl's process group (killed whole when a call ends, so nothing it started is
+//! Owns: checking a binary's sha256 against its pin before it ever runs (read as a regular file
+//! of at most `yamlin::ISTIOCTL_LIMIT`), checking the version it reports, preparing the
+//! IstioOperator spec for one revision (`spec.revision`, `values.revisionTags`,
+//! `values.defaultRevision`), running `istioctl manifest generate` with an argument vector (never
+//! a shell), no cluster credentials and a timeout, and parsing what it prints; istioctl's process group (killed whole when a call ends, so nothing it started is
 //! left running), the bounds on its output, and SIGINT/SIGTERM while it runs. Must not: decide
 //! what goes in which phase, or write anywhere but its own temp dir.
 
@@ -19,12 +19,28 @@ use std::time::{Duration, Instant};
 use rustix::process::{kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions};
 use semver::Version;
 use serde_yaml::{Mapping, Value};
+use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::error::{io_reason, Error, Location, Result};
 use crate::istio::Revision;
 use crate::manifest::{parse_manifest, Object};
-use crate::policy::{sha256_hex, Pin, Release};
+use crate::policy::{hex, Pin, Release};
+use crate::yamlin;
+
+/// The sha256 of the binary at `path`, read through `yamlin::open_regular` (a regular file only,
+/// never blocking) and hashed as it is read; `None` when it is over `yamlin::ISTIOCTL_LIMIT`,
+/// which its size tells before a byte is read.
+fn hash_pinned(path: &Path) -> std::io::Result<Option<String>> {
+    let file = yamlin::open_regular(path)?;
+    if file.metadata()?.len() > yamlin::ISTIOCTL_LIMIT {
+        return Ok(None);
+    }
+    let mut hasher = Sha256::new();
+    // A file that grows while it is read is hashed only up to the limit, and so mismatches.
+    std::io::copy(&mut file.take(yamlin::ISTIOCTL_LIMIT), &mut hasher)?;
+    Ok(Some(hex(&hasher.finalize())))
+}
 
 /// How many lines of istioctl's stderr an error shows.
 const STDERR_TAIL_LINES: usize = 20;
@@ -96,7 +112,7 @@ impl Istioctl {
             err.location.clone_from(&pin.location);
             err
         };
-        let bytes = std::fs::read(&pin.path).map_err(|e| {
+        let actual = hash_pinned(&pin.path).map_err(|e| {
             at_pin(Error::new(format!(
                 "cannot read istioctl {version} at {}: {}",
                 pin.path.display(),
@@ -104,7 +120,18 @@ impl Istioctl {
             ))
             .with_help(format!("vendor istioctl {version} at that path (see README: \"Vendoring istioctl\"), or fix spec.istioctl")))
         })?;
-        let actual = sha256_hex(&bytes);
+        let Some(actual) = actual else {
+            return Err(at_pin(
+                Error::new(format!(
+                    "istioctl {version} at {} is over its limit of {}",
+                    pin.path.display(),
+                    yamlin::size(yamlin::ISTIOCTL_LIMIT)
+                ))
+                .with_help(
+                    "a real istioctl is about 100 MB; check that spec.istioctl names the binary",
+                ),
+            ));
+        };
         if actual != pin.sha256 {
             return Err(at_pin(Error::new(format!(
                 "sha256 mismatch for istioctl {version} at {}:\n  expected {}\n  actual   {actual}",

@@ -1,7 +1,10 @@
-//! The one gate every YAML input passes before serde_yaml reads it: the policy, the IstioOperator
-//! specs and istioctl's output.
+//! The one reader of every file the tool reads, and the one gate every YAML input passes before
+//! serde_yaml reads it: the policy, the IstioOperator specs and istioctl's output.
 //!
-//! Owns: the size limit of each input and the bounded read that enforces it, UTF-8 decoding with
+//! Owns: the size limit of each input (the policy, a spec, istioctl's output, `plan.json`, each
+//! file of an output directory read back) and the bounded reader that enforces it
+//! (`open_regular`, `read_limited`, `read_whole`: regular files only, symbolic links followed, a
+//! FIFO, socket, device or directory refused by name without blocking), UTF-8 decoding with
 //! a byte-order mark accepted (stripped before anything counts lines), and one linear scan with an
 //! event parser (`saphyr-parser`, which reports where every event starts) that refuses nesting
 //! deeper than `MAX_DEPTH`, YAML merge keys (`<<`), duplicate keys and keys that are not scalars
@@ -28,6 +31,17 @@ pub const POLICY_LIMIT: u64 = 1 << 20;
 pub const SPEC_LIMIT: u64 = 4 << 20;
 /// The largest istioctl output parsed (64 MiB, the cap `render` reads up to).
 pub const MANIFEST_LIMIT: u64 = 64 << 20;
+/// The largest `plan.json` read back by `verify` and `show` (64 MiB). It names files, objects
+/// and digests, not object bodies: the example's is about 100 KiB.
+pub const PLAN_JSON_LIMIT: u64 = 64 << 20;
+/// The largest file of an output directory read back by `compile --check`, `verify` and `show`
+/// (64 MiB, each file): no file compile writes comes near istioctl's whole output.
+pub const OUTPUT_FILE_LIMIT: u64 = 64 << 20;
+/// The largest istioctl binary hashed against its pin (512 MiB; real ones are about 100 MB).
+pub const ISTIOCTL_LIMIT: u64 = 512 << 20;
+/// The largest cluster inventory file to be read (64 MiB). No command reads an inventory yet:
+/// this is its limit once one does.
+pub const INVENTORY_LIMIT: u64 = 64 << 20;
 /// The deepest nesting of sequences and mappings read. Real inputs stay far below: the deepest
 /// recorded istioctl output (a CRD schema) has 33 levels. serde_yaml itself stops at 128.
 pub const MAX_DEPTH: usize = 64;
@@ -59,17 +73,121 @@ impl Kind {
 }
 
 /// Reads at most `limit + 1` bytes of `path`: enough to tell that a file is over the limit
-/// without reading all of it (`--policy /dev/zero` ends at once).
+/// without reading all of it. The file is opened with `open_regular`, so anything but a regular
+/// file (`--policy /dev/zero`, a FIFO, a directory) is refused before a byte is read.
 pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
+    open_regular(path)?
         .take(limit.saturating_add(1))
         .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
-/// "1 MiB", "64 MiB", or bytes.
-fn size(bytes: u64) -> String {
+/// Reads a whole file that holds at most `limit` bytes (`read_limited`). A failure to read it is
+/// `{action} {path}: {reason}`; a file over the limit is an error naming the file and its limit.
+pub fn read_whole(path: &Path, limit: u64, action: &str) -> Result<Vec<u8>> {
+    let bytes = read_limited(path, limit).map_err(|e| Error::io(action, path, &e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(format!(
+            "{} is over its limit of {}",
+            path.display(),
+            size(limit)
+        ))
+        .with_help("istio-canary never writes a file this large; compile again"));
+    }
+    Ok(bytes)
+}
+
+/// Opens `path` for reading if it is a regular file, following symbolic links, and never blocks.
+///
+/// The type is checked before the open, so a device is never opened and a FIFO never waits for
+/// a writer; the open itself is non-blocking, so a FIFO put there after the check cannot hang
+/// either; and the opened handle is checked again (`fstat`), so what is read is the regular
+/// file that was checked. Anything else is an error (`InvalidInput`) whose text says what the
+/// path is: `it is a FIFO, not a regular file`, `it is a symbolic link to /dev/zero, a
+/// character device, not a regular file`. A symbolic link to nothing is `NotFound`: `it is a
+/// symbolic link to X, which does not exist`.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    refuse_unless_regular(path)?;
+    open_nonblocking(path)
+}
+
+/// The check before the open: `path`, its symbolic links followed, is a regular file.
+fn refuse_unless_regular(path: &Path) -> std::io::Result<()> {
+    let target = match std::fs::metadata(path) {
+        Ok(target) => target,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(match std::fs::read_link(path) {
+                Ok(to) => std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "it is a symbolic link to {}, which does not exist",
+                        to.display()
+                    ),
+                ),
+                Err(_) => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if target.is_file() {
+        return Ok(());
+    }
+    let what = file_type_noun(&target.file_type());
+    let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+    Err(not_regular(&match std::fs::canonicalize(path) {
+        Ok(to) if linked => format!("a symbolic link to {}, {what}", to.display()),
+        _ => what.to_string(),
+    }))
+}
+
+/// The open, which cannot block, and the check of what was opened (`fstat`).
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO for reading waits for a writer without it. O_NOCTTY: a
+    // terminal put there is not made the controlling terminal.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    let opened = file.metadata()?.file_type();
+    if !opened.is_file() {
+        return Err(not_regular(file_type_noun(&opened)));
+    }
+    // A regular file reads the same either way; the flag is cleared so that no file system can
+    // answer a read with "would block".
+    fcntl_setfl(&file, fcntl_getfl(&file)? - OFlags::NONBLOCK)?;
+    Ok(file)
+}
+
+fn not_regular(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("it is {what}, not a regular file"),
+    )
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_type_noun(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    }
+}
+
+/// "1 MiB", "64 MiB", or bytes: how messages state a limit.
+pub fn size(bytes: u64) -> String {
     if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
         format!("{} MiB", bytes >> 20)
     } else {
@@ -396,8 +514,106 @@ mod tests {
 
     #[test]
     fn the_bounded_read_stops_after_the_limit() {
-        let bytes = read_limited(Path::new("/dev/zero"), 10).unwrap();
-        assert_eq!(bytes.len(), 11);
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("big");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        assert_eq!(read_limited(&path, 10).unwrap().len(), 11);
+        let err = read_whole(&path, 10, "reading").unwrap_err();
+        assert_eq!(
+            err.message,
+            format!("{} is over its limit of 10 bytes", path.display())
+        );
+        std::fs::write(&path, "0123456789").unwrap();
+        assert_eq!(read_whole(&path, 10, "reading").unwrap(), b"0123456789");
+    }
+
+    fn refusal(path: &Path) -> String {
+        match open_regular(path) {
+            Ok(_) => panic!("{}: opened", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn mkfifo(path: &Path) {
+        use rustix::fs::{mkfifoat, Mode, CWD};
+        mkfifoat(CWD, path, Mode::from_raw_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let at = |name: &str| tmp.path().join(name);
+        mkfifo(&at("fifo"));
+        let _socket = std::os::unix::net::UnixListener::bind(at("socket")).unwrap();
+        std::fs::create_dir(at("dir")).unwrap();
+        std::fs::write(at("file"), "x").unwrap();
+        let link = |to: &str, name: &str| std::os::unix::fs::symlink(to, at(name)).unwrap();
+        link("/dev/null", "to-null");
+        link("file", "to-file");
+        link("to-file", "to-link");
+        link("gone", "dangling");
+        link("fifo", "to-fifo");
+        for (name, want) in [
+            ("fifo", "it is a FIFO, not a regular file".to_string()),
+            ("socket", "it is a socket, not a regular file".into()),
+            ("dir", "it is a directory, not a regular file".into()),
+            (
+                "to-null",
+                "it is a symbolic link to /dev/null, a character device, not a regular file".into(),
+            ),
+            (
+                "to-fifo",
+                format!(
+                    "it is a symbolic link to {}, a FIFO, not a regular file",
+                    at("fifo").canonicalize().unwrap().display()
+                ),
+            ),
+            (
+                "dangling",
+                "it is a symbolic link to gone, which does not exist".into(),
+            ),
+        ] {
+            assert_eq!(refusal(&at(name)), want, "{name}");
+        }
+        assert_eq!(
+            open_regular(&at("dangling")).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            open_regular(&at("missing")).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            refusal(Path::new("/dev/null")),
+            "it is a character device, not a regular file"
+        );
+        for name in ["file", "to-file", "to-link"] {
+            assert_eq!(read_limited(&at(name), 10).unwrap(), b"x", "{name}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_put_there_after_the_check_is_refused_without_blocking() {
+        // The open after `refuse_unless_regular` passed, as if the file had been swapped for a
+        // FIFO in between: it must neither wait for a writer nor read from it.
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        mkfifo(&fifo);
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(
+                open_nonblocking(&fifo)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let opened = result
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO blocked");
+        assert_eq!(opened, Err("it is a FIFO, not a regular file".to_string()));
     }
 
     #[test]

@@ -5,46 +5,11 @@
 mod common;
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
-use common::{fixtures, run, snapshot_settings, Run};
+use common::{compiled_example, copy_example, fixtures, run, snapshot_settings, Run};
 use istio_canary::check::{read_tree, Tree};
-
-/// The example compiled once; each test copies it.
-fn compiled() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("bundles");
-        let r = run(
-            &fixtures().join("example"),
-            &[
-                "compile",
-                "--policy",
-                "canary.yaml",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        (tmp, out)
-    })
-    .1
-}
-
-/// A temp dir holding a copy of the compiled example as `bundles/`.
-fn copy() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("bundles");
-    for (rel, text) in common::read_tree(compiled()) {
-        let path = out.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    (tmp, out)
-}
 
 fn snapshot(name: &str, text: &str) {
     snapshot_settings().bind(|| insta::assert_snapshot!(name, text));
@@ -103,7 +68,7 @@ fn add(out: &Path) {
 
 #[test]
 fn check_clean_exits_0() {
-    let (_tmp, out) = copy();
+    let (_tmp, out) = copy_example();
     let r = check(&out);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.stdout, "");
@@ -112,7 +77,7 @@ fn check_clean_exits_0() {
 
 #[test]
 fn check_edited_file_exits_1_with_diff() {
-    let (_tmp, out) = copy();
+    let (_tmp, out) = copy_example();
     edit(&out);
     let r = check(&out);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -128,7 +93,7 @@ fn check_edited_file_exits_1_with_diff() {
 
 #[test]
 fn check_missing_file_exits_1() {
-    let (_tmp, out) = copy();
+    let (_tmp, out) = copy_example();
     std::fs::remove_file(out.join(REMOVED)).unwrap();
     let r = check(&out);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -138,7 +103,7 @@ fn check_missing_file_exits_1() {
 
 #[test]
 fn check_extra_file_exits_1() {
-    let (_tmp, out) = copy();
+    let (_tmp, out) = copy_example();
     add(&out);
     std::fs::create_dir(out.join("empty")).unwrap();
     let r = check(&out);
@@ -150,7 +115,7 @@ fn check_extra_file_exits_1() {
 
 #[test]
 fn check_keeps_the_users_flags_in_the_regenerate_line() {
-    let (_tmp, out) = copy();
+    let (_tmp, out) = copy_example();
     add(&out);
     let out_arg = out.to_str().unwrap();
     let r = run(
@@ -185,7 +150,7 @@ fn check_without_out_exits_2() {
 
 #[test]
 fn check_foreign_out_exits_2() {
-    let (_tmp, out) = copy();
+    let (_tmp, out) = copy_example();
     std::fs::remove_file(out.join(".istio-canary")).unwrap();
     let r = check(&out);
     assert_eq!(r.code, 2);
@@ -195,7 +160,7 @@ fn check_foreign_out_exits_2() {
 
 #[test]
 fn check_and_force_cannot_be_combined() {
-    let (_tmp, out) = copy();
+    let (_tmp, out) = copy_example();
     let r = run(
         &fixtures().join("example"),
         &[
@@ -223,7 +188,7 @@ fn verify(tmp: &Path, arg: &str) -> Run {
 
 #[test]
 fn verify_clean_exits_0() {
-    let (tmp, _out) = copy();
+    let (tmp, _out) = copy_example();
     let r = verify(tmp.path(), "bundles");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.stdout, "");
@@ -232,7 +197,7 @@ fn verify_clean_exits_0() {
 
 #[test]
 fn verify_defaults_to_bundles() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     add(&out);
     let r = run(tmp.path(), &["verify"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -241,7 +206,7 @@ fn verify_defaults_to_bundles() {
 
 #[test]
 fn verify_edited_exits_1() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     edit(&out);
     let r = verify(tmp.path(), "bundles");
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -250,7 +215,7 @@ fn verify_edited_exits_1() {
 
 #[test]
 fn verify_missing_exits_1() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     std::fs::remove_file(out.join(REMOVED)).unwrap();
     let r = verify(tmp.path(), "bundles");
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -259,7 +224,7 @@ fn verify_missing_exits_1() {
 
 #[test]
 fn verify_extra_exits_1() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     add(&out);
     std::fs::create_dir(out.join("empty")).unwrap();
     let r = verify(tmp.path(), "bundles");
@@ -269,7 +234,7 @@ fn verify_extra_exits_1() {
 
 #[test]
 fn verify_without_plan_json_exits_2() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     std::fs::remove_file(out.join("plan.json")).unwrap();
     let r = verify(tmp.path(), "bundles");
     assert_eq!(r.code, 2);
@@ -279,7 +244,7 @@ fn verify_without_plan_json_exits_2() {
 
 #[test]
 fn verify_bad_json_exits_2_with_line_and_column() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     let path = out.join("plan.json");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen("\"kind\": ", "\"kind\" ", 1)).unwrap();
@@ -290,7 +255,7 @@ fn verify_bad_json_exits_2_with_line_and_column() {
 
 #[test]
 fn verify_not_a_plan_exits_2() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     let path = out.join("plan.json");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
@@ -305,7 +270,7 @@ fn verify_not_a_plan_exits_2() {
 
 #[test]
 fn verify_refuses_a_plan_naming_a_path_outside() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     let path = out.join("plan.json");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen("\".istio-canary\":", "\"../x\":", 1)).unwrap();
@@ -358,7 +323,7 @@ fn documents(stream: &str) -> usize {
 
 #[test]
 fn show_by_index_dir_and_name_prints_one_stream() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     let before = read_tree(tmp.path()).unwrap();
     let by_index = run(tmp.path(), &["show", "3"]);
     assert_eq!(by_index.code, 0, "{}", by_index.stderr);
@@ -395,7 +360,7 @@ fn show_by_index_dir_and_name_prints_one_stream() {
 
 #[test]
 fn show_uninstall_prints_the_delete_stubs() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     let r = run(tmp.path(), &["show", "uninstall-1-13-5"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let (want, n) = expected_stream(&out, "07-uninstall-1-13-5", &["delete"]);
@@ -406,7 +371,7 @@ fn show_uninstall_prints_the_delete_stubs() {
 
 #[test]
 fn show_unknown_phase_exits_2_listing_the_phases() {
-    let (tmp, _out) = copy();
+    let (tmp, _out) = copy_example();
     let r = run(tmp.path(), &["show", "8"]);
     assert_eq!(r.code, 2);
     assert_eq!(r.stdout, "");
@@ -415,7 +380,7 @@ fn show_unknown_phase_exits_2_listing_the_phases() {
 
 #[test]
 fn show_refuses_an_edited_file() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     edit(&out);
     let r = run(tmp.path(), &["show", "03"]);
     assert_eq!(r.code, 2);
@@ -425,7 +390,7 @@ fn show_refuses_an_edited_file() {
 
 #[test]
 fn show_into_a_closed_pipe_exits_0_silently() {
-    let (tmp, _out) = copy();
+    let (tmp, _out) = copy_example();
     let mut child = Command::new(env!("CARGO_BIN_EXE_istio-canary"))
         .current_dir(tmp.path())
         .args(["show", "02"])
@@ -458,7 +423,7 @@ fn plan_json_is_the_compiled_plan_json() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stderr, "");
-    let written = std::fs::read_to_string(compiled().join("plan.json")).unwrap();
+    let written = std::fs::read_to_string(compiled_example().join("plan.json")).unwrap();
     assert_eq!(r.stdout, written);
     assert_eq!(
         read_tree(&fixtures()).unwrap(),
@@ -555,7 +520,7 @@ fn errors_exit_2_with_their_message() {
         ),
     ];
     for (name, setup, args) in cases {
-        let (tmp, out) = copy();
+        let (tmp, out) = copy_example();
         setup(&out);
         let before = read_tree(tmp.path()).unwrap();
         let mut args = args.to_vec();
@@ -577,7 +542,7 @@ fn errors_exit_2_with_their_message() {
 
 #[test]
 fn show_into_a_full_stdout_is_an_error() {
-    let (tmp, _out) = copy();
+    let (tmp, _out) = copy_example();
     let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
         eprintln!("SKIPPED show_into_a_full_stdout_is_an_error: no /dev/full");
         return;
@@ -618,7 +583,7 @@ fn show_lists_label_commands_no_file_carries() {
 
 #[test]
 fn show_a_phase_without_files_says_so() {
-    let (tmp, out) = copy();
+    let (tmp, out) = copy_example();
     let path = out.join("plan.json");
     let mut plan: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -249,17 +249,33 @@ fn a_policy_over_its_limit_is_refused_by_size() {
 }
 
 #[test]
-fn dev_zero_as_the_policy_or_the_spec_ends_at_once() {
+fn dev_zero_as_the_policy_or_the_spec_is_refused_as_a_device() {
     let case = Case::new();
     case.fails(
         "/dev/zero",
-        "error: the policy is larger than 1 MiB, the most istio-canary reads\n  --> /dev/zero\n",
+        "error: cannot read policy /dev/zero: it is a character device, not a regular file\n",
     );
     let (p, s) = standin_114();
     case.write("canary.yaml", policy("1.14.1", "/dev/zero", (&p, &s), ""));
     case.fails(
         "canary.yaml",
-        "error: the IstioOperator spec is larger than 4 MiB, the most istio-canary reads\n  --> /dev/zero\n",
+        "error: cannot read IstioOperator spec /dev/zero: it is a character device, not a regular file\n",
+    );
+}
+
+#[test]
+fn a_spec_over_its_limit_is_refused_by_size() {
+    let case = Case::new();
+    // Sparse: a gibibyte that costs no disk, read only up to the limit.
+    std::fs::File::create(case.path("iop.yaml"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let (p, s) = standin_114();
+    case.write("canary.yaml", policy("1.14.1", "iop.yaml", (&p, &s), ""));
+    case.fails(
+        "canary.yaml",
+        "error: the IstioOperator spec is larger than 4 MiB, the most istio-canary reads\n  --> iop.yaml\n",
     );
 }
 

@@ -130,6 +130,30 @@ pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, 
     read_tree(out)
 }
 
+/// The example compiled once per test binary, into a temp dir kept for the whole run.
+pub fn compiled_example() -> &'static Path {
+    static DIR: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("bundles");
+        compile_into(&fixtures().join("example"), &out, &[]);
+        (tmp, out)
+    })
+    .1
+}
+
+/// A temp dir holding a copy of the compiled example as `bundles/`.
+pub fn copy_example() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundles");
+    for (rel, text) in read_tree(compiled_example()) {
+        let path = out.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    (tmp, out)
+}
+
 /// Every file under `dir` (relative path -> text), sorted.
 pub fn read_tree(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
