@@ -459,6 +459,12 @@ fn unsafe_phase_help(at: &PhaseAt, v: &Violation) -> String {
         Violation::DeletedButReferenced { .. } => {
             "the new revision still uses it: render it from the new spec too (components.base), or keep the old revision (uninstallOld: false)".to_string()
         }
+        Violation::Unevaluable { .. } => {
+            "istio-canary evaluates injector webhooks the way kube-apiserver does and refuses to guess what it cannot evaluate: remove the field from the webhook (its configuration comes from the IstioOperator spec or from the cluster), or upgrade this mesh by hand".to_string()
+        }
+        Violation::SeveralRevisions { .. } => {
+            "a Service in front of istiod must select one revision (its selector needs istio.io/rev): which istiod answers would otherwise depend on endpoints; fix the Service's selector in the IstioOperator spec".to_string()
+        }
     }
 }
 
@@ -570,6 +576,17 @@ pub fn refusal(r: &Refusal) -> Error {
         Refusal::UnsafePhase { at, violation } => {
             Error::new(format!("after phase {}, {violation}", at.dir))
                 .with_help(unsafe_phase_help(at, violation))
+        }
+        Refusal::UndecidableRender { revision, violation } => {
+            Error::new(format!("in the render of revision {revision}, {violation}")).with_help(
+                "istio-canary evaluates webhooks the way kube-apiserver does and refuses to guess what it cannot evaluate: check the IstioOperator spec of the new revision",
+            )
+        }
+        Refusal::UndecidableStart { violation } => {
+            Error::new(format!("before the upgrade, {violation}")).with_help(match violation {
+                Violation::SeveralRevisions { .. } => "the old install's Service in front of istiod selects several revisions: fix it before planning the upgrade",
+                _ => "istio-canary refuses to guess what kube-apiserver would do: remove what it cannot evaluate from the old install's webhooks, or upgrade this mesh by hand",
+            })
         }
         Refusal::UnsafeRollback { dir, violation } => {
             Error::new(format!("after rollback {dir}, {violation}")).with_help(DEFECT_HELP)

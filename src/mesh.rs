@@ -16,7 +16,7 @@ use serde_yaml::{Mapping, Value};
 use crate::cluster::{self, namespace_id, pod_template_labels, scalar, service_id, ClusterState};
 use crate::istio::{
     is_injector_webhook, is_istiod, mesh_config_references, DEFAULT_REVISION, DEFAULT_VALIDATOR,
-    INJECTION_LABEL, REV_LABEL,
+    INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, REV_LABEL,
 };
 use crate::k8s::NAME_LABEL;
 use crate::manifest::{value_at, ObjectId};
@@ -37,6 +37,7 @@ impl ClusterState {
     /// evaluating many namespaces against the same state.
     pub fn injector_webhooks(&self) -> InjectorWebhooks {
         let mut out = Vec::new();
+        let mut unevaluable = Vec::new();
         for o in self.objects.values() {
             if o.id.kind != "MutatingWebhookConfiguration" {
                 continue;
@@ -46,10 +47,18 @@ impl ClusterState {
             };
             for wh in webhooks {
                 let Value::Mapping(wh) = wh else { continue };
-                // An invalid webhook is rejected by the API server at create time; such a
-                // webhook cannot exist, so it calls nothing.
-                let Ok(parsed) = Webhook::parse(wh) else {
-                    continue;
+                // A webhook the evaluation cannot read (`matchConditions`, or what the API server
+                // would refuse) is still called by kube-apiserver if it is stored: an injector
+                // among them makes the state unevaluable, never a silent miss.
+                let parsed = match Webhook::parse(wh) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        let name = wh.get("name").and_then(Value::as_str).unwrap_or("");
+                        if name.ends_with(INJECTOR_WEBHOOK_SUFFIX) {
+                            unevaluable.push((o.id.clone(), name.to_string(), why));
+                        }
+                        continue;
+                    }
                 };
                 if !is_injector_webhook(&parsed) {
                     continue;
@@ -58,7 +67,10 @@ impl ClusterState {
                 out.push((parsed, injection));
             }
         }
-        InjectorWebhooks(out)
+        InjectorWebhooks {
+            webhooks: out,
+            unevaluable,
+        }
     }
 
     fn injection(&self, config: &ObjectId, webhook: &str, wh: &Mapping) -> Injection {
@@ -66,10 +78,14 @@ impl ClusterState {
         let target = match &service {
             None => Target::NoService,
             Some(svc) if !self.objects.contains_key(svc) => Target::MissingService(svc.clone()),
-            Some(svc) => match self.istiod_revisions(svc).into_iter().next() {
-                Some(rev) => Target::Revision(rev),
-                None => Target::NoIstiod(svc.clone()),
-            },
+            Some(svc) => {
+                let revisions: Vec<String> = self.istiod_revisions(svc).into_iter().collect();
+                match revisions.as_slice() {
+                    [] => Target::NoIstiod(svc.clone()),
+                    [one] => Target::Revision(one.clone()),
+                    _ => Target::SeveralRevisions(svc.clone(), revisions),
+                }
+            }
         };
         Injection {
             config: config.name.clone(),
@@ -118,11 +134,15 @@ impl ClusterState {
         let Some(Value::Sequence(webhooks)) = o.body.get("webhooks") else {
             return None;
         };
+        // The first webhook that reaches exactly one revision (one reaching several is a
+        // violation of its own, never resolved by picking one).
         webhooks.iter().find_map(|wh| {
             let svc = webhook_service(wh.as_mapping()?)?;
-            self.istiod_revisions(&service_id(&svc.0, &svc.1))
-                .into_iter()
-                .next()
+            let revisions = self.istiod_revisions(&service_id(&svc.0, &svc.1));
+            match revisions.len() {
+                1 => revisions.into_iter().next(),
+                _ => None,
+            }
         })
     }
 
@@ -144,7 +164,11 @@ impl ClusterState {
 }
 
 /// The injector webhooks of one state with where each leads.
-pub struct InjectorWebhooks(Vec<(Webhook, Injection)>);
+pub struct InjectorWebhooks {
+    webhooks: Vec<(Webhook, Injection)>,
+    /// Injector webhooks the evaluation cannot read: (configuration, webhook, why).
+    unevaluable: Vec<(ObjectId, String, String)>,
+}
 
 impl InjectorWebhooks {
     /// The ones kube-apiserver calls for a pod with `pod_labels` in a namespace with
@@ -154,7 +178,7 @@ impl InjectorWebhooks {
         ns_labels: &BTreeMap<String, String>,
         pod_labels: &BTreeMap<String, String>,
     ) -> Vec<Injection> {
-        self.0
+        self.webhooks
             .iter()
             .filter(|(wh, _)| wh.calls_for_pod_create(ns_labels, pod_labels))
             .map(|(_, inj)| inj.clone())
@@ -173,6 +197,9 @@ pub enum Target {
     NoIstiod(ObjectId),
     /// It calls a URL, not a Service in the cluster.
     NoService,
+    /// It calls a Service that selects istiod Deployments of several revisions: which one
+    /// answers is up to the Service's endpoints.
+    SeveralRevisions(ObjectId, Vec<String>),
 }
 
 /// One injector webhook that matches a pod.
@@ -192,6 +219,13 @@ impl fmt::Display for Injection {
                 write!(f, "{} (Service {} selects no istiod)", self.config, s.name)
             }
             Target::NoService => write!(f, "{} (calls a URL)", self.config),
+            Target::SeveralRevisions(s, revs) => write!(
+                f,
+                "{} (Service {} selects istiod of revisions {})",
+                self.config,
+                s.name,
+                revs.join(", ")
+            ),
         }
     }
 }
@@ -237,6 +271,30 @@ pub enum Violation {
     ValidatorNotDefault { validator: String, default: String },
     /// A deleted object is still referenced.
     DeletedButReferenced { deleted: ObjectId, by: ObjectId },
+    /// An injector webhook kube-apiserver would call but the evaluation cannot read (for
+    /// example one with `matchConditions`): injection cannot be decided, so nothing is.
+    Unevaluable {
+        config: ObjectId,
+        webhook: String,
+        why: String,
+    },
+    /// A webhook calls a Service that selects istiod of several revisions.
+    SeveralRevisions {
+        webhook: ObjectId,
+        service: ObjectId,
+        revisions: Vec<String>,
+    },
+}
+
+impl Violation {
+    /// Whether the state cannot be evaluated at all: such a violation is refused wherever it
+    /// appears, even in state 0 (never a warning).
+    pub fn is_undecidable(&self) -> bool {
+        matches!(
+            self,
+            Violation::Unevaluable { .. } | Violation::SeveralRevisions { .. }
+        )
+    }
 }
 
 impl fmt::Display for Violation {
@@ -265,6 +323,17 @@ impl fmt::Display for Violation {
             Violation::DeletedButReferenced { deleted, by } => {
                 write!(f, "{deleted} would be deleted while {by} still references it")
             }
+            Violation::Unevaluable { config, webhook, why } => write!(
+                f,
+                "the injector webhook {webhook} of {config} cannot be evaluated ({why}), but kube-apiserver would call it"
+            ),
+            Violation::SeveralRevisions { webhook, service, revisions } => write!(
+                f,
+                "{webhook} calls Service {}/{}, which selects istiod of revisions {}",
+                service.namespace.as_deref().unwrap_or(""),
+                service.name,
+                revisions.join(", ")
+            ),
         }
     }
 }
@@ -280,6 +349,13 @@ pub fn violations(state: &ClusterState, expect: &Expectations<'_>) -> BTreeSet<V
     let mut out = BTreeSet::new();
     let plain_pod = BTreeMap::new();
     let injectors = state.injector_webhooks();
+    for (config, webhook, why) in &injectors.unevaluable {
+        out.insert(Violation::Unevaluable {
+            config: config.clone(),
+            webhook: webhook.clone(),
+            why: why.clone(),
+        });
+    }
     for (ns, expected) in expect.namespaces {
         let labels = state.labels(&namespace_id(ns)).unwrap_or_default();
         let found = injectors.matching(&labels, &plain_pod);
@@ -315,7 +391,16 @@ pub fn violations(state: &ClusterState, expect: &Expectations<'_>) -> BTreeSet<V
             };
             let svc = service_id(&sns, &name);
             let missing = !state.objects.contains_key(&svc);
-            if missing || state.istiod_revisions(&svc).is_empty() {
+            let revisions = state.istiod_revisions(&svc);
+            if revisions.len() > 1 {
+                out.insert(Violation::SeveralRevisions {
+                    webhook: o.id.clone(),
+                    service: svc.clone(),
+                    revisions: revisions.into_iter().collect(),
+                });
+                continue;
+            }
+            if missing || revisions.is_empty() {
                 out.insert(Violation::DanglingWebhook {
                     webhook: o.id.clone(),
                     service: svc,
@@ -462,5 +547,73 @@ mod tests {
         let found = dangling_references(&state, &[&svc]);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(dangling_references(&state, &[&namespace_id("x")]).is_empty());
+    }
+
+    #[test]
+    fn an_injector_webhook_that_cannot_be_evaluated_is_a_violation_not_a_miss() {
+        let with_conditions = INJECTOR.replace(
+            "  namespaceSelector:",
+            "  matchConditions: [{name: c, expression: 'true'}]\n  namespaceSelector:",
+        );
+        let state = ClusterState::from_objects(&[one(&with_conditions), one(SERVICE), one(ISTIOD)]);
+        let found = violations(
+            &state,
+            &Expectations {
+                namespaces: &BTreeMap::new(),
+            },
+        );
+        let v: Vec<&Violation> = found.iter().filter(|v| v.is_undecidable()).collect();
+        assert!(
+            matches!(v.as_slice(), [Violation::Unevaluable { webhook, .. }] if webhook == "rev.namespace.sidecar-injector.istio.io"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_service_reaching_two_revisions_is_refused_not_resolved() {
+        // The Service selects only app=istiod: both revisions' istiods answer.
+        let service = SERVICE.replace(
+            "selector: {app: istiod, istio.io/rev: r}",
+            "selector: {app: istiod}",
+        );
+        let other = ISTIOD
+            .replace("istiod-r", "istiod-s")
+            .replace("istio.io/rev: r", "istio.io/rev: s");
+        let state =
+            ClusterState::from_objects(&[one(INJECTOR), one(&service), one(ISTIOD), one(&other)]);
+        let svc = service_id("istio-system", "istiod-r");
+        assert_eq!(state.istiod_revisions(&svc).len(), 2);
+        let found = violations(
+            &state,
+            &Expectations {
+                namespaces: &BTreeMap::new(),
+            },
+        );
+        assert!(
+            found.iter().any(|v| matches!(v, Violation::SeveralRevisions { revisions, .. } if revisions == &["r".to_string(), "s".to_string()])),
+            "{found:?}"
+        );
+        let inj = state.injectors(
+            &labels(&[(REV_LABEL, "r"), (NAME_LABEL, "shop")]),
+            &BTreeMap::new(),
+        );
+        assert!(matches!(&inj[0].target, Target::SeveralRevisions(s, _) if s == &svc));
+    }
+
+    #[test]
+    fn a_validating_webhook_whose_service_has_no_istiod_is_a_violation() {
+        let validator = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: istio-validator-r}\nwebhooks:\n- name: rev.validation.istio.io\n  clientConfig: {service: {name: istiod-r, namespace: istio-system}}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n";
+        // The Service exists, but no istiod is behind it.
+        let state = ClusterState::from_objects(&[one(validator), one(SERVICE)]);
+        let found = violations(
+            &state,
+            &Expectations {
+                namespaces: &BTreeMap::new(),
+            },
+        );
+        assert!(
+            found.iter().any(|v| matches!(v, Violation::DanglingWebhook { missing: false, webhook, .. } if webhook.name == "istio-validator-r")),
+            "{found:?}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::istio::{
 };
 use crate::k8s::{self, Minor, NAME_LABEL};
 use crate::manifest::{Object, ObjectId};
-use crate::mesh::{references, Target};
+use crate::mesh::{references, violations, Expectations, Target, Violation};
 use crate::plan::refusal::{Refusal, Unserved};
 use crate::plan::{HopInput, Result};
 
@@ -57,8 +57,23 @@ pub fn render(hop: &HopInput<'_>) -> Result<()> {
             old_crds,
         });
     }
-    // A namespace labelled for the new revision must be injected by it.
+    // A namespace labelled for the new revision must be injected by it, and the render must
+    // be one the evaluation can read.
     let probe = ClusterState::from_objects(&hop.new);
+    let unreadable = violations(
+        &probe,
+        &Expectations {
+            namespaces: &BTreeMap::new(),
+        },
+    )
+    .into_iter()
+    .find(Violation::is_undecidable);
+    if let Some(violation) = unreadable {
+        return Err(Refusal::UndecidableRender {
+            revision: hop.to.revision.clone(),
+            violation,
+        });
+    }
     let labels = BTreeMap::from([
         (REV_LABEL.to_string(), rev.to_string()),
         (NAME_LABEL.to_string(), "istio-canary-probe".to_string()),

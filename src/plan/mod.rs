@@ -312,6 +312,12 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         input.default_tag_declared,
     );
 
+    if let Some(v) = start.known.iter().find(|v| v.is_undecidable()) {
+        return Err(Refusal::UndecidableStart {
+            violation: v.clone(),
+        });
+    }
+
     // Every hop's phases are drafted first: directory numbers are padded to the width the whole
     // plan needs (an uninstall slot counted per hop, whether or not the policy uninstalls).
     let drafted = input

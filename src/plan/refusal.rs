@@ -113,6 +113,14 @@ pub enum Refusal {
         kubernetes: Minor,
         objects: Vec<Unserved>,
     },
+    /// The new render cannot be evaluated (see `UndecidableStart`).
+    UndecidableRender {
+        revision: Revision,
+        violation: Violation,
+    },
+    /// The cluster before the upgrade cannot be evaluated (an injector webhook the evaluation
+    /// cannot read, a Service reaching several revisions).
+    UndecidableStart { violation: Violation },
     /// A step of a phase breaks a safety invariant.
     UnsafePhase { at: PhaseAt, violation: Violation },
     /// A step of a derived rollback breaks a safety invariant (a defect of the tool).

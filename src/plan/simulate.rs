@@ -44,7 +44,8 @@ pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
 
 /// Runs `changes` on `state` step by step. After every step but the last the state must meet
 /// `between`, after the last `end`; no step may delete an object something left still
-/// references. Violations in `known` (already there before the upgrade) are not blamed. Returns
+/// references. Violations in `known` (already there before the upgrade) are not blamed, except
+/// those that make the state undecidable (`Violation::is_undecidable`). Returns
 /// the end state, or the first new violation.
 pub fn run(
     state: &ClusterState,
@@ -68,7 +69,10 @@ pub fn run(
             .map(|c| c.id())
             .collect();
         found.extend(dangling_references(&state, &deleted));
-        if let Some(v) = found.into_iter().find(|v| !known.contains(v)) {
+        if let Some(v) = found
+            .into_iter()
+            .find(|v| v.is_undecidable() || !known.contains(v))
+        {
             return Err(v);
         }
     }

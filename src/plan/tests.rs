@@ -697,3 +697,41 @@ fn a_rollback_that_would_reapply_an_unserved_api_version_is_refused() {
     c.kubernetes = Some(Minor::new(1, 24));
     assert!(c.plan().is_ok());
 }
+
+#[test]
+fn injectors_that_cannot_be_evaluated_are_refused_wherever_they_are() {
+    let conditions = |objects: &mut Vec<Object>, name: &str| {
+        for o in objects.iter_mut().filter(|o| o.id.name == name) {
+            if let Some(serde_yaml::Value::Sequence(hooks)) = o.body.get_mut("webhooks") {
+                for h in hooks
+                    .iter_mut()
+                    .filter_map(serde_yaml::Value::as_mapping_mut)
+                {
+                    let c: serde_yaml::Value =
+                        serde_yaml::from_str("[{name: c, expression: 'true'}]").unwrap();
+                    h.insert("matchConditions".into(), c);
+                }
+            }
+        }
+    };
+    // In the new render: refused at the install, naming the webhook.
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    conditions(&mut c.new_objects, "istio-sidecar-injector-1-14-1");
+    let r = c.plan().unwrap_err();
+    assert!(matches!(&r, Refusal::UndecidableRender { .. }), "{r:?}");
+    let text = crate::describe::refusal(&r).to_string();
+    assert!(text.contains("istio-sidecar-injector-1-14-1"), "{text}");
+    // In the old install: refused before any phase, never a warning.
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    conditions(&mut c.old_objects, "istio-sidecar-injector-1-13-5");
+    let r = c.plan().unwrap_err();
+    let Refusal::UndecidableStart { violation } = &r else {
+        panic!("{r:?}")
+    };
+    assert!(matches!(violation, Violation::Unevaluable { .. }));
+    let text = crate::describe::refusal(&r).to_string();
+    assert!(
+        text.starts_with("error: before the upgrade, the injector webhook rev.namespace.sidecar-injector.istio.io of MutatingWebhookConfiguration"),
+        "{text}"
+    );
+}
