@@ -342,6 +342,59 @@ pub fn service_address(addr: &str) -> Option<ObjectId> {
     (label(name) && label(ns) && !ns.contains('.')).then(|| service_id(ns, name))
 }
 
+/// The annotation `kubectl apply` (client-side) keeps the applied configuration in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The string map at `metadata.<field>` of a body.
+fn metadata_map(body: &Mapping, field: &str) -> BTreeMap<String, String> {
+    match value_at(body, &["metadata", field]) {
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v)?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// What a client-side `kubectl apply` of `applied` makes of `live`, for the metadata labels and
+/// annotations (what a relabel touches): the three-way merge against the last-applied
+/// configuration `live` carries. A key the last-applied configuration holds and `applied`
+/// lacks is deleted; `applied`'s keys are set; every other key is kept; `applied` becomes the
+/// new last-applied configuration. (So a partial Namespace applied this way deletes the labels
+/// and annotations its owner applied: the tool never emits it for a client-side user.)
+pub fn client_side_apply(live: &Object, applied: &Object) -> Object {
+    let last: Mapping = live
+        .body
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|j| serde_yaml::to_value(j).ok())
+        .and_then(|v| v.as_mapping().cloned())
+        .unwrap_or_default();
+    let mut out = live.clone();
+    for field in ["labels", "annotations"] {
+        let was = metadata_map(&last, field);
+        let want = metadata_map(&applied.body, field);
+        let mut now = metadata_map(&live.body, field);
+        now.retain(|k, _| !was.contains_key(k) || want.contains_key(k));
+        now.extend(want);
+        if field == "annotations" {
+            let text = serde_json::to_string(&applied.body).unwrap_or_default();
+            now.insert(LAST_APPLIED.to_string(), text);
+        }
+        let map: Mapping = now
+            .into_iter()
+            .map(|(k, v)| (Value::String(k), Value::String(v)))
+            .collect();
+        if let Some(Value::Mapping(metadata)) = out.body.get_mut("metadata") {
+            metadata.insert(field.into(), Value::Mapping(map));
+        }
+    }
+    out
+}
+
 /// A deleted object that an object still in the state references.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dangling {
@@ -433,4 +486,58 @@ mod tests {
     }
 
     const INJECTOR: &str = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: inj}\nwebhooks:\n- name: w.example.com\n  clientConfig: {service: {name: svc, namespace: ns}}\n  rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n";
+
+    /// A Namespace its owner created with `kubectl apply`: owner labels and annotations, and the
+    /// last-applied configuration that says so.
+    fn owned_namespace() -> Object {
+        let applied = "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"shop\",\"labels\":{\"team\":\"a\",\"istio.io/rev\":\"1-13-5\"},\"annotations\":{\"owner\":\"app-team\"}}}";
+        one(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {{team: a, istio.io/rev: 1-13-5}}\n  annotations:\n    owner: app-team\n    {LAST_APPLIED}: '{applied}'\n"))
+    }
+
+    #[test]
+    fn client_side_apply_of_a_partial_namespace_deletes_the_owners_labels() {
+        // The observed fact: `kubectl apply` of a Namespace holding only `istio.io/rev` removes
+        // every label and annotation the owner's last-applied configuration holds.
+        let partial = one("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio.io/rev: 1-14-1}\n");
+        let after = client_side_apply(&owned_namespace(), &partial);
+        assert_eq!(
+            after.labels(),
+            BTreeMap::from([("istio.io/rev".to_string(), "1-14-1".to_string())])
+        );
+        assert_eq!(
+            str_at(&after.body, &["metadata", "annotations", "owner"]),
+            None
+        );
+        // A key set by someone else (not in the last-applied configuration) survives.
+        let mut live = owned_namespace();
+        if let Some(Value::Mapping(m)) = live.body.get_mut("metadata") {
+            if let Some(Value::Mapping(l)) = m.get_mut("labels") {
+                l.insert("set-by-hand".into(), "x".into());
+            }
+        }
+        let after = client_side_apply(&live, &partial);
+        assert_eq!(after.label("set-by-hand").as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_label_merge_keeps_the_owners_labels_and_annotations() {
+        // `kubectl label … --overwrite` and a server-side apply with the tool's field manager
+        // merge: the simulation's `Change::Labels`.
+        let mut state = ClusterState::default();
+        state.apply(&Change::Apply(owned_namespace()));
+        state.apply(&Change::Labels {
+            id: namespace_id("shop"),
+            api_version: "v1".into(),
+            set: BTreeMap::from([("istio.io/rev".to_string(), "1-14-1".to_string())]),
+            remove: BTreeSet::new(),
+            via: Via::File,
+        });
+        let o = &state.objects[&namespace_id("shop")];
+        assert_eq!(o.label("team").as_deref(), Some("a"));
+        assert_eq!(o.label("istio.io/rev").as_deref(), Some("1-14-1"));
+        assert_eq!(
+            str_at(&o.body, &["metadata", "annotations", "owner"]),
+            Some("app-team")
+        );
+    }
 }

@@ -152,6 +152,63 @@ fn label_commands(changes: &[Change]) -> Vec<String> {
         .collect()
 }
 
+/// A word of a shell command: as it is when it holds only characters no shell reads specially,
+/// single-quoted otherwise.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/=-:".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// The `kubectl label … --overwrite` command for each label patch carried by a file: how a
+/// client-side user applies it. `kubectl apply` of the partial object would not do: its
+/// three-way merge deletes every label and annotation the live object's last-applied
+/// configuration holds and the file lacks (`cluster::client_side_apply`), while `kubectl label`
+/// and server-side apply merge (`cluster::ClusterState::apply`).
+pub fn file_label_commands(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Labels {
+                id,
+                set,
+                via: Via::File,
+                ..
+            } if !set.is_empty() => {
+                let mut kind = id.kind.to_lowercase();
+                if !id.group.is_empty() {
+                    kind = format!("{kind}.{}", id.group);
+                }
+                let ns = id
+                    .namespace
+                    .as_ref()
+                    .map(|n| format!(" -n {}", shell_word(n)))
+                    .unwrap_or_default();
+                let pairs: Vec<String> = set
+                    .iter()
+                    .map(|(k, v)| shell_word(&format!("{k}={v}")))
+                    .collect();
+                Some(format!(
+                    "kubectl label {kind}{ns} {} {} --overwrite",
+                    shell_word(&id.name),
+                    pairs.join(" ")
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether every file a list of changes writes is a label patch (no whole object).
+fn only_label_files(changes: &[Change]) -> bool {
+    !changes.iter().any(|c| matches!(c, Change::Apply(_)))
+}
+
 fn quoted_list(names: &[String]) -> String {
     names
         .iter()
@@ -210,7 +267,8 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         ),
         PhaseKind::Migrate => {
             let ns_list = phase.namespaces.join(",");
-            let mut commands = vec![apply.clone()];
+            // Client-side: `kubectl label` for each relabel (see `file_label_commands`).
+            let mut commands = file_label_commands(&phase.changes);
             commands.extend(label_commands.iter().cloned());
             for ns in &phase.namespaces {
                 commands.push(format!("kubectl rollout restart deployment,statefulset,daemonset -n {ns}"));
@@ -225,7 +283,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             ];
             (
                 format!(
-                    "Move namespaces {} to revision `{new}`: the directory sets the label `{REV_LABEL}={new}` (a label merge, nothing else of the Namespace changes){}, then restart their workloads so the new sidecars are injected.",
+                    "Move namespaces {} to revision `{new}`: set the label `{REV_LABEL}={new}` (a label merge: `kubectl label`, or the directory applied server-side or by Argo CD or Flux; never a client-side `kubectl apply` of the directory, whose three-way merge would delete the namespace owner's labels){}, then restart their workloads so the new sidecars are injected.",
                     quoted_list(&phase.namespaces),
                     if label_commands.is_empty() { String::new() } else { format!(", and `kubectl label` removes `{INJECTION_LABEL}`, which would otherwise keep them on the default revision") }
                 ),
@@ -303,6 +361,13 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
     };
     let server_side = if phase.kind == PhaseKind::Uninstall {
         commands.clone()
+    } else if only_label_files(&phase.changes) {
+        // The label commands that stand for the directory's files are replaced by the
+        // directory, applied server-side.
+        let set = file_label_commands(&phase.changes).len();
+        let mut v = vec![server_side_apply(dir, takes_over)];
+        v.extend(commands.iter().skip(set).cloned());
+        v
     } else {
         let mut v = vec![server_side_apply(dir, takes_over)];
         v.extend(commands.iter().skip(1).cloned());
@@ -348,7 +413,11 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
     let mut commands = Vec::new();
     let mut server_side = Vec::new();
     if has_files {
-        commands.push(format!("kubectl apply -k {dir}"));
+        if only_label_files(changes) {
+            commands.extend(file_label_commands(changes));
+        } else {
+            commands.push(format!("kubectl apply -k {dir}"));
+        }
         server_side.push(server_side_apply(dir, takes_over));
     }
     commands.extend(label_commands.iter().cloned());

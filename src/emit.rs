@@ -177,7 +177,7 @@ fn write_kustomization(
         let text = render(
             env,
             template,
-            context! { ..ctx, ..context! { dir => dir.path, resources } },
+            context! { ..ctx, ..context! { dir => dir.path, resources, labels_only => dir.apply.is_empty() && !dir.patch.is_empty() } },
         )?;
         files.insert(format!("{}/{KUSTOMIZATION_FILE}", dir.path), text);
     }

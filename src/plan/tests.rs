@@ -735,3 +735,139 @@ fn injectors_that_cannot_be_evaluated_are_refused_wherever_they_are() {
         "{text}"
     );
 }
+
+/// Runs a client-side command list the way kubectl would on `state`: `kubectl label` merges,
+/// `kubectl apply -k DIR` three-way-merges each partial object of `changes` (what the directory
+/// holds) against its last-applied configuration; other commands (restarts) change nothing here.
+fn run_client_side(state: &mut ClusterState, commands: &[String], changes: &[Change], dir: &str) {
+    for cmd in commands {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        match words.as_slice() {
+            ["kubectl", "label", "namespace", name, rest @ ..] => {
+                let id = namespace_id(name);
+                let (mut set, mut remove) = (BTreeMap::new(), BTreeSet::new());
+                for w in rest.iter().filter(|w| !w.starts_with("--")) {
+                    match w.split_once('=') {
+                        Some((k, v)) => {
+                            set.insert(k.to_string(), v.to_string());
+                        }
+                        None => {
+                            remove.insert(w.trim_end_matches('-').to_string());
+                        }
+                    }
+                }
+                state.apply(&Change::Labels {
+                    id,
+                    api_version: "v1".into(),
+                    set,
+                    remove,
+                    via: Via::File,
+                });
+            }
+            ["kubectl", "apply", "-k", d] if *d == dir => {
+                for c in changes {
+                    if let Change::Labels {
+                        id,
+                        api_version,
+                        set,
+                        via: Via::File,
+                        ..
+                    } = c
+                    {
+                        let partial = crate::layout::label_patch_object(api_version, id, set);
+                        if let Some(live) = state.objects.get(id) {
+                            let merged = crate::cluster::client_side_apply(live, &partial);
+                            state.objects.insert(id.clone(), merged);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The state with every named namespace as its owner made it with `kubectl apply`: an owner
+/// label and annotation, and the last-applied configuration holding them.
+fn owned(state: &ClusterState, names: &[String]) -> ClusterState {
+    let mut out = state.clone();
+    for ns in names {
+        let Some(o) = out.objects.get_mut(&namespace_id(ns)) else {
+            continue;
+        };
+        let mut labels = o.labels();
+        labels.remove(crate::k8s::NAME_LABEL);
+        labels.insert("team".into(), "payments".into());
+        let applied = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": labels, "annotations": {"owner": "app-team"}}});
+        let mut text =
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n");
+        for (k, v) in &labels {
+            text.push_str(&format!("    {k}: '{v}'\n"));
+        }
+        text.push_str(&format!(
+            "  annotations:\n    owner: app-team\n    {}: '{}'\n",
+            crate::cluster::LAST_APPLIED,
+            applied
+        ));
+        *o = parse_manifest(&text, "t").unwrap().remove(0);
+    }
+    out
+}
+
+#[test]
+fn every_client_side_command_keeps_the_namespace_owners_labels() {
+    for old in [Revision::Default, named("1-13-5")] {
+        let p = Case::new(old, named("1-14-1")).plan().unwrap();
+        let texts = crate::describe::describe(&p);
+        let names: Vec<String> = p.injection.iter().map(|r| r.namespace.clone()).collect();
+        let check = |what: &str,
+                     start: &ClusterState,
+                     end: &ClusterState,
+                     commands: &[String],
+                     changes: &[Change],
+                     dir: &str| {
+            let mut s = owned(start, &names);
+            run_client_side(&mut s, commands, changes, dir);
+            for ns in &names {
+                let o = &s.objects[&namespace_id(ns)];
+                assert_eq!(
+                    o.label("team").as_deref(),
+                    Some("payments"),
+                    "{what}: {ns} lost its owner's label"
+                );
+                assert_eq!(
+                    crate::manifest::str_at(&o.body, &["metadata", "annotations", "owner"]),
+                    Some("app-team"),
+                    "{what}: {ns}"
+                );
+                let want = end.labels(&namespace_id(ns)).unwrap();
+                for key in [REV_LABEL, INJECTION_LABEL] {
+                    assert_eq!(o.label(key), want.get(key).cloned(), "{what}: {ns} {key}");
+                }
+            }
+        };
+        for (phase, text) in p.phases.iter().zip(&texts.phases) {
+            let n = phase.index;
+            check(
+                &phase.dir,
+                &p.states[n - 1],
+                &p.states[n],
+                &text.commands,
+                &phase.changes,
+                &phase.dir,
+            );
+        }
+        for (rb, text) in p.rollbacks.iter().zip(&texts.rollbacks) {
+            let n = rb.phase_index;
+            check(
+                &rb.dir,
+                &p.states[n],
+                &p.states[n - 1],
+                &text.commands,
+                &rb.changes,
+                &rb.dir,
+            );
+        }
+    }
+}
