@@ -38,6 +38,8 @@ pub const TEMPLATE_ROLLBACK_KUSTOMIZATION: &str = "rollback-Kustomization.j2";
 pub const TEMPLATE_ROLLBACK_DELETE_HEADER: &str = "rollback-delete-header.j2";
 pub const TEMPLATE_LIVE_KUSTOMIZATION: &str = "live-Kustomization.j2";
 pub const TEMPLATE_ROOT_KUSTOMIZATION: &str = "root-Kustomization.j2";
+pub const TEMPLATE_ARGOCD_KUSTOMIZATION: &str = "argocd-Kustomization.j2";
+pub const TEMPLATE_FLUX_KUSTOMIZATION: &str = "flux-Kustomization.j2";
 
 const TEMPLATES: &[(&str, &str)] = &[
     (
@@ -71,6 +73,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         TEMPLATE_ROOT_KUSTOMIZATION,
         include_str!("../templates/root-Kustomization.j2"),
     ),
+    (
+        TEMPLATE_ARGOCD_KUSTOMIZATION,
+        include_str!("../templates/argocd-Kustomization.j2"),
+    ),
+    (
+        TEMPLATE_FLUX_KUSTOMIZATION,
+        include_str!("../templates/flux-Kustomization.j2"),
+    ),
 ];
 
 /// The file that marks a directory as written by istio-canary (so `write` may replace it).
@@ -80,6 +90,8 @@ pub const MARKER_FILE: &str = ".istio-canary";
 #[derive(Debug, Clone)]
 pub struct EmitContext {
     pub tool_version: String,
+    /// The policy's `spec.gitops`: the values of the `argocd/` and `flux/` objects.
+    pub gitops: crate::policy::GitOps,
 }
 
 fn environment() -> Result<Environment<'static>> {
@@ -317,11 +329,11 @@ pub fn emit(
         only_new => id_lines(&plan.hops[0].diff.only_new),
         rows => diff_rows(&plan.hops[0].diff),
     };
-    files.extend(gitops::files(plan, bundle, &header)?);
+    let gitops = emit_gitops(plan, bundle, &ctx.gitops, &env, &base, &header, &mut files)?;
     let md = render(
         &env,
         TEMPLATE_PLAN_MD,
-        context! { ..base.clone(), ..context! { delta_md, diff_md }, ..minijinja::Value::from_serialize(&doc) },
+        context! { ..base.clone(), ..context! { delta_md, diff_md, gitops }, ..minijinja::Value::from_serialize(&doc) },
     )?;
     files.insert("PLAN.md".to_string(), md);
     files.insert(
@@ -340,6 +352,48 @@ pub fn emit(
     normalize_text(&mut json);
     files.insert(PLAN_JSON.to_string(), json);
     Ok(files)
+}
+
+/// `argocd/` and `flux/`: the objects `gitops` writes and each folder's `Kustomization`
+/// (listing the phase objects). Returns what PLAN.md says about them.
+fn emit_gitops(
+    plan: &Plan,
+    bundle: &Bundle,
+    values: &crate::policy::GitOps,
+    env: &Environment<'_>,
+    base: &minijinja::Value,
+    header: &str,
+    files: &mut BTreeMap<String, String>,
+) -> Result<minijinja::Value> {
+    let out = gitops::files(plan, bundle, values, header)?;
+    for (folder, template, resources) in [
+        (
+            gitops::ARGOCD_DIR,
+            TEMPLATE_ARGOCD_KUSTOMIZATION,
+            &out.argocd,
+        ),
+        (gitops::FLUX_DIR, TEMPLATE_FLUX_KUSTOMIZATION, &out.flux),
+    ] {
+        let text = render(
+            env,
+            template,
+            context! { ..base.clone(), ..context! { resources, live => out.live.is_some(), flux_namespace => out.flux_namespace } },
+        )?;
+        files.insert(format!("{folder}/{KUSTOMIZATION_FILE}"), text);
+    }
+    files.extend(out.files);
+    let placeholders: Vec<String> = out
+        .placeholders
+        .iter()
+        .map(|v| format!("${{{v}}}"))
+        .collect();
+    Ok(context! {
+        phases => out.phases,
+        live => out.live,
+        argocd_namespace => out.argocd_namespace,
+        flux_namespace => out.flux_namespace,
+        placeholders,
+    })
 }
 
 /// The rollback directories (files, delete stubs under `delete/` with their own header, and a
@@ -546,6 +600,8 @@ mod tests {
             TEMPLATE_ROLLBACK_DELETE_HEADER,
             TEMPLATE_LIVE_KUSTOMIZATION,
             TEMPLATE_ROOT_KUSTOMIZATION,
+            TEMPLATE_ARGOCD_KUSTOMIZATION,
+            TEMPLATE_FLUX_KUSTOMIZATION,
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }

@@ -139,6 +139,7 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
         &bundle,
         &emit::EmitContext {
             tool_version: VERSION.to_string(),
+            gitops: policy.gitops.clone(),
         },
     )?;
     Ok(Compiled {

@@ -83,6 +83,9 @@ struct Spec {
     /// The phase whose end state `live/` holds (an index or a phase name); optional.
     #[serde(default)]
     promote: Option<Value>,
+    /// The values of the `argocd/` and `flux/` objects; optional.
+    #[serde(default)]
+    gitops: Option<GitOpsSpec>,
 }
 
 fn default_max_minor_skip() -> u64 {
@@ -322,6 +325,8 @@ pub struct Policy {
     pub remove_gateways: BTreeSet<String>,
     /// `spec.promote` (or `--promote`): the phase whose end state `live/` holds.
     pub promote: Option<Promote>,
+    /// `spec.gitops`: what the policy says about the `argocd/` and `flux/` objects.
+    pub gitops: GitOps,
 }
 
 /// A phase named by `spec.promote` or `--promote`: resolved against the plan's phases by `plan`.
@@ -756,6 +761,8 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         }
     };
 
+    let gitops = check_gitops(spec.gitops.as_ref(), &at)?;
+
     let to_operator = load_operator(
         dir,
         &spec.istio_operator,
@@ -843,6 +850,7 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         kubernetes_version,
         remove_gateways,
         promote,
+        gitops,
     })
 }
 
@@ -982,6 +990,417 @@ fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()>
             None => err.in_file(&op.path),
         },
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// spec.gitops: the values of the Argo CD Applications (`argocd/`) and Flux Kustomizations
+// (`flux/`). Every field is optional; what the policy leaves out, `gitops` writes as the
+// controller's usual default or as a placeholder.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GitOpsSpec {
+    #[serde(default, rename = "repoURL")]
+    repo_url: Option<String>,
+    #[serde(default)]
+    target_revision: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    argocd: Option<ArgoCdSpec>,
+    #[serde(default)]
+    flux: Option<FluxSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArgoCdSpec {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    destination: Option<DestinationSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationSpec {
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FluxSpec {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    source_ref: Option<SourceRefSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRefSpec {
+    #[serde(default)]
+    kind: Option<String>,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// The kinds a Flux Kustomization's `sourceRef` may name (kustomize.toolkit.fluxcd.io/v1).
+pub const FLUX_SOURCE_KINDS: &[&str] = &[
+    "GitRepository",
+    "OCIRepository",
+    "Bucket",
+    "ExternalArtifact",
+];
+
+/// `spec.gitops`, checked: `None` wherever the policy says nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitOps {
+    /// Argo CD's `spec.source.repoURL`.
+    pub repo_url: Option<String>,
+    /// Argo CD's `spec.source.targetRevision`.
+    pub target_revision: Option<String>,
+    /// The bundle's directory inside the repository (`--out` relative to the repository root),
+    /// `.` for the root: plain segments of letters, digits, `.`, `_` and `-`.
+    pub path: Option<String>,
+    pub argocd: ArgoCd,
+    pub flux: Flux,
+}
+
+/// `spec.gitops.argocd`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArgoCd {
+    /// The namespace of the Applications (a DNS-1123 label).
+    pub namespace: Option<String>,
+    /// The AppProject (a DNS-1123 subdomain).
+    pub project: Option<String>,
+    pub destination: Option<Destination>,
+}
+
+/// Where Argo CD applies: one cluster, by API server URL or by name, and optionally the
+/// namespace for objects that name none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub cluster: Cluster,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cluster {
+    Server(String),
+    Name(String),
+}
+
+/// `spec.gitops.flux`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flux {
+    /// The namespace of the Kustomizations (a DNS-1123 label).
+    pub namespace: Option<String>,
+    pub source_ref: Option<SourceRef>,
+}
+
+/// The Flux source that serves the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRef {
+    /// One of `FLUX_SOURCE_KINDS`; `None` is Flux's `GitRepository`.
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+type At<'a> = &'a dyn Fn(&[Seg<'_>], Error) -> Error;
+
+/// A value written as is into a GitOps object: not empty, no whitespace or control character.
+fn check_gitops_token(value: &str, what: &str, example: &str) -> std::result::Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::new(format!("{what} is empty")).with_help(format!("e.g. {example}")));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::new(format!(
+            "{what} {} holds whitespace or a control character",
+            shown(value)
+        ))
+        .with_help(format!("e.g. {example}")));
+    }
+    Ok(())
+}
+
+/// The bundle's path inside the repository: `.`, or plain relative segments of letters, digits,
+/// `.`, `_` and `-` (nothing Flux's variable substitution or a shell would read).
+fn check_gitops_path(value: &str) -> std::result::Result<(), Error> {
+    const WHAT: &str = "spec.gitops.path";
+    const HELP: &str = "the bundle's directory relative to the repository root (`--out` as seen from the root), e.g. `clusters/prod/istio-upgrade`, or `.` for the root";
+    if value == "." {
+        return Ok(());
+    }
+    let bad = |c: &char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    let why = if value.is_empty() {
+        Some("is empty".to_string())
+    } else if value.starts_with('/') {
+        Some(format!("{} is absolute", shown(value)))
+    } else if value
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        Some(format!(
+            "{} is not a plain relative path: a segment between `/` is empty, `.` or `..`",
+            shown(value)
+        ))
+    } else {
+        value.chars().find(bad).map(|c| {
+            format!(
+                "{} holds {}: only letters, digits, `.`, `_`, `-` and `/` between segments are allowed",
+                shown(value),
+                shown(&c.to_string())
+            )
+        })
+    };
+    match why {
+        Some(why) => Err(Error::new(format!("{WHAT} {why}")).with_help(HELP)),
+        None => Ok(()),
+    }
+}
+
+/// Checks `spec.gitops`, pointing each refusal at its field.
+fn check_gitops(spec: Option<&GitOpsSpec>, at: At<'_>) -> Result<GitOps> {
+    use Seg::Key;
+    let Some(spec) = spec else {
+        return Ok(GitOps::default());
+    };
+    let field = |keys: &[&str], err: Error| -> Error {
+        let mut segs = vec![Key("spec"), Key("gitops")];
+        segs.extend(keys.iter().map(|k| Key(k)));
+        at(&segs, err)
+    };
+    let label = |keys: &[&str], value: &str| -> Result<()> {
+        check_dns1123(value).map_err(|why| {
+            field(
+                keys,
+                Error::new(format!("spec.gitops.{}: {why}", keys.join("."))),
+            )
+        })
+    };
+    let subdomain = |keys: &[&str], value: &str| -> Result<()> {
+        if crate::names::is_dns1123_subdomain(value) {
+            return Ok(());
+        }
+        Err(field(
+            keys,
+            Error::new(format!(
+                "spec.gitops.{}: {} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit, at most 253 characters)",
+                keys.join("."),
+                shown(value)
+            )),
+        ))
+    };
+    let token = |keys: &[&str], value: &str, example: &str| -> Result<()> {
+        check_gitops_token(value, &format!("spec.gitops.{}", keys.join(".")), example)
+            .map_err(|e| field(keys, e))
+    };
+    if let Some(url) = &spec.repo_url {
+        let example = "`repoURL: https://git.example.com/mesh.git`, the URL Argo CD clones";
+        token(&["repoURL"], url, example)?;
+    }
+    if let Some(rev) = &spec.target_revision {
+        let example = "`targetRevision: main`, a branch, tag or commit";
+        token(&["targetRevision"], rev, example)?;
+    }
+    if let Some(path) = &spec.path {
+        check_gitops_path(path).map_err(|e| field(&["path"], e))?;
+    }
+    let mut argocd = ArgoCd::default();
+    if let Some(a) = &spec.argocd {
+        if let Some(ns) = &a.namespace {
+            label(&["argocd", "namespace"], ns)?;
+        }
+        if let Some(project) = &a.project {
+            subdomain(&["argocd", "project"], project)?;
+        }
+        if let Some(d) = &a.destination {
+            let keys = ["argocd", "destination"];
+            let cluster = match (&d.server, &d.name) {
+                (Some(server), None) => {
+                    let example = "`server: https://kubernetes.default.svc`, the cluster Argo CD runs in";
+                    token(&["argocd", "destination", "server"], server, example)?;
+                    if !(server.starts_with("https://") || server.starts_with("http://")) {
+                        return Err(field(
+                            &["argocd", "destination", "server"],
+                            Error::new(format!(
+                                "spec.gitops.argocd.destination.server {} is not a URL: Argo CD names a cluster by its API server URL",
+                                shown(server)
+                            ))
+                            .with_help(format!("e.g. {example}, or give the cluster's `name` instead")),
+                        ));
+                    }
+                    Cluster::Server(server.clone())
+                }
+                (None, Some(name)) => {
+                    let example = "`name: in-cluster`, a cluster's name in Argo CD";
+                    token(&["argocd", "destination", "name"], name, example)?;
+                    Cluster::Name(name.clone())
+                }
+                (server, _) => {
+                    return Err(field(
+                        &keys,
+                        Error::new(format!(
+                            "spec.gitops.argocd.destination {}: give exactly one of `server` (the cluster's API server URL) and `name` (its name in Argo CD)",
+                            if server.is_some() { "has both `server` and `name`" } else { "names no cluster" }
+                        ))
+                        .with_help("for the cluster Argo CD runs in: `destination: {server: https://kubernetes.default.svc}`"),
+                    ))
+                }
+            };
+            if let Some(ns) = &d.namespace {
+                label(&["argocd", "destination", "namespace"], ns)?;
+            }
+            argocd.destination = Some(Destination {
+                cluster,
+                namespace: d.namespace.clone(),
+            });
+        }
+        argocd.namespace = a.namespace.clone();
+        argocd.project = a.project.clone();
+    }
+    let mut flux = Flux::default();
+    if let Some(f) = &spec.flux {
+        if let Some(ns) = &f.namespace {
+            label(&["flux", "namespace"], ns)?;
+        }
+        if let Some(s) = &f.source_ref {
+            if let Some(kind) = &s.kind {
+                if !FLUX_SOURCE_KINDS.contains(&kind.as_str()) {
+                    return Err(field(
+                        &["flux", "sourceRef", "kind"],
+                        Error::new(format!(
+                            "spec.gitops.flux.sourceRef.kind {} is not a kind a Flux Kustomization reads from",
+                            shown(kind)
+                        ))
+                        .with_help(format!("one of {}", FLUX_SOURCE_KINDS.join(", "))),
+                    ));
+                }
+            }
+            subdomain(&["flux", "sourceRef", "name"], &s.name)?;
+            if let Some(ns) = &s.namespace {
+                label(&["flux", "sourceRef", "namespace"], ns)?;
+            }
+            flux.source_ref = Some(SourceRef {
+                kind: s.kind.clone(),
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+            });
+        }
+        flux.namespace = f.namespace.clone();
+    }
+    Ok(GitOps {
+        repo_url: spec.repo_url.clone(),
+        target_revision: spec.target_revision.clone(),
+        path: spec.path.clone(),
+        argocd,
+        flux,
+    })
+}
+
+#[cfg(test)]
+mod gitops_tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<GitOps> {
+        let text = format!("spec:\n  gitops:\n{yaml}");
+        let spec: BTreeMap<String, BTreeMap<String, GitOpsSpec>> =
+            serde_yaml::from_str(&text).unwrap();
+        let at = |segs: &[Seg<'_>], err: Error| -> Error {
+            match locate(&text, segs) {
+                Some((line, col)) => err.at(Path::new("canary.yaml"), &text, line, col),
+                None => err.in_file(Path::new("canary.yaml")),
+            }
+        };
+        check_gitops(spec["spec"].get("gitops"), &at)
+    }
+
+    fn refused(yaml: &str) -> (String, (usize, usize)) {
+        let err = check(yaml).expect_err(yaml);
+        let loc = err.location.as_ref().expect("a location");
+        (err.message, (loc.line, loc.column))
+    }
+
+    #[test]
+    fn every_value_is_kept_as_written() {
+        let g = check("    repoURL: git@github.com:org/mesh.git\n    targetRevision: v1.2\n    path: clusters/prod\n    argocd:\n      namespace: gitops\n      project: mesh.prod\n      destination: {name: prod-east, namespace: istio-system}\n    flux:\n      namespace: flux\n      sourceRef: {kind: OCIRepository, name: mesh, namespace: sources}\n").unwrap();
+        assert_eq!(g.repo_url.as_deref(), Some("git@github.com:org/mesh.git"));
+        assert_eq!(g.path.as_deref(), Some("clusters/prod"));
+        assert_eq!(
+            g.argocd.destination,
+            Some(Destination {
+                cluster: Cluster::Name("prod-east".into()),
+                namespace: Some("istio-system".into())
+            })
+        );
+        assert_eq!(
+            g.flux.source_ref.unwrap().kind.as_deref(),
+            Some("OCIRepository")
+        );
+        assert_eq!(check("    path: .\n").unwrap().path.as_deref(), Some("."));
+        assert_eq!(check("    {}\n").unwrap(), GitOps::default());
+    }
+
+    #[test]
+    fn each_bad_value_is_refused_at_its_field() {
+        let (m, at) = refused("    repoURL: 'https://x y'\n");
+        assert!(m.contains("holds whitespace"), "{m}");
+        assert_eq!(at, (3, 5));
+        for (path, why) in [
+            ("/abs", "is absolute"),
+            ("a//b", "segment"),
+            ("a/../b", "segment"),
+            ("./a", "segment"),
+            ("a/", "segment"),
+            ("a/${X}", "holds `$`"),
+            ("a b", "holds ` `"),
+            ("''", "is empty"),
+        ] {
+            let (m, _) = refused(&format!("    path: {path}\n"));
+            assert!(m.contains(why), "{path}: {m}");
+        }
+        let (_, at) = refused("    argocd:\n      destination: {server: a, name: b}\n");
+        assert_eq!(at, (4, 7), "at the destination");
+        let (_, at) = refused("    flux:\n      sourceRef: {kind: HelmRepository, name: a}\n");
+        assert_eq!(at, (4, 19), "at the kind");
+        for (yaml, why) in [
+            (
+                "argocd:\n      destination: {server: a, name: b}",
+                "has both",
+            ),
+            (
+                "argocd:\n      destination: {namespace: a}",
+                "names no cluster",
+            ),
+            (
+                "argocd:\n      destination: {server: kubernetes.default.svc}",
+                "is not a URL",
+            ),
+            (
+                "flux:\n      sourceRef: {kind: HelmRepository, name: a}",
+                "HelmRepository",
+            ),
+            ("flux:\n      sourceRef: {name: Mesh}", "DNS-1123 subdomain"),
+            ("argocd: {project: 'a b'}", "spec.gitops.argocd.project"),
+            (
+                "flux: {namespace: Flux}",
+                "spec.gitops.flux.namespace: `Flux` is not a DNS-1123 label",
+            ),
+        ] {
+            let (m, _) = refused(&format!("    {yaml}\n"));
+            assert!(m.contains(why), "{yaml}: {m}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! Namespaces and the objects the new render shares with the running install are protected from
 //! pruning, and nothing a phase deletes is; every Namespace and CRD is protected wherever it is
 //! written (phases, rollbacks, `live/` at several promote points) and one identity has one Git
-//! form everywhere; `argocd/` and `flux/` hold one Application and one
-//! Kustomization per apply phase plus `live`, with the ignore rules each phase's webhooks need;
-//! and the Flux patches, built by kustomize over the phase directory, take out exactly the
-//! `failurePolicy` istiod flips.
+//! form everywhere; `argocd/` and `flux/` hold one Application and one Kustomization per apply
+//! phase, plus `live` only when `live/` is written, with the ignore rules each phase's webhooks
+//! need, and a `Kustomization` listing the phase objects; no phase object runs by itself (no
+//! automated sync, `suspend: true`); every path a GitOps object or a kustomize file names exists
+//! in the output, and every name fits a label value; and the Flux patches, built by kustomize
+//! over the phase directory, take out exactly the `failurePolicy` istiod flips.
 
 mod common;
 
@@ -316,19 +318,47 @@ fn every_copy_of_an_object_has_one_git_form_in_phases_rollbacks_and_live() {
     }
 }
 
+/// The bundle's path inside the repository as the GitOps objects write it before a directory:
+/// `spec.gitops.path` from the scenario's policy (`.` is the root), else the placeholder.
+fn repo_prefix(dir: &Path) -> String {
+    let policy: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("canary.yaml")).unwrap()).unwrap();
+    match policy["spec"]
+        .get("gitops")
+        .and_then(|g| g.get("path"))
+        .and_then(Value::as_str)
+    {
+        None => "${GITOPS_PATH}/".to_string(),
+        Some(".") => String::new(),
+        Some(p) => format!("{p}/"),
+    }
+}
+
+/// What a kustomize file lists under `resources`.
+fn resources(text: &str) -> Vec<String> {
+    docs(text)[0]["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn argocd_and_flux_sync_every_apply_phase_without_drift() {
     for dir in scenarios() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let prefix = repo_prefix(&dir);
         let tmp = tempfile::tempdir().unwrap();
         let files = compile(&dir, &tmp.path().join("b"));
         let phases = apply_dirs(&files);
-        let expect: BTreeSet<String> = phases
-            .iter()
-            .cloned()
-            .chain(["live".to_string()])
-            .map(|p| format!("{p}.yaml"))
-            .collect();
+        let has_live = files.contains_key("live/Kustomization");
+        let objects: BTreeSet<String> = phases.iter().map(|p| format!("{p}.yaml")).collect();
+        let mut expect = objects.clone();
+        expect.insert("Kustomization".to_string());
+        if has_live {
+            expect.insert("live.yaml".to_string());
+        }
         for folder in ["argocd", "flux"] {
             let have: BTreeSet<String> = files
                 .keys()
@@ -336,13 +366,20 @@ fn argocd_and_flux_sync_every_apply_phase_without_drift() {
                 .map(String::from)
                 .collect();
             assert_eq!(have, expect, "{name}: {folder}/");
+            // The folder's kustomize file lists the phase objects, never live.yaml.
+            let listed = resources(&files[&format!("{folder}/Kustomization")]);
+            assert_eq!(
+                listed.iter().cloned().collect::<BTreeSet<_>>(),
+                objects,
+                "{name}: {folder}/Kustomization"
+            );
         }
         let mut previous: Option<String> = None;
         for (i, phase) in phases.iter().enumerate() {
             let app = &docs(&files[&format!("argocd/{phase}.yaml")])[0];
             assert_eq!(
                 str_at(app, &["spec", "source", "path"]),
-                format!("REPLACE_ME_DIR/{phase}")
+                format!("{prefix}{phase}")
             );
             assert_eq!(
                 annotation(app, "argocd.argoproj.io/sync-wave"),
@@ -426,6 +463,7 @@ fn argocd_and_flux_sync_every_apply_phase_without_drift() {
             }
             assert_eq!(ks["spec"]["prune"], Value::Bool(false), "{name}: {phase}");
             assert_eq!(ks["spec"]["wait"], Value::Bool(true), "{name}: {phase}");
+            assert_eq!(str_at(ks, &["spec", "path"]), format!("./{prefix}{phase}"));
             let depends: Vec<String> = ks["spec"]["dependsOn"]
                 .as_sequence()
                 .map(|s| s.to_vec())
@@ -433,36 +471,159 @@ fn argocd_and_flux_sync_every_apply_phase_without_drift() {
                 .iter()
                 .map(|d| str_at(d, &["name"]).to_string())
                 .collect();
-            let plan_name = str_at(ks, &["metadata", "name"])
-                .trim_end_matches(&format!("-{phase}"))
-                .to_string();
+            // Each phase after the one before it, by that one's (possibly shortened) name.
             assert_eq!(
                 depends,
-                previous
-                    .iter()
-                    .map(|p| format!("{plan_name}-{p}"))
-                    .collect::<Vec<_>>(),
+                previous.iter().cloned().collect::<Vec<_>>(),
                 "{name}: {phase}"
             );
-            previous = Some(phase.clone());
+            let ks_name = str_at(ks, &["metadata", "name"]).to_string();
+            assert_eq!(
+                str_at(app, &["metadata", "name"]),
+                ks_name,
+                "{name}: {phase}"
+            );
+            previous = Some(ks_name);
         }
-        let live = &docs(&files["flux/live.yaml"])[0];
-        assert_eq!(live["spec"]["prune"], Value::Bool(true), "{name}");
-        assert_eq!(str_at(live, &["spec", "path"]), "./REPLACE_ME_DIR/live");
-        let app = &docs(&files["argocd/live.yaml"])[0];
-        assert_eq!(
-            app["spec"]["syncPolicy"]["automated"]["prune"],
-            Value::Bool(true)
-        );
+        if has_live {
+            let live = &docs(&files["flux/live.yaml"])[0];
+            assert_eq!(live["spec"]["prune"], Value::Bool(true), "{name}");
+            assert_eq!(str_at(live, &["spec", "path"]), format!("./{prefix}live"));
+            let app = &docs(&files["argocd/live.yaml"])[0];
+            assert_eq!(
+                app["spec"]["syncPolicy"]["automated"]["prune"],
+                Value::Bool(true)
+            );
+        }
         // Nothing GitOps lands where a phase directory scan would read it.
         for path in files.keys() {
             let in_gitops = path.starts_with("argocd/") || path.starts_with("flux/");
-            assert!(!(in_gitops && path.ends_with("Kustomization")), "{path}");
             if !in_gitops && path.ends_with(".yaml") {
                 let kind = str_at(&docs(&files[path])[0], &["kind"]).to_string();
                 assert!(kind != "Application" && kind != "Kustomization", "{path}");
             }
         }
+    }
+}
+
+/// A relative path with `.` and `..` segments resolved (`None` when it leaves the root).
+fn normalize(path: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            s => out.push(s),
+        }
+    }
+    Some(out.join("/"))
+}
+
+/// Checks one compiled output: every path an Application or Flux Kustomization points at is a
+/// directory of the output with a kustomize file, and every `resources` entry of every kustomize
+/// file exists; every phase object runs nothing by itself; names fit a label value.
+fn check_no_dangling_gitops_paths(what: &str, prefix: &str, files: &BTreeMap<String, String>) {
+    let is_dir = |d: &str| files.keys().any(|k| k.starts_with(&format!("{d}/")));
+    let mut names = BTreeSet::new();
+    let mut depends = Vec::new();
+    let mut pointed = 0;
+    for (path, text) in files {
+        let (folder, file) = match path.split_once('/') {
+            Some((f @ ("argocd" | "flux"), file)) if file.ends_with(".yaml") => (f, file),
+            _ => continue,
+        };
+        let doc = &docs(text)[0];
+        let target = if folder == "argocd" {
+            str_at(doc, &["spec", "source", "path"]).to_string()
+        } else {
+            let p = str_at(doc, &["spec", "path"]);
+            p.strip_prefix("./")
+                .unwrap_or_else(|| panic!("{what}: {path}: {p} does not start with ./"))
+                .to_string()
+        };
+        let dir = target
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{what}: {path}: {target} is not under {prefix:?}"));
+        assert!(
+            files.contains_key(&format!("{dir}/Kustomization")),
+            "{what}: {path} points at {dir}/, which the output does not hold (or without a Kustomization)"
+        );
+        pointed += 1;
+        let name = str_at(doc, &["metadata", "name"]).to_string();
+        assert!(
+            name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && name.ends_with(|c: char| c.is_ascii_alphanumeric()),
+            "{what}: {path}: name {name}"
+        );
+        if folder == "flux" {
+            assert!(
+                names.insert(name),
+                "{what}: {path}: a second object with its name"
+            );
+            for d in doc["spec"]["dependsOn"].as_sequence().into_iter().flatten() {
+                depends.push((path.clone(), str_at(d, &["name"]).to_string()));
+            }
+        }
+        // A phase object (any but live.yaml) runs nothing by itself.
+        if file != "live.yaml" {
+            if folder == "argocd" {
+                assert!(
+                    doc["spec"]["syncPolicy"].get("automated").is_none(),
+                    "{what}: {path} syncs by itself"
+                );
+            } else {
+                assert_eq!(
+                    doc["spec"]["suspend"],
+                    Value::Bool(true),
+                    "{what}: {path} is not suspended"
+                );
+            }
+        }
+    }
+    assert!(pointed > 0, "{what}: no GitOps object");
+    for (path, d) in depends {
+        assert!(
+            names.contains(&d),
+            "{what}: {path} depends on {d}, which flux/ does not hold"
+        );
+    }
+    // Every resource of every kustomize file exists, relative to its directory.
+    for (path, text) in files.iter().filter(|(p, _)| p.ends_with("Kustomization")) {
+        let base = path.rsplit_once('/').map_or("", |(d, _)| d);
+        for r in resources(text) {
+            let target = normalize(&format!("{base}/{r}"))
+                .unwrap_or_else(|| panic!("{what}: {path}: {r} leaves the output"));
+            assert!(
+                files.contains_key(&target) || is_dir(&target),
+                "{what}: {path} lists {r}, which the output does not hold"
+            );
+        }
+    }
+    // No GitOps file for a live/ that is not written.
+    if !files.contains_key("live/Kustomization") {
+        for folder in ["argocd", "flux"] {
+            let live = format!("{folder}/live.yaml");
+            assert!(!files.contains_key(&live), "{what}: {live} without live/");
+        }
+    }
+}
+
+#[test]
+fn every_path_a_gitops_object_or_kustomization_names_exists() {
+    for dir in scenarios() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let prefix = repo_prefix(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        check_no_dangling_gitops_paths(&name, &prefix, &compile(&dir, &tmp.path().join("b")));
+        // At a promote point, so live/ and both live.yaml files are written.
+        let files = compile_into(&dir, &tmp.path().join("p"), &["--promote", "2"]);
+        assert!(files.contains_key("flux/live.yaml"), "{name}");
+        check_no_dangling_gitops_paths(&format!("{name} --promote 2"), &prefix, &files);
     }
 }
 

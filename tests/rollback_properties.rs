@@ -323,6 +323,7 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
         .collect();
     let ctx = EmitContext {
         tool_version: "test".into(),
+        gitops: Default::default(),
     };
     for (n, state) in replay.iter().enumerate().skip(1) {
         let mut at = p.clone();

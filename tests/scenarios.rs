@@ -1,6 +1,6 @@
 //! One snapshot per fixture scenario: every file `compile` writes, sorted by path. Each scenario
-//! is also compiled twice (byte-identical output) and every apply directory is built with
-//! `kubectl kustomize`.
+//! is also compiled twice (byte-identical output) and every apply directory, rollback directory,
+//! `live/`, the root, `argocd/` and `flux/` are built with `kubectl kustomize`.
 
 mod common;
 
@@ -97,6 +97,30 @@ fn compile_scenario(policy: &Path) {
         files.contains_key("live/Kustomization"),
         "{name}: live/ without its Kustomization"
     );
+    // argocd/ and flux/ are kustomize bases of the phase objects: every one is built, none
+    // runs by itself, and live.yaml is never among them.
+    for folder in ["argocd", "flux"] {
+        if let Some(built) = build(&out.join(folder)) {
+            let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&built)
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .collect();
+            let phases = files
+                .keys()
+                .filter(|k| k.starts_with(&format!("{folder}/")) && k.ends_with(".yaml"))
+                .filter(|k| !k.ends_with("/live.yaml"))
+                .count();
+            assert_eq!(docs.len(), phases, "{name}: kubectl kustomize {folder}");
+            for doc in &docs {
+                let oname = doc["metadata"]["name"].as_str().unwrap_or("");
+                let gated = if folder == "argocd" {
+                    doc["spec"]["syncPolicy"].get("automated").is_none()
+                } else {
+                    doc["spec"]["suspend"] == serde_yaml::Value::Bool(true)
+                };
+                assert!(gated, "{name}: {folder}: {oname} runs by itself");
+            }
+        }
+    }
     if out.join("live").is_dir() {
         let live = build(&out.join("live"));
         let root = build(&out);

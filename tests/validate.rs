@@ -3,7 +3,8 @@
 //! names none) with the PyPI package kubernetes-validate, Argo CD Applications and Flux
 //! Kustomizations against the schemas in `fixtures/schemas/` (python's jsonschema). Only Istio
 //! custom resources, which have no published schema, are skipped, and each skip is printed.
-//! Delete stubs are not objects to apply and are not validated.
+//! Delete stubs are not objects to apply and are not validated. The README's example of a Flux
+//! Kustomization that applies `flux/` (with `postBuild`) is validated too.
 //!
 //! Without python3, kubernetes-validate or jsonschema the test prints `SKIPPED …`; with `CI`
 //! set it fails (`.ci/run` installs them).
@@ -150,6 +151,10 @@ fn an_invalid_object_fails_validation() {
             "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: a\nspec:\n  project: default\n  destination: {server: x}\n  ignoreDifferences:\n  - kind: X\n    jqPathExpression: [.a]\n",
         ),
         (
+            "ks-post-build.yaml",
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: k\nspec:\n  interval: 10m\n  prune: false\n  sourceRef: {kind: GitRepository, name: r}\n  postBuild:\n    substituteFrom: [{kind: Secrets, name: s}]\n",
+        ),
+        (
             "pdb.yaml",
             "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata:\n  name: p\nspec:\n  minAvailable: 1\n",
         ),
@@ -163,4 +168,59 @@ fn an_invalid_object_fails_validation() {
         assert!(!ok, "{file} passed:\n{report}");
         assert!(report.contains("INVALID"), "{report}");
     }
+}
+
+/// The YAML block of the README that shows a Flux Kustomization applying `flux/` with
+/// `postBuild` (indented as a list item), dedented.
+fn readme_flux_parent() -> String {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for line in readme.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match &mut current {
+            None if trimmed == "```yaml" => current = Some((indent, String::new())),
+            Some((_, block)) if trimmed == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some((at, block)) => {
+                block.push_str(line.get(*at..).unwrap_or(""));
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    let found: Vec<String> = blocks
+        .into_iter()
+        .filter(|b| b.contains("kind: Kustomization") && b.contains("postBuild:"))
+        .collect();
+    assert_eq!(found.len(), 1, "the README's Flux parent example");
+    found.into_iter().next().unwrap()
+}
+
+#[test]
+fn the_readme_flux_parent_example_is_valid_and_fills_every_flux_placeholder() {
+    let text = readme_flux_parent();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    // It substitutes every variable flux/ can hold.
+    let substitute = doc["spec"]["postBuild"]["substitute"].as_mapping().unwrap();
+    for var in [
+        istio_canary::gitops::PATH_VAR,
+        istio_canary::gitops::FLUX_SOURCE_VAR,
+    ] {
+        assert!(substitute.contains_key(var), "{var}");
+    }
+    assert!(
+        doc["spec"].get("wait").is_none(),
+        "suspended phases never become ready"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("parent.yaml");
+    std::fs::write(&path, text).unwrap();
+    let Some((ok, report)) = validate(DEFAULT_KUBERNETES, &[path]) else {
+        return;
+    };
+    assert!(ok, "{report}");
 }
