@@ -342,6 +342,20 @@ pub fn service_address(addr: &str) -> Option<ObjectId> {
     (label(name) && label(ns) && !ns.contains('.')).then(|| service_id(ns, name))
 }
 
+/// How kubectl names an object on its command line: `namespace shop`,
+/// `rolebinding.rbac.authorization.k8s.io -n istio-system name`. Every part is a validated
+/// Kubernetes name (`names`), so the words need no shell quoting.
+pub fn kubectl_ref(id: &ObjectId) -> String {
+    let mut kind = id.kind.to_lowercase();
+    if !id.group.is_empty() {
+        kind = format!("{kind}.{}", id.group);
+    }
+    match &id.namespace {
+        Some(n) => format!("{kind} -n {n} {}", id.name),
+        None => format!("{kind} {}", id.name),
+    }
+}
+
 /// The annotation `kubectl apply` (client-side) keeps the applied configuration in.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{as_stored, Change, ClusterState, Via};
+use crate::cluster::{as_stored, kubectl_ref, Change, ClusterState, Via};
 use crate::error::Error;
 use crate::istio::{
     is_default_tag_webhook, is_tag_object, Revision, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR,
@@ -180,22 +180,13 @@ pub fn file_label_commands(changes: &[Change]) -> Vec<String> {
                 via: Via::File,
                 ..
             } if !set.is_empty() => {
-                let mut kind = id.kind.to_lowercase();
-                if !id.group.is_empty() {
-                    kind = format!("{kind}.{}", id.group);
-                }
-                let ns = id
-                    .namespace
-                    .as_ref()
-                    .map(|n| format!(" -n {}", shell_word(n)))
-                    .unwrap_or_default();
                 let pairs: Vec<String> = set
                     .iter()
                     .map(|(k, v)| shell_word(&format!("{k}={v}")))
                     .collect();
                 Some(format!(
-                    "kubectl label {kind}{ns} {} {} --overwrite",
-                    shell_word(&id.name),
+                    "kubectl label {} {} --overwrite",
+                    kubectl_ref(id),
                     pairs.join(" ")
                 ))
             }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{as_stored, Change, ClusterState, DeleteRef, Via};
+use crate::cluster::{as_stored, kubectl_ref, Change, ClusterState, DeleteRef, Via};
 use crate::k8s::{self, Minor};
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::Violation;
@@ -102,17 +102,8 @@ pub fn rollback_changes(
 
 /// `kubectl label namespace shop istio.io/rev-`: removes labels, the way the migrate phase does.
 fn label_remove_command(id: &ObjectId, keys: &BTreeSet<String>) -> String {
-    let mut kind = id.kind.to_lowercase();
-    if !id.group.is_empty() {
-        kind = format!("{kind}.{}", id.group);
-    }
-    let ns = id
-        .namespace
-        .as_ref()
-        .map(|n| format!(" -n {n}"))
-        .unwrap_or_default();
     let keys: Vec<String> = keys.iter().map(|k| format!("{k}-")).collect();
-    format!("kubectl label {kind}{ns} {} {}", id.name, keys.join(" "))
+    format!("kubectl label {} {}", kubectl_ref(id), keys.join(" "))
 }
 
 /// Simulates a rollback from `after` with the one simulation (`expect`, the expectations of the
