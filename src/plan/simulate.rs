@@ -44,8 +44,8 @@ pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
 
 /// Runs `changes` on `state` step by step. After every step but the last the state must meet
 /// `between`, after the last `end`; no step may delete an object something left still
-/// references. Violations in `known` (already there before the upgrade) are not blamed, except
-/// those that make the state undecidable (`Violation::is_undecidable`). Returns
+/// references. Violations in `known` (already there before the upgrade) are not blamed; `known`
+/// never holds an undecidable one (`plan_hops` refuses such a state 0 first). Returns
 /// the end state, or the first new violation.
 pub fn run(
     state: &ClusterState,
@@ -69,10 +69,7 @@ pub fn run(
             .map(|c| c.id())
             .collect();
         found.extend(dangling_references(&state, &deleted));
-        if let Some(v) = found
-            .into_iter()
-            .find(|v| v.is_undecidable() || !known.contains(v))
-        {
+        if let Some(v) = found.into_iter().find(|v| !known.contains(v)) {
             return Err(v);
         }
     }
