@@ -376,17 +376,25 @@ fn metadata_map(body: &Mapping, field: &str) -> BTreeMap<String, String> {
 /// lacks is deleted; `applied`'s keys are set; every other key is kept; `applied` becomes the
 /// new last-applied configuration. (So a partial Namespace applied this way deletes the labels
 /// and annotations its owner applied: the tool never emits it for a client-side user.)
-pub fn client_side_apply(live: &Object, applied: &Object) -> Object {
-    let last: Mapping = live
+pub fn client_side_apply(live: &Object, applied: &Object) -> Result<Object, String> {
+    let last: Mapping = match live
         .body
         .get("metadata")
         .and_then(|m| m.get("annotations"))
         .and_then(|a| a.get(LAST_APPLIED))
-        .and_then(Value::as_str)
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
-        .and_then(|j| serde_yaml::to_value(j).ok())
-        .and_then(|v| v.as_mapping().cloned())
-        .unwrap_or_default();
+    {
+        None => Mapping::new(),
+        // kubectl refuses to apply over a last-applied configuration it cannot read.
+        Some(v) => {
+            let text = v
+                .as_str()
+                .ok_or_else(|| format!("{}: {LAST_APPLIED} is not a string", live.id))?;
+            serde_json::from_str::<Mapping>(text)
+                .map_err(|e| format!("{}: {LAST_APPLIED} is not a JSON object: {e}", live.id))?
+        }
+    };
+    let applied_text = serde_json::to_string(&applied.body)
+        .map_err(|e| format!("{}: cannot be written as JSON: {e}", applied.id))?;
     let mut out = live.clone();
     for field in ["labels", "annotations"] {
         let was = metadata_map(&last, field);
@@ -395,8 +403,7 @@ pub fn client_side_apply(live: &Object, applied: &Object) -> Object {
         now.retain(|k, _| !was.contains_key(k) || want.contains_key(k));
         now.extend(want);
         if field == "annotations" {
-            let text = serde_json::to_string(&applied.body).unwrap_or_default();
-            now.insert(LAST_APPLIED.to_string(), text);
+            now.insert(LAST_APPLIED.to_string(), applied_text.clone());
         }
         let map: Mapping = now
             .into_iter()
@@ -406,7 +413,7 @@ pub fn client_side_apply(live: &Object, applied: &Object) -> Object {
             metadata.insert(field.into(), Value::Mapping(map));
         }
     }
-    out
+    Ok(out)
 }
 
 /// A deleted object that an object still in the state references.
@@ -513,7 +520,7 @@ mod tests {
         // The observed fact: `kubectl apply` of a Namespace holding only `istio.io/rev` removes
         // every label and annotation the owner's last-applied configuration holds.
         let partial = one("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio.io/rev: 1-14-1}\n");
-        let after = client_side_apply(&owned_namespace(), &partial);
+        let after = client_side_apply(&owned_namespace(), &partial).unwrap();
         assert_eq!(
             after.labels(),
             BTreeMap::from([("istio.io/rev".to_string(), "1-14-1".to_string())])
@@ -529,8 +536,12 @@ mod tests {
                 l.insert("set-by-hand".into(), "x".into());
             }
         }
-        let after = client_side_apply(&live, &partial);
+        let after = client_side_apply(&live, &partial).unwrap();
         assert_eq!(after.label("set-by-hand").as_deref(), Some("x"));
+        // An unreadable last-applied configuration is an error, as it is for kubectl.
+        let broken = one(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations: {{{LAST_APPLIED}: 'not json'}}\n"));
+        let err = client_side_apply(&broken, &partial).unwrap_err();
+        assert!(err.starts_with("Namespace shop: kubectl.kubernetes.io/last-applied-configuration is not a JSON object"), "{err}");
     }
 
     #[test]

@@ -776,7 +776,7 @@ fn run_client_side(state: &mut ClusterState, commands: &[String], changes: &[Cha
                     {
                         let partial = crate::layout::label_patch_object(api_version, id, set);
                         if let Some(live) = state.objects.get(id) {
-                            let merged = crate::cluster::client_side_apply(live, &partial);
+                            let merged = crate::cluster::client_side_apply(live, &partial).unwrap();
                             state.objects.insert(id.clone(), merged);
                         }
                     }
