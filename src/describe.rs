@@ -692,3 +692,75 @@ impl std::fmt::Display for Refusal {
         refusal(self).fmt(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::service_id;
+    use crate::manifest::ObjectId;
+
+    fn webhook() -> ObjectId {
+        ObjectId {
+            group: "admissionregistration.k8s.io".into(),
+            kind: "MutatingWebhookConfiguration".into(),
+            namespace: None,
+            name: "istio-sidecar-injector".into(),
+        }
+    }
+
+    #[test]
+    fn refusals_without_a_fixture_say_what_and_how_to_fix_it() {
+        assert_eq!(
+            refusal(&Refusal::NoHop).to_string(),
+            "error: the upgrade has no hop: nothing moves from one revision to another\nhelp: set spec.to.version to a version after spec.from.version"
+        );
+        let several = Violation::SeveralRevisions {
+            webhook: webhook(),
+            service: service_id("istio-system", "istiod"),
+            revisions: vec!["1-13-5".into(), "default".into()],
+        };
+        assert_eq!(
+            refusal(&Refusal::UndecidableStart { violation: several.clone() }).to_string(),
+            "error: before the upgrade, MutatingWebhookConfiguration.admissionregistration.k8s.io istio-sidecar-injector calls Service istio-system/istiod, which selects istiod of revisions 1-13-5, default\nhelp: the old install's Service in front of istiod selects several revisions: fix it before planning the upgrade"
+        );
+        let unreadable = Violation::Unevaluable {
+            config: webhook(),
+            webhook: "rev.namespace.sidecar-injector.istio.io".into(),
+            why: "matchConditions cannot be evaluated".into(),
+        };
+        let text = refusal(&Refusal::UndecidableStart {
+            violation: unreadable.clone(),
+        })
+        .to_string();
+        assert!(text.ends_with("help: istio-canary refuses to guess what kube-apiserver would do: remove what it cannot evaluate from the old install's webhooks, or upgrade this mesh by hand"), "{text}");
+        let text = refusal(&Refusal::UndecidableRender {
+            revision: Revision::Named("1-14-1".into()),
+            violation: several,
+        })
+        .to_string();
+        assert!(
+            text.starts_with(
+                "error: in the render of revision 1-14-1, MutatingWebhookConfiguration"
+            ),
+            "{text}"
+        );
+        let at = PhaseAt {
+            index: 3,
+            kind: PhaseKind::Migrate,
+            dir: "03-migrate-a".into(),
+            from: Revision::Named("1-13-5".into()),
+            to: Revision::Named("1-14-1".into()),
+        };
+        let text = refusal(&Refusal::UnsafePhase {
+            at,
+            violation: unreadable,
+        })
+        .to_string();
+        assert!(
+            text.contains(
+                "help: istio-canary evaluates injector webhooks the way kube-apiserver does"
+            ),
+            "{text}"
+        );
+    }
+}

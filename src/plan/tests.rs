@@ -871,3 +871,17 @@ fn every_client_side_command_keeps_the_namespace_owners_labels() {
         }
     }
 }
+
+#[test]
+fn a_plan_of_no_hop_is_refused() {
+    let r = plan_hops(&PlanInput {
+        name: "test".into(),
+        policy_path: "canary.yaml".into(),
+        policy_sha256: String::new(),
+        kubernetes_version: None,
+        hops: Vec::new(),
+        promote: None,
+        default_tag_declared: false,
+    });
+    assert!(matches!(r, Err(Refusal::NoHop)));
+}
