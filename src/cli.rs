@@ -278,6 +278,11 @@ fn run_show(query: &str, out: &Path) -> Result<Outcome> {
             phase.dir
         ));
     }
+    if phase.patch.iter().any(|p| p.file.is_some()) {
+        stderr.push_str(
+            "istio-canary: this stream holds label patches of objects others own: apply it server-side (`kubectl apply --server-side --field-manager=istio-canary -f -`); a client-side `kubectl apply` would delete the labels and annotations their owners applied\n",
+        );
+    }
     let commands = check::phase_commands_outside_stream(phase);
     if !commands.is_empty() {
         stderr.push_str(&format!(

@@ -327,7 +327,20 @@ fn show_by_index_dir_and_name_prints_one_stream() {
     let before = read_tree(tmp.path()).unwrap();
     let by_index = run(tmp.path(), &["show", "3"]);
     assert_eq!(by_index.code, 0, "{}", by_index.stderr);
-    assert_eq!(by_index.stderr, "");
+    // A migrate phase's stream is label patches: the one thing on stderr says to apply it
+    // server-side.
+    assert!(
+        by_index
+            .stderr
+            .starts_with("istio-canary: this stream holds label patches")
+            && by_index.stderr.lines().count() == 1,
+        "{}",
+        by_index.stderr
+    );
+    // A phase of whole objects says nothing.
+    let install = run(tmp.path(), &["show", "2"]);
+    assert_eq!(install.code, 0, "{}", install.stderr);
+    assert_eq!(install.stderr, "");
     snapshot("show-03", &by_index.stdout);
     for query in ["03", "03-migrate-canary", "migrate-canary"] {
         let r = run(tmp.path(), &["show", query, "--out", "bundles"]);
