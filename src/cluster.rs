@@ -48,6 +48,17 @@ pub enum Change {
         remove: BTreeSet<String>,
         via: Via,
     },
+    /// Merge into a workload's pod template (`spec.template.metadata`): each label and
+    /// annotation set to a value, or removed (`None`), like a JSON merge patch. Any change to the
+    /// template rolls the workload out: its pods are recreated and meet the injectors anew.
+    /// Always run as `command` (a `kubectl patch`), after the phase's label commands.
+    Template {
+        id: ObjectId,
+        api_version: String,
+        labels: BTreeMap<String, Option<String>>,
+        annotations: BTreeMap<String, Option<String>>,
+        command: String,
+    },
     /// Delete an object.
     Delete(DeleteRef),
 }
@@ -56,7 +67,7 @@ impl Change {
     pub fn id(&self) -> &ObjectId {
         match self {
             Change::Apply(o) => &o.id,
-            Change::Labels { id, .. } => id,
+            Change::Labels { id, .. } | Change::Template { id, .. } => id,
             Change::Delete(d) => &d.id,
         }
     }
@@ -69,10 +80,14 @@ pub struct ClusterState {
 }
 
 /// An object as kube-apiserver stores it after a create or update: webhook configurations get
-/// their defaulted fields.
+/// their defaulted fields, a Namespace its `kubernetes.io/metadata.name` label.
 pub fn as_stored(object: &Object) -> Object {
     let mut o = object.clone();
     k8s::with_webhook_defaults(&o.id.kind, &mut o.body);
+    if o.id.kind == "Namespace" && o.id.group.is_empty() && o.label(NAME_LABEL).is_none() {
+        let name = BTreeMap::from([(NAME_LABEL.to_string(), o.id.name.clone())]);
+        merge_labels(&mut o, &name, &BTreeSet::new());
+    }
     o
 }
 
@@ -98,6 +113,16 @@ impl ClusterState {
             } => {
                 if let Some(o) = self.objects.get_mut(id) {
                     merge_labels(o, set, remove);
+                }
+            }
+            Change::Template {
+                id,
+                labels,
+                annotations,
+                ..
+            } => {
+                if let Some(o) = self.objects.get_mut(id) {
+                    merge_template(o, labels, annotations);
                 }
             }
             Change::Delete(d) => {
@@ -134,6 +159,84 @@ fn merge_labels(o: &mut Object, set: &BTreeMap<String, String>, remove: &BTreeSe
     for k in remove {
         labels.remove(k.as_str());
     }
+}
+
+/// A JSON merge patch of `spec.template.metadata.{labels,annotations}`: a key set to a value is
+/// set, to `None` removed; a map left empty by removals is dropped, as it was before it was
+/// patched in.
+fn merge_template(
+    o: &mut Object,
+    labels: &BTreeMap<String, Option<String>>,
+    annotations: &BTreeMap<String, Option<String>>,
+) {
+    fn child<'a>(m: &'a mut Mapping, key: &str) -> Option<&'a mut Mapping> {
+        let v = m
+            .entry(key.into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if !v.is_mapping() {
+            *v = Value::Mapping(Mapping::new());
+        }
+        v.as_mapping_mut()
+    }
+    let Some(metadata) = child(&mut o.body, "spec")
+        .and_then(|spec| child(spec, "template"))
+        .and_then(|template| child(template, "metadata"))
+    else {
+        return;
+    };
+    for (field, patch) in [("labels", labels), ("annotations", annotations)] {
+        if patch.is_empty() {
+            continue;
+        }
+        let Some(map) = child(metadata, field) else {
+            continue;
+        };
+        for (k, v) in patch {
+            match v {
+                Some(v) => {
+                    map.insert(k.as_str().into(), v.as_str().into());
+                }
+                None => {
+                    map.remove(k.as_str());
+                }
+            }
+        }
+        if map.is_empty() {
+            metadata.remove(field);
+        }
+    }
+}
+
+/// The `kubectl patch` command that merges `labels` and `annotations` into a workload's pod
+/// template (`None` removes a key: `null` in a JSON merge patch).
+pub fn template_patch_command(
+    id: &ObjectId,
+    labels: &BTreeMap<String, Option<String>>,
+    annotations: &BTreeMap<String, Option<String>>,
+) -> String {
+    let mut metadata = serde_json::Map::new();
+    for (field, patch) in [("annotations", annotations), ("labels", labels)] {
+        if patch.is_empty() {
+            continue;
+        }
+        let map: serde_json::Map<String, serde_json::Value> = patch
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_ref().map_or(serde_json::Value::Null, |v| {
+                        serde_json::Value::String(v.clone())
+                    }),
+                )
+            })
+            .collect();
+        metadata.insert(field.into(), serde_json::Value::Object(map));
+    }
+    let patch = serde_json::json!({"spec": {"template": {"metadata": metadata}}});
+    format!(
+        "kubectl patch {} --type merge -p '{patch}'",
+        kubectl_ref(id)
+    )
 }
 
 /// A label or selector value as text (YAML may read `true` or `8080` as non-strings).
@@ -473,6 +576,7 @@ mod tests {
             o.labels(),
             BTreeMap::from([
                 ("istio.io/rev".to_string(), "1-14-1".to_string()),
+                (NAME_LABEL.to_string(), "shop".to_string()),
                 ("team".to_string(), "a".to_string())
             ])
         );

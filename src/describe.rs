@@ -17,7 +17,7 @@ use crate::istio::{
 };
 use crate::k8s::{NotServed, NAME_LABEL};
 use crate::mesh::{describe as injectors, Violation};
-use crate::plan::refusal::{Differs, PhaseAt, Refusal};
+use crate::plan::refusal::{Ambiguous, Differs, PhaseAt, Refusal};
 use crate::plan::{Assumption, Phase, PhaseKind, Plan, Rollback};
 
 /// The field manager of every server-side apply the plan runs.
@@ -104,6 +104,24 @@ pub fn assumption(a: &Assumption) -> String {
         } => format!(
             "No cluster inventory was given: every namespace in the waves is assumed to carry exactly `{key}={value}` before the upgrade, and nothing else in the cluster is assumed to use revision `{revision}`."
         ),
+        Assumption::Inventory {
+            path,
+            held,
+            from_render,
+        } => {
+            let mut text = format!(
+                "The cluster before the upgrade is the inventory `{path}` for {}.",
+                held.join(", ")
+            );
+            if !from_render.is_empty() {
+                text.push_str(&format!(
+                    " The inventory holds no {}: those are assumed to be as the old spec renders them.",
+                    from_render.join(", ")
+                ));
+            }
+            text.push_str(" Running pods are assumed to have been injected by the webhooks the inventory shows (it holds no Pods). Check: `istioctl proxy-status` lists every proxy with the istiod, and so the revision, it is connected to.");
+            text
+        }
         Assumption::SupportUnknown { istio, kubernetes } => format!(
             "istio-canary's support table does not know Istio {istio}: whether it supports Kubernetes {kubernetes} (spec.kubernetesVersion) was not checked. Check the supported releases on istio.io (docs/releases/supported-releases) before applying."
         ),
@@ -147,6 +165,17 @@ fn label_commands(changes: &[Change]) -> Vec<String> {
                 via: Via::Command(cmd),
                 ..
             } => Some(cmd.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `kubectl patch` of each pod-template change (restarts and per-workload moves), in order.
+fn template_commands(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Template { command, .. } => Some(command.clone()),
             _ => None,
         })
         .collect()
@@ -236,6 +265,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             !matches!(
                 c,
                 Change::Delete(_)
+                    | Change::Template { .. }
                     | Change::Labels {
                         via: Via::Command(_),
                         ..
@@ -261,8 +291,15 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             // Client-side: `kubectl label` for each relabel (see `file_label_commands`).
             let mut commands = file_label_commands(&phase.changes);
             commands.extend(label_commands.iter().cloned());
-            for ns in &phase.namespaces {
-                commands.push(format!("kubectl rollout restart deployment,statefulset,daemonset -n {ns}"));
+            let restarts = template_commands(&phase.changes);
+            if restarts.is_empty() {
+                for ns in &phase.namespaces {
+                    commands.push(format!("kubectl rollout restart deployment,statefulset,daemonset -n {ns}"));
+                }
+            } else {
+                // With an inventory: one deterministic pod-template patch per workload whose
+                // injection the relabel changes (one rollout each; running it again changes nothing).
+                commands.extend(restarts);
             }
             let checks = vec![
                 format!("# must list nothing: a namespace of this wave not labelled {REV_LABEL}={new}"),
@@ -413,6 +450,9 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
     }
     commands.extend(label_commands.iter().cloned());
     server_side.extend(label_commands.iter().cloned());
+    let restarts = template_commands(changes);
+    commands.extend(restarts.iter().cloned());
+    server_side.extend(restarts.iter().cloned());
     if has_deletes {
         let delete = format!("kubectl delete --ignore-not-found -f {dir}/delete/");
         commands.push(delete.clone());
@@ -463,9 +503,12 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
             "nothing to roll back: CRDs are never rolled back. Revision `{old}` keeps working with the CRDs of Istio {}, and deleting or downgrading a CRD would delete or break every Istio resource of that kind in the cluster.",
             hop.to.version
         )),
-        PhaseKind::Migrate => Some(format!(
+        PhaseKind::Migrate if restarts.is_empty() => Some(format!(
             "after the rollback, restart the workloads of {} again (`kubectl rollout restart deployment,statefulset,daemonset -n NAMESPACE`) so their pods get sidecars of revision `{old}`.",
             quoted_list(&phase.namespaces)
+        )),
+        PhaseKind::Migrate => Some(format!(
+            "the `kubectl patch` commands put the pod templates back, which restarts the workloads, so their pods get sidecars of revision `{old}` again."
         )),
         PhaseKind::DefaultTag => Some(format!(
             "pods injected through the default tag since this phase keep sidecars of revision `{new}` until they restart."
@@ -661,6 +704,102 @@ pub fn refusal(r: &Refusal) -> Error {
                 "rollback {dir} does not return the cluster to the state before its phase: {object} {why} the state before it"
             ))
             .with_help(DEFECT_HELP)
+        }
+        Refusal::AmbiguousLabels {
+            inventory,
+            namespaces,
+        } => {
+            let lines: Vec<String> = namespaces
+                .iter()
+                .map(|(ns, why)| match why {
+                    Ambiguous::BothLabels => format!(
+                        "namespace {ns} carries both `{INJECTION_LABEL}` and `{REV_LABEL}` (`{INJECTION_LABEL}` wins; the revision label is ignored)"
+                    ),
+                    Ambiguous::EmptyValue(key) => {
+                        format!("namespace {ns} carries `{key}` with an empty value")
+                    }
+                })
+                .collect();
+            Error::new(format!(
+                "the inventory {inventory} shows namespaces whose injection labels are ambiguous:\n  {}",
+                lines.join("\n  ")
+            ))
+            .with_help(format!(
+                "give each namespace one injection label with a value (`kubectl label namespace NAME {INJECTION_LABEL}-` or `{REV_LABEL}-` removes one), capture the inventory again and compile again"
+            ))
+        }
+        Refusal::NotInstalled {
+            inventory,
+            revision,
+            missing,
+            unexplained,
+        } => {
+            let mut lines = Vec::new();
+            for id in missing {
+                lines.push(format!("{id}: rendered for revision {revision}, not in the cluster"));
+            }
+            for id in unexplained {
+                lines.push(format!(
+                    "{id}: in the cluster, labelled {REV_LABEL}={}, not rendered",
+                    revision.label()
+                ));
+            }
+            Error::new(format!(
+                "the inventory {inventory} does not match the render of revision {revision}, so the old spec is not what was installed:\n  {}",
+                lines.join("\n  ")
+            ))
+            .with_help("point spec.from.istioOperator (and spec.from.version) at the spec and version the cluster was installed with; `spec.from.defaultTag` says whether the install created the default tag and validator")
+        }
+        Refusal::Forgotten {
+            revision,
+            namespaces,
+            workloads,
+        } => {
+            let mut lines: Vec<String> = namespaces
+                .iter()
+                .map(|ns| format!("namespace {ns}"))
+                .collect();
+            lines.extend(workloads.iter().map(ToString::to_string));
+            Error::new(format!(
+                "revision {revision} still injects what no wave moves, and the plan deletes it:\n  {}",
+                lines.join("\n  ")
+            ))
+            .with_help("add each namespace to a wave (or each workload to a wave's `workloads`), or keep the old revision (uninstallOld: false)")
+        }
+        Refusal::Pinned { at, workloads } => {
+            let lines: Vec<String> = workloads
+                .iter()
+                .map(|(id, found)| format!("{id}: its new pods would be injected by {}", crate::mesh::describe(found)))
+                .collect();
+            Error::new(format!(
+                "after phase {}, workloads restarted for revision {} would not move to it:\n  {}",
+                at.dir,
+                at.to,
+                lines.join("\n  ")
+            ))
+            .with_help(format!(
+                "their pod templates pin a revision (`{REV_LABEL}` or `sidecar.istio.io/inject` on the pod): move them with the wave's `workloads`, or change their templates"
+            ))
+        }
+        Refusal::StillUsed {
+            at,
+            namespaces,
+            workloads,
+            references,
+        } => {
+            let mut lines: Vec<String> = namespaces
+                .iter()
+                .map(|ns| format!("namespace {ns} is injected by it"))
+                .collect();
+            lines.extend(workloads.iter().map(|id| format!("{id} runs its sidecars")));
+            lines.extend(references.iter().map(ToString::to_string));
+            Error::new(format!(
+                "phase {} would delete revision {} while it is still used:\n  {}",
+                at.dir,
+                at.from,
+                lines.join("\n  ")
+            ))
+            .with_help("move what still uses it in a wave before the uninstall, or keep the old revision (uninstallOld: false)")
         }
         Refusal::PromoteUnknown {
             source,

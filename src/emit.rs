@@ -138,6 +138,8 @@ fn entries(dir: &Dir) -> (Vec<EntryDoc>, Vec<PatchDoc>, Vec<EntryDoc>) {
             name: p.id.name.clone(),
             set_labels: p.set.clone(),
             remove_labels: p.remove.clone(),
+            template_labels: p.template_labels.clone(),
+            template_annotations: p.template_annotations.clone(),
             file: p.file().map(|f| f.file.clone()),
             command: match &p.via {
                 PatchVia::Command(c) => Some(c.clone()),

@@ -105,6 +105,9 @@ pub struct Patch {
     pub id: ObjectId,
     pub set: BTreeMap<String, String>,
     pub remove: Vec<String>,
+    /// A pod-template patch (`Change::Template`): labels and annotations set or removed (`None`).
+    pub template_labels: BTreeMap<String, Option<String>>,
+    pub template_annotations: BTreeMap<String, Option<String>>,
     pub via: PatchVia,
 }
 
@@ -396,27 +399,46 @@ fn change_dir(path: &str, changes: &[Change], protection: &Protection) -> Dir {
                 id: id.clone(),
                 set: set.clone(),
                 remove: remove.iter().cloned().collect(),
+                template_labels: BTreeMap::new(),
+                template_annotations: BTreeMap::new(),
                 via: PatchVia::File(written),
             }),
             _ => dir.apply.push(written),
         }
     }
     for c in changes {
-        if let Change::Labels {
-            id,
-            api_version,
-            set,
-            remove,
-            via: Via::Command(command),
-        } = c
-        {
-            dir.patch.push(Patch {
+        match c {
+            Change::Labels {
+                id,
+                api_version,
+                set,
+                remove,
+                via: Via::Command(command),
+            } => dir.patch.push(Patch {
                 api_version: api_version.clone(),
                 id: id.clone(),
                 set: set.clone(),
                 remove: remove.iter().cloned().collect(),
+                template_labels: BTreeMap::new(),
+                template_annotations: BTreeMap::new(),
                 via: PatchVia::Command(command.clone()),
-            });
+            }),
+            Change::Template {
+                id,
+                api_version,
+                labels,
+                annotations,
+                command,
+            } => dir.patch.push(Patch {
+                api_version: api_version.clone(),
+                id: id.clone(),
+                set: BTreeMap::new(),
+                remove: Vec::new(),
+                template_labels: labels.clone(),
+                template_annotations: annotations.clone(),
+                via: PatchVia::Command(command.clone()),
+            }),
+            _ => {}
         }
     }
     dir
@@ -544,6 +566,7 @@ pub(crate) mod fixtures {
     }
 
     pub fn plan(states: Vec<Vec<&Object>>, phases: Vec<Phase>) -> Plan {
+        let rendered = states.iter().flatten().map(|o| o.id.clone()).collect();
         Plan {
             name: "p".into(),
             policy_path: "canary.yaml".into(),
@@ -563,6 +586,7 @@ pub(crate) mod fixtures {
             rollbacks: Vec::new(),
             rollback_injection: Vec::new(),
             promote: None,
+            rendered,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod diff;
 pub mod emit;
 pub mod error;
 pub mod gitops;
+pub mod inventory;
 pub mod istio;
 pub mod k8s;
 pub mod layout;
@@ -43,7 +44,29 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// unit tests aside). `tests/layers.rs` reads every `src/` file and fails on an import against
 /// this order, and on a module missing from it.
 pub const LAYERS: &[&str] = &[
-    "error", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "selector", "cluster",
-    "istio", "mesh", "policy", "render", "diff", "plan", "describe", "schema", "layout", "gitops",
-    "emit", "write", "check", "pipeline", "cli",
+    "error",
+    "yamlpath",
+    "yamlin",
+    "yamlout",
+    "names",
+    "k8s",
+    "manifest",
+    "inventory",
+    "selector",
+    "cluster",
+    "istio",
+    "mesh",
+    "policy",
+    "render",
+    "diff",
+    "plan",
+    "describe",
+    "schema",
+    "layout",
+    "gitops",
+    "emit",
+    "write",
+    "check",
+    "pipeline",
+    "cli",
 ];

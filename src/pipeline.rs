@@ -54,11 +54,12 @@ impl Compiled {
             out.display()
         );
         for phase in &p.phases {
-            let (mut files, mut commands, mut deletes) = (0, 0, 0);
+            let (mut files, mut commands, mut restarts, mut deletes) = (0, 0, 0, 0);
             for c in &phase.changes {
                 match c {
                     Change::Apply(_) | Change::Labels { via: Via::File, .. } => files += 1,
                     Change::Labels { .. } => commands += 1,
+                    Change::Template { .. } => restarts += 1,
                     Change::Delete(_) => deletes += 1,
                 }
             }
@@ -68,6 +69,9 @@ impl Compiled {
             }
             if commands > 0 {
                 what.push(format!("label {commands}"));
+            }
+            if restarts > 0 {
+                what.push(format!("restart {restarts}"));
             }
             if deletes > 0 {
                 what.push(format!("delete {deletes}"));

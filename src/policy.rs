@@ -15,7 +15,9 @@ use serde_yaml::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{io_reason, shown, Error, Result};
+use crate::inventory::{self, Inventory};
 use crate::istio::Revision;
+use crate::manifest::ObjectId;
 use crate::yamlin::{self, Kind};
 use crate::yamlpath::{locate, Seg};
 
@@ -86,6 +88,9 @@ struct Spec {
     /// The values of the `argocd/` and `flux/` objects; optional.
     #[serde(default)]
     gitops: Option<GitOpsSpec>,
+    /// The cluster as it is: the saved output of `inventory::COMMAND`; optional.
+    #[serde(default)]
+    inventory: Option<PathBuf>,
 }
 
 fn default_max_minor_skip() -> u64 {
@@ -124,7 +129,11 @@ struct PinSpec {
 #[serde(deny_unknown_fields)]
 struct WaveSpec {
     name: String,
+    #[serde(default)]
     namespaces: Vec<String>,
+    /// `namespace/kind/name` of workloads moved one by one (needs an inventory).
+    #[serde(default)]
+    workloads: Vec<String>,
 }
 
 /// How a revision name is derived from a version when the policy does not give one.
@@ -298,6 +307,19 @@ pub struct Pin {
 pub struct Wave {
     pub name: String,
     pub namespaces: Vec<String>,
+    /// Workloads moved one by one (their pod template relabelled), in policy order.
+    pub workloads: Vec<ObjectId>,
+}
+
+/// `spec.inventory`: the cluster as it is, and the file it came from.
+#[derive(Debug, Clone)]
+pub struct InventoryFile {
+    /// The path as it appears in messages.
+    pub path: PathBuf,
+    /// The path as written in the policy (relative to the policy file), for the plan's inputs.
+    pub declared: String,
+    pub sha256: String,
+    pub inventory: Inventory,
 }
 
 /// A policy that passed every input check. Everything after `policy` works from this.
@@ -327,6 +349,8 @@ pub struct Policy {
     pub promote: Option<Promote>,
     /// `spec.gitops`: what the policy says about the `argocd/` and `flux/` objects.
     pub gitops: GitOps,
+    /// `spec.inventory`: the cluster as it is (without it, state 0 is assumed).
+    pub inventory: Option<InventoryFile>,
 }
 
 /// A phase named by `spec.promote` or `--promote`: resolved against the plan's phases by `plan`.
@@ -414,7 +438,7 @@ pub fn revision_for(version: &Version, naming: RevisionNaming) -> String {
 /// Reads a file the policy names (an IstioOperator spec), given its path as the policy's
 /// directory joined with what the policy says. `load` reads the file system; tests and fuzz
 /// targets pass files held in memory.
-pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
+pub type ReadFile<'a> = &'a dyn Fn(&Path, u64) -> std::io::Result<Vec<u8>>;
 
 /// Reads and checks a policy file and the IstioOperator specs it names. Each file is read by
 /// `yamlin::read_limited` (a regular file only) with its size limit (`yamlin::POLICY_LIMIT`,
@@ -422,8 +446,8 @@ pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
 pub fn load(path: &Path) -> Result<Policy> {
     let bytes = yamlin::read_limited(path, yamlin::POLICY_LIMIT)
         .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))?;
-    load_from(&bytes, path, &|p: &Path| {
-        yamlin::read_limited(p, yamlin::SPEC_LIMIT)
+    load_from(&bytes, path, &|p: &Path, limit: u64| {
+        yamlin::read_limited(p, limit)
     })
 }
 
@@ -671,10 +695,11 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
                 Error::new(format!("wave name `{}` is used twice", wave.name)),
             ));
         }
-        if wave.namespaces.is_empty() {
+        if wave.namespaces.is_empty() && wave.workloads.is_empty() {
             return Err(at(
                 &[Key("spec"), Key("waves"), Index(wi), Key("namespaces")],
-                Error::new(format!("wave `{}` has no namespaces", wave.name)),
+                Error::new(format!("wave `{}` has no namespaces", wave.name))
+                    .with_help("a wave moves namespaces (`namespaces`) or, with an inventory, single workloads (`workloads: [namespace/deployment/name]`)"),
             ));
         }
         for (ni, ns) in wave.namespaces.iter().enumerate() {
@@ -762,6 +787,11 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
     };
 
     let gitops = check_gitops(spec.gitops.as_ref(), &at)?;
+    let inventory = match &spec.inventory {
+        None => None,
+        Some(rel) => Some(load_inventory(dir, rel, read, &at)?),
+    };
+    let waves = check_wave_targets(&spec.waves, inventory.as_ref(), &at)?;
 
     let to_operator = load_operator(
         dir,
@@ -835,14 +865,7 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         },
         revision_naming: spec.revision_naming,
         max_minor_skip: spec.max_minor_skip,
-        waves: spec
-            .waves
-            .into_iter()
-            .map(|w| Wave {
-                name: w.name,
-                namespaces: w.namespaces,
-            })
-            .collect(),
+        waves,
         default_tag: spec.default_tag,
         uninstall_old: spec.uninstall_old,
         from_default_tag,
@@ -851,7 +874,168 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         remove_gateways,
         promote,
         gitops,
+        inventory,
     })
+}
+
+/// Reads `spec.inventory` (at most `yamlin::INVENTORY_LIMIT` bytes, a regular file) and checks
+/// it holds what every plan with an inventory needs: the namespaces.
+fn load_inventory(
+    dir: &Path,
+    rel: &Path,
+    read: ReadFile<'_>,
+    at: &dyn Fn(&[Seg<'_>], Error) -> Error,
+) -> Result<InventoryFile> {
+    let field = [Seg::Key("spec"), Seg::Key("inventory")];
+    let path = dir.join(rel);
+    let bytes = read(&path, yamlin::INVENTORY_LIMIT).map_err(|e| {
+        at(
+            &field,
+            Error::new(format!(
+                "cannot read inventory {}: {}",
+                path.display(),
+                io_reason(&e)
+            )),
+        )
+        .with_help(format!("save the output of `{}`", inventory::COMMAND))
+    })?;
+    let parsed = inventory::parse(&bytes, &path)?;
+    if !parsed.holds("", "Namespace") {
+        return Err(at(
+            &field,
+            Error::new(format!(
+                "inventory {} holds no Namespace: the plan cannot see which namespaces are injected",
+                path.display()
+            )),
+        )
+        .with_help(format!("capture it with `{}`", inventory::COMMAND)));
+    }
+    Ok(InventoryFile {
+        declared: rel.to_string_lossy().into_owned(),
+        sha256: sha256_hex(&bytes),
+        path,
+        inventory: parsed,
+    })
+}
+
+/// The kinds a wave may move one by one, by the names `kubectl` takes for them.
+const WORKLOAD_KINDS: &[(&str, &str)] = &[
+    ("deployment", "Deployment"),
+    ("deployments", "Deployment"),
+    ("statefulset", "StatefulSet"),
+    ("statefulsets", "StatefulSet"),
+    ("daemonset", "DaemonSet"),
+    ("daemonsets", "DaemonSet"),
+];
+
+/// The waves as the plan takes them: each wave's namespaces, and its workloads resolved to
+/// identities. With an inventory, every namespace and workload a wave names must be in it (the
+/// plan cannot move what the cluster does not have); workloads need an inventory.
+fn check_wave_targets(
+    waves: &[WaveSpec],
+    inventory: Option<&InventoryFile>,
+    at: &dyn Fn(&[Seg<'_>], Error) -> Error,
+) -> Result<Vec<Wave>> {
+    use Seg::{Index, Key};
+    let mut out = Vec::new();
+    let mut moved: BTreeMap<ObjectId, String> = BTreeMap::new();
+    for (wi, wave) in waves.iter().enumerate() {
+        if let Some(inv) = inventory {
+            for (ni, ns) in wave.namespaces.iter().enumerate() {
+                if !inv
+                    .inventory
+                    .objects
+                    .iter()
+                    .any(|o| o.id.kind == "Namespace" && o.id.group.is_empty() && o.id.name == *ns)
+                {
+                    return Err(at(
+                        &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
+                        Error::new(format!(
+                            "namespace `{ns}` is not in the inventory {}",
+                            inv.path.display()
+                        )),
+                    )
+                    .with_help("a wave relabels namespaces that exist; remove it from the wave, or capture the inventory again"));
+                }
+            }
+        }
+        let mut workloads = Vec::new();
+        for (i, w) in wave.workloads.iter().enumerate() {
+            let field = [
+                Key("spec"),
+                Key("waves"),
+                Index(wi),
+                Key("workloads"),
+                Index(i),
+            ];
+            let Some(inv) = inventory else {
+                return Err(at(
+                    &field,
+                    Error::new(format!(
+                        "wave `{}` moves workload `{w}`, which needs spec.inventory",
+                        wave.name
+                    )),
+                )
+                .with_help(format!(
+                    "the plan must see a workload to move it: save the output of `{}` and name it in spec.inventory",
+                    inventory::COMMAND
+                )));
+            };
+            let parts: Vec<&str> = w.split('/').collect();
+            let kind = match parts.as_slice() {
+                [ns, kind, name] if check_dns1123(ns).is_ok() && check_dns1123(name).is_ok() => {
+                    WORKLOAD_KINDS
+                        .iter()
+                        .find(|(k, full)| kind.eq_ignore_ascii_case(k) || kind == full)
+                        .map(|(_, full)| *full)
+                }
+                _ => None,
+            };
+            let (Some(kind), [ns, _, name]) = (kind, parts.as_slice()) else {
+                return Err(at(
+                    &field,
+                    Error::new(format!(
+                        "workloads entry {} is not `namespace/kind/name` of a Deployment, StatefulSet or DaemonSet",
+                        shown(w)
+                    )),
+                )
+                .with_help("e.g. `shop/deployment/cart`"));
+            };
+            let id = ObjectId {
+                group: "apps".into(),
+                kind: kind.into(),
+                namespace: Some(ns.to_string()),
+                name: name.to_string(),
+            };
+            if !inv.inventory.objects.iter().any(|o| o.id == id) {
+                return Err(at(
+                    &field,
+                    Error::new(format!(
+                        "{id} is not in the inventory {}",
+                        inv.path.display()
+                    )),
+                )
+                .with_help("name a workload the inventory holds, or capture the inventory again"));
+            }
+            if let Some(first) = moved.insert(id.clone(), wave.name.clone()) {
+                return Err(at(
+                    &field,
+                    Error::new(format!(
+                        "{id} is in wave `{first}` and again in wave `{}`",
+                        wave.name
+                    ))
+                    .with_help("each workload moves exactly once: keep it in one wave"),
+                ));
+            }
+            workloads.push(id);
+        }
+        out.push(Wave {
+            name: wave.name.clone(),
+            namespaces: wave.namespaces.clone(),
+            workloads,
+        });
+    }
+    Ok(out)
 }
 
 const MISSING_POLICY_HELP: &str =
@@ -877,7 +1061,7 @@ fn load_operator(
     field: &[Seg<'_>],
 ) -> Result<OperatorSpec> {
     let path = dir.join(rel);
-    let bytes = read(&path).map_err(|e| {
+    let bytes = read(&path, yamlin::SPEC_LIMIT).map_err(|e| {
         let err = Error::new(format!(
             "cannot read IstioOperator spec {}: {}",
             path.display(),
@@ -1420,7 +1604,7 @@ mod tests {
 
     /// Checks `text` as `dir/canary.yaml`, with `files` (name -> text) as the only files.
     fn check(text: &str, files: &[(&str, &str)]) -> Result<Policy> {
-        let read = |p: &Path| -> std::io::Result<Vec<u8>> {
+        let read = |p: &Path, _: u64| -> std::io::Result<Vec<u8>> {
             files
                 .iter()
                 .find(|(name, _)| Path::new("dir").join(name) == p)

@@ -185,6 +185,12 @@ pub struct PatchDoc {
     pub set_labels: BTreeMap<String, String>,
     /// Labels removed.
     pub remove_labels: Vec<String>,
+    /// For a pod-template patch (a restart or a per-workload move): the template's labels and
+    /// annotations set, or removed (`null`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_labels: BTreeMap<String, Option<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_annotations: BTreeMap<String, Option<String>>,
     /// The file in the directory that carries the patch, or `null`.
     pub file: Option<String>,
     /// The command that makes the patch, or `null`.

@@ -39,8 +39,8 @@ pub const PLAN_JSON_LIMIT: u64 = 64 << 20;
 pub const OUTPUT_FILE_LIMIT: u64 = 64 << 20;
 /// The largest istioctl binary hashed against its pin (512 MiB; real ones are about 100 MB).
 pub const ISTIOCTL_LIMIT: u64 = 512 << 20;
-/// The largest cluster inventory file to be read (64 MiB). No command reads an inventory yet:
-/// this is its limit once one does.
+/// The largest cluster inventory read (64 MiB): a `kubectl get … -o yaml` of about 10,000
+/// namespaces and their workloads.
 pub const INVENTORY_LIMIT: u64 = 64 << 20;
 /// The deepest nesting of sequences and mappings read. Real inputs stay far below: the deepest
 /// recorded istioctl output (a CRD schema) has 33 levels. serde_yaml itself stops at 128.
@@ -52,6 +52,7 @@ pub enum Kind {
     Policy,
     Spec,
     Manifest,
+    Inventory,
 }
 
 impl Kind {
@@ -60,6 +61,7 @@ impl Kind {
             Kind::Policy => POLICY_LIMIT,
             Kind::Spec => SPEC_LIMIT,
             Kind::Manifest => MANIFEST_LIMIT,
+            Kind::Inventory => INVENTORY_LIMIT,
         }
     }
 
@@ -68,6 +70,7 @@ impl Kind {
             Kind::Policy => "the policy",
             Kind::Spec => "the IstioOperator spec",
             Kind::Manifest => "istioctl's output",
+            Kind::Inventory => "the inventory",
         }
     }
 }
@@ -215,6 +218,7 @@ pub fn decode<'a>(bytes: &'a [u8], kind: Kind, source: &Path) -> Result<&'a str>
 fn limit_help(kind: Kind) -> String {
     match kind {
         Kind::Manifest => "a real `istioctl manifest generate` prints about 1 MiB; check what the pinned binary prints".to_string(),
+        Kind::Inventory => "capture only the kinds the README's inventory command names".to_string(),
         _ => format!(
             "{} is read whole into memory; real ones are a few KiB",
             kind.noun()

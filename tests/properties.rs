@@ -214,7 +214,7 @@ fn inputs(c: &Case) -> Result<(Policy, Rendered, Rendered), istio_canary::error:
         (PathBuf::from("/p/new.yaml"), c.new_spec.text()),
     ]
     .into();
-    let read = |p: &Path| {
+    let read = |p: &Path, _: u64| {
         files
             .get(p)
             .map(|t| t.as_bytes().to_vec())

@@ -99,7 +99,7 @@ fn policy_text(c: &Case) -> String {
 fn load(c: &Case) -> Policy {
     // A policy held in memory, as if it were beside the example (so the pins resolve).
     let path: PathBuf = fixtures().join("example/prop.yaml");
-    let read = |p: &Path| -> std::io::Result<Vec<u8>> {
+    let read = |p: &Path, _: u64| -> std::io::Result<Vec<u8>> {
         match p.file_name().and_then(|n| n.to_str()) {
             Some("gateways.yaml") => Ok(GATEWAYS_SPEC.as_bytes().to_vec()),
             Some("minimal.yaml") => Ok(MINIMAL_SPEC.as_bytes().to_vec()),

@@ -10,21 +10,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{namespace_id, Change, ClusterState, DeleteRef, Via};
+use crate::cluster::{namespace_id, template_patch_command, Change, ClusterState, DeleteRef, Via};
 use crate::istio::{is_tag_object, neutralize_injector, INJECTION_LABEL, REV_LABEL};
 use crate::k8s::{self, Minor, NAME_LABEL};
 use crate::manifest::{Object, ObjectId};
-use crate::mesh::Violation;
+use crate::mesh::{dangling_references, violations, Expectations, Violation};
 use crate::plan::refusal::{PhaseAt, Refusal};
 use crate::plan::simulate::{self, Expected};
-use crate::plan::start::canonical_label;
-use crate::plan::{applies, checks, ids, sort_changes, Hop, HopInput, Phase, PhaseKind, Result};
+use crate::plan::start::{revision_of, workload_injectors};
+use crate::plan::{
+    applies, checks, ids, sort_changes, Hop, HopInput, Phase, PhaseKind, Result, RESTART_ANNOTATION,
+};
 
 /// A phase before it is simulated (the uninstall's changes are derived during the simulation).
 pub struct Draft {
     kind: PhaseKind,
     name: String,
     namespaces: Vec<String>,
+    /// For a migrate phase: the workloads the wave moves one by one.
+    workloads: Vec<ObjectId>,
     changes: Vec<Change>,
 }
 
@@ -34,6 +38,7 @@ impl Draft {
             kind,
             name,
             namespaces: Vec::new(),
+            workloads: Vec::new(),
             changes,
         }
     }
@@ -84,14 +89,10 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
             applies(install),
         ),
     ];
-    let (old_key, _) = canonical_label(&hop.from.revision);
     for wave in hop.waves {
-        drafts.push(migrate(
-            &wave.name,
-            &wave.namespaces,
-            new.label(),
-            old_key == INJECTION_LABEL,
-        ));
+        let mut d = migrate(&wave.name, &wave.namespaces, new.label());
+        d.workloads = wave.workloads.clone();
+        drafts.push(d);
     }
     if !gateways.is_empty() {
         drafts.push(Draft::new(
@@ -131,11 +132,10 @@ pub fn placement(new: &[Object]) -> Vec<PhaseKind> {
         .collect()
 }
 
-/// A wave: every namespace labelled `istio.io/rev=<new>` by a file (a label merge), then, when
-/// the old install is selected by `istio-injection` (which wins over `istio.io/rev`), that label
-/// removed by a command after the new one is set, so the namespace stays on the old revision
-/// until the moment it moves.
-fn migrate(wave: &str, namespaces: &[String], new_rev: &str, remove_legacy: bool) -> Draft {
+/// A wave's relabels: every namespace labelled `istio.io/rev=<new>` by a file (a label merge).
+/// What depends on the state the wave starts from (removing `istio-injection`, the restarts) is
+/// added by `wave_changes`.
+fn migrate(wave: &str, namespaces: &[String], new_rev: &str) -> Draft {
     let mut changes = Vec::new();
     for ns in namespaces {
         changes.push(Change::Labels {
@@ -146,9 +146,30 @@ fn migrate(wave: &str, namespaces: &[String], new_rev: &str, remove_legacy: bool
             via: Via::File,
         });
     }
-    if remove_legacy {
-        for ns in namespaces {
-            changes.push(Change::Labels {
+    let mut d = Draft::new(PhaseKind::Migrate, format!("migrate-{wave}"), changes);
+    d.namespaces = namespaces.to_vec();
+    d
+}
+
+/// What a wave adds to its relabels, from the state it starts in: a command removing
+/// `istio-injection` from each namespace that carries it (it wins over `istio.io/rev`; removed
+/// after the new label is set, so the namespace stays on the old revision until the moment it
+/// moves); a pod-template patch moving each workload the wave names (`istio.io/rev=<new>` on
+/// its pods); and a restart, a patch of the restart annotation, for every other known workload
+/// of its namespaces whose new pods would meet another injector than its running pods did.
+fn wave_changes(
+    state: &ClusterState,
+    draft: &Draft,
+    new_rev: &str,
+    running: &BTreeMap<ObjectId, Option<String>>,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    for ns in &draft.namespaces {
+        let carries = state
+            .labels(&namespace_id(ns))
+            .is_some_and(|l| l.contains_key(INJECTION_LABEL));
+        if carries {
+            out.push(Change::Labels {
                 id: namespace_id(ns),
                 api_version: "v1".into(),
                 set: BTreeMap::new(),
@@ -157,9 +178,46 @@ fn migrate(wave: &str, namespaces: &[String], new_rev: &str, remove_legacy: bool
             });
         }
     }
-    let mut d = Draft::new(PhaseKind::Migrate, format!("migrate-{wave}"), changes);
-    d.namespaces = namespaces.to_vec();
-    d
+    let restart = BTreeMap::from([(RESTART_ANNOTATION.to_string(), Some(new_rev.to_string()))]);
+    for id in &draft.workloads {
+        let Some(o) = state.objects.get(id) else {
+            continue;
+        };
+        let labels = BTreeMap::from([(REV_LABEL.to_string(), Some(new_rev.to_string()))]);
+        out.push(Change::Template {
+            id: id.clone(),
+            api_version: o.api_version.clone(),
+            command: template_patch_command(id, &labels, &restart),
+            labels,
+            annotations: restart.clone(),
+        });
+    }
+    let mut after = state.clone();
+    for c in draft.changes.iter().chain(&out) {
+        after.apply(c);
+    }
+    let webhooks = after.injector_webhooks();
+    let moved: BTreeSet<&str> = draft.namespaces.iter().map(String::as_str).collect();
+    for (id, was) in running {
+        let in_wave = id.namespace.as_deref().is_some_and(|ns| moved.contains(ns));
+        if !in_wave || draft.workloads.contains(id) {
+            continue;
+        }
+        let Some(o) = after.objects.get(id) else {
+            continue;
+        };
+        let will = revision_of(&workload_injectors(&after, &webhooks, o)).map(str::to_string);
+        if will != *was {
+            out.push(Change::Template {
+                id: id.clone(),
+                api_version: o.api_version.clone(),
+                labels: BTreeMap::new(),
+                annotations: restart.clone(),
+                command: template_patch_command(id, &BTreeMap::new(), &restart),
+            });
+        }
+    }
+    out
 }
 
 /// What the hop expects of its namespaces once `waves_done` waves have moved: the new revision
@@ -178,19 +236,25 @@ pub fn expected(hop: &HopInput<'_>, waves_done: usize) -> Expected {
 
 /// Simulates the hop's phases (and its uninstall, when the policy asks for it) from `start`:
 /// after every step the invariants hold, at the end of every phase with the hop's expectations.
+/// `fixed` holds the namespaces no wave moves, each with the revision it must keep; `running`
+/// the revision each known workload's pods run, updated by every restart.
 pub fn run(
     start: &ClusterState,
     hop: &HopInput<'_>,
     drafts: Vec<Draft>,
     at: At,
     known: &BTreeSet<Violation>,
+    fixed: &Expected,
+    running: &mut BTreeMap<ObjectId, Option<String>>,
 ) -> Result<HopOut> {
-    let any_single: Expected = hop
+    let mut any_single: Expected = hop
         .waves
         .iter()
         .flat_map(|w| &w.namespaces)
         .map(|n| (n.clone(), None))
         .collect();
+    any_single.extend(fixed.clone());
+    let removable = ids(&hop.old);
     let needed: BTreeSet<ObjectId> = ids(&hop.new)
         .into_iter()
         .chain(any_single.keys().map(|n| namespace_id(n)))
@@ -222,33 +286,41 @@ pub fn run(
     };
     let mut waves_done = 0;
     for (i, mut draft) in all.into_iter().enumerate() {
+        let index = at.first_index + i;
+        let dir = format!("{index:0width$}-{}", draft.name);
+        let phase_at = PhaseAt {
+            index,
+            kind: draft.kind,
+            dir: dir.clone(),
+            from: hop.from.revision.clone(),
+            to: hop.to.revision.clone(),
+        };
         match draft.kind {
             PhaseKind::Uninstall => {
-                draft.changes = uninstall_changes(&state, &needed, hop.kubernetes);
+                draft.changes = uninstall_changes(&state, &needed, &removable, hop.kubernetes);
+                still_used(&state, &draft.changes, hop, running, known, &phase_at)?;
             }
             PhaseKind::DefaultTag => {
                 let off = switch_off_legacy_injectors(&state, &draft.changes);
                 draft.changes.extend(off);
             }
-            PhaseKind::Migrate => waves_done += 1,
+            PhaseKind::Migrate => {
+                waves_done += 1;
+                let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
+                draft.changes.extend(more);
+            }
             _ => {}
         }
         sort_changes(&mut draft.changes);
-        let index = at.first_index + i;
-        let dir = format!("{index:0width$}-{}", draft.name);
-        let end = expected(hop, waves_done);
+        let mut end = expected(hop, waves_done);
+        end.extend(fixed.clone());
         state = simulate::run(&state, &draft.changes, &any_single, &end, known).map_err(
             |violation| Refusal::UnsafePhase {
-                at: PhaseAt {
-                    index,
-                    kind: draft.kind,
-                    dir: dir.clone(),
-                    from: hop.from.revision.clone(),
-                    to: hop.to.revision.clone(),
-                },
+                at: phase_at.clone(),
                 violation,
             },
         )?;
+        restarted(&state, &draft, hop, running, &phase_at)?;
         out.phases.push(Phase {
             index,
             hop: at.hop,
@@ -264,17 +336,20 @@ pub fn run(
     Ok(out)
 }
 
-/// The uninstall: every object of the state the end state does not need (not rendered by the
-/// new revision, not a namespace the policy names), never CRDs or Namespaces.
+/// The uninstall: every object of the old install (its render, with what the install added)
+/// still in the state that the end state does not need (not rendered by the new revision, not
+/// a namespace the policy names), never CRDs or Namespaces. Nothing the old install did not make
+/// is deleted, whatever the inventory holds.
 fn uninstall_changes(
     state: &ClusterState,
     needed: &BTreeSet<ObjectId>,
+    removable: &BTreeSet<ObjectId>,
     kubernetes: Option<Minor>,
 ) -> Vec<Change> {
     state
         .objects
         .values()
-        .filter(|o| !needed.contains(&o.id))
+        .filter(|o| removable.contains(&o.id) && !needed.contains(&o.id))
         .filter(|o| o.id.kind != "CustomResourceDefinition" && o.id.kind != "Namespace")
         .map(|o| {
             Change::Delete(DeleteRef {
@@ -288,6 +363,106 @@ fn uninstall_changes(
             })
         })
         .collect()
+}
+
+/// After a phase: each workload it restarted runs pods of the revision its template now meets.
+/// A wave refuses a workload whose new pods would still get the old revision (its template
+/// pins it).
+fn restarted(
+    state: &ClusterState,
+    draft: &Draft,
+    hop: &HopInput<'_>,
+    running: &mut BTreeMap<ObjectId, Option<String>>,
+    at: &PhaseAt,
+) -> Result<()> {
+    let webhooks = state.injector_webhooks();
+    let old = hop.from.revision.label();
+    let mut pinned = Vec::new();
+    for c in &draft.changes {
+        let Change::Template { id, .. } = c else {
+            continue;
+        };
+        let Some(o) = state.objects.get(id) else {
+            continue;
+        };
+        let found = workload_injectors(state, &webhooks, o);
+        let now = revision_of(&found).map(str::to_string);
+        if draft.kind == PhaseKind::Migrate && now.as_deref() == Some(old) {
+            pinned.push((id.clone(), found));
+        }
+        running.insert(id.clone(), now);
+    }
+    if !pinned.is_empty() {
+        return Err(Refusal::Pinned {
+            at: at.clone(),
+            workloads: pinned,
+        });
+    }
+    Ok(())
+}
+
+/// Before the uninstall: nothing may still use the old revision. Every namespace it would still
+/// inject, every workload whose pods still run its sidecars, and every object left behind that
+/// references what the uninstall deletes (a revision tag's webhook, a validator, a config) is
+/// listed at once.
+fn still_used(
+    state: &ClusterState,
+    changes: &[Change],
+    hop: &HopInput<'_>,
+    running: &BTreeMap<ObjectId, Option<String>>,
+    known: &BTreeSet<Violation>,
+    at: &PhaseAt,
+) -> Result<()> {
+    let old = hop.from.revision.label();
+    let webhooks = state.injector_webhooks();
+    let namespaces: Vec<String> = state
+        .objects
+        .values()
+        .filter(|o| o.id.kind == "Namespace")
+        .filter(|o| revision_of(&webhooks.matching(&o.labels(), &BTreeMap::new())) == Some(old))
+        .map(|o| o.id.name.clone())
+        .collect();
+    let workloads: Vec<ObjectId> = running
+        .iter()
+        .filter(|(id, r)| r.as_deref() == Some(old) && state.objects.contains_key(*id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut after = state.clone();
+    for c in changes {
+        after.apply(c);
+    }
+    let deleted: Vec<&ObjectId> = changes.iter().map(Change::id).collect();
+    let mut references: BTreeSet<Violation> = dangling_references(&after, &deleted);
+    references.extend(
+        violations(
+            &after,
+            &Expectations {
+                namespaces: &Expected::new(),
+            },
+        )
+        .into_iter()
+        .filter(|v| matches!(v, Violation::DanglingWebhook { .. })),
+    );
+    // What the new render itself still references is a render defect the simulation reports
+    // with its own advice; here only what the plan leaves behind of the old revision's users.
+    let rendered = ids(&hop.new);
+    references.retain(|v| {
+        let by = match v {
+            Violation::DeletedButReferenced { by, .. } => Some(by),
+            Violation::DanglingWebhook { webhook, .. } => Some(webhook),
+            _ => None,
+        };
+        !known.contains(v) && by.is_none_or(|b| !rendered.contains(b))
+    });
+    if namespaces.is_empty() && workloads.is_empty() && references.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::StillUsed {
+        at: at.clone(),
+        namespaces,
+        workloads,
+        references: references.into_iter().collect(),
+    })
 }
 
 /// After the default tag is applied, every other injector that still matches a namespace

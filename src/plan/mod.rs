@@ -43,9 +43,14 @@ pub use hop::placement;
 pub use refusal::Refusal;
 pub use rollback::{live_changes, managed_labels, rollback_changes, simulate_rollback};
 pub use simulate::{steps, Expected};
-pub use start::Assumption;
+pub use start::{Assumption, InventoryInput};
 
 pub type Result<T, E = Refusal> = std::result::Result<T, E>;
+
+/// The pod-template annotation a restart sets, to the revision the restart moves the pods to:
+/// deterministic (running the patch again changes nothing and rolls nothing out), and a rollback
+/// that sets it back (or removes it) restarts the pods again.
+pub const RESTART_ANNOTATION: &str = "istio-canary.dev/restarted-for";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -163,6 +168,9 @@ pub struct Plan {
     pub rollback_injection: Vec<InjectionRow>,
     /// The 1-based index of the phase whose end state `live/` holds (`spec.promote`).
     pub promote: Option<usize>,
+    /// Every object any render of the plan holds: what `live/` may own (an inventory's other
+    /// objects, the users' workloads among them, are never written there).
+    pub rendered: BTreeSet<ObjectId>,
 }
 
 /// What undoes one phase, computed from the states before and after it (never written by hand):
@@ -268,6 +276,8 @@ pub struct PlanInput<'a> {
     /// Whether the policy says (rather than the plan assumes) that the old revision owns the
     /// default tag and validator.
     pub default_tag_declared: bool,
+    /// The cluster as it is, when the policy gives an inventory (else state 0 is assumed).
+    pub inventory: Option<InventoryInput<'a>>,
 }
 
 /// Builds the plan from the policy and the renders of the old and the new revision. Pure: the
@@ -296,6 +306,10 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
         }],
         promote: policy.promote.as_ref(),
         default_tag_declared: policy.from_default_tag_declared,
+        inventory: policy.inventory.as_ref().map(|i| InventoryInput {
+            path: i.declared.clone(),
+            inventory: &i.inventory,
+        }),
     })
 }
 
@@ -306,11 +320,14 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
     let Some(first) = input.hops.first() else {
         return Err(Refusal::NoHop);
     };
-    let start = start::assumed(
-        first,
-        first.waves.iter().flat_map(|w| &w.namespaces),
-        input.default_tag_declared,
-    );
+    let start = match &input.inventory {
+        Some(inventory) => start::from_inventory(first, inventory, input.default_tag_declared)?,
+        None => start::assumed(
+            first,
+            first.waves.iter().flat_map(|w| &w.namespaces),
+            input.default_tag_declared,
+        ),
+    };
 
     if let Some(v) = start.known.iter().find(|v| v.is_undecidable()) {
         return Err(Refusal::UndecidableStart {
@@ -332,6 +349,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
     let mut expected = vec![start.expected.clone()];
     let mut phases: Vec<Phase> = Vec::new();
     let mut planned_hops = Vec::new();
+    let mut running = start.workloads.clone();
     for (h, (hop_input, drafts)) in input.hops.iter().zip(drafted).enumerate() {
         let from = states.last().cloned().unwrap_or_default();
         let at = hop::At {
@@ -339,7 +357,15 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
             first_index: phases.len() + 1,
             width,
         };
-        let out = hop::run(&from, hop_input, drafts, at, &start.known)?;
+        let out = hop::run(
+            &from,
+            hop_input,
+            drafts,
+            at,
+            &start.known,
+            &start.fixed,
+            &mut running,
+        )?;
         phases.extend(out.phases);
         states.extend(out.states);
         expected.extend(out.expected);
@@ -360,6 +386,12 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         }
     }
 
+    let rendered: BTreeSet<ObjectId> = input
+        .hops
+        .iter()
+        .flat_map(|h| h.old.iter().chain(&h.new))
+        .map(|o| o.id.clone())
+        .collect();
     let injection = injection_table(&start.namespaces, &states);
     let deltas = crate::diff::phase_deltas(&states);
     let mut plan = Plan {
@@ -371,6 +403,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         assumptions,
         warnings: start.known.iter().cloned().collect(),
         deltas,
+        rendered,
         ..empty_plan(input)
     };
     let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &start.known)?;
@@ -441,6 +474,7 @@ fn empty_plan(input: &PlanInput<'_>) -> Plan {
         rollbacks: Vec::new(),
         rollback_injection: Vec::new(),
         promote: None,
+        rendered: BTreeSet::new(),
     }
 }
 
@@ -474,13 +508,15 @@ fn sort_changes(changes: &mut [Change]) {
     let group = |c: &Change| match c {
         Change::Apply(_) | Change::Labels { via: Via::File, .. } => 0,
         Change::Labels { .. } => 1,
-        Change::Delete(_) => 2,
+        Change::Template { .. } => 2,
+        Change::Delete(_) => 3,
     };
     changes.sort_by(|a, b| {
         let key = |c: &Change| match group(c) {
             0 => (0, apply_rank(c.id()), Some(c.id().clone())),
             1 => (1, 0, None),
-            _ => (2, delete_rank(c.id()), Some(c.id().clone())),
+            2 => (2, 0, Some(c.id().clone())),
+            _ => (3, delete_rank(c.id()), Some(c.id().clone())),
         };
         key(a).cmp(&key(b))
     });

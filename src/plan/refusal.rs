@@ -35,6 +35,16 @@ pub enum Differs {
     LeftBehind,
 }
 
+/// Why a namespace's injection labels are ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Ambiguous {
+    /// Both `istio-injection` and `istio.io/rev`: `istio-injection` wins and the revision label
+    /// is ignored.
+    BothLabels,
+    /// `istio-injection` or `istio.io/rev` with an empty value.
+    EmptyValue(&'static str),
+}
+
 /// A render's object whose API version the cluster does not serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unserved {
@@ -130,6 +140,41 @@ pub enum Refusal {
         dir: String,
         object: ObjectId,
         how: Differs,
+    },
+    /// Namespaces of the inventory whose injection labels Istio reads in a way the policy cannot
+    /// mean: both `istio-injection` and `istio.io/rev`, or an empty value.
+    AmbiguousLabels {
+        inventory: String,
+        namespaces: Vec<(String, Ambiguous)>,
+    },
+    /// The inventory and the old render disagree (the spec is not what was installed): objects of
+    /// the old render the cluster lacks (of kinds the inventory holds), and objects labelled for
+    /// the old revision that neither the render nor the install explains.
+    NotInstalled {
+        inventory: String,
+        revision: Revision,
+        missing: Vec<ObjectId>,
+        unexplained: Vec<ObjectId>,
+    },
+    /// Namespaces and workloads the old revision injects that no wave moves, while the plan
+    /// deletes the old revision.
+    Forgotten {
+        revision: Revision,
+        namespaces: Vec<String>,
+        workloads: Vec<ObjectId>,
+    },
+    /// Workloads a phase restarts (or moves) whose new pods would still get the old revision's
+    /// sidecar: their pod template pins it.
+    Pinned {
+        at: PhaseAt,
+        workloads: Vec<(ObjectId, Vec<Injection>)>,
+    },
+    /// The uninstall would delete a revision still in use at that point of the plan.
+    StillUsed {
+        at: PhaseAt,
+        namespaces: Vec<String>,
+        workloads: Vec<ObjectId>,
+        references: Vec<Violation>,
     },
     /// `spec.promote` or `--promote` names no phase.
     PromoteUnknown {

@@ -9,7 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{as_stored, kubectl_ref, Change, ClusterState, DeleteRef, Via};
+use crate::cluster::{
+    as_stored, kubectl_ref, template_patch_command, Change, ClusterState, DeleteRef, Via,
+};
 use crate::k8s::{self, Minor};
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::Violation;
@@ -31,10 +33,14 @@ pub fn rollback_changes(
 ) -> Vec<Change> {
     let mut whole: BTreeSet<&ObjectId> = BTreeSet::new();
     let mut labelled: BTreeSet<&ObjectId> = BTreeSet::new();
+    let mut templated: BTreeSet<&ObjectId> = BTreeSet::new();
     for c in &phase.changes {
         match c {
             Change::Labels { id, .. } => {
                 labelled.insert(id);
+            }
+            Change::Template { id, .. } => {
+                templated.insert(id);
             }
             _ => {
                 whole.insert(c.id());
@@ -96,8 +102,49 @@ pub fn rollback_changes(
             });
         }
     }
+    for id in templated.difference(&whole) {
+        let (Some(b), Some(a)) = (before.objects.get(*id), after.objects.get(*id)) else {
+            continue;
+        };
+        let back = |field: &str| -> BTreeMap<String, Option<String>> {
+            let (was, now) = (template_map(b, field), template_map(a, field));
+            let mut patch: BTreeMap<String, Option<String>> = was
+                .iter()
+                .filter(|(k, v)| now.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            patch.extend(
+                now.keys()
+                    .filter(|k| !was.contains_key(*k))
+                    .map(|k| (k.clone(), None)),
+            );
+            patch
+        };
+        let (labels, annotations) = (back("labels"), back("annotations"));
+        if labels.is_empty() && annotations.is_empty() {
+            continue;
+        }
+        out.push(Change::Template {
+            id: (*id).clone(),
+            api_version: a.api_version.clone(),
+            command: template_patch_command(id, &labels, &annotations),
+            labels,
+            annotations,
+        });
+    }
     sort_changes(&mut out);
     out
+}
+
+/// A workload's pod-template labels or annotations (`field`).
+fn template_map(o: &Object, field: &str) -> BTreeMap<String, String> {
+    match crate::manifest::value_at(&o.body, &["spec", "template", "metadata", field]) {
+        Some(serde_yaml::Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), crate::cluster::scalar(v)?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 /// `kubectl label namespace shop istio.io/rev-`: removes labels, the way the migrate phase does.
@@ -244,6 +291,7 @@ pub fn live_changes(plan: &Plan, n: usize) -> Vec<Change> {
     let mut out: Vec<Change> = state
         .objects
         .values()
+        .filter(|o| named.contains(&o.id) || plan.rendered.contains(&o.id))
         .map(|o| {
             if named.contains(&o.id) {
                 Change::Labels {

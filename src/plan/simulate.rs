@@ -15,8 +15,8 @@ use crate::mesh::{dangling_references, violations, Expectations, Violation};
 /// injected by, or `None`: any single healthy injector (between the steps of a phase).
 pub type Expected = BTreeMap<String, Option<String>>;
 
-/// The steps a list of changes runs as: the directory (every file at once), then each command,
-/// then the deletes.
+/// The steps a list of changes runs as: the directory (every file at once), then each label
+/// command, then the pod-template patches (restarts) together, then the deletes.
 pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
     let mut steps: Vec<Vec<&Change>> = vec![Vec::new()];
     for c in changes {
@@ -25,6 +25,19 @@ pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
                 via: Via::Command(_),
                 ..
             } => steps.push(vec![c]),
+            // The restarts run together after the label commands: they change no namespace,
+            // webhook or Service, only which injector the workloads' new pods meet.
+            Change::Template { .. } => {
+                if !steps
+                    .last()
+                    .is_some_and(|s| s.iter().any(|x| matches!(x, Change::Template { .. })))
+                {
+                    steps.push(Vec::new());
+                }
+                if let Some(s) = steps.last_mut() {
+                    s.push(c);
+                }
+            }
             Change::Delete(_) => {
                 if steps
                     .last()

@@ -1,17 +1,23 @@
-//! State 0, the cluster before the upgrade, made in one place. Today it is assumed: the old
-//! render plus every namespace the policy names, labelled the canonical way for the old revision.
-//! (A cluster inventory, when the policy gives one, replaces the assumption here and only here.)
+//! State 0, the cluster before the upgrade, made in one place. Without an inventory it is
+//! assumed: the old render plus every namespace the policy names, labelled the canonical way for
+//! the old revision. With one (`from_inventory`), it is the cluster as captured, and the old render
+//! only fills in the kinds the capture does not hold.
 //!
-//! Owns: state 0, the expectations of state 0, the violations it already has (warnings, never
-//! blamed on a phase) and the assumptions the plan states about it. Must not: plan phases.
+//! Owns: state 0, the expectations of state 0 (and of the namespaces no wave moves), the
+//! violations it already has (warnings, never blamed on a phase), the revision each workload's
+//! pods run, the refusals an inventory alone decides (ambiguous labels, a spec that is not what
+//! was installed, forgotten namespaces and workloads) and the assumptions the plan states about
+//! state 0. Must not: plan phases.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{namespace_id, namespace_object, ClusterState};
-use crate::istio::{is_tag_object, Revision, INJECTION_LABEL, REV_LABEL};
-use crate::manifest::ObjectId;
-use crate::mesh::{violations, Expectations, Violation};
-use crate::plan::{Expected, HopInput};
+use crate::cluster::{namespace_id, namespace_object, pod_template_labels, ClusterState};
+use crate::inventory::Inventory;
+use crate::istio::{is_tag_object, normalize, Revision, INJECTION_LABEL, REV_LABEL};
+use crate::manifest::{Object, ObjectId};
+use crate::mesh::{violations, Expectations, Injection, InjectorWebhooks, Target, Violation};
+use crate::plan::refusal::{Ambiguous, Refusal};
+use crate::plan::{ids, Expected, HopInput, Result};
 
 /// The cluster before the upgrade and what the plan knows about it.
 #[derive(Debug, Clone)]
@@ -25,6 +31,12 @@ pub struct Start {
     pub known: BTreeSet<Violation>,
     /// What the plan assumed about the cluster.
     pub assumptions: Vec<Assumption>,
+    /// Namespaces no wave moves, each with the revision that injects it and must keep injecting
+    /// it through every phase (only known with an inventory).
+    pub fixed: Expected,
+    /// The workloads of the inventory (not the control plane's own), each with the revision its
+    /// pods run (`None`: not injected).
+    pub workloads: BTreeMap<ObjectId, Option<String>>,
 }
 
 /// Something the plan believes about the cluster without having seen it (`describe` says it in
@@ -45,6 +57,13 @@ pub enum Assumption {
         objects: Vec<ObjectId>,
         revision: Revision,
         declared: bool,
+    },
+    /// State 0 is the inventory: the kinds it holds are the cluster as captured, the others are
+    /// taken from the old render; running pods were injected by the webhooks the inventory shows.
+    Inventory {
+        path: String,
+        held: Vec<String>,
+        from_render: Vec<String>,
     },
     /// The support table does not know this Istio minor: whether it supports the policy's
     /// Kubernetes version was not checked.
@@ -115,5 +134,218 @@ pub fn assumed<'a>(
         expected,
         known,
         assumptions,
+        fixed: Expected::new(),
+        workloads: BTreeMap::new(),
     }
+}
+
+/// A cluster inventory and the path the policy names it by.
+pub struct InventoryInput<'a> {
+    pub path: String,
+    pub inventory: &'a Inventory,
+}
+
+/// The kinds a wave restarts: their pod templates make pods.
+pub const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
+
+/// Whether `o` is a workload whose pods a wave restarts.
+pub fn is_workload(o: &Object) -> bool {
+    o.id.group == "apps" && WORKLOAD_KINDS.contains(&o.id.kind.as_str())
+}
+
+/// The revision that injects a pod, when exactly one healthy injector does.
+pub fn revision_of(found: &[Injection]) -> Option<&str> {
+    match found {
+        [one] => match &one.target {
+            Target::Revision(r) => Some(r),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Which injectors a pod of workload `o` meets in `state` (its namespace's labels and its pod
+/// template's labels).
+pub fn workload_injectors(
+    state: &ClusterState,
+    webhooks: &InjectorWebhooks,
+    o: &Object,
+) -> Vec<Injection> {
+    let ns = o.id.namespace.as_deref().unwrap_or("");
+    let ns_labels = state.labels(&namespace_id(ns)).unwrap_or_default();
+    webhooks.matching(&ns_labels, &pod_template_labels(o))
+}
+
+/// State 0 from an inventory: every object it holds (as stored, webhooks normalized like a
+/// render's) and, for kinds it does not hold, the first hop's old render (with what an install
+/// adds). Refuses, listing everything found at once: namespaces with ambiguous labels; a spec
+/// that is not what was installed (render objects of held kinds the cluster lacks, objects
+/// labelled for the old revision in the control-plane namespace or cluster-wide that neither the
+/// render nor a revision tag explains); and, when the plan deletes the old revision, namespaces
+/// and workloads it injects that no wave moves. Namespaces no wave moves keep their injector
+/// (`fixed`): the old revision's too when the plan keeps it.
+pub fn from_inventory(
+    first: &HopInput<'_>,
+    input: &InventoryInput<'_>,
+    default_tag_declared: bool,
+) -> Result<Start> {
+    let inv = input.inventory;
+    let old_rev = first.from.revision.label().to_string();
+
+    let mut ambiguous = Vec::new();
+    for o in inv.objects.iter().filter(|o| o.id.kind == "Namespace") {
+        let labels = o.labels();
+        if labels.contains_key(INJECTION_LABEL) && labels.contains_key(REV_LABEL) {
+            ambiguous.push((o.id.name.clone(), Ambiguous::BothLabels));
+        }
+        for key in [INJECTION_LABEL, REV_LABEL] {
+            if labels.get(key).is_some_and(String::is_empty) {
+                ambiguous.push((o.id.name.clone(), Ambiguous::EmptyValue(key)));
+            }
+        }
+    }
+    if !ambiguous.is_empty() {
+        return Err(Refusal::AmbiguousLabels {
+            inventory: input.path.clone(),
+            namespaces: ambiguous,
+        });
+    }
+
+    let render_ids = ids(&first.old);
+    let held = |o: &Object| inv.holds(&o.id.group, &o.id.kind);
+    let captured: BTreeSet<&ObjectId> = inv.objects.iter().map(|o| &o.id).collect();
+    let missing: Vec<ObjectId> = first
+        .old
+        .iter()
+        .filter(|o| held(o) && !captured.contains(&o.id))
+        .map(|o| o.id.clone())
+        .collect();
+    let istio_ns = first.from.istio_namespace.as_str();
+    let unexplained: Vec<ObjectId> = inv
+        .objects
+        .iter()
+        .filter(|o| o.id.kind != "Namespace" && !is_tag_object(o))
+        .filter(|o| o.id.namespace.as_deref().is_none_or(|ns| ns == istio_ns))
+        .filter(|o| o.label(REV_LABEL).as_deref() == Some(old_rev.as_str()))
+        .filter(|o| !render_ids.contains(&o.id))
+        .map(|o| o.id.clone())
+        .collect();
+    if !missing.is_empty() || !unexplained.is_empty() {
+        return Err(Refusal::NotInstalled {
+            inventory: input.path.clone(),
+            revision: first.from.revision.clone(),
+            missing,
+            unexplained,
+        });
+    }
+
+    let from_render: Vec<&Object> = first.old.iter().filter(|o| !held(o)).collect();
+    let normalized: Vec<Object> = inv.objects.iter().map(normalize).collect();
+    let state = ClusterState::from_objects(from_render.iter().copied().chain(&normalized));
+
+    // Who the old revision injects, and what no wave moves.
+    let webhooks = state.injector_webhooks();
+    let moved: BTreeSet<&str> = first
+        .waves
+        .iter()
+        .flat_map(|w| &w.namespaces)
+        .map(String::as_str)
+        .collect();
+    let moved_workloads: BTreeSet<&ObjectId> =
+        first.waves.iter().flat_map(|w| &w.workloads).collect();
+    let mut fixed = Expected::new();
+    let mut forgotten = Vec::new();
+    for o in state.objects.values().filter(|o| o.id.kind == "Namespace") {
+        let ns = &o.id.name;
+        if moved.contains(ns.as_str()) {
+            continue;
+        }
+        let found = webhooks.matching(&o.labels(), &BTreeMap::new());
+        match revision_of(&found) {
+            Some(r) if r == old_rev && first.uninstall_old => forgotten.push(ns.clone()),
+            Some(r) => {
+                fixed.insert(ns.clone(), Some(r.to_string()));
+            }
+            None => {}
+        }
+    }
+    let mut workloads = BTreeMap::new();
+    let mut forgotten_workloads = Vec::new();
+    for o in state.objects.values().filter(|o| is_workload(o)) {
+        if render_ids.contains(&o.id) {
+            continue;
+        }
+        let running = revision_of(&workload_injectors(&state, &webhooks, o)).map(str::to_string);
+        let ns = o.id.namespace.as_deref().unwrap_or("");
+        if running.as_deref() == Some(old_rev.as_str())
+            && first.uninstall_old
+            && !moved.contains(ns)
+            && !moved_workloads.contains(&o.id)
+            && !forgotten.iter().any(|f| f == ns)
+        {
+            forgotten_workloads.push(o.id.clone());
+        }
+        workloads.insert(o.id.clone(), running);
+    }
+    if !forgotten.is_empty() || !forgotten_workloads.is_empty() {
+        return Err(Refusal::Forgotten {
+            revision: first.from.revision.clone(),
+            namespaces: forgotten,
+            workloads: forgotten_workloads,
+        });
+    }
+
+    let named: Vec<String> = first
+        .waves
+        .iter()
+        .flat_map(|w| &w.namespaces)
+        .cloned()
+        .collect();
+    let mut expected: Expected = named
+        .iter()
+        .map(|n| (n.clone(), Some(old_rev.clone())))
+        .collect();
+    expected.extend(fixed.clone());
+    let known = violations(
+        &state,
+        &Expectations {
+            namespaces: &expected,
+        },
+    );
+    let kind_names = |objects: &mut dyn Iterator<Item = &Object>| -> Vec<String> {
+        objects
+            .map(|o| match o.id.group.as_str() {
+                "" => o.id.kind.clone(),
+                g => format!("{}.{g}", o.id.kind),
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let mut assumptions = vec![Assumption::Inventory {
+        path: input.path.clone(),
+        held: kind_names(&mut inv.objects.iter()),
+        from_render: kind_names(&mut from_render.iter().copied()),
+    }];
+    let added: Vec<ObjectId> = from_render
+        .iter()
+        .filter(|o| is_tag_object(o))
+        .map(|o| o.id.clone())
+        .collect();
+    if !added.is_empty() {
+        assumptions.push(Assumption::InstallAdded {
+            objects: added,
+            revision: first.from.revision.clone(),
+            declared: default_tag_declared,
+        });
+    }
+    Ok(Start {
+        state,
+        namespaces: named,
+        expected,
+        known,
+        assumptions,
+        fixed,
+        workloads,
+    })
 }

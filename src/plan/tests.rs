@@ -69,6 +69,7 @@ fn waves(spec: &[(&str, &[&str])]) -> Vec<Wave> {
         .map(|(name, namespaces)| Wave {
             name: name.to_string(),
             namespaces: namespaces.iter().map(ToString::to_string).collect(),
+            workloads: Vec::new(),
         })
         .collect()
 }
@@ -130,6 +131,7 @@ impl Case {
             hops: vec![self.hop()],
             promote: None,
             default_tag_declared: false,
+            inventory: None,
         })
     }
 }
@@ -593,6 +595,7 @@ fn directory_numbers_widen_when_a_plan_passes_99_phases() {
         .map(|n| Wave {
             name: format!("w-{n}"),
             namespaces: vec![n.clone()],
+            workloads: Vec::new(),
         })
         .collect();
     let p = c.plan().unwrap();
@@ -882,6 +885,7 @@ fn a_plan_of_no_hop_is_refused() {
         hops: Vec::new(),
         promote: None,
         default_tag_declared: false,
+        inventory: None,
     });
     assert!(matches!(r, Err(Refusal::NoHop)));
 }
