@@ -366,8 +366,8 @@ fn uninstall_changes(
 }
 
 /// After a phase: each workload it restarted runs pods of the revision its template now meets.
-/// A wave refuses a workload whose new pods would still get the old revision (its template
-/// pins it).
+/// A wave refuses every workload of its namespaces, and every workload it moves, whose new pods
+/// would still get the old revision (its template pins it), restarted or not.
 fn restarted(
     state: &ClusterState,
     draft: &Draft,
@@ -377,20 +377,32 @@ fn restarted(
 ) -> Result<()> {
     let webhooks = state.injector_webhooks();
     let old = hop.from.revision.label();
-    let mut pinned = Vec::new();
     for c in &draft.changes {
         let Change::Template { id, .. } = c else {
             continue;
         };
+        if let Some(o) = state.objects.get(id) {
+            let now = revision_of(&workload_injectors(state, &webhooks, o)).map(str::to_string);
+            running.insert(id.clone(), now);
+        }
+    }
+    if draft.kind != PhaseKind::Migrate {
+        return Ok(());
+    }
+    let moved: BTreeSet<&str> = draft.namespaces.iter().map(String::as_str).collect();
+    let mut pinned = Vec::new();
+    for id in running.keys() {
+        let in_wave = id.namespace.as_deref().is_some_and(|ns| moved.contains(ns));
+        if !in_wave && !draft.workloads.contains(id) {
+            continue;
+        }
         let Some(o) = state.objects.get(id) else {
             continue;
         };
         let found = workload_injectors(state, &webhooks, o);
-        let now = revision_of(&found).map(str::to_string);
-        if draft.kind == PhaseKind::Migrate && now.as_deref() == Some(old) {
+        if revision_of(&found) == Some(old) {
             pinned.push((id.clone(), found));
         }
-        running.insert(id.clone(), now);
     }
     if !pinned.is_empty() {
         return Err(Refusal::Pinned {

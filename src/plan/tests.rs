@@ -89,6 +89,7 @@ struct Case {
     remove_gateways: BTreeSet<String>,
     versions: (&'static str, &'static str),
     kubernetes: Option<Minor>,
+    inventory: Option<crate::inventory::Inventory>,
 }
 
 impl Case {
@@ -104,6 +105,7 @@ impl Case {
             remove_gateways: BTreeSet::new(),
             versions: ("1.13.5", "1.14.1"),
             kubernetes: None,
+            inventory: None,
         }
     }
 
@@ -131,7 +133,10 @@ impl Case {
             hops: vec![self.hop()],
             promote: None,
             default_tag_declared: false,
-            inventory: None,
+            inventory: self.inventory.as_ref().map(|i| InventoryInput {
+                path: "inventory.yaml".into(),
+                inventory: i,
+            }),
         })
     }
 }
@@ -888,4 +893,386 @@ fn a_plan_of_no_hop_is_refused() {
         inventory: None,
     });
     assert!(matches!(r, Err(Refusal::NoHop)));
+}
+
+// ---- With an inventory: the cluster as it is ----
+
+/// An inventory of the cluster the case's old render was installed in: every object of the
+/// render whose kind `kubectl get` captures (not the CRDs, not RBAC), plus `extra` (YAML
+/// documents: namespaces, workloads, whatever else the cluster holds).
+fn inventory(c: &Case, extra: &str) -> crate::inventory::Inventory {
+    let captured = [
+        "Namespace",
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "Service",
+        "ServiceAccount",
+        "ConfigMap",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ];
+    let mut objects: Vec<Object> = c
+        .old_objects
+        .iter()
+        .filter(|o| captured.contains(&o.id.kind.as_str()))
+        .cloned()
+        .collect();
+    objects.extend(parse_manifest(extra, "inventory").unwrap());
+    let kinds = objects
+        .iter()
+        .map(|o| (o.id.group.clone(), o.id.kind.clone()))
+        .collect();
+    crate::inventory::Inventory { objects, kinds }
+}
+
+fn ns_doc(name: &str, labels: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n  annotations: {{owner: app-team}}\n---\n")
+}
+
+fn deployment_doc(ns: &str, name: &str, pod_labels: &str) -> String {
+    format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  template:\n    metadata:\n      labels: {{app: {name}{pod_labels}}}\n    spec:\n      containers:\n      - {{name: app, image: app}}\n---\n")
+}
+
+/// The three namespaces of the case's waves on the old revision, each with an owner's label,
+/// and a workload in each.
+fn the_waves(rev: &str) -> String {
+    let mut out = String::new();
+    for ns in ["shop", "cart", "pay"] {
+        out.push_str(&ns_doc(ns, &format!("{REV_LABEL}: '{rev}', team: {ns}")));
+        out.push_str(&deployment_doc(ns, "web", ""));
+    }
+    out
+}
+
+/// An injector of revision `rev` that selects pods by their own `istio.io/rev` label in
+/// namespaces with no injection label (Istio's `rev.object` webhook).
+fn object_injector(rev: &str) -> Object {
+    parse_manifest(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: istio-sidecar-injector-object-{rev}, labels: {{{REV_LABEL}: '{rev}'}}}}\nwebhooks:\n- name: rev.object.sidecar-injector.istio.io\n  clientConfig: {{service: {{name: istiod-{rev}, namespace: istio-system}}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector: {{matchExpressions: [{{key: {REV_LABEL}, operator: DoesNotExist}}, {{key: {INJECTION_LABEL}, operator: DoesNotExist}}]}}\n  objectSelector: {{matchExpressions: [{{key: {REV_LABEL}, operator: In, values: ['{rev}']}}]}}\n"), "t")
+        .unwrap()
+        .remove(0)
+}
+
+fn with_inventory(extra: &str) -> Case {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    c.inventory = Some(inventory(&c, &format!("{}{extra}", the_waves("1-13-5"))));
+    c
+}
+
+fn web(ns: &str) -> ObjectId {
+    ObjectId {
+        group: "apps".into(),
+        kind: "Deployment".into(),
+        namespace: Some(ns.into()),
+        name: "web".into(),
+    }
+}
+
+#[test]
+fn an_inventory_is_state_zero_and_each_wave_restarts_its_workloads_by_a_template_patch() {
+    let c = with_inventory(&format!(
+        "{}apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: team-settings, namespace: istio-system}}\n",
+        ns_doc("other", "team: x")
+    ));
+    let p = c.plan().unwrap();
+    // State 0 is the cluster as captured: the owners' labels, the namespace no wave names.
+    assert_eq!(
+        labels_of(&p, 0, "shop").get("team").map(String::as_str),
+        Some("shop")
+    );
+    assert!(p.states[0].objects.contains_key(&namespace_id("other")));
+    assert!(
+        matches!(&p.assumptions[0], Assumption::Inventory { held, .. } if held.contains(&"Deployment.apps".to_string()))
+    );
+    // The canary wave restarts shop's workload, with a patch that sets the restart annotation
+    // to the new revision, after the relabel.
+    let canary = &p.phases[2];
+    let restarts: Vec<&Change> = canary
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Template { .. }))
+        .collect();
+    assert_eq!(restarts.len(), 1);
+    let Change::Template {
+        id,
+        annotations,
+        command,
+        ..
+    } = restarts[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*id, web("shop"));
+    assert_eq!(
+        annotations.get(RESTART_ANNOTATION),
+        Some(&Some("1-14-1".to_string()))
+    );
+    assert_eq!(
+        command,
+        "kubectl patch deployment.apps -n shop web --type merge -p '{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"istio-canary.dev/restarted-for\":\"1-14-1\"}}}}}'"
+    );
+    assert!(
+        matches!(canary.changes.last(), Some(Change::Template { .. })),
+        "restarts run last"
+    );
+    // Its rollback patches the template back, restarting the pods onto the old revision.
+    let rb = &p.rollbacks[2];
+    assert!(rb
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Template { id, annotations, .. }
+        if *id == web("shop") && annotations.get(RESTART_ANNOTATION) == Some(&None))));
+    // The uninstall deletes what the old install made and nothing else the inventory holds.
+    let uninstall = p.phases.last().unwrap();
+    assert_eq!(uninstall.kind, PhaseKind::Uninstall);
+    let end = p.states.last().unwrap();
+    for kept in ["team-settings"] {
+        assert!(
+            end.objects.keys().any(|id| id.name == kept),
+            "{kept} deleted"
+        );
+    }
+    assert!(end.objects.contains_key(&web("pay")));
+    assert!(uninstall
+        .deletes()
+        .all(|d| ids(&c.old_objects).contains(&d.id)));
+    // live/ owns what the renders made, never the users' objects.
+    for change in live_changes(&p, p.phases.len()) {
+        assert!(
+            p.rendered.contains(change.id()) || change.id().kind == "Namespace",
+            "live/ would own {}",
+            change.id()
+        );
+        assert_ne!(change.id().name, "other");
+    }
+}
+
+#[test]
+fn namespaces_and_workloads_the_old_revision_injects_outside_every_wave_are_refused() {
+    let mut c = with_inventory(&format!(
+        "{}{}{}",
+        ns_doc("legacy", &format!("{REV_LABEL}: '1-13-5'")),
+        ns_doc("edge", "team: edge"),
+        deployment_doc("edge", "api", &format!(", {REV_LABEL}: '1-13-5'"))
+    ));
+    c.old_objects.push(object_injector("1-13-5"));
+    c.new_objects.push(object_injector("1-14-1"));
+    let inv = inventory(
+        &c,
+        &format!(
+            "{}{}{}{}",
+            the_waves("1-13-5"),
+            ns_doc("legacy", &format!("{REV_LABEL}: '1-13-5'")),
+            ns_doc("edge", "team: edge"),
+            deployment_doc("edge", "api", &format!(", {REV_LABEL}: '1-13-5'"))
+        ),
+    );
+    c.inventory = Some(inv);
+    let api = ObjectId {
+        name: "api".into(),
+        ..web("edge")
+    };
+    match c.plan() {
+        Err(Refusal::Forgotten {
+            namespaces,
+            workloads,
+            ..
+        }) => {
+            assert_eq!(namespaces, vec!["legacy".to_string()]);
+            assert_eq!(workloads, vec![api.clone()]);
+        }
+        other => panic!("must be refused: {other:?}"),
+    }
+    let text = crate::describe::refusal(&c.plan().unwrap_err()).to_string();
+    assert!(
+        text.contains("revision 1-13-5 still injects what no wave moves"),
+        "{text}"
+    );
+    assert!(
+        text.contains("namespace legacy") && text.contains("Deployment.apps edge/api"),
+        "{text}"
+    );
+
+    // Moved: the namespace in a wave, the workload by its wave's `workloads`.
+    c.waves[1].namespaces.push("legacy".into());
+    c.waves[1].workloads.push(api.clone());
+    let p = c.plan().unwrap();
+    let rest = &p.phases[3];
+    assert!(rest
+        .changes
+        .iter()
+        .any(|ch| matches!(ch, Change::Template { id, labels, .. }
+        if *id == api && labels.get(REV_LABEL) == Some(&Some("1-14-1".to_string())))));
+
+    // Kept: without the uninstall, what no wave names stays on the old revision, checked in
+    // every state.
+    c.waves[1].namespaces.pop();
+    c.waves[1].workloads.clear();
+    c.uninstall_old = false;
+    c.default_tag = true;
+    let p = c.plan().unwrap();
+    for (n, state) in p.states.iter().enumerate() {
+        let labels = state.labels(&namespace_id("legacy")).unwrap();
+        let found = state.injectors(&labels, &BTreeMap::new());
+        assert_eq!(start::revision_of(&found), Some("1-13-5"), "state {n}");
+        assert_eq!(
+            p.expected[n].get("legacy"),
+            Some(&Some("1-13-5".to_string())),
+            "state {n}"
+        );
+    }
+}
+
+#[test]
+fn ambiguous_injection_labels_in_the_inventory_are_refused_all_at_once() {
+    let c = with_inventory(&format!(
+        "{}{}",
+        ns_doc(
+            "both",
+            &format!("{REV_LABEL}: '1-13-5', {INJECTION_LABEL}: enabled")
+        ),
+        ns_doc("empty", &format!("{REV_LABEL}: ''"))
+    ));
+    let Err(Refusal::AmbiguousLabels { namespaces, .. }) = c.plan() else {
+        panic!("must be refused");
+    };
+    use super::refusal::Ambiguous;
+    assert_eq!(
+        namespaces,
+        vec![
+            ("both".to_string(), Ambiguous::BothLabels),
+            ("empty".to_string(), Ambiguous::EmptyValue(REV_LABEL)),
+        ]
+    );
+}
+
+#[test]
+fn an_inventory_that_the_old_render_does_not_explain_is_refused_listing_both_ways() {
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    let mut inv = inventory(
+        &c,
+        &format!(
+            "{}apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio-extra, namespace: istio-system, labels: {{{REV_LABEL}: '1-13-5'}}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-config, namespace: shop, labels: {{{REV_LABEL}: '1-13-5'}}}}\n",
+            the_waves("1-13-5")
+        ),
+    );
+    inv.objects
+        .retain(|o| o.id.name != "istiod-1-13-5" || o.id.kind != "Deployment");
+    c.inventory = Some(inv);
+    let Err(Refusal::NotInstalled {
+        missing,
+        unexplained,
+        ..
+    }) = c.plan()
+    else {
+        panic!("must be refused");
+    };
+    assert_eq!(
+        missing.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["Deployment.apps istio-system/istiod-1-13-5"]
+    );
+    // Only the control plane's own places: an app's ConfigMap labelled for the revision is not
+    // the install's.
+    assert_eq!(
+        unexplained
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec!["ConfigMap istio-system/istio-extra"]
+    );
+}
+
+#[test]
+fn a_revision_tag_left_on_the_old_revision_blocks_its_uninstall() {
+    let tag = format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: istio-revision-tag-prod, labels: {{{REV_LABEL}: '1-13-5', istio.io/tag: prod}}}}\nwebhooks:\n- name: rev.namespace.sidecar-injector.istio.io\n  clientConfig: {{service: {{name: istiod-1-13-5, namespace: istio-system}}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector: {{matchExpressions: [{{key: {REV_LABEL}, operator: In, values: [prod]}}, {{key: {INJECTION_LABEL}, operator: DoesNotExist}}]}}\n---\n");
+    // A namespace on the tag is injected by the old revision: forgotten unless a wave moves it.
+    let c = with_inventory(&format!(
+        "{tag}{}",
+        ns_doc("tagged", &format!("{REV_LABEL}: prod"))
+    ));
+    let Err(Refusal::Forgotten { namespaces, .. }) = c.plan() else {
+        panic!("must be refused");
+    };
+    assert_eq!(namespaces, vec!["tagged".to_string()]);
+    // With no namespace on it, the tag itself still calls the old istiod: the uninstall is
+    // refused, naming it.
+    let c = with_inventory(&tag);
+    let Err(Refusal::StillUsed { at, references, .. }) = c.plan() else {
+        panic!("must be refused");
+    };
+    assert_eq!(at.kind, PhaseKind::Uninstall);
+    assert!(
+        references
+            .iter()
+            .any(|v| v.to_string().contains("istio-revision-tag-prod")),
+        "{references:?}"
+    );
+    // Keeping the old revision keeps the tag working.
+    let mut c = with_inventory(&tag);
+    c.uninstall_old = false;
+    c.plan().unwrap();
+}
+
+#[test]
+fn a_workload_whose_template_pins_the_old_revision_is_refused_at_its_wave() {
+    // An old injector that takes pods labelled `pin: old` wherever they are, and a new one that
+    // leaves them alone: relabelling the namespace does not move them.
+    let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+    let pin = format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: istio-sidecar-injector-pin-1-13-5, labels: {{{REV_LABEL}: '1-13-5'}}}}\nwebhooks:\n- name: pin.sidecar-injector.istio.io\n  clientConfig: {{service: {{name: istiod-1-13-5, namespace: istio-system}}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  objectSelector: {{matchLabels: {{pin: old}}}}\n");
+    c.old_objects
+        .push(parse_manifest(&pin, "t").unwrap().remove(0));
+    for o in c.old_objects.iter_mut().chain(c.new_objects.iter_mut()) {
+        if o.id.kind == "MutatingWebhookConfiguration" && !o.id.name.contains("pin") {
+            let Some(serde_yaml::Value::Sequence(hooks)) = o.body.get_mut("webhooks") else {
+                continue;
+            };
+            for h in hooks
+                .iter_mut()
+                .filter_map(serde_yaml::Value::as_mapping_mut)
+            {
+                h.insert(
+                    "objectSelector".into(),
+                    serde_yaml::from_str(
+                        "{matchExpressions: [{key: pin, operator: DoesNotExist}]}",
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+    }
+    let mut extra = the_waves("1-13-5");
+    extra.push_str(&deployment_doc("shop", "pinned", ", pin: old"));
+    c.inventory = Some(inventory(&c, &extra));
+    let Err(Refusal::Pinned { at, workloads }) = c.plan() else {
+        panic!("must be refused");
+    };
+    assert_eq!(at.dir, "03-migrate-canary");
+    assert_eq!(workloads.len(), 1);
+    assert_eq!(workloads[0].0.name, "pinned");
+}
+
+#[test]
+fn owners_labels_and_annotations_survive_every_phase_and_rollback_of_an_inventory_plan() {
+    let p = with_inventory("").plan().unwrap();
+    let check = |what: &str, state: &ClusterState| {
+        for ns in ["shop", "cart", "pay"] {
+            let o = &state.objects[&namespace_id(ns)];
+            assert_eq!(o.label("team").as_deref(), Some(ns), "{what}: {ns}");
+            assert_eq!(
+                crate::manifest::str_at(&o.body, &["metadata", "annotations", "owner"]),
+                Some("app-team"),
+                "{what}: {ns}"
+            );
+        }
+    };
+    for (n, s) in p.states.iter().enumerate() {
+        check(&format!("state {n}"), s);
+    }
+    for rb in &p.rollbacks {
+        let mut s = p.states[rb.phase_index].clone();
+        for c in &rb.changes {
+            s.apply(c);
+        }
+        check(&rb.dir, &s);
+    }
 }
