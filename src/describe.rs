@@ -799,7 +799,7 @@ pub fn refusal(r: &Refusal) -> Error {
                 at.from,
                 lines.join("\n  ")
             ))
-            .with_help("move what still uses it in a wave before the uninstall, or keep the old revision (uninstallOld: false)")
+            .with_help(format!("move what still uses it in a wave before the uninstall; point a revision tag still on it at the new revision (`istioctl tag set TAG --revision {} --overwrite`) and capture the inventory again; or keep the old revision (uninstallOld: false)", at.to))
         }
         Refusal::PromoteUnknown {
             source,
@@ -900,6 +900,62 @@ mod tests {
                 "help: istio-canary evaluates injector webhooks the way kube-apiserver does"
             ),
             "{text}"
+        );
+    }
+
+    fn deployment(ns: &str, name: &str) -> ObjectId {
+        ObjectId {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: Some(ns.into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn an_uninstall_of_a_revision_still_in_use_lists_every_user() {
+        let at = PhaseAt {
+            index: 7,
+            kind: PhaseKind::Uninstall,
+            dir: "07-uninstall-1-13-5".into(),
+            from: Revision::Named("1-13-5".into()),
+            to: Revision::Named("1-14-1".into()),
+        };
+        let text = refusal(&Refusal::StillUsed {
+            at,
+            namespaces: vec!["legacy".into()],
+            workloads: vec![deployment("edge", "api")],
+            references: Vec::new(),
+        })
+        .to_string();
+        assert_eq!(
+            text,
+            "error: phase 07-uninstall-1-13-5 would delete revision 1-13-5 while it is still used:\n  namespace legacy is injected by it\n  Deployment.apps edge/api runs its sidecars\nhelp: move what still uses it in a wave before the uninstall; point a revision tag still on it at the new revision (`istioctl tag set TAG --revision 1-14-1 --overwrite`) and capture the inventory again; or keep the old revision (uninstallOld: false)"
+        );
+    }
+
+    #[test]
+    fn a_pinned_workload_is_named_with_the_injector_its_pods_would_meet() {
+        let at = PhaseAt {
+            index: 3,
+            kind: PhaseKind::Migrate,
+            dir: "03-migrate-canary".into(),
+            from: Revision::Named("1-13-5".into()),
+            to: Revision::Named("1-14-1".into()),
+        };
+        let found = vec![crate::mesh::Injection {
+            config: "istio-sidecar-injector-1-13-5".into(),
+            webhook: "rev.object.sidecar-injector.istio.io".into(),
+            target: crate::mesh::Target::Revision("1-13-5".into()),
+        }];
+        let text = refusal(&Refusal::Pinned {
+            at,
+            workloads: vec![(deployment("shop", "cart"), found)],
+        })
+        .to_string();
+        assert_eq!(
+            text,
+            "error: after phase 03-migrate-canary, workloads restarted for revision 1-14-1 would not move to it:\n  Deployment.apps shop/cart: its new pods would be injected by 1-13-5\nhelp: their pod templates pin a revision (`istio.io/rev` or `sidecar.istio.io/inject` on the pod): move them with the wave's `workloads`, or change their templates"
         );
     }
 }
