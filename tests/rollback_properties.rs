@@ -27,8 +27,8 @@ use istio_canary::layout::{
 };
 use istio_canary::manifest::{parse_manifest, Object, ObjectId};
 use istio_canary::mesh::{dangling_references, violations, Expectations, Violation};
-use istio_canary::plan::{plan, simulate_rollback, PhaseKind, Plan};
-use istio_canary::policy::{load_from, Policy};
+use istio_canary::plan::{plan, simulate_rollback, PhaseKind, Plan, Refusal, RESTART_ANNOTATION};
+use istio_canary::policy::{load_from, InventoryFile, Policy};
 use istio_canary::render::{Istioctl, Rendered, TagRequest};
 use proptest::prelude::*;
 use serde_yaml::Value;
@@ -169,6 +169,17 @@ fn run_steps(
                 via: Via::Command(_),
                 ..
             } => steps.push(vec![c]),
+            Change::Template { .. } => {
+                if !steps
+                    .last()
+                    .unwrap()
+                    .iter()
+                    .any(|x| matches!(x, Change::Template { .. }))
+                {
+                    steps.push(Vec::new());
+                }
+                steps.last_mut().unwrap().push(c);
+            }
             Change::Delete(_) => {
                 if !steps
                     .last()
@@ -254,8 +265,37 @@ fn check(c: &Case) {
     check_plan(c, &policy, &old, &new);
 }
 
+/// The revision each named namespace must be injected by after the first `upto` phases, and
+/// (with an inventory) each namespace no wave names keeps the revision it had before the upgrade.
+fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<String>> {
+    let mut m = expected(policy, p, upto);
+    if policy.inventory.is_some() {
+        let s0 = &p.states[0];
+        for o in s0.objects.values().filter(|o| o.id.kind == "Namespace") {
+            if m.contains_key(&o.id.name) {
+                continue;
+            }
+            let found = s0.injectors(&o.labels(), &BTreeMap::new());
+            if let [one] = found.as_slice() {
+                if let istio_canary::mesh::Target::Revision(r) = &one.target {
+                    m.insert(o.id.name.clone(), Some(r.clone()));
+                }
+            }
+        }
+    }
+    m
+}
+
 fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan {
     let p = plan(policy, old, new).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
+    // What the plan may own in live/: the renders' objects and the named namespaces (an
+    // inventory's other objects, the users' workloads among them, never).
+    let rendered: BTreeSet<ObjectId> = old
+        .objects
+        .iter()
+        .chain(&new.objects)
+        .map(|o| o.id.clone())
+        .collect();
     let named: BTreeSet<ObjectId> = policy
         .waves
         .iter()
@@ -264,7 +304,7 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
     let known = violations(
         &p.states[0],
         &Expectations {
-            namespaces: &expected(policy, &p, 0),
+            namespaces: &expected_all(policy, &p, 0),
         },
     );
 
@@ -272,7 +312,7 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
     let mut replay = vec![p.states[0].clone()];
     for (i, phase) in p.phases.iter().enumerate() {
         let mut s = replay[i].clone();
-        let end = expected(policy, &p, i + 1);
+        let end = expected_all(policy, &p, i + 1);
         run_steps(&mut s, &phase.changes, &end, &known, &phase.dir);
         assert_eq!(s, p.states[i + 1], "{c:?}: replaying {}", phase.dir);
         replay.push(s);
@@ -289,7 +329,7 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
     for rb in &p.rollbacks {
         let n = rb.phase_index;
         let mut s = replay[n].clone();
-        let end = expected(policy, &p, n - 1);
+        let end = expected_all(policy, &p, n - 1);
         run_steps(&mut s, &rb.changes, &end, &known, &rb.dir);
         assert_eq!(
             without_crds(&s),
@@ -338,13 +378,17 @@ fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan
                 assert!(live.insert(o.id.clone(), o).is_none(), "{path}: twice");
             }
         }
-        let ids: BTreeSet<&ObjectId> = state.objects.keys().collect();
+        let owned: BTreeMap<&ObjectId, &Object> = state
+            .objects
+            .iter()
+            .filter(|(id, _)| rendered.contains(*id) || named.contains(*id))
+            .collect();
         assert_eq!(
             live.keys().collect::<BTreeSet<_>>(),
-            ids,
+            owned.keys().copied().collect::<BTreeSet<_>>(),
             "{c:?}: live/ after phase {n} holds other objects than the state"
         );
-        for (id, o) in &state.objects {
+        for (id, o) in owned {
             let got = &live[id];
             if id.kind == "Namespace" || id.kind == "CustomResourceDefinition" {
                 let annotations = got.body["metadata"]["annotations"].clone();
@@ -384,6 +428,243 @@ proptest! {
     #[test]
     fn live_rollback_and_injection_hold_for_generated_policies(c in case()) {
         check(&c);
+    }
+}
+
+/// A generated cluster around the case's waves: owners' labels, annotations and last-applied
+/// configurations on every namespace, 0 to 2 workloads in each (some opted out of injection),
+/// a namespace outside the mesh, optionally one more on the old revision that no wave names,
+/// and ConfigMaps of the users, in the app namespaces and in the control plane's.
+#[derive(Debug, Clone)]
+struct Cluster {
+    workloads: Vec<Vec<bool>>,
+    stray_on_old: bool,
+}
+
+fn cluster() -> impl Strategy<Value = (Case, Cluster)> {
+    case().prop_flat_map(|c| {
+        let n: usize = c.waves.iter().sum();
+        (
+            Just(c),
+            prop::collection::vec(prop::collection::vec(any::<bool>(), 0..=2), n),
+            any::<bool>(),
+        )
+            .prop_map(|(c, workloads, stray_on_old)| {
+                (
+                    c,
+                    Cluster {
+                        workloads,
+                        stray_on_old,
+                    },
+                )
+            })
+    })
+}
+
+fn inventory_yaml(policy: &Policy, old: &Rendered, cl: &Cluster) -> String {
+    let (key, value) = match policy.from.revision.name() {
+        None => ("istio-injection", "enabled".to_string()),
+        Some(r) => ("istio.io/rev", r.to_string()),
+    };
+    let mut items: Vec<serde_json::Value> = old
+        .objects
+        .iter()
+        .filter(|o| matches!(o.id.kind.as_str(), "Deployment" | "ConfigMap"))
+        .map(|o| serde_json::to_value(Value::Mapping(o.body.clone())).unwrap())
+        .collect();
+    let ns = |name: &str, labels: serde_json::Value| {
+        let last = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels.clone(), "annotations": {"owner": "app-team"}}});
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+            "labels": labels, "uid": "1", "resourceVersion": "7",
+            "annotations": {"owner": "app-team", "kubectl.kubernetes.io/last-applied-configuration": last.to_string()}},
+            "status": {"phase": "Active"}})
+    };
+    let mut names: Vec<String> = policy
+        .waves
+        .iter()
+        .flat_map(|w| w.namespaces.clone())
+        .collect();
+    if cl.stray_on_old {
+        names.push("stray".into());
+    }
+    for (i, name) in names.iter().enumerate() {
+        items.push(ns(name, serde_json::json!({key: value, "team": format!("t{i}")})));
+        items.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": name}, "data": {"a": "b"}}));
+        let workloads = cl.workloads.get(i).cloned().unwrap_or_default();
+        for (j, opted_out) in workloads.iter().enumerate() {
+            let mut labels = serde_json::json!({"app": format!("app{j}")});
+            if *opted_out {
+                labels["sidecar.istio.io/inject"] = "false".into();
+            }
+            items.push(serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": format!("app{j}"), "namespace": name, "generation": 2},
+                "spec": {"template": {"metadata": {"labels": labels, "annotations": {"owner": "app-team"}},
+                    "spec": {"containers": [{"name": "app", "image": "app"}]}}},
+                "status": {"replicas": 1}}));
+        }
+    }
+    items.push(ns("quiet", serde_json::json!({"team": "sre"})));
+    items.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "team-settings", "namespace": "istio-system"}, "data": {"a": "b"}}));
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+/// What the owners set and the plan must never change: a namespace's labels but the injection
+/// ones, and all its annotations; a workload's whole body but the pod template's restart
+/// annotation and revision label; every other object of the inventory, whole.
+fn owned_fields(o: &Object) -> Value {
+    let mut v = Value::Mapping(o.body.clone());
+    if o.id.kind == "Namespace" {
+        if let Some(Value::Mapping(l)) = v["metadata"].get_mut("labels") {
+            for k in ["istio.io/rev", "istio-injection"] {
+                l.remove(k);
+            }
+        }
+    }
+    if o.id.kind == "Deployment" {
+        if let Some(Value::Mapping(t)) = v["spec"]["template"].get_mut("metadata") {
+            if let Some(Value::Mapping(a)) = t.get_mut("annotations") {
+                a.remove(RESTART_ANNOTATION);
+            }
+            if let Some(Value::Mapping(l)) = t.get_mut("labels") {
+                l.remove("istio.io/rev");
+            }
+        }
+    }
+    v
+}
+
+/// Which revision's sidecar a pod of workload `o` gets in state `s`, evaluated here (not by the
+/// planner's code): exactly one injector, leading to one revision.
+fn runs(s: &ClusterState, o: &Object) -> Option<String> {
+    let ns = s
+        .labels(&namespace_id(o.id.namespace.as_deref().unwrap()))
+        .unwrap();
+    let pod: BTreeMap<String, String> = o.body["spec"]["template"]["metadata"]["labels"]
+        .as_mapping()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap().to_string(),
+                        v.as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match s.injectors(&ns, &pod).as_slice() {
+        [one] => match &one.target {
+            istio_canary::mesh::Target::Revision(r) => Some(r.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn check_inventory(c: &Case, cl: &Cluster) {
+    let mut policy = load(c);
+    let old = render(&policy, false, false);
+    let new = render(&policy, true, policy.default_tag);
+    let text = inventory_yaml(&policy, &old, cl);
+    policy.inventory = Some(InventoryFile {
+        path: "inventory.yaml".into(),
+        declared: "inventory.yaml".into(),
+        sha256: String::new(),
+        inventory: istio_canary::inventory::parse(text.as_bytes(), Path::new("inventory.yaml"))
+            .unwrap(),
+    });
+    if cl.stray_on_old && c.uninstall_old {
+        match plan(&policy, &old, &new) {
+            Err(Refusal::Forgotten { namespaces, .. }) => {
+                assert_eq!(namespaces, vec!["stray".to_string()], "{c:?} {cl:?}");
+            }
+            other => panic!("{c:?} {cl:?}: a namespace left on the deleted revision: {other:?}"),
+        }
+        return;
+    }
+    let p = check_plan(c, &policy, &old, &new);
+    let inventory = &policy.inventory.as_ref().unwrap().inventory;
+    let users: Vec<&Object> = inventory
+        .objects
+        .iter()
+        .filter(|o| !old.objects.iter().any(|r| r.id == o.id))
+        .collect();
+    let mut ends: Vec<(String, ClusterState)> = p
+        .states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("state {i}"), s.clone()))
+        .collect();
+    for rb in &p.rollbacks {
+        let mut s = p.states[rb.phase_index].clone();
+        for ch in &rb.changes {
+            s.apply(ch);
+        }
+        ends.push((rb.dir.clone(), s));
+    }
+    for (what, s) in &ends {
+        for u in &users {
+            let got = s
+                .objects
+                .get(&u.id)
+                .unwrap_or_else(|| panic!("{c:?} {cl:?}: {what}: {} deleted", u.id));
+            assert_eq!(
+                owned_fields(got),
+                owned_fields(&as_stored(&istio_canary::istio::normalize(u))),
+                "{c:?} {cl:?}: {what}: {} lost what its owner set",
+                u.id
+            );
+        }
+    }
+    // Every workload runs the sidecar of the revision its last restart met: every injected
+    // workload of a wave ends on the new revision, and after an uninstall none runs the deleted
+    // revision's.
+    let old_rev = policy.from.revision.label().to_string();
+    let new_rev = policy.to.revision.label().to_string();
+    let mut running: BTreeMap<ObjectId, Option<String>> = users
+        .iter()
+        .filter(|o| o.id.kind == "Deployment")
+        .map(|o| (o.id.clone(), runs(&p.states[0], &p.states[0].objects[&o.id])))
+        .collect();
+    for ph in &p.phases {
+        for ch in &ph.changes {
+            if let Change::Template { id, .. } = ch {
+                let s = &p.states[ph.index];
+                running.insert(id.clone(), runs(s, &s.objects[id]));
+            }
+        }
+    }
+    for (id, r) in &running {
+        let before = runs(&p.states[0], &p.states[0].objects[id]);
+        let in_wave = id.namespace.as_deref() != Some("stray");
+        if before.is_some() && in_wave {
+            assert_eq!(
+                r.as_deref(),
+                Some(new_rev.as_str()),
+                "{c:?} {cl:?}: {id} was not moved"
+            );
+        }
+        if c.uninstall_old {
+            assert_ne!(
+                r.as_deref(),
+                Some(old_rev.as_str()),
+                "{c:?} {cl:?}: {id} left on the deleted revision"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_inventories_keep_what_owners_set_and_move_every_user(
+        (c, cl) in cluster()
+    ) {
+        check_inventory(&c, &cl);
     }
 }
 
