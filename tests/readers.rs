@@ -155,6 +155,32 @@ fn a_fifo_as_the_spec_is_refused() {
     refused("spec-fifo", case.path(), &["compile"]);
 }
 
+/// Names `file` as the policy's inventory.
+fn inventory_at(case: &tempfile::TempDir, file: &str) {
+    let policy = case.path().join("canary.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text.replace("  from:\n", &format!("  inventory: {file}\n  from:\n")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_fifo_as_the_inventory_is_refused() {
+    let case = policy_case();
+    inventory_at(&case, "fifo.yaml");
+    refused("inventory-fifo", case.path(), &["compile"]);
+}
+
+#[test]
+fn an_inventory_over_its_limit_is_refused_before_it_is_read() {
+    let case = policy_case();
+    inventory_at(&case, "huge.yaml");
+    over(istio_canary::yamlin::INVENTORY_LIMIT)(&case.path().join("huge.yaml"));
+    refused("inventory-over-limit", case.path(), &["compile"]);
+}
+
 /// Points the policy of `case` at `path` for istioctl 1.14.1.
 fn pin_114_at(case: &tempfile::TempDir, path: &str) {
     let policy = case.path().join("canary.yaml");

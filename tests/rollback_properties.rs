@@ -489,7 +489,10 @@ fn inventory_yaml(policy: &Policy, old: &Rendered, cl: &Cluster) -> String {
         names.push("stray".into());
     }
     for (i, name) in names.iter().enumerate() {
-        items.push(ns(name, serde_json::json!({key: value, "team": format!("t{i}")})));
+        items.push(ns(
+            name,
+            serde_json::json!({key: value, "team": format!("t{i}")}),
+        ));
         items.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "settings", "namespace": name}, "data": {"a": "b"}}));
         let workloads = cl.workloads.get(i).cloned().unwrap_or_default();
@@ -627,7 +630,12 @@ fn check_inventory(c: &Case, cl: &Cluster) {
     let mut running: BTreeMap<ObjectId, Option<String>> = users
         .iter()
         .filter(|o| o.id.kind == "Deployment")
-        .map(|o| (o.id.clone(), runs(&p.states[0], &p.states[0].objects[&o.id])))
+        .map(|o| {
+            (
+                o.id.clone(),
+                runs(&p.states[0], &p.states[0].objects[&o.id]),
+            )
+        })
         .collect();
     for ph in &p.phases {
         for ch in &ph.changes {
