@@ -401,6 +401,14 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         v.extend(commands.iter().skip(1).cloned());
         v
     };
+    let mut summary = summary;
+    if !phase.manual.is_empty() {
+        let names: Vec<String> = phase.manual.iter().map(|id| format!("`{id}`")).collect();
+        summary.push_str(&format!(
+            " Not restarted by this phase (no template to patch): {}; recreate them by hand so their pods get sidecars of revision `{new}`.",
+            names.join(", ")
+        ));
+    }
     PhaseText {
         summary,
         commands,

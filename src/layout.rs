@@ -561,6 +561,7 @@ pub(crate) mod fixtures {
             name: kind.as_str().into(),
             dir: format!("{index:02}-{}", kind.as_str()),
             namespaces: Vec::new(),
+            manual: Vec::new(),
             changes,
         }
     }

@@ -312,6 +312,7 @@ pub fn run(
             _ => {}
         }
         sort_changes(&mut draft.changes);
+        let before = state.clone();
         let mut end = expected(hop, waves_done);
         end.extend(fixed.clone());
         state = simulate::run(&state, &draft.changes, &any_single, &end, known).map_err(
@@ -321,6 +322,10 @@ pub fn run(
             },
         )?;
         restarted(&state, &draft, hop, running, &phase_at)?;
+        let manual = match draft.kind {
+            PhaseKind::Migrate => not_restartable(&before, &state, &draft.namespaces),
+            _ => Vec::new(),
+        };
         out.phases.push(Phase {
             index,
             hop: at.hop,
@@ -328,6 +333,7 @@ pub fn run(
             name: draft.name,
             dir,
             namespaces: draft.namespaces,
+            manual,
             changes: draft.changes,
         });
         out.states.push(state.clone());
@@ -411,6 +417,51 @@ fn restarted(
         });
     }
     Ok(())
+}
+
+/// What a wave cannot restart by patching a template: bare Pods, Jobs and ReplicaSets no
+/// Deployment owns, in its namespaces, whose new pods would meet another injector after the
+/// wave than before it (only an inventory that captured them shows them).
+fn not_restartable(
+    before: &ClusterState,
+    after: &ClusterState,
+    namespaces: &[String],
+) -> Vec<ObjectId> {
+    let (was, now) = (before.injector_webhooks(), after.injector_webhooks());
+    let moved: BTreeSet<&str> = namespaces.iter().map(String::as_str).collect();
+    before
+        .objects
+        .values()
+        .filter(|o| {
+            o.id.namespace
+                .as_deref()
+                .is_some_and(|ns| moved.contains(ns))
+        })
+        .filter(|o| {
+            let owned = crate::manifest::value_at(&o.body, &["metadata", "ownerReferences"])
+                .and_then(serde_yaml::Value::as_sequence)
+                .is_some_and(|refs| !refs.is_empty());
+            match o.id.kind.as_str() {
+                "Pod" => o.id.group.is_empty() && !owned,
+                "Job" => o.id.group == "batch",
+                "ReplicaSet" => o.id.group == "apps" && !owned,
+                _ => false,
+            }
+        })
+        .filter(|o| {
+            let pod = match o.id.kind.as_str() {
+                "Pod" => o.labels(),
+                _ => crate::cluster::pod_template_labels(o),
+            };
+            let ns = namespace_id(o.id.namespace.as_deref().unwrap_or(""));
+            let injected = |s: &ClusterState, w: &crate::mesh::InjectorWebhooks| {
+                revision_of(&w.matching(&s.labels(&ns).unwrap_or_default(), &pod))
+                    .map(str::to_string)
+            };
+            injected(before, &was) != injected(after, &now)
+        })
+        .map(|o| o.id.clone())
+        .collect()
 }
 
 /// Before the uninstall: nothing may still use the old revision. Every namespace it would still

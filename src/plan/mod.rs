@@ -91,6 +91,10 @@ pub struct Phase {
     pub dir: String,
     /// For `migrate` phases: the namespaces moved.
     pub namespaces: Vec<String>,
+    /// For `migrate` phases with an inventory: what the wave cannot restart by a template patch
+    /// (bare Pods, Jobs, ReplicaSets no Deployment owns) whose new pods would meet another
+    /// injector; someone recreates them by hand.
+    pub manual: Vec<ObjectId>,
     /// In the order they run: files of the directory (apply rank order), then commands, then
     /// deletes (delete rank order).
     pub changes: Vec<Change>,

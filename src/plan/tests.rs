@@ -1274,3 +1274,26 @@ fn owners_labels_and_annotations_survive_every_phase_and_rollback_of_an_inventor
         check(&rb.dir, &s);
     }
 }
+
+#[test]
+fn what_a_wave_cannot_restart_is_listed_on_its_phase() {
+    let c = with_inventory(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: debug, namespace: shop}\nspec: {containers: [{name: a, image: a}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-1, uid: u}]}\nspec: {containers: [{name: a, image: a}]}\n---\n\
+         apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate, namespace: cart}\nspec: {template: {metadata: {labels: {job: m}}, spec: {containers: [{name: a, image: a}]}}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: batch}\n---\n\
+         apiVersion: batch/v1\nkind: Job\nmetadata: {name: report, namespace: batch}\nspec: {template: {metadata: {labels: {job: r}}, spec: {containers: [{name: a, image: a}]}}}\n",
+    );
+    let p = c.plan().unwrap();
+    let names =
+        |i: usize| -> Vec<String> { p.phases[i].manual.iter().map(ToString::to_string).collect() };
+    // The owned Pod is restarted with its Deployment's template; a Job outside the waves stays.
+    assert_eq!(names(2), vec!["Pod shop/debug"]);
+    assert_eq!(names(3), vec!["Job.batch cart/migrate"]);
+    let texts = crate::describe::describe(&p);
+    assert!(
+        texts.phases[2].summary.contains("Not restarted by this phase (no template to patch): `Pod shop/debug`; recreate them by hand"),
+        "{}",
+        texts.phases[2].summary
+    );
+}
