@@ -336,6 +336,144 @@ pub fn args(c: &Mapping) -> Vec<&str> {
         .collect()
 }
 
+/// Who owns each metadata label and annotation of one object, as server-side apply records it
+/// in `metadata.managedFields` (reduced to `labels/KEY` and `annotations/KEY`): field -> managers.
+pub type FieldOwners = BTreeMap<String, BTreeSet<String>>;
+
+/// A field server-side apply refuses to change without `--force-conflicts`: another manager
+/// owns it with another value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// `labels/istio.io/rev`
+    pub field: String,
+    pub managers: Vec<String>,
+}
+
+/// Every label and annotation of `o`, owned by `manager` (an object created by one writer).
+pub fn owned_by(o: &Object, manager: &str) -> FieldOwners {
+    ["labels", "annotations"]
+        .iter()
+        .flat_map(|field| {
+            metadata_map(&o.body, field).into_keys().map(move |k| {
+                (
+                    format!("{field}/{k}"),
+                    BTreeSet::from([manager.to_string()]),
+                )
+            })
+        })
+        .collect()
+}
+
+/// What a server-side apply (`kubectl apply --server-side --field-manager=MANAGER`, Argo CD's
+/// `ServerSideApply=true`, Flux) does to an object's metadata labels and annotations: every field
+/// the applied object holds is set and owned by `manager` (shared with managers that hold the
+/// same value; a field another manager holds with another value is a conflict, unless `force`
+/// takes it over); every field `manager` owned before and the applied object omits is released,
+/// and removed when no other manager owns it. Fields `manager` never owned stay as they are.
+pub fn server_side_apply(
+    live: &Object,
+    owners: &FieldOwners,
+    applied: &Object,
+    manager: &str,
+    force: bool,
+) -> Result<(Object, FieldOwners), Vec<Conflict>> {
+    let mut owners = owners.clone();
+    let mut out = live.clone();
+    let mut conflicts = Vec::new();
+    for field in ["labels", "annotations"] {
+        let mut now = metadata_map(&live.body, field);
+        let want = metadata_map(&applied.body, field);
+        for (k, v) in &want {
+            let key = format!("{field}/{k}");
+            let holders = owners.entry(key.clone()).or_default();
+            if now.get(k) == Some(v) {
+                holders.insert(manager.to_string());
+                continue;
+            }
+            let others: Vec<String> = holders.iter().filter(|m| *m != manager).cloned().collect();
+            if !others.is_empty() && !force {
+                conflicts.push(Conflict {
+                    field: key,
+                    managers: others,
+                });
+                continue;
+            }
+            *holders = BTreeSet::from([manager.to_string()]);
+            now.insert(k.clone(), v.clone());
+        }
+        let released: Vec<String> = now
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .filter(|k| {
+                owners
+                    .get(&format!("{field}/{k}"))
+                    .is_some_and(|m| m.contains(manager))
+            })
+            .cloned()
+            .collect();
+        for k in released {
+            let key = format!("{field}/{k}");
+            if let Some(holders) = owners.get_mut(&key) {
+                holders.remove(manager);
+                if holders.is_empty() {
+                    owners.remove(&key);
+                    now.remove(&k);
+                }
+            }
+        }
+        set_metadata_map(&mut out, field, now);
+    }
+    if conflicts.is_empty() {
+        Ok((out, owners))
+    } else {
+        Err(conflicts)
+    }
+}
+
+/// What `kubectl label` (an update by the manager `kubectl-label`) does: each label set takes the
+/// field over (no conflict: an update is not an apply), each label removed is gone whoever owned
+/// it.
+pub fn kubectl_label(
+    live: &Object,
+    owners: &FieldOwners,
+    set: &BTreeMap<String, String>,
+    remove: &BTreeSet<String>,
+) -> (Object, FieldOwners) {
+    let mut owners = owners.clone();
+    let mut labels = metadata_map(&live.body, "labels");
+    for (k, v) in set {
+        if labels.get(k) != Some(v) {
+            owners.insert(
+                format!("labels/{k}"),
+                BTreeSet::from(["kubectl-label".to_string()]),
+            );
+            labels.insert(k.clone(), v.clone());
+        }
+    }
+    for k in remove {
+        labels.remove(k);
+        owners.remove(&format!("labels/{k}"));
+    }
+    let mut out = live.clone();
+    set_metadata_map(&mut out, "labels", labels);
+    (out, owners)
+}
+
+fn set_metadata_map(o: &mut Object, field: &str, map: BTreeMap<String, String>) {
+    let Some(Value::Mapping(metadata)) = o.body.get_mut("metadata") else {
+        return;
+    };
+    if map.is_empty() {
+        metadata.remove(field);
+        return;
+    }
+    let map: Mapping = map
+        .into_iter()
+        .map(|(k, v)| (Value::String(k), Value::String(v)))
+        .collect();
+    metadata.insert(field.into(), Value::Mapping(map));
+}
+
 /// The objects `o` references by identity: service accounts (binding subjects, pod templates),
 /// roles (binding roleRefs), config maps and secrets (pod volumes and env), Services (webhook
 /// clientConfigs, Service addresses in pod env), scale targets. What an object's payload means to
@@ -668,5 +806,94 @@ mod tests {
             str_at(&o.body, &["metadata", "annotations", "owner"]),
             Some("app-team")
         );
+    }
+
+    const CREATED: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {team: a, istio.io/rev: 1-13-5}\n  annotations: {owner: app-team}\n";
+
+    fn rev_patch(rev: &str) -> Object {
+        one(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {{istio.io/rev: '{rev}'}}\n"
+        ))
+    }
+
+    #[test]
+    fn server_side_apply_conflicts_on_another_managers_value_unless_forced() {
+        let live = one(CREATED);
+        let owners = owned_by(&live, "kubectl-client-side-apply");
+        let err = server_side_apply(&live, &owners, &rev_patch("1-14-1"), "istio-canary", false)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            vec![Conflict {
+                field: "labels/istio.io/rev".into(),
+                managers: vec!["kubectl-client-side-apply".into()],
+            }]
+        );
+        let (o, owners) =
+            server_side_apply(&live, &owners, &rev_patch("1-14-1"), "istio-canary", true).unwrap();
+        assert_eq!(o.label("istio.io/rev").as_deref(), Some("1-14-1"));
+        assert_eq!(
+            o.label("team").as_deref(),
+            Some("a"),
+            "a field never applied stays"
+        );
+        assert_eq!(
+            str_at(&o.body, &["metadata", "annotations", "owner"]),
+            Some("app-team")
+        );
+        assert_eq!(
+            owners["labels/istio.io/rev"],
+            BTreeSet::from(["istio-canary".to_string()]),
+            "forced: the field changes hands"
+        );
+        assert_eq!(
+            owners["labels/team"],
+            BTreeSet::from(["kubectl-client-side-apply".to_string()])
+        );
+    }
+
+    #[test]
+    fn server_side_apply_shares_a_same_value_and_removes_only_what_it_alone_owned() {
+        let live = one(CREATED);
+        let owners = owned_by(&live, "creator");
+        // The same value: no conflict, shared ownership.
+        let (o, owners) =
+            server_side_apply(&live, &owners, &rev_patch("1-13-5"), "istio-canary", false).unwrap();
+        assert_eq!(
+            owners["labels/istio.io/rev"],
+            BTreeSet::from(["creator".to_string(), "istio-canary".to_string()])
+        );
+        // Omitted later: released, but kept, since the creator still owns it.
+        let none = one("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+        let (kept, owners2) = server_side_apply(&o, &owners, &none, "istio-canary", false).unwrap();
+        assert_eq!(kept.label("istio.io/rev").as_deref(), Some("1-13-5"));
+        assert!(!owners2["labels/istio.io/rev"].contains("istio-canary"));
+        // Taken over, then omitted: the applier was the only owner, so the label goes.
+        let (taken, owners3) =
+            server_side_apply(&o, &owners, &rev_patch("1-14-1"), "istio-canary", true).unwrap();
+        let (gone, owners4) =
+            server_side_apply(&taken, &owners3, &none, "istio-canary", false).unwrap();
+        assert_eq!(gone.label("istio.io/rev"), None);
+        assert!(!owners4.contains_key("labels/istio.io/rev"));
+        assert_eq!(gone.label("team").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn kubectl_label_takes_over_what_it_sets_and_removes_whoever_owned_it() {
+        let live = one(CREATED);
+        let owners = owned_by(&live, "creator");
+        let (o, owners) = kubectl_label(
+            &live,
+            &owners,
+            &BTreeMap::from([("istio.io/rev".to_string(), "1-14-1".to_string())]),
+            &BTreeSet::from(["team".to_string()]),
+        );
+        assert_eq!(o.label("istio.io/rev").as_deref(), Some("1-14-1"));
+        assert_eq!(o.label("team"), None);
+        assert_eq!(
+            owners["labels/istio.io/rev"],
+            BTreeSet::from(["kubectl-label".to_string()])
+        );
+        assert!(!owners.contains_key("labels/team"));
     }
 }

@@ -1297,3 +1297,176 @@ fn what_a_wave_cannot_restart_is_listed_on_its_phase() {
         texts.phases[2].summary
     );
 }
+
+/// Replays a phase's or rollback's server-side commands (`kubectl apply --server-side … -k DIR`
+/// for its label files, `kubectl label` for its label commands) on namespaces with their field
+/// owners, the way the API server would (`cluster::server_side_apply`, `cluster::kubectl_label`),
+/// checking after every step that each namespace is injected by exactly one healthy injector of
+/// `webhooks_from`.
+fn run_server_side(
+    labels: &mut BTreeMap<String, (Object, crate::cluster::FieldOwners)>,
+    commands: &[String],
+    changes: &[Change],
+    dir: &str,
+    webhooks_from: &ClusterState,
+    what: &str,
+) {
+    for cmd in commands {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        match words.as_slice() {
+            ["kubectl", "apply", "--server-side", manager, rest @ ..]
+                if rest.last() == Some(&dir) =>
+            {
+                let manager = manager.trim_start_matches("--field-manager=");
+                let force = rest.contains(&"--force-conflicts");
+                for c in changes {
+                    if let Change::Labels {
+                        id,
+                        api_version,
+                        set,
+                        via: Via::File,
+                        ..
+                    } = c
+                    {
+                        let partial = crate::layout::label_patch_object(api_version, id, set);
+                        let (live, owners) = labels.get_mut(&id.name).unwrap();
+                        let (o, w) = crate::cluster::server_side_apply(
+                            live, owners, &partial, manager, force,
+                        )
+                        .unwrap_or_else(|e| panic!("{what}: `{cmd}` conflicts: {e:?}"));
+                        *live = o;
+                        *owners = w;
+                    }
+                }
+            }
+            ["kubectl", "label", "namespace", name, rest @ ..] => {
+                let (mut set, mut remove) = (BTreeMap::new(), BTreeSet::new());
+                for w in rest.iter().filter(|w| !w.starts_with("--")) {
+                    match w.split_once('=') {
+                        Some((k, v)) => {
+                            set.insert(k.to_string(), v.to_string());
+                        }
+                        None => {
+                            remove.insert(w.trim_end_matches('-').to_string());
+                        }
+                    }
+                }
+                let (live, owners) = labels.get_mut(*name).unwrap();
+                let (o, w) = crate::cluster::kubectl_label(live, owners, &set, &remove);
+                *live = o;
+                *owners = w;
+            }
+            _ => continue,
+        }
+        let webhooks = webhooks_from.injector_webhooks();
+        for (ns, (o, _)) in labels.iter() {
+            let found = webhooks.matching(&o.labels(), &BTreeMap::new());
+            assert!(
+                start::revision_of(&found).is_some(),
+                "{what}: after `{cmd}`, {ns} would be injected by {}",
+                crate::mesh::describe(&found)
+            );
+        }
+    }
+}
+
+#[test]
+fn every_server_side_apply_keeps_the_namespace_owners_labels_and_ends_where_the_plan_says() {
+    let cases = [
+        Case::new(Revision::Default, named("1-14-1")),
+        Case::new(named("1-13-5"), named("1-14-1")),
+        with_inventory(""),
+    ];
+
+    // kubectl as PLAN.md says, then Argo CD (`ServerSideApply=true`) and Flux, which apply the
+    // same directories server-side with their own managers, always forcing conflicts.
+    let appliers: [Option<&str>; 3] = [
+        None,
+        Some("argocd-controller"),
+        Some("kustomize-controller"),
+    ];
+    for (c, applier) in cases
+        .iter()
+        .flat_map(|c| appliers.iter().map(move |a| (c, *a)))
+    {
+        let p = c.plan().unwrap();
+        let mut texts = crate::describe::describe(&p);
+        if let Some(manager) = applier {
+            let as_controller = |cmds: &mut Vec<String>| {
+                for cmd in cmds.iter_mut() {
+                    if cmd.starts_with("kubectl apply --server-side") {
+                        *cmd = cmd
+                            .replace(
+                                &format!("--field-manager={}", crate::describe::FIELD_MANAGER),
+                                &format!("--field-manager={manager}"),
+                            )
+                            .replace(" --force-conflicts", "")
+                            .replace(" -k ", " --force-conflicts -k ");
+                    }
+                }
+            };
+            texts
+                .phases
+                .iter_mut()
+                .for_each(|t| as_controller(&mut t.server_side));
+            texts
+                .rollbacks
+                .iter_mut()
+                .for_each(|t| as_controller(&mut t.server_side));
+        }
+        let names: Vec<String> = p.injection.iter().map(|r| r.namespace.clone()).collect();
+        // Namespaces created with `kubectl apply`: every label and annotation owned by it.
+        let created = owned(&p.states[0], &names);
+        let mut labels: BTreeMap<String, (Object, crate::cluster::FieldOwners)> = names
+            .iter()
+            .map(|ns| {
+                let o = created.objects[&namespace_id(ns)].clone();
+                let owners = crate::cluster::owned_by(&o, "kubectl-client-side-apply");
+                (ns.clone(), (o, owners))
+            })
+            .collect();
+        let check = |what: &str,
+                     labels: &BTreeMap<String, (Object, crate::cluster::FieldOwners)>,
+                     end: &ClusterState| {
+            for (ns, (o, _)) in labels {
+                assert_eq!(o.label("team").as_deref(), Some("payments"), "{what}: {ns}");
+                assert_eq!(
+                    crate::manifest::str_at(&o.body, &["metadata", "annotations", "owner"]),
+                    Some("app-team"),
+                    "{what}: {ns}"
+                );
+                let want = end.labels(&namespace_id(ns)).unwrap();
+                for key in [REV_LABEL, INJECTION_LABEL] {
+                    assert_eq!(o.label(key), want.get(key).cloned(), "{what}: {ns} {key}");
+                }
+            }
+        };
+        let mut after = vec![labels.clone()];
+        for (phase, text) in p.phases.iter().zip(&texts.phases) {
+            let n = phase.index;
+            run_server_side(
+                &mut labels,
+                &text.server_side,
+                &phase.changes,
+                &phase.dir,
+                &p.states[n],
+                &phase.dir,
+            );
+            check(&phase.dir, &labels, &p.states[n]);
+            after.push(labels.clone());
+        }
+        for (rb, text) in p.rollbacks.iter().zip(&texts.rollbacks) {
+            let n = rb.phase_index;
+            let mut back = after[n].clone();
+            run_server_side(
+                &mut back,
+                &text.server_side,
+                &rb.changes,
+                &rb.dir,
+                &p.states[n - 1],
+                &rb.dir,
+            );
+            check(&rb.dir, &back, &p.states[n - 1]);
+        }
+    }
+}
