@@ -38,7 +38,7 @@ fn compile_scenario(policy: &Path) {
     // Every apply directory has a Kustomization and builds with kustomize; the uninstall
     // directory has none. So do every rollback directory with files to apply (its `delete/`
     // has none), `live/` when the policy sets a promote point, and the bundle root.
-    let kubectl = kubectl("scenarios: kustomize build");
+    let kubectl = kubectl("kubectl kustomize of every directory");
     let build = |dir: &Path| -> Option<String> {
         kubectl.map(|kubectl| {
             let built = Command::new(kubectl)
@@ -150,19 +150,14 @@ fn compile_scenario(policy: &Path) {
 /// One trial per scenario (the example and each `fixtures/scenarios/<name>/`).
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
-    let mut trials = vec![libtest_mimic::Trial::test("scenario::example", || {
-        compile_scenario(&fixtures().join("example/canary.yaml"));
-        Ok(())
+    let mut trials = vec![common::trial("scenario::example", || {
+        compile_scenario(&fixtures().join("example/canary.yaml"))
     })];
     for dir in fixture_dirs("scenarios") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        trials.push(libtest_mimic::Trial::test(
-            format!("scenario::{name}"),
-            move || {
-                compile_scenario(&dir.join("canary.yaml"));
-                Ok(())
-            },
-        ));
+        trials.push(common::trial(&format!("scenario::{name}"), move || {
+            compile_scenario(&dir.join("canary.yaml"))
+        }));
     }
     libtest_mimic::run(&args, trials).exit();
 }
