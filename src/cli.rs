@@ -191,8 +191,9 @@ fn print_stdout(text: &str) -> Result<()> {
 
 fn run_compile(config: &CompileConfig) -> Result<String> {
     let outcome = compile(config)?;
+    let summary = outcome.summary(&config.out)?;
     crate::write::write_atomic(&config.out, &outcome.files, config.force, &outcome.inputs)?;
-    Ok(outcome.summary(&config.out))
+    Ok(summary)
 }
 
 /// `compile --check`: compile, read `--out`, compare. Writes nothing.
