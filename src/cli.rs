@@ -91,6 +91,9 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         istioctl_timeout: u64,
     },
+    /// Print the JSON Schema of the policy file (canary.yaml), generated from the types that
+    /// load it, for editors and CI (README: Editor support).
+    Schema,
     /// Print a shell completion script for bash, zsh or fish, generated from these commands and
     /// flags (e.g. `source <(istio-canary completions bash)`).
     Completions {
@@ -170,6 +173,7 @@ pub fn main() -> i32 {
             format,
             istioctl_timeout,
         } => run_plan(&policy, format, Duration::from_secs(istioctl_timeout)),
+        Command::Schema => Ok(Outcome::ok(crate::policy::json_schema(), String::new())),
         Command::Completions { shell } => Ok(Outcome::ok(completions(shell), String::new())),
     };
     let outcome = result.and_then(|o| print_stdout(&o.stdout).map(|()| o));

@@ -26,6 +26,7 @@ pub mod names;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod policy_schema;
 pub mod render;
 pub mod schema;
 pub mod selector;
@@ -43,7 +44,29 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// unit tests aside). `tests/layers.rs` reads every `src/` file and fails on an import against
 /// this order, and on a module missing from it.
 pub const LAYERS: &[&str] = &[
-    "error", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "selector", "cluster",
-    "istio", "mesh", "policy", "render", "diff", "plan", "describe", "schema", "layout", "gitops",
-    "emit", "write", "check", "pipeline", "cli",
+    "error",
+    "yamlpath",
+    "yamlin",
+    "yamlout",
+    "names",
+    "k8s",
+    "manifest",
+    "selector",
+    "cluster",
+    "istio",
+    "mesh",
+    "policy_schema",
+    "policy",
+    "render",
+    "diff",
+    "plan",
+    "describe",
+    "schema",
+    "layout",
+    "gitops",
+    "emit",
+    "write",
+    "check",
+    "pipeline",
+    "cli",
 ];
