@@ -91,6 +91,29 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         istioctl_timeout: u64,
     },
+    /// Write a commented starter policy for an upgrade from one Istio version to another (never
+    /// replaces a file), and say what to do next.
+    Init {
+        /// The Istio version running now (MAJOR.MINOR.PATCH).
+        #[arg(long, value_name = "VERSION")]
+        from: String,
+        /// The Istio version to upgrade to.
+        #[arg(long, value_name = "VERSION")]
+        to: String,
+        /// The IstioOperator spec of the installation, relative to the policy's directory.
+        #[arg(long, value_name = "FILE")]
+        istio_operator: String,
+        /// A namespace to move (repeat the flag for more): the first goes in the first wave
+        /// (canary), the others in the second (rest).
+        #[arg(long = "namespace", value_name = "NS", required = true)]
+        namespaces: Vec<String>,
+        /// The policy's metadata.name.
+        #[arg(long, default_value = "istio-upgrade")]
+        name: String,
+        /// Where to write the policy; an existing file is never replaced.
+        #[arg(long, value_name = "FILE", default_value = "canary.yaml")]
+        policy: PathBuf,
+    },
     /// Print the JSON Schema of the policy file (canary.yaml), generated from the types that
     /// load it, for editors and CI (README: Editor support).
     Schema,
@@ -173,6 +196,23 @@ pub fn main() -> i32 {
             format,
             istioctl_timeout,
         } => run_plan(&policy, format, Duration::from_secs(istioctl_timeout)),
+        Command::Init {
+            from,
+            to,
+            istio_operator,
+            namespaces,
+            name,
+            policy,
+        } => run_init(
+            &crate::init::Starter {
+                name,
+                from,
+                to,
+                istio_operator,
+                namespaces,
+            },
+            &policy,
+        ),
         Command::Schema => Ok(Outcome::ok(crate::policy::json_schema(), String::new())),
         Command::Completions { shell } => Ok(Outcome::ok(completions(shell), String::new())),
     };
@@ -284,6 +324,24 @@ fn shell_quote(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
     }
+}
+
+/// `init`: the starter policy, checked by the loader as `compile` will load it, then created
+/// at `policy` (never replacing a file); the next steps on stderr.
+fn run_init(starter: &crate::init::Starter, policy: &Path) -> Result<Outcome> {
+    let text = crate::init::starter_text(starter);
+    crate::init::check(&text, policy, &|p: &Path| {
+        crate::yamlin::read_limited(p, crate::yamlin::SPEC_LIMIT)
+    })?;
+    crate::write::write_new(policy, &text)?;
+    let compile = format!(
+        "istio-canary compile --policy {} --out bundles",
+        shell_quote(&policy.to_string_lossy())
+    );
+    Ok(Outcome::ok(
+        String::new(),
+        crate::init::next_steps(starter, policy, &compile),
+    ))
 }
 
 /// `verify DIR`: the directory against its plan.json's digests. Reads only.

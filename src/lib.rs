@@ -17,6 +17,7 @@ pub mod diff;
 pub mod emit;
 pub mod error;
 pub mod gitops;
+pub mod init;
 pub mod istio;
 pub mod k8s;
 pub mod layout;
