@@ -44,30 +44,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Every module of the crate in pipeline order: a module may use only modules before it (its
 /// unit tests aside). `tests/layers.rs` reads every `src/` file and fails on an import against
 /// this order, and on a module missing from it.
+#[rustfmt::skip] // one compact list: rustfmt would put each long name on a line of its own
 pub const LAYERS: &[&str] = &[
-    "error",
-    "yamlpath",
-    "yamlin",
-    "yamlout",
-    "names",
-    "k8s",
-    "manifest",
-    "selector",
-    "cluster",
-    "istio",
-    "mesh",
-    "policy_schema",
-    "policy",
-    "render",
-    "diff",
-    "plan",
-    "describe",
-    "schema",
-    "layout",
-    "gitops",
-    "emit",
-    "write",
-    "check",
-    "pipeline",
-    "cli",
+    "error", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "selector", "cluster",
+    "istio", "mesh", "policy_schema", "policy", "init", "render", "diff", "plan", "describe",
+    "schema", "layout", "gitops", "emit", "write", "check", "pipeline", "cli",
 ];
