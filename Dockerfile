@@ -6,7 +6,7 @@
 # Python script for the tests; it does not run here.)
 #
 #   docker build -t istio-canary .
-#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/work" istio-canary compile --policy canary.yaml --out bundles
+#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/repo" istio-canary compile --policy canary.yaml --out bundles
 
 # The build: the release profile of Cargo.toml, with the versions of Cargo.lock.
 FROM rust:1-slim-bookworm AS build
@@ -20,5 +20,5 @@ RUN cargo build --release --locked --bin istio-canary \
 FROM debian:bookworm-slim
 COPY --from=build /istio-canary /usr/local/bin/istio-canary
 USER 65532:65532
-WORKDIR /work
+WORKDIR /repo
 ENTRYPOINT ["/usr/local/bin/istio-canary"]
