@@ -563,6 +563,18 @@ fn unsafe_phase_help(at: &PhaseAt, v: &Violation) -> String {
             "a webhook with failurePolicy Fail and no backend refuses every request it matches: the render of revision {} must include the Service (and istiod) its webhooks call",
             at.to
         ),
+        // A namespace no wave names that follows the default tag moves with it: that is a
+        // policy choice to make, not a render to fix.
+        Violation::Injection {
+            namespace, found, ..
+        } if at.kind == PhaseKind::DefaultTag
+            && matches!(found.as_slice(), [one] if one.target == crate::mesh::Target::Revision(at.to.label().to_string())) =>
+        {
+            format!(
+                "namespace {namespace} follows the default tag (`{INJECTION_LABEL}=enabled`) and no wave moves it: moving the tag would move it to revision {} without a restart. Add it to a wave, or leave the default tag where it is (defaultTag: false, uninstallOld: false)",
+                at.to
+            )
+        }
         Violation::Injection { .. } => format!(
             "the phases must keep every namespace injected by exactly one revision; check the IstioOperator specs of revisions {} and {}",
             at.from, at.to

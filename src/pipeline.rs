@@ -12,10 +12,9 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cluster::{Change, Via};
 use crate::error::Result;
 use crate::render::{Istioctl, TagRequest};
-use crate::{describe, emit, error, layout, plan, policy, VERSION};
+use crate::{check, describe, emit, error, layout, plan, policy, schema, VERSION};
 
 /// Everything `compile` needs, checked; built once from the command line.
 #[derive(Debug, Clone)]
@@ -40,9 +39,16 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// The short phase summary printed on stderr.
-    pub fn summary(&self, out: &Path) -> String {
+    /// The short phase summary printed on stderr. Each phase's counts are read from the
+    /// compiled `plan.json` (its `apply`, `patch` and `delete` entries), the same entries
+    /// PLAN.md's phase table counts, so the two cannot disagree.
+    pub fn summary(&self, out: &Path) -> Result<String> {
         let p = &self.plan;
+        let json = self
+            .files
+            .get(schema::PLAN_JSON)
+            .ok_or_else(|| error::Error::new("internal error: compile produced no plan.json"))?;
+        let doc = check::parse_plan(Path::new(schema::PLAN_JSON), json)?;
         let mut s = format!(
             "istio-canary: {} {} ({}) -> {} ({}): {} phases in {}/\n",
             p.name,
@@ -50,33 +56,11 @@ impl Compiled {
             p.from().revision,
             p.to().version,
             p.to().revision,
-            p.phases.len(),
+            doc.phases.len(),
             out.display()
         );
-        for phase in &p.phases {
-            let (mut files, mut commands, mut restarts, mut deletes) = (0, 0, 0, 0);
-            for c in &phase.changes {
-                match c {
-                    Change::Apply(_) | Change::Labels { via: Via::File, .. } => files += 1,
-                    Change::Labels { .. } => commands += 1,
-                    Change::Template { .. } => restarts += 1,
-                    Change::Delete(_) => deletes += 1,
-                }
-            }
-            let mut what = Vec::new();
-            if files > 0 || deletes == 0 {
-                what.push(format!("apply {files}"));
-            }
-            if commands > 0 {
-                what.push(format!("label {commands}"));
-            }
-            if restarts > 0 {
-                what.push(format!("restart {restarts}"));
-            }
-            if deletes > 0 {
-                what.push(format!("delete {deletes}"));
-            }
-            let _ = writeln!(s, "  {:<28} {}", phase.dir, what.join(", "));
+        for phase in &doc.phases {
+            let _ = writeln!(s, "  {:<28} {}", phase.dir, phase_counts(phase));
         }
         if let Some(phase) = p.promote.and_then(|n| p.phases.get(n - 1)) {
             let _ = writeln!(
@@ -92,7 +76,26 @@ impl Compiled {
             let _ = writeln!(s, "warning: already before the upgrade: {w}");
         }
         let _ = writeln!(s, "  see {}/PLAN.md for the commands", out.display());
-        s
+        Ok(s)
+    }
+}
+
+/// A phase's counts as PLAN.md's table heads them (`apply 2, patch 1`), zeros left out.
+fn phase_counts(phase: &schema::PhaseDoc) -> String {
+    let counts = [
+        ("apply", phase.apply.len()),
+        ("patch", phase.patch.len()),
+        ("delete", phase.delete.len()),
+    ];
+    let what: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    if what.is_empty() {
+        "nothing".to_string()
+    } else {
+        what.join(", ")
     }
 }
 

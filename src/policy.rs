@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use semver::Version;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -37,16 +38,18 @@ const MAX_HOPS_SHOWN: u64 = 4;
 // ---------------------------------------------------------------------------------------------
 // File format (serde). Unknown fields are errors everywhere.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PolicyFile {
+    #[schemars(extend("const" = API_VERSION))]
     api_version: String,
+    #[schemars(extend("const" = KIND))]
     kind: String,
     metadata: Metadata,
     spec: Spec,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Metadata {
     name: String,
@@ -59,7 +62,7 @@ struct Metadata {
     annotations: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Spec {
     istio_operator: PathBuf,
@@ -78,12 +81,14 @@ struct Spec {
     uninstall_old: bool,
     /// The Kubernetes version of the target cluster (`"1.24"`); optional.
     #[serde(default)]
+    #[schemars(schema_with = "crate::policy_schema::kubernetes_version")]
     kubernetes_version: Option<Value>,
     /// Gateways (`namespace/name` of the gateway Deployment) the new spec may drop.
     #[serde(default)]
     remove_gateways: Vec<String>,
     /// The phase whose end state `live/` holds (an index or a phase name); optional.
     #[serde(default)]
+    #[schemars(schema_with = "crate::policy_schema::phase")]
     promote: Option<Value>,
     /// The values of the `argocd/` and `flux/` objects; optional.
     #[serde(default)]
@@ -93,6 +98,11 @@ struct Spec {
     inventory: Option<PathBuf>,
 }
 
+/// The JSON Schema of this file format (`istio-canary schema`), derived from the types above.
+pub fn json_schema() -> String {
+    crate::policy_schema::render::<PolicyFile>()
+}
+
 fn default_max_minor_skip() -> u64 {
     1
 }
@@ -100,9 +110,10 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FromSpec {
+    #[schemars(schema_with = "crate::policy_schema::version")]
     version: Value,
     revision: Option<String>,
     istio_operator: Option<PathBuf>,
@@ -111,21 +122,22 @@ struct FromSpec {
     default_tag: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ToSpec {
+    #[schemars(schema_with = "crate::policy_schema::version")]
     version: Value,
     revision: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PinSpec {
     path: PathBuf,
     sha256: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WaveSpec {
     name: String,
@@ -137,7 +149,7 @@ struct WaveSpec {
 }
 
 /// How a revision name is derived from a version when the policy does not give one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RevisionNaming {
     /// `1.14.1` -> `1-14-1`
@@ -1181,7 +1193,7 @@ fn check_operator_revision(op: &OperatorSpec, revision: &Revision) -> Result<()>
 // (`flux/`). Every field is optional; what the policy leaves out, `gitops` writes as the
 // controller's usual default or as a placeholder.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct GitOpsSpec {
     #[serde(default, rename = "repoURL")]
@@ -1196,7 +1208,7 @@ struct GitOpsSpec {
     flux: Option<FluxSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ArgoCdSpec {
     #[serde(default)]
@@ -1207,7 +1219,7 @@ struct ArgoCdSpec {
     destination: Option<DestinationSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DestinationSpec {
     #[serde(default)]
@@ -1218,7 +1230,7 @@ struct DestinationSpec {
     namespace: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FluxSpec {
     #[serde(default)]
@@ -1227,7 +1239,7 @@ struct FluxSpec {
     source_ref: Option<SourceRefSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SourceRefSpec {
     #[serde(default)]

@@ -5,14 +5,54 @@
 //! leaving the previous output untouched on any error. Also owns containment: every path of the
 //! file map must be relative and made of normal segments, an `--out` that is or holds an input of
 //! the compile is refused, and a symlinked `--out` is written through to its target (the link
-//! stays). Must not: decide file contents, or write anywhere but `--out` and its staging
-//! directory beside it.
+//! stays). `write_new` creates the one file `init` writes, and never replaces anything. Must
+//! not: decide file contents, or write anywhere but `--out` and its staging directory beside it,
+//! or the new file `init` names and its temporary file beside it.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use crate::emit::MARKER_FILE;
 use crate::error::{Error, Result};
+
+/// Creates `path` holding `text` (the policy `init` writes). The text goes to a temporary file
+/// beside it, which is then linked into place only if nothing is there: an existing file, link
+/// or directory is never replaced, and a failed write leaves nothing behind. The file is
+/// readable by all (0644), like a file a user writes.
+pub fn write_new(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let exists = || {
+        Error::new(format!("{} already exists", path.display())).with_help(
+            "init never replaces a file: choose another --policy, or move the file away first",
+        )
+    };
+    if path.symlink_metadata().is_ok() {
+        return Err(exists());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".istio-canary-init-")
+        .tempfile_in(parent)
+        .map_err(|e| Error::io("cannot create a temporary file in", parent, &e))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .map_err(|e| Error::io("cannot write", path, &e))?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            exists()
+        } else {
+            Error::io("cannot create", path, &e.error)
+        }
+    })?;
+    Ok(())
+}
 
 /// Replaces `out` with exactly `files` (paths relative to `out`). `inputs` are the files the
 /// compile read (policy, specs, istioctl binaries): an `out` that is or holds one is refused,

@@ -66,7 +66,6 @@ fn add(out: &Path) {
 // ---------------------------------------------------------------------------------------------
 // compile --check
 
-#[test]
 fn check_clean_exits_0() {
     let (_tmp, out) = copy_example();
     let r = check(&out);
@@ -75,7 +74,6 @@ fn check_clean_exits_0() {
     snapshot("check-clean", &r.stderr);
 }
 
-#[test]
 fn check_edited_file_exits_1_with_diff() {
     let (_tmp, out) = copy_example();
     edit(&out);
@@ -91,7 +89,6 @@ fn check_edited_file_exits_1_with_diff() {
     snapshot("check-edited", &r.stdout);
 }
 
-#[test]
 fn check_missing_file_exits_1() {
     let (_tmp, out) = copy_example();
     std::fs::remove_file(out.join(REMOVED)).unwrap();
@@ -101,7 +98,6 @@ fn check_missing_file_exits_1() {
     snapshot("check-missing", &r.stdout);
 }
 
-#[test]
 fn check_extra_file_exits_1() {
     let (_tmp, out) = copy_example();
     add(&out);
@@ -113,7 +109,6 @@ fn check_extra_file_exits_1() {
     snapshot("check-extra", &r.stdout);
 }
 
-#[test]
 fn check_keeps_the_users_flags_in_the_regenerate_line() {
     let (_tmp, out) = copy_example();
     add(&out);
@@ -137,7 +132,6 @@ fn check_keeps_the_users_flags_in_the_regenerate_line() {
     );
 }
 
-#[test]
 fn check_without_out_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("bundles");
@@ -148,7 +142,6 @@ fn check_without_out_exits_2() {
     snapshot("check-no-out", &r.stderr);
 }
 
-#[test]
 fn check_foreign_out_exits_2() {
     let (_tmp, out) = copy_example();
     std::fs::remove_file(out.join(".istio-canary")).unwrap();
@@ -158,7 +151,6 @@ fn check_foreign_out_exits_2() {
     snapshot("check-foreign-out", &r.stderr);
 }
 
-#[test]
 fn check_and_force_cannot_be_combined() {
     let (_tmp, out) = copy_example();
     let r = run(
@@ -186,7 +178,6 @@ fn verify(tmp: &Path, arg: &str) -> Run {
     r
 }
 
-#[test]
 fn verify_clean_exits_0() {
     let (tmp, _out) = copy_example();
     let r = verify(tmp.path(), "bundles");
@@ -195,7 +186,6 @@ fn verify_clean_exits_0() {
     snapshot("verify-clean", &r.stderr);
 }
 
-#[test]
 fn verify_defaults_to_bundles() {
     let (tmp, out) = copy_example();
     add(&out);
@@ -204,7 +194,6 @@ fn verify_defaults_to_bundles() {
     assert!(r.stdout.contains(ADDED));
 }
 
-#[test]
 fn verify_edited_exits_1() {
     let (tmp, out) = copy_example();
     edit(&out);
@@ -213,7 +202,6 @@ fn verify_edited_exits_1() {
     snapshot("verify-edited", &r.stdout);
 }
 
-#[test]
 fn verify_missing_exits_1() {
     let (tmp, out) = copy_example();
     std::fs::remove_file(out.join(REMOVED)).unwrap();
@@ -222,7 +210,6 @@ fn verify_missing_exits_1() {
     snapshot("verify-missing", &r.stdout);
 }
 
-#[test]
 fn verify_extra_exits_1() {
     let (tmp, out) = copy_example();
     add(&out);
@@ -232,7 +219,6 @@ fn verify_extra_exits_1() {
     snapshot("verify-extra", &r.stdout);
 }
 
-#[test]
 fn verify_without_plan_json_exits_2() {
     let (tmp, out) = copy_example();
     std::fs::remove_file(out.join("plan.json")).unwrap();
@@ -242,7 +228,6 @@ fn verify_without_plan_json_exits_2() {
     snapshot("verify-no-plan-json", &r.stderr);
 }
 
-#[test]
 fn verify_bad_json_exits_2_with_line_and_column() {
     let (tmp, out) = copy_example();
     let path = out.join("plan.json");
@@ -253,7 +238,6 @@ fn verify_bad_json_exits_2_with_line_and_column() {
     snapshot("verify-bad-json", &r.stderr);
 }
 
-#[test]
 fn verify_not_a_plan_exits_2() {
     let (tmp, out) = copy_example();
     let path = out.join("plan.json");
@@ -268,7 +252,6 @@ fn verify_not_a_plan_exits_2() {
     snapshot("verify-not-a-plan", &r.stderr);
 }
 
-#[test]
 fn verify_refuses_a_plan_naming_a_path_outside() {
     let (tmp, out) = copy_example();
     let path = out.join("plan.json");
@@ -321,7 +304,6 @@ fn documents(stream: &str) -> usize {
     n
 }
 
-#[test]
 fn show_by_index_dir_and_name_prints_one_stream() {
     let (tmp, out) = copy_example();
     let before = read_tree(tmp.path()).unwrap();
@@ -371,7 +353,6 @@ fn show_by_index_dir_and_name_prints_one_stream() {
     }
 }
 
-#[test]
 fn show_uninstall_prints_the_delete_stubs() {
     let (tmp, out) = copy_example();
     let r = run(tmp.path(), &["show", "uninstall-1-13-5"]);
@@ -382,7 +363,6 @@ fn show_uninstall_prints_the_delete_stubs() {
     assert!(r.stdout.contains("DELETE ONLY"));
 }
 
-#[test]
 fn show_unknown_phase_exits_2_listing_the_phases() {
     let (tmp, _out) = copy_example();
     let r = run(tmp.path(), &["show", "8"]);
@@ -391,7 +371,6 @@ fn show_unknown_phase_exits_2_listing_the_phases() {
     snapshot("show-unknown-phase", &r.stderr);
 }
 
-#[test]
 fn show_refuses_an_edited_file() {
     let (tmp, out) = copy_example();
     edit(&out);
@@ -401,7 +380,6 @@ fn show_refuses_an_edited_file() {
     snapshot("show-edited-file", &r.stderr);
 }
 
-#[test]
 fn show_into_a_closed_pipe_exits_0_silently() {
     let (tmp, _out) = copy_example();
     let mut child = Command::new(env!("CARGO_BIN_EXE_istio-canary"))
@@ -427,7 +405,6 @@ fn show_into_a_closed_pipe_exits_0_silently() {
 // ---------------------------------------------------------------------------------------------
 // plan
 
-#[test]
 fn plan_json_is_the_compiled_plan_json() {
     let before = read_tree(&fixtures()).unwrap();
     let r = run(
@@ -445,7 +422,6 @@ fn plan_json_is_the_compiled_plan_json() {
     );
 }
 
-#[test]
 fn plan_text() {
     let r = run(&fixtures().join("example"), &["plan"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -453,7 +429,6 @@ fn plan_text() {
     snapshot("plan-text", &r.stdout);
 }
 
-#[test]
 fn plan_with_a_bad_policy_exits_2() {
     let r = run(
         &fixtures().join("errors/downgrade"),
@@ -474,7 +449,6 @@ fn edit_plan(out: &Path, from: &str, to: &str) {
     std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
 }
 
-#[test]
 fn errors_exit_2_with_their_message() {
     type Setup = fn(&Path);
     let cases: &[(&str, Setup, &[&str])] = &[
@@ -553,11 +527,10 @@ fn errors_exit_2_with_their_message() {
     }
 }
 
-#[test]
 fn show_into_a_full_stdout_is_an_error() {
     let (tmp, _out) = copy_example();
     let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
-        eprintln!("SKIPPED show_into_a_full_stdout_is_an_error: no /dev/full");
+        common::unavailable("a stdout that is full: /dev/full does not exist here");
         return;
     };
     let r = Command::new(env!("CARGO_BIN_EXE_istio-canary"))
@@ -573,7 +546,6 @@ fn show_into_a_full_stdout_is_an_error() {
     );
 }
 
-#[test]
 fn show_lists_label_commands_no_file_carries() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("bundles");
@@ -594,7 +566,6 @@ fn show_lists_label_commands_no_file_carries() {
     snapshot("show-label-commands", &r.stderr);
 }
 
-#[test]
 fn show_a_phase_without_files_says_so() {
     let (tmp, out) = copy_example();
     let path = out.join("plan.json");
@@ -608,7 +579,6 @@ fn show_a_phase_without_files_says_so() {
     snapshot("show-no-files", &r.stderr);
 }
 
-#[test]
 fn help_names_the_commands_and_exit_code_1() {
     let r = run(&fixtures(), &["--help"]);
     assert_eq!(r.code, 0);
@@ -618,3 +588,36 @@ fn help_names_the_commands_and_exit_code_1() {
     let r = run(&fixtures(), &["compile", "--help"]);
     assert!(r.stdout.contains("--check"), "{}", r.stdout);
 }
+
+tests!(
+    check_clean_exits_0,
+    check_edited_file_exits_1_with_diff,
+    check_missing_file_exits_1,
+    check_extra_file_exits_1,
+    check_keeps_the_users_flags_in_the_regenerate_line,
+    check_without_out_exits_2,
+    check_foreign_out_exits_2,
+    check_and_force_cannot_be_combined,
+    verify_clean_exits_0,
+    verify_defaults_to_bundles,
+    verify_edited_exits_1,
+    verify_missing_exits_1,
+    verify_extra_exits_1,
+    verify_without_plan_json_exits_2,
+    verify_bad_json_exits_2_with_line_and_column,
+    verify_not_a_plan_exits_2,
+    verify_refuses_a_plan_naming_a_path_outside,
+    show_by_index_dir_and_name_prints_one_stream,
+    show_uninstall_prints_the_delete_stubs,
+    show_unknown_phase_exits_2_listing_the_phases,
+    show_refuses_an_edited_file,
+    show_into_a_closed_pipe_exits_0_silently,
+    plan_json_is_the_compiled_plan_json,
+    plan_text,
+    plan_with_a_bad_policy_exits_2,
+    errors_exit_2_with_their_message,
+    show_into_a_full_stdout_is_an_error,
+    show_lists_label_commands_no_file_carries,
+    show_a_phase_without_files_says_so,
+    help_names_the_commands_and_exit_code_1,
+);

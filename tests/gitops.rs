@@ -88,7 +88,6 @@ fn apply_dirs(files: &BTreeMap<String, String>) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
 fn no_object_holds_a_null_or_a_ca_bundle() {
     for dir in scenarios() {
         let tmp = tempfile::tempdir().unwrap();
@@ -103,7 +102,6 @@ fn no_object_holds_a_null_or_a_ca_bundle() {
     }
 }
 
-#[test]
 fn crds_namespaces_and_shared_objects_are_protected_from_pruning() {
     for dir in scenarios() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -281,7 +279,6 @@ fn check_one_git_form_per_identity(what: &str, files: &BTreeMap<String, String>)
     live
 }
 
-#[test]
 fn every_copy_of_an_object_has_one_git_form_in_phases_rollbacks_and_live() {
     for dir in scenarios() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -344,7 +341,6 @@ fn resources(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn argocd_and_flux_sync_every_apply_phase_without_drift() {
     for dir in scenarios() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -613,7 +609,6 @@ fn check_no_dangling_gitops_paths(what: &str, prefix: &str, files: &BTreeMap<Str
     }
 }
 
-#[test]
 fn every_path_a_gitops_object_or_kustomization_names_exists() {
     for dir in scenarios() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -627,9 +622,8 @@ fn every_path_a_gitops_object_or_kustomization_names_exists() {
     }
 }
 
-#[test]
 fn flux_patches_drop_exactly_the_flipped_failure_policies() {
-    let Some(kubectl) = kubectl("gitops: flux patches build") else {
+    let Some(kubectl) = kubectl("kustomize build of the Flux patches") else {
         return;
     };
     for dir in scenarios() {
@@ -695,3 +689,12 @@ fn flux_patches_drop_exactly_the_flipped_failure_policies() {
         }
     }
 }
+
+tests!(
+    no_object_holds_a_null_or_a_ca_bundle,
+    crds_namespaces_and_shared_objects_are_protected_from_pruning,
+    every_copy_of_an_object_has_one_git_form_in_phases_rollbacks_and_live,
+    argocd_and_flux_sync_every_apply_phase_without_drift,
+    every_path_a_gitops_object_or_kustomization_names_exists,
+    flux_patches_drop_exactly_the_flipped_failure_policies,
+);

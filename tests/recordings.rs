@@ -33,9 +33,8 @@ fn goldens(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
 fn every_recording_parses_and_is_classified() {
-    let Some(dir) = recordings("every_recording_parses_and_is_classified") else {
+    let Some(dir) = recordings("reading every recording") else {
         return;
     };
     let files = goldens(&dir);
@@ -88,9 +87,8 @@ fn recorded_istioctl(dir: &Path, golden: &Path) -> (PathBuf, String) {
     (path, sha256_hex(script.as_bytes()))
 }
 
-#[test]
 fn compiles_an_upgrade_from_a_recorded_unrevisioned_install() {
-    let Some(dir) = recordings("compiles_an_upgrade_from_a_recorded_unrevisioned_install") else {
+    let Some(dir) = recordings("compiling from a recording") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -157,3 +155,8 @@ fn compiles_an_upgrade_from_a_recorded_unrevisioned_install() {
     let tree: String = files.keys().map(|k| format!("{k}\n")).collect();
     snapshot_settings().bind(|| insta::assert_snapshot!("recorded-old-side-tree", tree));
 }
+
+tests!(
+    every_recording_parses_and_is_classified,
+    compiles_an_upgrade_from_a_recorded_unrevisioned_install,
+);

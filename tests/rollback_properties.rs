@@ -579,6 +579,21 @@ fn check_inventory(c: &Case, cl: &Cluster) {
         inventory: istio_canary::inventory::parse(text.as_bytes(), Path::new("inventory.yaml"))
             .unwrap(),
     });
+    if cl.stray_on_old && !c.uninstall_old && c.old_default && c.default_tag {
+        // `stray` follows the default (`istio-injection=enabled`), no wave names it, and the
+        // default-tag phase would move it: refused there, never moved unplanned.
+        match plan(&policy, &old, &new) {
+            Err(Refusal::UnsafePhase { at, violation }) => {
+                assert_eq!(at.kind, PhaseKind::DefaultTag, "{c:?} {cl:?}");
+                assert!(
+                    violation.to_string().starts_with("namespace stray "),
+                    "{c:?} {cl:?}: {violation}"
+                );
+            }
+            other => panic!("{c:?} {cl:?}: a namespace moved by the default tag: {other:?}"),
+        }
+        return;
+    }
     if cl.stray_on_old && c.uninstall_old {
         match plan(&policy, &old, &new) {
             Err(Refusal::Forgotten { namespaces, .. }) => {

@@ -38,7 +38,7 @@ fn compile_scenario(policy: &Path) {
     // Every apply directory has a Kustomization and builds with kustomize; the uninstall
     // directory has none. So do every rollback directory with files to apply (its `delete/`
     // has none), `live/` when the policy sets a promote point, and the bundle root.
-    let kubectl = kubectl("scenarios: kustomize build");
+    let kubectl = kubectl("kubectl kustomize of every directory");
     let build = |dir: &Path| -> Option<String> {
         kubectl.map(|kubectl| {
             let built = Command::new(kubectl)
@@ -138,6 +138,8 @@ fn compile_scenario(policy: &Path) {
         );
     }
 
+    summary_counts_what_plan_md_counts(&name, &first.stderr, &files["PLAN.md"]);
+
     snapshot_settings().bind(|| {
         insta::assert_snapshot!(format!("scenario-{name}"), combined(&files));
         insta::assert_snapshot!(
@@ -147,22 +149,48 @@ fn compile_scenario(policy: &Path) {
     });
 }
 
+/// Each phase line of the stderr summary (`  03-migrate-canary   patch 1`) gives the counts of
+/// the phase's row in PLAN.md's table (`| 3 | `03-migrate-canary` | migrate | 0 | 1 | 0 |`),
+/// zeros left out, and there is one line per row.
+fn summary_counts_what_plan_md_counts(name: &str, stderr: &str, plan_md: &str) {
+    let mut rows = Vec::new();
+    for line in plan_md.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | # | phase | kind | apply | patch | delete |
+        if cells.len() == 8 && cells[1].parse::<usize>().is_ok() {
+            let dir = cells[2].trim_matches('`');
+            let counts: Vec<String> = ["apply", "patch", "delete"]
+                .iter()
+                .zip(&cells[4..7])
+                .filter(|(_, n)| **n != "0")
+                .map(|(what, n)| format!("{what} {n}"))
+                .collect();
+            rows.push(format!("{dir} {}", counts.join(", ")));
+        }
+    }
+    let summary: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(!rows.is_empty(), "{name}: no phase table in PLAN.md");
+    assert_eq!(
+        summary, rows,
+        "{name}: the stderr summary and PLAN.md count differently"
+    );
+}
+
 /// One trial per scenario (the example and each `fixtures/scenarios/<name>/`).
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
-    let mut trials = vec![libtest_mimic::Trial::test("scenario::example", || {
-        compile_scenario(&fixtures().join("example/canary.yaml"));
-        Ok(())
+    let mut trials = vec![common::trial("scenario::example", || {
+        compile_scenario(&fixtures().join("example/canary.yaml"))
     })];
     for dir in fixture_dirs("scenarios") {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        trials.push(libtest_mimic::Trial::test(
-            format!("scenario::{name}"),
-            move || {
-                compile_scenario(&dir.join("canary.yaml"));
-                Ok(())
-            },
-        ));
+        trials.push(common::trial(&format!("scenario::{name}"), move || {
+            compile_scenario(&dir.join("canary.yaml"))
+        }));
     }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -185,22 +185,20 @@ pub fn combined(files: &BTreeMap<String, String>) -> String {
     s
 }
 
-/// `../shared/upstream-istioctl-output`, or None (with a message) where it is absent. On CI it
-/// must be there: its absence fails the test instead of skipping it.
-pub fn recordings(test: &str) -> Option<PathBuf> {
+/// `../shared/upstream-istioctl-output`, or None where it is absent (see `unavailable`).
+pub fn recordings(check: &str) -> Option<PathBuf> {
     let dir = manifest_dir().join("../shared/upstream-istioctl-output");
     if dir.is_dir() {
         return Some(dir);
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: ../shared/upstream-istioctl-output is missing on CI");
-    }
-    eprintln!("SKIPPED {test}: ../shared/upstream-istioctl-output is not beside the project");
+    unavailable(&format!(
+        "{check}: ../shared/upstream-istioctl-output is not beside the project"
+    ));
     None
 }
 
-/// `kubectl`, if installed (on CI it must be).
-pub fn kubectl(test: &str) -> Option<&'static str> {
+/// `kubectl`, if installed, or None (see `unavailable`).
+pub fn kubectl(check: &str) -> Option<&'static str> {
     let ok = Command::new("kubectl")
         .args(["version", "--client"])
         .output()
@@ -208,9 +206,63 @@ pub fn kubectl(test: &str) -> Option<&'static str> {
     if ok {
         return Some("kubectl");
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: kubectl is not installed on CI");
-    }
-    eprintln!("SKIPPED {test}: kubectl is not installed");
+    unavailable(&format!("{check}: kubectl is not installed"));
     None
+}
+
+std::thread_local! {
+    /// The checks the running trial could not make; `None` outside `trial`.
+    static NOT_RUN: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The one way a test says that a check cannot run here (a tool, a Python module or
+/// `../shared` is missing). With the `CI` environment variable set it fails the test: on CI
+/// every check must run. Otherwise the test goes on (or returns) and its trial is reported as
+/// `ignored (not run: WHAT)` and counted in the summary line's `ignored`, where a user sees it:
+/// libtest captures a passing test's output, so a printed `SKIPPED` would be hidden behind `ok`.
+/// Only a test run by `trial` (a `harness = false` test file, see `tests!`) can report that;
+/// called from anywhere else it fails the test rather than let it pass.
+pub fn unavailable(what: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} (CI is set, and on CI a check that cannot run fails)");
+    }
+    NOT_RUN.with(|not_run| match not_run.borrow_mut().as_mut() {
+        Some(list) => list.push(what.to_string()),
+        None => panic!(
+            "{what} (and this test is not run by common::trial, so the skip would pass unseen)"
+        ),
+    });
+}
+
+/// A libtest-mimic trial that runs `test` and reports it `ignored` (with what was not run) when
+/// it called `unavailable`, failed when it panicked, passed otherwise.
+pub fn trial(name: &str, test: impl FnOnce() + Send + 'static) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::ignorable_test(name, move || {
+        NOT_RUN.with(|not_run| *not_run.borrow_mut() = Some(Vec::new()));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(test));
+        let not_run = NOT_RUN
+            .with(|not_run| not_run.borrow_mut().take())
+            .unwrap_or_default();
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+        Ok(if not_run.is_empty() {
+            libtest_mimic::Completion::Completed
+        } else {
+            libtest_mimic::Completion::ignored_with(format!("not run: {}", not_run.join("; ")))
+        })
+    })
+}
+
+/// The `main` of a `harness = false` test file: one `trial` per function named, under its own
+/// name, so `cargo test` reports each like a `#[test]` (and a function not named here is dead
+/// code, which clippy refuses).
+#[macro_export]
+macro_rules! tests {
+    ($($test:ident),* $(,)?) => {
+        fn main() {
+            let args = libtest_mimic::Arguments::from_args();
+            libtest_mimic::run(&args, vec![$(common::trial(stringify!($test), $test)),*]).exit();
+        }
+    };
 }

@@ -1,0 +1,298 @@
+//! The ways to get and run istio-canary outside a clone: the GitHub Actions composite action
+//! (`.github/actions/compile-check/`) and its example workflow (`examples/`), and the
+//! `Dockerfile`. The action's check step is run here the way a runner runs it (its `env`
+//! filled from the inputs, its script under `bash -eo pipefail`) with the built binary, on a
+//! compiled example that is up to date, out of date, or missing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml::Value;
+
+use common::{copy_example, fixtures, manifest_dir, run};
+
+const ACTION_DIR: &str = ".github/actions/compile-check";
+
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("read a YAML file of the repository");
+    serde_yaml::from_str(&text).expect("parse a YAML file of the repository")
+}
+
+fn action() -> Value {
+    yaml(&manifest_dir().join(ACTION_DIR).join("action.yml"))
+}
+
+fn steps(action: &Value) -> Vec<Value> {
+    action["runs"]["steps"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn step(action: &Value, id: &str) -> Value {
+    steps(action)
+        .into_iter()
+        .find(|s| s["id"].as_str() == Some(id))
+        .unwrap_or_else(|| panic!("the action has no step {id}"))
+}
+
+/// The action's inputs with their defaults.
+fn input_defaults(action: &Value) -> BTreeMap<String, String> {
+    action["inputs"]
+        .as_mapping()
+        .expect("the action has inputs")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap_or_default().to_string(),
+                v["default"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `${{ inputs.NAME }}` evaluated against `inputs`; any other expression fails the test.
+fn evaluate(text: &str, inputs: &BTreeMap<String, String>) -> String {
+    let Some(inner) = text
+        .trim()
+        .strip_prefix("${{")
+        .and_then(|t| t.strip_suffix("}}"))
+    else {
+        assert!(!text.contains("${{"), "unsupported expression: {text}");
+        return text.to_string();
+    };
+    let name = inner
+        .trim()
+        .strip_prefix("inputs.")
+        .unwrap_or_else(|| panic!("unsupported expression: {text}"));
+    inputs
+        .get(name)
+        .unwrap_or_else(|| panic!("{text}: no input {name}"))
+        .clone()
+}
+
+struct StepRun {
+    code: Option<i32>,
+    log: String,
+    summary: String,
+}
+
+/// Runs the action's `check` step as a runner would: `with` over the defaults, `env` and
+/// `working-directory` evaluated, the script in a file run by `bash --noprofile --norc -eo
+/// pipefail`, the built binary on PATH.
+fn run_check_step(with: &[(&str, &str)]) -> StepRun {
+    let action = action();
+    let mut inputs = input_defaults(&action);
+    for (k, v) in with {
+        assert!(inputs.contains_key(*k), "no input {k}");
+        inputs.insert((*k).to_string(), (*v).to_string());
+    }
+    let step = step(&action, "check");
+    assert_eq!(step["shell"].as_str(), Some("bash"));
+    let runner = tempfile::tempdir().expect("runner temp dir");
+    let script = runner.path().join("step.sh");
+    std::fs::write(
+        &script,
+        step["run"].as_str().expect("the step runs a script"),
+    )
+    .expect("write the step script");
+    let summary = runner.path().join("step-summary.md");
+    std::fs::write(&summary, "").expect("create the step summary");
+    let cwd = evaluate(step["working-directory"].as_str().unwrap_or("."), &inputs);
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_istio-canary"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().expect("the binary's directory").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .args(["--noprofile", "--norc", "-eo", "pipefail"])
+        .arg(&script)
+        .current_dir(fixtures().join("example").join(cwd))
+        .env("PATH", path)
+        .env("RUNNER_TEMP", runner.path())
+        .env("GITHUB_STEP_SUMMARY", &summary);
+    for (k, v) in step["env"].as_mapping().expect("the step's env") {
+        command.env(
+            k.as_str().unwrap_or_default(),
+            evaluate(v.as_str().unwrap_or_default(), &inputs),
+        );
+    }
+    let out = command.output().expect("run bash");
+    StepRun {
+        code: out.status.code(),
+        log: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        summary: std::fs::read_to_string(&summary).unwrap_or_default(),
+    }
+}
+
+#[test]
+fn the_ci_action_passes_up_to_date_bundles_and_fails_others_with_the_diff() {
+    let (_tmp, out) = copy_example();
+    let out_arg = out.to_str().expect("a UTF-8 temp path");
+
+    let clean = run_check_step(&[("out", out_arg)]);
+    assert_eq!(clean.code, Some(0), "{}", clean.log);
+    assert!(clean.log.contains("is up to date"), "{}", clean.log);
+    assert_eq!(clean.summary, "");
+
+    // A hand edit: exit 1, the diff and the regenerate command in the log, nothing posted.
+    let plan_md = out.join("PLAN.md");
+    let text = std::fs::read_to_string(&plan_md).expect("read PLAN.md");
+    std::fs::write(&plan_md, format!("{text}edited by hand\n")).expect("edit PLAN.md");
+    let stale = run_check_step(&[("out", out_arg)]);
+    assert_eq!(stale.code, Some(1), "{}", stale.log);
+    assert!(stale.log.contains("+++ b/PLAN.md"), "{}", stale.log);
+    assert!(stale.log.contains("-edited by hand"), "{}", stale.log);
+    assert!(
+        stale
+            .log
+            .contains("istio-canary compile --policy canary.yaml --out"),
+        "{}",
+        stale.log
+    );
+    assert_eq!(stale.summary, "", "step-summary is off by default");
+
+    // Asked to, it copies the diff into the step summary.
+    let summarized = run_check_step(&[("out", out_arg), ("step-summary", "true")]);
+    assert_eq!(summarized.code, Some(1), "{}", summarized.log);
+    assert!(
+        summarized.summary.contains("```diff\n"),
+        "{}",
+        summarized.summary
+    );
+    assert!(
+        summarized.summary.contains("-edited by hand"),
+        "{}",
+        summarized.summary
+    );
+
+    // No bundles at all is an error (exit 2), with compile's message.
+    let missing = run_check_step(&[("out", "no-such-bundles")]);
+    assert_eq!(missing.code, Some(2), "{}", missing.log);
+    assert!(missing.log.contains("error: "), "{}", missing.log);
+    assert_eq!(missing.summary, "");
+}
+
+#[test]
+fn the_ci_action_runs_only_the_cli_and_posts_nothing() {
+    let action = action();
+    let steps = steps(&action);
+    assert!(!steps.is_empty());
+    for s in &steps {
+        let id = s["id"].as_str().unwrap_or("?");
+        // Only scripts of its own: no other action, so nothing that could post.
+        assert!(s.get("uses").is_none(), "step {id} uses another action");
+        let script = s["run"].as_str().unwrap_or_default();
+        // Inputs reach scripts through env, never pasted into the script.
+        assert!(!script.contains("${{"), "step {id} pastes an expression");
+        for word in [
+            "GITHUB_TOKEN",
+            "github.token",
+            "gh ",
+            "curl",
+            "wget",
+            "::error",
+            "::warning",
+        ] {
+            assert!(!script.contains(word), "step {id} mentions {word}");
+        }
+    }
+    // The install step builds this package: the action's directory three levels down.
+    let install = step(&action, "install");
+    let script = install["run"].as_str().unwrap_or_default();
+    assert!(
+        script.contains("cargo install --locked --path \"$GITHUB_ACTION_PATH/../../..\""),
+        "{script}"
+    );
+    let root = manifest_dir().join(ACTION_DIR).join("../../..");
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(cargo.contains("name = \"istio-canary\""));
+    // Every flag the check step passes is one `compile --help` lists, and --check is one.
+    let check = step(&action, "check");
+    let script = check["run"].as_str().unwrap_or_default();
+    let help = run(&fixtures(), &["compile", "--help"]);
+    assert_eq!(help.code, 0);
+    let command: Vec<&str> = script
+        .lines()
+        .filter(|l| l.trim_start().starts_with("istio-canary "))
+        .collect();
+    assert_eq!(command.len(), 1, "{script}");
+    assert!(command[0]
+        .trim_start()
+        .starts_with("istio-canary compile --check "));
+    let flags: Vec<&str> = command[0]
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    assert!(flags.contains(&"--check"), "{script}");
+    for flag in flags {
+        assert!(help.stdout.contains(flag), "compile has no {flag}");
+    }
+}
+
+#[test]
+fn the_example_workflow_uses_the_action_with_inputs_it_has() {
+    let workflow = yaml(&manifest_dir().join("examples/compile-check-workflow.yml"));
+    assert_eq!(
+        serde_yaml::to_string(&workflow["permissions"]).unwrap_or_default(),
+        "contents: read\n",
+        "read-only token"
+    );
+    let inputs = input_defaults(&action());
+    let mut used = 0;
+    for job in workflow["jobs"].as_mapping().expect("jobs").values() {
+        for s in job["steps"].as_sequence().expect("steps") {
+            let Some(uses) = s["uses"].as_str() else {
+                continue;
+            };
+            let Some(path) = uses
+                .strip_prefix("OWNER/istio-canary/")
+                .and_then(|p| p.split_once('@'))
+                .map(|(p, _)| p)
+            else {
+                continue;
+            };
+            assert_eq!(path, ACTION_DIR);
+            used += 1;
+            for k in s["with"].as_mapping().expect("with").keys() {
+                let k = k.as_str().unwrap_or_default();
+                assert!(inputs.contains_key(k), "the action has no input {k}");
+            }
+        }
+    }
+    assert_eq!(used, 1, "the example uses the action once");
+}
+
+#[test]
+fn the_dockerfile_builds_the_locked_release_binary_and_ships_only_it() {
+    let text = std::fs::read_to_string(manifest_dir().join("Dockerfile")).expect("Dockerfile");
+    let stages: Vec<&str> = text.split("\nFROM ").skip(1).collect();
+    assert_eq!(stages.len(), 2, "a build stage and the image");
+    assert!(stages[0].contains("cargo build --release --locked --bin istio-canary"));
+    let image: Vec<&str> = stages[1]
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    let copies: Vec<&&str> = image.iter().filter(|l| l.starts_with("COPY")).collect();
+    assert_eq!(
+        copies,
+        [&"COPY --from=build /istio-canary /usr/local/bin/istio-canary"]
+    );
+    assert!(
+        !stages[1].contains("RUN "),
+        "the image adds nothing but the binary"
+    );
+    assert!(image.contains(&"ENTRYPOINT [\"/usr/local/bin/istio-canary\"]"));
+    assert!(image
+        .iter()
+        .any(|l| l.starts_with("USER ") && !l.contains("root")));
+}
