@@ -346,8 +346,23 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
                 } else {
                     ""
                 }
-            ),
-            vec![apply.clone()],
+            ) + &if phase.namespaces.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " Namespaces in no wave that follow the default move with it: {}{}.",
+                    quoted_list(&phase.namespaces),
+                    if template_commands(&phase.changes).is_empty() {
+                        String::new()
+                    } else {
+                        "; the `kubectl patch` commands then restart their workloads".to_string()
+                    }
+                )
+            },
+            [apply.clone()]
+                .into_iter()
+                .chain(template_commands(&phase.changes))
+                .collect(),
             vec![
                 format!("# must show {new} for both"),
                 format!("kubectl get mutatingwebhookconfiguration {tag} validatingwebhookconfiguration {DEFAULT_VALIDATOR} -L {REV_LABEL}"),
@@ -467,8 +482,27 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
         server_side.push(delete);
     }
     let mut checks = Vec::new();
+    // Webhook configurations the rollback switches off with its files and then deletes.
+    let switched_off: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Apply(o) if rb.deletes().any(|d| d.id == o.id) => Some(o.id.name.clone()),
+            _ => None,
+        })
+        .collect();
     if has_files {
-        checks.push(format!("# must show no difference (istiod's own runtime changes to webhooks' caBundle and failurePolicy aside): the objects are back as they were before {}", phase.dir));
+        checks.push(format!(
+            "# must show no difference (istiod's own runtime changes to webhooks' caBundle and failurePolicy aside{}): the objects are back as they were before {}",
+            if switched_off.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} the rollback switched off and deleted show as to be created",
+                    switched_off.join(", ")
+                )
+            },
+            phase.dir
+        ));
         checks.push(format!("kubectl diff -k {dir}"));
     }
     let removed: BTreeMap<String, Vec<String>> =

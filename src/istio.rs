@@ -176,6 +176,18 @@ pub fn normalize(object: &Object) -> Object {
     o
 }
 
+/// Whether a webhook is switched off the way `neutralize_injector` (and istioctl) does it: a
+/// selector that requires the never-match label, which no object carries.
+pub fn is_deactivated(webhook: &Mapping) -> bool {
+    ["namespaceSelector", "objectSelector"].iter().any(|sel| {
+        webhook
+            .get(*sel)
+            .and_then(|s| s.get("matchLabels"))
+            .and_then(|m| m.get(NEVER_MATCH_LABEL))
+            .is_some()
+    })
+}
+
 /// A legacy (unrevisioned) injector switched off the way `istioctl tag set default` does it:
 /// every webhook's namespace and object selectors set to a label no object carries.
 pub fn neutralize_injector(injector: &Object) -> Object {

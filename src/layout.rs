@@ -761,11 +761,13 @@ mod tests {
             remove: BTreeSet::new(),
             via: Via::File,
         };
+        let mut migrate = phase(PhaseKind::Migrate, 2, vec![relabel]);
+        migrate.namespaces = vec!["app".into()];
         let mut p = plan(
             vec![vec![&before], vec![&before, &crd], vec![&after, &crd]],
             vec![
                 phase(PhaseKind::Crds, 1, vec![Change::Apply(crd.clone())]),
-                phase(PhaseKind::Migrate, 2, vec![relabel]),
+                migrate,
             ],
         );
         p.injection = vec![InjectionRow {

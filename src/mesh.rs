@@ -15,8 +15,8 @@ use serde_yaml::{Mapping, Value};
 
 use crate::cluster::{self, namespace_id, pod_template_labels, scalar, service_id, ClusterState};
 use crate::istio::{
-    is_injector_webhook, is_istiod, mesh_config_references, DEFAULT_REVISION, DEFAULT_VALIDATOR,
-    INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, REV_LABEL,
+    is_deactivated, is_injector_webhook, is_istiod, mesh_config_references, DEFAULT_REVISION,
+    DEFAULT_VALIDATOR, INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, REV_LABEL,
 };
 use crate::k8s::NAME_LABEL;
 use crate::manifest::{value_at, ObjectId};
@@ -136,8 +136,10 @@ impl ClusterState {
         };
         // The first webhook that reaches exactly one revision (one reaching several is a
         // violation of its own, never resolved by picking one).
+        // A switched-off webhook validates and injects nothing: it says nothing of the revision.
         webhooks.iter().find_map(|wh| {
-            let svc = webhook_service(wh.as_mapping()?)?;
+            let wh = wh.as_mapping().filter(|wh| !is_deactivated(wh))?;
+            let svc = webhook_service(wh)?;
             let revisions = self.istiod_revisions(&service_id(&svc.0, &svc.1));
             match revisions.len() {
                 1 => revisions.into_iter().next(),

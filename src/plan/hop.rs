@@ -54,6 +54,17 @@ pub struct At {
     pub width: usize,
 }
 
+/// What state 0 says about the namespaces around the waves, for every hop.
+#[derive(Clone, Copy)]
+pub struct Around<'a> {
+    /// Violations state 0 already has (never blamed on a phase).
+    pub known: &'a BTreeSet<Violation>,
+    /// Namespaces no wave names, each with the revision it must keep.
+    pub fixed: &'a Expected,
+    /// Namespaces no wave names that follow the default tag.
+    pub followers: &'a [String],
+}
+
 /// What one hop produced: its phases, the state after each and what was expected of it.
 pub struct HopOut {
     pub hop: Hop,
@@ -151,7 +162,8 @@ fn migrate(wave: &str, namespaces: &[String], new_rev: &str) -> Draft {
     d
 }
 
-/// What a wave adds to its relabels, from the state it starts in: a command removing
+/// What a wave (or the default tag's move, for the namespaces that follow it) adds to its
+/// changes, from the state it starts in: a command removing
 /// `istio-injection` from each namespace that carries it (it wins over `istio.io/rev`; removed
 /// after the new label is set, so the namespace stays on the old revision until the moment it
 /// moves); a pod-template patch moving each workload the wave names (`istio.io/rev=<new>` on
@@ -164,7 +176,13 @@ fn wave_changes(
     running: &BTreeMap<ObjectId, Option<String>>,
 ) -> Vec<Change> {
     let mut out = Vec::new();
-    for ns in &draft.namespaces {
+    // A wave relabels; the default tag's followers keep `istio-injection` and move with the tag.
+    let relabels = if draft.kind == PhaseKind::Migrate {
+        draft.namespaces.as_slice()
+    } else {
+        &[]
+    };
+    for ns in relabels {
         let carries = state
             .labels(&namespace_id(ns))
             .is_some_and(|l| l.contains_key(INJECTION_LABEL));
@@ -243,14 +261,19 @@ pub fn run(
     hop: &HopInput<'_>,
     drafts: Vec<Draft>,
     at: At,
-    known: &BTreeSet<Violation>,
-    fixed: &Expected,
+    cluster: &Around<'_>,
     running: &mut BTreeMap<ObjectId, Option<String>>,
 ) -> Result<HopOut> {
+    let Around {
+        known,
+        fixed,
+        followers,
+    } = *cluster;
     let mut any_single: Expected = hop
         .waves
         .iter()
         .flat_map(|w| &w.namespaces)
+        .chain(followers)
         .map(|n| (n.clone(), None))
         .collect();
     any_single.extend(fixed.clone());
@@ -285,6 +308,7 @@ pub fn run(
         expected: Vec::new(),
     };
     let mut waves_done = 0;
+    let mut tag_moved = false;
     for (i, mut draft) in all.into_iter().enumerate() {
         let index = at.first_index + i;
         let dir = format!("{index:0width$}-{}", draft.name);
@@ -303,6 +327,10 @@ pub fn run(
             PhaseKind::DefaultTag => {
                 let off = switch_off_legacy_injectors(&state, &draft.changes);
                 draft.changes.extend(off);
+                tag_moved = true;
+                draft.namespaces = followers.to_vec();
+                let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
+                draft.changes.extend(more);
             }
             PhaseKind::Migrate => {
                 waves_done += 1;
@@ -315,6 +343,12 @@ pub fn run(
         let before = state.clone();
         let mut end = expected(hop, waves_done);
         end.extend(fixed.clone());
+        let follows = if tag_moved { &hop.to } else { &hop.from };
+        end.extend(
+            followers
+                .iter()
+                .map(|n| (n.clone(), Some(follows.revision.label().to_string()))),
+        );
         state = simulate::run(&state, &draft.changes, &any_single, &end, known).map_err(
             |violation| Refusal::UnsafePhase {
                 at: phase_at.clone(),
@@ -323,7 +357,9 @@ pub fn run(
         )?;
         restarted(&state, &draft, hop, running, &phase_at)?;
         let manual = match draft.kind {
-            PhaseKind::Migrate => not_restartable(&before, &state, &draft.namespaces),
+            PhaseKind::Migrate | PhaseKind::DefaultTag => {
+                not_restartable(&before, &state, &draft.namespaces)
+            }
             _ => Vec::new(),
         };
         out.phases.push(Phase {
@@ -392,7 +428,7 @@ fn restarted(
             running.insert(id.clone(), now);
         }
     }
-    if draft.kind != PhaseKind::Migrate {
+    if !matches!(draft.kind, PhaseKind::Migrate | PhaseKind::DefaultTag) {
         return Ok(());
     }
     let moved: BTreeSet<&str> = draft.namespaces.iter().map(String::as_str).collect();

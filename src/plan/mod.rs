@@ -366,8 +366,11 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
             hop_input,
             drafts,
             at,
-            &start.known,
-            &start.fixed,
+            &hop::Around {
+                known: &start.known,
+                fixed: &start.fixed,
+                followers: &start.followers,
+            },
             &mut running,
         )?;
         phases.extend(out.phases);

@@ -22,7 +22,9 @@ use crate::plan::{rollback_dir, sort_changes, Phase, PhaseKind, Plan, Result, Ro
 /// The changes that take the cluster from `after` (the state phase `phase` leaves) back to
 /// `before` (the state it started from), for every object the phase touched: an object it changed
 /// or deleted is re-applied as it was; an object it created is deleted (a stub with an API version
-/// the cluster serves); labels it patched are patched back (a file sets what `before` had, a
+/// the cluster serves), a webhook configuration switched off by the files first when they
+/// restore another (so an injector or validator restored and one being deleted never both
+/// apply); labels it patched are patched back (a file sets what `before` had, a
 /// `kubectl label … KEY-` command removes what `before` lacked: never a null label). CRDs are never
 /// rolled back. Objects that existed before the phase are never deleted.
 pub fn rollback_changes(
@@ -48,6 +50,7 @@ pub fn rollback_changes(
         }
     }
     let mut out = Vec::new();
+    let mut created_webhooks = Vec::new();
     for id in &whole {
         if id.kind == "CustomResourceDefinition" {
             continue;
@@ -55,16 +58,32 @@ pub fn rollback_changes(
         match (before.objects.get(*id), after.objects.get(*id)) {
             (Some(b), Some(a)) if b == a => {}
             (Some(b), _) => out.push(Change::Apply(b.clone())),
-            (None, Some(a)) => out.push(Change::Delete(DeleteRef {
-                api_version: k8s::delete_api_version(
-                    &a.id.group,
-                    &a.id.kind,
-                    &a.api_version,
-                    kubernetes,
-                ),
-                id: a.id.clone(),
-            })),
+            (None, Some(a)) => {
+                if is_webhook_config(&a.id) {
+                    created_webhooks.push(a);
+                }
+                out.push(Change::Delete(DeleteRef {
+                    api_version: k8s::delete_api_version(
+                        &a.id.group,
+                        &a.id.kind,
+                        &a.api_version,
+                        kubernetes,
+                    ),
+                    id: a.id.clone(),
+                }))
+            }
             (None, None) => {}
+        }
+    }
+    // When the rollback's files restore a webhook configuration (a legacy injector the phase
+    // switched off, say), each one the phase created is switched off by the same files before it
+    // is deleted: the restored and the created never both inject a pod or validate a write.
+    let restores = out
+        .iter()
+        .any(|c| matches!(c, Change::Apply(o) if is_webhook_config(&o.id)));
+    if restores {
+        for a in created_webhooks {
+            out.push(Change::Apply(crate::istio::neutralize_injector(a)));
         }
     }
     for id in labelled.difference(&whole) {
@@ -134,6 +153,13 @@ pub fn rollback_changes(
     }
     sort_changes(&mut out);
     out
+}
+
+fn is_webhook_config(id: &ObjectId) -> bool {
+    matches!(
+        id.kind.as_str(),
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+    )
 }
 
 /// A workload's pod-template labels or annotations (`field`).
@@ -282,10 +308,14 @@ pub fn live_changes(plan: &Plan, n: usize) -> Vec<Change> {
     let Some(state) = plan.states.get(n) else {
         return Vec::new();
     };
+    // The namespaces the waves relabel (not those that only follow the default tag: the plan
+    // never writes their labels).
     let named: BTreeSet<ObjectId> = plan
-        .injection
+        .phases
         .iter()
-        .map(|r| crate::cluster::namespace_id(&r.namespace))
+        .filter(|p| p.kind == PhaseKind::Migrate)
+        .flat_map(|p| &p.namespaces)
+        .map(|n| crate::cluster::namespace_id(n))
         .collect();
     let managed = managed_labels(plan);
     let mut out: Vec<Change> = state

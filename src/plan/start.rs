@@ -37,6 +37,9 @@ pub struct Start {
     /// The workloads of the inventory (not the control plane's own), each with the revision its
     /// pods run (`None`: not injected).
     pub workloads: BTreeMap<ObjectId, Option<String>>,
+    /// Namespaces no wave names that follow the default revision (`istio-injection=enabled`)
+    /// while the plan moves the default tag: they move, and restart, in the default-tag phase.
+    pub followers: Vec<String>,
 }
 
 /// Something the plan believes about the cluster without having seen it (`describe` says it in
@@ -136,6 +139,7 @@ pub fn assumed<'a>(
         assumptions,
         fixed: Expected::new(),
         workloads: BTreeMap::new(),
+        followers: Vec::new(),
     }
 }
 
@@ -182,8 +186,10 @@ pub fn workload_injectors(
 /// that is not what was installed (render objects of held kinds the cluster lacks, objects
 /// labelled for the old revision in the control-plane namespace or cluster-wide that neither the
 /// render nor a revision tag explains); and, when the plan deletes the old revision, namespaces
-/// and workloads it injects that no wave moves. Namespaces no wave moves keep their injector
-/// (`fixed`): the old revision's too when the plan keeps it.
+/// and workloads it injects that neither a wave nor the default tag's move moves. Namespaces
+/// that follow the default revision move with the default tag when the plan moves it
+/// (`followers`); the others no wave moves keep their injector (`fixed`): the old revision's too
+/// when the plan keeps it.
 pub fn from_inventory(
     first: &HopInput<'_>,
     input: &InventoryInput<'_>,
@@ -255,13 +261,20 @@ pub fn from_inventory(
         first.waves.iter().flat_map(|w| &w.workloads).collect();
     let mut fixed = Expected::new();
     let mut forgotten = Vec::new();
+    let mut followers = Vec::new();
     for o in state.objects.values().filter(|o| o.id.kind == "Namespace") {
         let ns = &o.id.name;
         if moved.contains(ns.as_str()) {
             continue;
         }
         let found = webhooks.matching(&o.labels(), &BTreeMap::new());
+        // `istio-injection=enabled` means "the default revision": when the plan moves the
+        // default, such a namespace moves with it (the simulation checks that it does).
+        let follows_default = o.label(INJECTION_LABEL).as_deref() == Some("enabled");
         match revision_of(&found) {
+            Some(r) if r == old_rev && follows_default && first.default_tag => {
+                followers.push(ns.clone())
+            }
             Some(r) if r == old_rev && first.uninstall_old => forgotten.push(ns.clone()),
             Some(r) => {
                 fixed.insert(ns.clone(), Some(r.to_string()));
@@ -282,6 +295,7 @@ pub fn from_inventory(
             && !moved.contains(ns)
             && !moved_workloads.contains(&o.id)
             && !forgotten.iter().any(|f| f == ns)
+            && !followers.iter().any(|f| f == ns)
         {
             forgotten_workloads.push(o.id.clone());
         }
@@ -299,6 +313,7 @@ pub fn from_inventory(
         .waves
         .iter()
         .flat_map(|w| &w.namespaces)
+        .chain(&followers)
         .cloned()
         .collect();
     let mut expected: Expected = named
@@ -347,5 +362,6 @@ pub fn from_inventory(
         assumptions,
         fixed,
         workloads,
+        followers,
     })
 }

@@ -1470,3 +1470,68 @@ fn every_server_side_apply_keeps_the_namespace_owners_labels_and_ends_where_the_
         }
     }
 }
+
+#[test]
+fn namespaces_that_follow_the_default_move_and_restart_with_the_default_tag() {
+    let mut c = Case::new(Revision::Default, named("1-14-1"));
+    let mut extra = String::new();
+    for ns in ["shop", "cart", "pay", "legacy"] {
+        extra.push_str(&ns_doc(
+            ns,
+            &format!("{INJECTION_LABEL}: enabled, team: {ns}"),
+        ));
+        extra.push_str(&deployment_doc(ns, "web", ""));
+    }
+    c.inventory = Some(inventory(&c, &extra));
+    let p = c.plan().unwrap();
+    let tag = p
+        .phases
+        .iter()
+        .find(|ph| ph.kind == PhaseKind::DefaultTag)
+        .unwrap();
+    // `legacy` is in no wave: it follows the default, so it moves with the tag, keeps its
+    // label, and its workload restarts in that phase.
+    assert_eq!(tag.namespaces, vec!["legacy".to_string()]);
+    assert!(tag
+        .changes
+        .iter()
+        .any(|ch| matches!(ch, Change::Template { id, .. } if *id == web("legacy"))));
+    assert!(!tag
+        .changes
+        .iter()
+        .any(|ch| matches!(ch, Change::Labels { .. })));
+    let n = tag.index;
+    assert_eq!(
+        p.expected[n - 1].get("legacy"),
+        Some(&Some("default".to_string()))
+    );
+    assert_eq!(
+        p.expected[n].get("legacy"),
+        Some(&Some("1-14-1".to_string()))
+    );
+    assert_eq!(
+        labels_of(&p, n, "legacy")
+            .get(INJECTION_LABEL)
+            .map(String::as_str),
+        Some("enabled")
+    );
+    assert!(p.injection.iter().any(|r| r.namespace == "legacy"));
+    // Its rollback restarts it again, onto the old revision.
+    let rb = &p.rollbacks[n - 1];
+    assert!(rb
+        .changes
+        .iter()
+        .any(|ch| matches!(ch, Change::Template { id, .. } if *id == web("legacy"))));
+    // Without moving the default tag (and keeping the old revision), it stays where it is.
+    c.default_tag = false;
+    c.uninstall_old = false;
+    let p = c.plan().unwrap();
+    assert!(p.phases.iter().all(|ph| ph.kind != PhaseKind::DefaultTag));
+    for (i, e) in p.expected.iter().enumerate() {
+        assert_eq!(
+            e.get("legacy"),
+            Some(&Some("default".to_string())),
+            "state {i}"
+        );
+    }
+}
