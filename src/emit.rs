@@ -302,6 +302,10 @@ pub fn emit(
             },
             istio_operators,
             istioctl,
+            inventory: plan.inventory.as_ref().map(|(path, sha256)| FileDigestDoc {
+                path: path.clone(),
+                sha256: sha256.clone(),
+            }),
         },
         assumptions: texts.assumptions.clone(),
         warnings: texts.warnings.clone(),

@@ -588,6 +588,7 @@ pub(crate) mod fixtures {
             rollback_injection: Vec::new(),
             promote: None,
             rendered,
+            inventory: None,
         }
     }
 }

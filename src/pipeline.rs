@@ -112,13 +112,16 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
             location: None,
         });
     }
-    let inputs = vec![
+    let mut inputs = vec![
         policy.path.clone(),
         policy.from.operator.path.clone(),
         policy.to.operator.path.clone(),
         policy.from.istioctl.path.clone(),
         policy.to.istioctl.path.clone(),
     ];
+    if let Some(inventory) = &policy.inventory {
+        inputs.push(inventory.path.clone());
+    }
     let old_ctl = Istioctl::verify(
         &policy.from.version,
         &policy.from.istioctl,

@@ -91,6 +91,9 @@ pub struct InputsDoc {
     pub policy: FileDigestDoc,
     pub istio_operators: BTreeMap<String, String>,
     pub istioctl: BTreeMap<String, String>,
+    /// The cluster inventory state 0 was made from (`spec.inventory`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<FileDigestDoc>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

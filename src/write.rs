@@ -237,7 +237,7 @@ fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &[PathBuf]) -> Result<(
                 out.display(),
                 input.display()
             ))
-            .with_help("keep the policy, the IstioOperator specs and the vendored istioctl outside --out, or choose another --out"));
+            .with_help("keep the policy, the IstioOperator specs, the inventory and the vendored istioctl outside --out, or choose another --out"));
         }
     }
     Ok(())

@@ -186,6 +186,23 @@ fn refuses_an_out_that_holds_the_istiooperator_spec() {
 }
 
 #[test]
+fn refuses_an_out_that_holds_the_inventory() {
+    let sb = Sandbox::new();
+    sb.previous_out("bundles");
+    sb.write(
+        "bundles/inventory.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: bookinfo, labels: {istio.io/rev: 1-13-5}}}\n",
+    );
+    let text = policy(&example_iop(), &standin("1.13.5"), &standin("1.14.1")).replace(
+        "  from:\n",
+        "  inventory: bundles/inventory.yaml\n  from:\n",
+    );
+    sb.write("canary.yaml", &text);
+    let stderr = sb.failing(&["compile", "--policy", "canary.yaml", "--out", "bundles"]);
+    snap("containment-inventory-inside-out", &stderr);
+}
+
+#[test]
 fn refuses_an_out_that_holds_a_pinned_istioctl_even_with_force() {
     let sb = Sandbox::new();
     sb.previous_out("bundles");

@@ -175,6 +175,8 @@ pub struct Plan {
     /// Every object any render of the plan holds: what `live/` may own (an inventory's other
     /// objects, the users' workloads among them, are never written there).
     pub rendered: BTreeSet<ObjectId>,
+    /// The inventory state 0 was made from, as the policy names it, and its sha256.
+    pub inventory: Option<(String, String)>,
 }
 
 /// What undoes one phase, computed from the states before and after it (never written by hand):
@@ -312,6 +314,7 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
         default_tag_declared: policy.from_default_tag_declared,
         inventory: policy.inventory.as_ref().map(|i| InventoryInput {
             path: i.declared.clone(),
+            sha256: i.sha256.clone(),
             inventory: &i.inventory,
         }),
     })
@@ -411,6 +414,10 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         warnings: start.known.iter().cloned().collect(),
         deltas,
         rendered,
+        inventory: input
+            .inventory
+            .as_ref()
+            .map(|i| (i.path.clone(), i.sha256.clone())),
         ..empty_plan(input)
     };
     let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &start.known)?;
@@ -482,6 +489,7 @@ fn empty_plan(input: &PlanInput<'_>) -> Plan {
         rollback_injection: Vec::new(),
         promote: None,
         rendered: BTreeSet::new(),
+        inventory: None,
     }
 }
 

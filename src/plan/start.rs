@@ -146,6 +146,7 @@ pub fn assumed<'a>(
 /// A cluster inventory and the path the policy names it by.
 pub struct InventoryInput<'a> {
     pub path: String,
+    pub sha256: String,
     pub inventory: &'a Inventory,
 }
 

@@ -135,6 +135,7 @@ impl Case {
             default_tag_declared: false,
             inventory: self.inventory.as_ref().map(|i| InventoryInput {
                 path: "inventory.yaml".into(),
+                sha256: "3".repeat(64),
                 inventory: i,
             }),
         })
