@@ -118,19 +118,11 @@ pub fn assumed<'a>(
         value,
         revision: first.from.revision.clone(),
     }];
-    let added: Vec<ObjectId> = first
-        .old
-        .iter()
-        .filter(|o| is_tag_object(o))
-        .map(|o| o.id.clone())
-        .collect();
-    if !added.is_empty() {
-        assumptions.push(Assumption::InstallAdded {
-            objects: added,
-            revision: first.from.revision.clone(),
-            declared: default_tag_declared,
-        });
-    }
+    assumptions.extend(install_added(
+        &first.old,
+        &first.from.revision,
+        default_tag_declared,
+    ));
     Start {
         state,
         namespaces: named,
@@ -141,6 +133,25 @@ pub fn assumed<'a>(
         workloads: BTreeMap::new(),
         followers: Vec::new(),
     }
+}
+
+/// What state 0 takes from the render without having seen it: the objects `istioctl install`
+/// adds (the tag objects), if any.
+fn install_added<'a>(
+    assumed: impl IntoIterator<Item = &'a Object>,
+    revision: &Revision,
+    declared: bool,
+) -> Option<Assumption> {
+    let objects: Vec<ObjectId> = assumed
+        .into_iter()
+        .filter(|o| is_tag_object(o))
+        .map(|o| o.id.clone())
+        .collect();
+    (!objects.is_empty()).then(|| Assumption::InstallAdded {
+        objects,
+        revision: revision.clone(),
+        declared,
+    })
 }
 
 /// A cluster inventory and the path the policy names it by.
@@ -343,18 +354,11 @@ pub fn from_inventory(
         held: kind_names(&mut inv.objects.iter()),
         from_render: kind_names(&mut from_render.iter().copied()),
     }];
-    let added: Vec<ObjectId> = from_render
-        .iter()
-        .filter(|o| is_tag_object(o))
-        .map(|o| o.id.clone())
-        .collect();
-    if !added.is_empty() {
-        assumptions.push(Assumption::InstallAdded {
-            objects: added,
-            revision: first.from.revision.clone(),
-            declared: default_tag_declared,
-        });
-    }
+    assumptions.extend(install_added(
+        from_render.iter().copied(),
+        &first.from.revision,
+        default_tag_declared,
+    ));
     Ok(Start {
         state,
         namespaces: named,

@@ -748,23 +748,29 @@ fn injectors_that_cannot_be_evaluated_are_refused_wherever_they_are() {
 /// Runs a client-side command list the way kubectl would on `state`: `kubectl label` merges,
 /// `kubectl apply -k DIR` three-way-merges each partial object of `changes` (what the directory
 /// holds) against its last-applied configuration; other commands (restarts) change nothing here.
+/// The labels a `kubectl label` command sets (`KEY=VALUE`) and removes (`KEY-`).
+fn label_args(words: &[&str]) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let (mut set, mut remove) = (BTreeMap::new(), BTreeSet::new());
+    for w in words.iter().filter(|w| !w.starts_with("--")) {
+        match w.split_once('=') {
+            Some((k, v)) => {
+                set.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                remove.insert(w.trim_end_matches('-').to_string());
+            }
+        }
+    }
+    (set, remove)
+}
+
 fn run_client_side(state: &mut ClusterState, commands: &[String], changes: &[Change], dir: &str) {
     for cmd in commands {
         let words: Vec<&str> = cmd.split_whitespace().collect();
         match words.as_slice() {
             ["kubectl", "label", "namespace", name, rest @ ..] => {
                 let id = namespace_id(name);
-                let (mut set, mut remove) = (BTreeMap::new(), BTreeSet::new());
-                for w in rest.iter().filter(|w| !w.starts_with("--")) {
-                    match w.split_once('=') {
-                        Some((k, v)) => {
-                            set.insert(k.to_string(), v.to_string());
-                        }
-                        None => {
-                            remove.insert(w.trim_end_matches('-').to_string());
-                        }
-                    }
-                }
+                let (set, remove) = label_args(rest);
                 state.apply(&Change::Labels {
                     id,
                     api_version: "v1".into(),
@@ -1341,17 +1347,7 @@ fn run_server_side(
                 }
             }
             ["kubectl", "label", "namespace", name, rest @ ..] => {
-                let (mut set, mut remove) = (BTreeMap::new(), BTreeSet::new());
-                for w in rest.iter().filter(|w| !w.starts_with("--")) {
-                    match w.split_once('=') {
-                        Some((k, v)) => {
-                            set.insert(k.to_string(), v.to_string());
-                        }
-                        None => {
-                            remove.insert(w.trim_end_matches('-').to_string());
-                        }
-                    }
-                }
+                let (set, remove) = label_args(rest);
                 let (live, owners) = labels.get_mut(*name).unwrap();
                 let (o, w) = crate::cluster::kubectl_label(live, owners, &set, &remove);
                 *live = o;
