@@ -35,6 +35,9 @@ pub struct PhaseText {
     pub checks: Vec<String>,
     /// What the phase's rollback cannot do (CRDs kept, workloads to restart), if anything.
     pub undo: Option<String>,
+    /// What an Argo CD or Flux user must know beyond "the controller applies the directory":
+    /// a label removal no controller runs, if the phase has one.
+    pub controller: Option<String>,
 }
 
 /// What a reviewer reads about one rollback.
@@ -416,6 +419,23 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         v.extend(commands.iter().skip(1).cloned());
         v
     };
+    // Removing a label another manager co-owns is not something a server-side apply can do
+    // (it removes only what its manager alone owns): the command stays a command.
+    let removals: Vec<&String> = label_commands
+        .iter()
+        .filter(|c| c.trim_end().ends_with(&format!("{INJECTION_LABEL}-")))
+        .collect();
+    let controller = (!removals.is_empty()).then(|| {
+        format!(
+            "Argo CD and Flux apply only the directory: they do not run the {} `kubectl label … {INJECTION_LABEL}-` command{} above, and until {} run, {} {} on revision `{old}` (`{INJECTION_LABEL}` wins over `{REV_LABEL}`). Run {} after the sync. To move such namespaces without a command, leave them out of the waves: with `spec.inventory`, namespaces labelled `{INJECTION_LABEL}=enabled` follow the default tag and move without any relabel in the default-tag phase (its restarts stay commands, as in every phase).",
+            removals.len(),
+            if removals.len() == 1 { "" } else { "s" },
+            if removals.len() == 1 { "it has" } else { "they have" },
+            quoted_list(&phase.namespaces),
+            if phase.namespaces.len() == 1 { "stays" } else { "stay" },
+            if removals.len() == 1 { "it" } else { "them" },
+        )
+    });
     let mut summary = summary;
     if !phase.manual.is_empty() {
         let names: Vec<String> = phase.manual.iter().map(|id| format!("`{id}`")).collect();
@@ -430,6 +450,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         server_side,
         checks,
         undo: None,
+        controller,
     }
 }
 

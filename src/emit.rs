@@ -248,6 +248,7 @@ pub fn emit(
             server_side: text.server_side.clone(),
             checks: text.checks.clone(),
             undo: text.undo.clone(),
+            controller: text.controller.clone(),
             apply,
             patch,
             delete,

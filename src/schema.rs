@@ -123,6 +123,9 @@ pub struct PhaseDoc {
     pub checks: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<String>,
+    /// What an Argo CD or Flux user must run by hand in this phase, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
     pub apply: Vec<EntryDoc>,
     pub patch: Vec<PatchDoc>,
     pub delete: Vec<EntryDoc>,

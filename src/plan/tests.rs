@@ -1532,3 +1532,20 @@ fn namespaces_that_follow_the_default_move_and_restart_with_the_default_tag() {
         );
     }
 }
+
+#[test]
+fn a_label_removal_no_controller_runs_is_said_for_argo_cd_and_flux() {
+    let p = Case::new(Revision::Default, named("1-14-1"))
+        .plan()
+        .unwrap();
+    let texts = crate::describe::describe(&p);
+    let canary = &texts.phases[2];
+    let note = canary.controller.as_deref().unwrap();
+    assert!(
+        note.starts_with("Argo CD and Flux apply only the directory: they do not run the 1 `kubectl label … istio-injection-` command above, and until it has run, `shop` stays on revision `default`"),
+        "{note}"
+    );
+    let p = Case::new(named("1-13-5"), named("1-14-1")).plan().unwrap();
+    let texts = crate::describe::describe(&p);
+    assert!(texts.phases.iter().all(|t| t.controller.is_none()));
+}
