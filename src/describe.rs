@@ -87,13 +87,41 @@ pub fn describe(plan: &Plan) -> Texts {
         phases,
         rollbacks,
         assumptions: plan.assumptions.iter().map(assumption).collect(),
-        warnings: plan.warnings.iter().map(ToString::to_string).collect(),
+        warnings: plan.warnings.iter().map(|w| warning(plan, w)).collect(),
         notes: plan
             .assumptions
             .iter()
             .filter(|a| matches!(a, Assumption::SupportUnknown { .. }))
             .map(assumption)
             .collect(),
+    }
+}
+
+/// A problem state 0 already has, in words, with what it means when that is knowable: a webhook
+/// whose every hook has `failurePolicy: Ignore` cannot block anything, so a missing backend only
+/// means its checks do not run.
+pub fn warning(plan: &Plan, v: &Violation) -> String {
+    let Violation::DanglingWebhook { webhook, .. } = v else {
+        return v.to_string();
+    };
+    let ignored = plan.states[0].objects.get(webhook).is_some_and(|o| {
+        match o
+            .body
+            .get("webhooks")
+            .and_then(serde_yaml::Value::as_sequence)
+        {
+            Some(hooks) if !hooks.is_empty() => hooks.iter().all(|h| {
+                h.get("failurePolicy").and_then(serde_yaml::Value::as_str) == Some("Ignore")
+            }),
+            _ => false,
+        }
+    });
+    if ignored {
+        format!(
+            "{v} (harmless: its failurePolicy is Ignore, so kube-apiserver lets every request it matches through unchecked)"
+        )
+    } else {
+        v.to_string()
     }
 }
 

@@ -1549,3 +1549,24 @@ fn a_label_removal_no_controller_runs_is_said_for_argo_cd_and_flux() {
     let texts = crate::describe::describe(&p);
     assert!(texts.phases.iter().all(|t| t.controller.is_none()));
 }
+
+#[test]
+fn a_dangling_webhook_before_the_upgrade_is_called_harmless_only_when_it_cannot_block() {
+    for (policy, harmless) in [("Ignore", true), ("Fail", false)] {
+        let mut c = Case::new(named("1-13-5"), named("1-14-1"));
+        let stale = parse_manifest(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: stale}}\nwebhooks:\n- name: stale.validation.istio.io\n  clientConfig: {{service: {{name: istiod, namespace: istio-system}}}}\n  failurePolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n"), "t")
+            .unwrap()
+            .remove(0);
+        c.old_objects.push(stale.clone());
+        c.new_objects.push(stale);
+        let p = c.plan().unwrap();
+        let texts = crate::describe::describe(&p);
+        assert_eq!(texts.warnings.len(), 1, "{policy}");
+        assert_eq!(
+            texts.warnings[0].contains("(harmless: its failurePolicy is Ignore"),
+            harmless,
+            "{policy}: {}",
+            texts.warnings[0]
+        );
+    }
+}
