@@ -112,7 +112,9 @@ impl ClusterState {
             return out;
         }
         for o in self.objects.values() {
-            if o.id.kind != "Deployment" || o.id.namespace != service.namespace || !is_istiod(o) {
+            // `is_istiod` is a Deployment running istiod; a Service selects pods of its own
+            // namespace only.
+            if o.id.namespace != service.namespace || !is_istiod(o) {
                 continue;
             }
             let pod = pod_template_labels(o);
@@ -600,6 +602,42 @@ mod tests {
             &BTreeMap::new(),
         );
         assert!(matches!(&inj[0].target, Target::SeveralRevisions(s, _) if s == &svc));
+    }
+
+    fn no_namespaces(state: &ClusterState) -> BTreeSet<Violation> {
+        violations(
+            state,
+            &Expectations {
+                namespaces: &BTreeMap::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_service_reaches_only_istiod_of_its_own_namespace() {
+        // The Service selects app=istiod; an istiod of another revision carrying that label runs
+        // in another namespace, out of the Service's reach.
+        let service = SERVICE.replace(
+            "selector: {app: istiod, istio.io/rev: r}",
+            "selector: {app: istiod}",
+        );
+        let elsewhere = ISTIOD
+            .replace("namespace: istio-system", "namespace: istio-canary")
+            .replace("istio.io/rev: r", "istio.io/rev: s");
+        let state = ClusterState::from_objects(&[
+            one(INJECTOR),
+            one(&service),
+            one(ISTIOD),
+            one(&elsewhere),
+        ]);
+        let svc = service_id("istio-system", "istiod-r");
+        assert_eq!(
+            state.istiod_revisions(&svc),
+            BTreeSet::from(["r".to_string()])
+        );
+        let ns = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "shop")]);
+        assert_eq!(describe(&state.injectors(&ns, &BTreeMap::new())), "r");
+        assert!(no_namespaces(&state).is_empty());
     }
 
     #[test]
