@@ -604,6 +604,26 @@ mod tests {
         assert!(matches!(&inj[0].target, Target::SeveralRevisions(s, _) if s == &svc));
     }
 
+    /// The Service `istiod-{rev}` and the istiod Deployment of revision `rev` it selects.
+    fn control_plane(rev: &str) -> [Object; 2] {
+        let named = |text: &str| {
+            one(&text
+                .replace("istiod-r", &format!("istiod-{rev}"))
+                .replace("istio.io/rev: r", &format!("istio.io/rev: {rev}")))
+        };
+        [named(SERVICE), named(ISTIOD)]
+    }
+
+    /// `istiod-default-validator`, validating with the istiod behind Service `service`.
+    fn default_validator(service: &str) -> Object {
+        one(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {DEFAULT_VALIDATOR}}}\nwebhooks:\n- name: validation.istio.io\n  clientConfig: {{service: {{name: {service}, namespace: istio-system}}}}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n"))
+    }
+
+    /// The default tag's injector for `istio-injection=enabled` namespaces, calling `service`.
+    fn default_tag(service: &str) -> Object {
+        one(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: istio-revision-tag-default}}\nwebhooks:\n- name: namespace.sidecar-injector.istio.io\n  clientConfig: {{service: {{name: {service}, namespace: istio-system}}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector:\n    matchExpressions:\n    - {{key: istio-injection, operator: In, values: [enabled]}}\n"))
+    }
+
     fn no_namespaces(state: &ClusterState) -> BTreeSet<Violation> {
         violations(
             state,
@@ -611,6 +631,31 @@ mod tests {
                 namespaces: &BTreeMap::new(),
             },
         )
+    }
+
+    #[test]
+    fn the_default_validator_must_validate_with_the_revision_the_default_tag_injects() {
+        let mut objects: Vec<Object> = control_plane("r").into_iter().collect();
+        objects.extend(control_plane("s"));
+        objects.push(default_tag("istiod-s"));
+        let mut state = ClusterState::from_objects(&objects);
+        assert_eq!(state.default_revision().as_deref(), Some("s"));
+        // The validator still calls the old revision: config the new one injects for would be
+        // validated by the old istiod.
+        let stale = default_validator("istiod-r");
+        state.objects.insert(stale.id.clone(), stale);
+        let found = no_namespaces(&state);
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [Violation::ValidatorNotDefault {
+                validator: "r".into(),
+                default: "s".into(),
+            }]
+        );
+        // Moved with the default tag: nothing to report.
+        let moved = default_validator("istiod-s");
+        state.objects.insert(moved.id.clone(), moved);
+        assert!(no_namespaces(&state).is_empty());
     }
 
     #[test]
