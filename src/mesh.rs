@@ -659,6 +659,29 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_no_injector_serves_says_so() {
+        let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
+        state.objects.insert(
+            namespace_id("shop"),
+            namespace_object("shop", &BTreeMap::new()),
+        );
+        let expected = BTreeMap::from([("shop".to_string(), Some("r".to_string()))]);
+        let found = violations(
+            &state,
+            &Expectations {
+                namespaces: &expected,
+            },
+        );
+        let [v @ Violation::Injection { found, .. }] = found.iter().collect::<Vec<_>>()[..] else {
+            panic!("{found:?}");
+        };
+        assert!(found.is_empty(), "{v:?}");
+        let text = v.to_string();
+        assert!(text.contains("no sidecar injection at all"), "{text}");
+        assert!(text.contains("expected revision r"), "{text}");
+    }
+
+    #[test]
     fn a_service_reaches_only_istiod_of_its_own_namespace() {
         // The Service selects app=istiod; an istiod of another revision carrying that label runs
         // in another namespace, out of the Service's reach.
