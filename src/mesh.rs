@@ -112,7 +112,9 @@ impl ClusterState {
             return out;
         }
         for o in self.objects.values() {
-            if o.id.kind != "Deployment" || o.id.namespace != service.namespace || !is_istiod(o) {
+            // `is_istiod` is a Deployment running istiod; a Service selects pods of its own
+            // namespace only.
+            if o.id.namespace != service.namespace || !is_istiod(o) {
                 continue;
             }
             let pod = pod_template_labels(o);
@@ -600,6 +602,110 @@ mod tests {
             &BTreeMap::new(),
         );
         assert!(matches!(&inj[0].target, Target::SeveralRevisions(s, _) if s == &svc));
+    }
+
+    /// The Service `istiod-{rev}` and the istiod Deployment of revision `rev` it selects.
+    fn control_plane(rev: &str) -> [Object; 2] {
+        let named = |text: &str| {
+            one(&text
+                .replace("istiod-r", &format!("istiod-{rev}"))
+                .replace("istio.io/rev: r", &format!("istio.io/rev: {rev}")))
+        };
+        [named(SERVICE), named(ISTIOD)]
+    }
+
+    /// `istiod-default-validator`, validating with the istiod behind Service `service`.
+    fn default_validator(service: &str) -> Object {
+        one(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {DEFAULT_VALIDATOR}}}\nwebhooks:\n- name: validation.istio.io\n  clientConfig: {{service: {{name: {service}, namespace: istio-system}}}}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n"))
+    }
+
+    /// The default tag's injector for `istio-injection=enabled` namespaces, calling `service`.
+    fn default_tag(service: &str) -> Object {
+        one(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: istio-revision-tag-default}}\nwebhooks:\n- name: namespace.sidecar-injector.istio.io\n  clientConfig: {{service: {{name: {service}, namespace: istio-system}}}}\n  rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector:\n    matchExpressions:\n    - {{key: istio-injection, operator: In, values: [enabled]}}\n"))
+    }
+
+    fn no_namespaces(state: &ClusterState) -> BTreeSet<Violation> {
+        violations(
+            state,
+            &Expectations {
+                namespaces: &BTreeMap::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn the_default_validator_must_validate_with_the_revision_the_default_tag_injects() {
+        let mut objects: Vec<Object> = control_plane("r").into_iter().collect();
+        objects.extend(control_plane("s"));
+        objects.push(default_tag("istiod-s"));
+        let mut state = ClusterState::from_objects(&objects);
+        assert_eq!(state.default_revision().as_deref(), Some("s"));
+        // The validator still calls the old revision: config the new one injects for would be
+        // validated by the old istiod.
+        let stale = default_validator("istiod-r");
+        state.objects.insert(stale.id.clone(), stale);
+        let found = no_namespaces(&state);
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [Violation::ValidatorNotDefault {
+                validator: "r".into(),
+                default: "s".into(),
+            }]
+        );
+        // Moved with the default tag: nothing to report.
+        let moved = default_validator("istiod-s");
+        state.objects.insert(moved.id.clone(), moved);
+        assert!(no_namespaces(&state).is_empty());
+    }
+
+    #[test]
+    fn a_namespace_no_injector_serves_says_so() {
+        let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
+        state.objects.insert(
+            namespace_id("shop"),
+            namespace_object("shop", &BTreeMap::new()),
+        );
+        let expected = BTreeMap::from([("shop".to_string(), Some("r".to_string()))]);
+        let found = violations(
+            &state,
+            &Expectations {
+                namespaces: &expected,
+            },
+        );
+        let [v @ Violation::Injection { found, .. }] = found.iter().collect::<Vec<_>>()[..] else {
+            panic!("{found:?}");
+        };
+        assert!(found.is_empty(), "{v:?}");
+        let text = v.to_string();
+        assert!(text.contains("no sidecar injection at all"), "{text}");
+        assert!(text.contains("expected revision r"), "{text}");
+    }
+
+    #[test]
+    fn a_service_reaches_only_istiod_of_its_own_namespace() {
+        // The Service selects app=istiod; an istiod of another revision carrying that label runs
+        // in another namespace, out of the Service's reach.
+        let service = SERVICE.replace(
+            "selector: {app: istiod, istio.io/rev: r}",
+            "selector: {app: istiod}",
+        );
+        let elsewhere = ISTIOD
+            .replace("namespace: istio-system", "namespace: istio-canary")
+            .replace("istio.io/rev: r", "istio.io/rev: s");
+        let state = ClusterState::from_objects(&[
+            one(INJECTOR),
+            one(&service),
+            one(ISTIOD),
+            one(&elsewhere),
+        ]);
+        let svc = service_id("istio-system", "istiod-r");
+        assert_eq!(
+            state.istiod_revisions(&svc),
+            BTreeSet::from(["r".to_string()])
+        );
+        let ns = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "shop")]);
+        assert_eq!(describe(&state.injectors(&ns, &BTreeMap::new())), "r");
+        assert!(no_namespaces(&state).is_empty());
     }
 
     #[test]

@@ -259,11 +259,13 @@ fn check_label_key(key: &str) -> Result<(), String> {
     };
     let bad = |why: &str| Err(format!("label key {key:?} is invalid: {why}"));
     if let Some(prefix) = prefix {
-        if prefix.is_empty() || prefix.len() > 253 || !is_dns1123_subdomain(prefix) {
+        // An empty prefix (`/x`) is no DNS-1123 subdomain either.
+        if prefix.len() > 253 || !is_dns1123_subdomain(prefix) {
             return bad("the prefix must be a DNS-1123 subdomain");
         }
     }
-    if name.is_empty() || name.len() > 63 || !is_label_token(name) {
+    // An empty name (`x/`) is no label token either.
+    if name.len() > 63 || !is_label_token(name) {
         return bad(
             "the name must be 1-63 characters of [A-Za-z0-9_.-], alphanumeric at both ends",
         );
@@ -825,6 +827,44 @@ mod tests {
         selector(
             "matchExpressions:\n- {key: istio.io/rev, operator: Exists}\n- {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}\n- {key: sidecar.istio.io/inject, operator: NotIn, values: ['false']}\n- {key: istio-injection, operator: DoesNotExist}\n- {key: app.kubernetes.io/name_x.y, operator: Exists}\n",
         );
+    }
+
+    #[test]
+    fn label_keys_the_api_server_refuses_are_errors() {
+        // `IsQualifiedName`: a DNS-1123 subdomain prefix of at most 253 characters, a name of at
+        // most 63.
+        let label = |n: usize| "a".repeat(n);
+        let prefix_253 = [label(63), label(63), label(63), label(61)].join(".");
+        assert_eq!(prefix_253.len(), 253);
+        let name_63 = "n".repeat(63);
+        let key_selector =
+            |key: &str| format!("matchExpressions: [{{key: '{key}', operator: Exists}}]");
+        for key in [
+            format!("{prefix_253}/x"),
+            name_63.clone(),
+            format!("my-team.example.com/{name_63}"),
+            "a1.b-2.c3/x".to_string(),
+        ] {
+            let s = selector(&key_selector(&key));
+            assert!(s.matches(&labels(&[(&key, "")])), "{key}");
+        }
+        for key in [
+            format!("{prefix_253}a/x"),
+            format!("{name_63}n"),
+            format!("istio.io/{name_63}n"),
+            "istio-.io/x".to_string(),
+            "-istio.io/x".to_string(),
+            "istio.-io/x".to_string(),
+            "istIo.io/x".to_string(),
+            "istio_x.io/x".to_string(),
+            "istio..io/x".to_string(),
+            "/x".to_string(),
+            "x/".to_string(),
+            String::new(),
+        ] {
+            let e = selector_error(&key_selector(&key));
+            assert!(e.contains("is invalid"), "{key:?}: {e}");
+        }
     }
 
     fn webhook(yaml: &str) -> Mapping {
