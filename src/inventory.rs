@@ -215,5 +215,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("holds no items"), "{e}");
+
+        let e = parse_text("apiVersion: v1\nkind: List\nitems: {a: b}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`items` must be a list of objects"), "{e}");
+        assert!(e.contains("inventory.yaml:3:"), "{e}");
+
+        let e = parse_text("- a\n- b\n").unwrap_err().to_string();
+        assert!(
+            e.contains("an inventory must be a `v1` List (a YAML mapping)"),
+            "{e}"
+        );
+
+        let e = parse_text("apiVersion: v1\nkind: List\nitems:\n- just-a-string\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("item 1 is not a Kubernetes object (expected a mapping)"),
+            "{e}"
+        );
     }
 }

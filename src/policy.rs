@@ -951,15 +951,14 @@ fn check_wave_targets(
     use Seg::{Index, Key};
     let mut out = Vec::new();
     let mut moved: BTreeMap<ObjectId, String> = BTreeMap::new();
+    // Every identity the inventory holds, once: a wave's names are looked up, never scanned for.
+    let held: BTreeSet<&ObjectId> = inventory
+        .map(|inv| inv.inventory.objects.iter().map(|o| &o.id).collect())
+        .unwrap_or_default();
     for (wi, wave) in waves.iter().enumerate() {
         if let Some(inv) = inventory {
             for (ni, ns) in wave.namespaces.iter().enumerate() {
-                if !inv
-                    .inventory
-                    .objects
-                    .iter()
-                    .any(|o| o.id.kind == "Namespace" && o.id.group.is_empty() && o.id.name == *ns)
-                {
+                if !held.contains(&crate::cluster::namespace_id(ns)) {
                     return Err(at(
                         &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
                         Error::new(format!(
@@ -1019,7 +1018,7 @@ fn check_wave_targets(
                 namespace: Some(ns.to_string()),
                 name: name.to_string(),
             };
-            if !inv.inventory.objects.iter().any(|o| o.id == id) {
+            if !held.contains(&id) {
                 return Err(at(
                     &field,
                     Error::new(format!(
