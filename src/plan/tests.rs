@@ -748,6 +748,20 @@ fn injectors_that_cannot_be_evaluated_are_refused_wherever_they_are() {
 /// Runs a client-side command list the way kubectl would on `state`: `kubectl label` merges,
 /// `kubectl apply -k DIR` three-way-merges each partial object of `changes` (what the directory
 /// holds) against its last-applied configuration; other commands (restarts) change nothing here.
+/// Each label patch a list of changes carries as a file, as the partial object the file holds.
+fn label_files(changes: &[Change]) -> impl Iterator<Item = (&ObjectId, Object)> {
+    changes.iter().filter_map(|c| match c {
+        Change::Labels {
+            id,
+            api_version,
+            set,
+            via: Via::File,
+            ..
+        } => Some((id, crate::layout::label_patch_object(api_version, id, set))),
+        _ => None,
+    })
+}
+
 /// The labels a `kubectl label` command sets (`KEY=VALUE`) and removes (`KEY-`).
 fn label_args(words: &[&str]) -> (BTreeMap<String, String>, BTreeSet<String>) {
     let (mut set, mut remove) = (BTreeMap::new(), BTreeSet::new());
@@ -780,20 +794,10 @@ fn run_client_side(state: &mut ClusterState, commands: &[String], changes: &[Cha
                 });
             }
             ["kubectl", "apply", "-k", d] if *d == dir => {
-                for c in changes {
-                    if let Change::Labels {
-                        id,
-                        api_version,
-                        set,
-                        via: Via::File,
-                        ..
-                    } = c
-                    {
-                        let partial = crate::layout::label_patch_object(api_version, id, set);
-                        if let Some(live) = state.objects.get(id) {
-                            let merged = crate::cluster::client_side_apply(live, &partial).unwrap();
-                            state.objects.insert(id.clone(), merged);
-                        }
+                for (id, partial) in label_files(changes) {
+                    if let Some(live) = state.objects.get(id) {
+                        let merged = crate::cluster::client_side_apply(live, &partial).unwrap();
+                        state.objects.insert(id.clone(), merged);
                     }
                 }
             }
@@ -1326,24 +1330,13 @@ fn run_server_side(
             {
                 let manager = manager.trim_start_matches("--field-manager=");
                 let force = rest.contains(&"--force-conflicts");
-                for c in changes {
-                    if let Change::Labels {
-                        id,
-                        api_version,
-                        set,
-                        via: Via::File,
-                        ..
-                    } = c
-                    {
-                        let partial = crate::layout::label_patch_object(api_version, id, set);
-                        let (live, owners) = labels.get_mut(&id.name).unwrap();
-                        let (o, w) = crate::cluster::server_side_apply(
-                            live, owners, &partial, manager, force,
-                        )
-                        .unwrap_or_else(|e| panic!("{what}: `{cmd}` conflicts: {e:?}"));
-                        *live = o;
-                        *owners = w;
-                    }
+                for (id, partial) in label_files(changes) {
+                    let (live, owners) = labels.get_mut(&id.name).unwrap();
+                    let (o, w) =
+                        crate::cluster::server_side_apply(live, owners, &partial, manager, force)
+                            .unwrap_or_else(|e| panic!("{what}: `{cmd}` conflicts: {e:?}"));
+                    *live = o;
+                    *owners = w;
                 }
             }
             ["kubectl", "label", "namespace", name, rest @ ..] => {
