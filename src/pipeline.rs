@@ -49,8 +49,12 @@ impl Compiled {
             .get(schema::PLAN_JSON)
             .ok_or_else(|| error::Error::new("internal error: compile produced no plan.json"))?;
         let doc = check::parse_plan(Path::new(schema::PLAN_JSON), json)?;
+        let hops = match p.hops.len() {
+            1 => String::new(),
+            n => format!(" in {n} hops"),
+        };
         let mut s = format!(
-            "istio-canary: {} {} ({}) -> {} ({}): {} phases in {}/\n",
+            "istio-canary: {} {} ({}) -> {} ({}){hops}: {} phases in {}/\n",
             p.name,
             p.from().version,
             p.from().revision,
@@ -59,8 +63,15 @@ impl Compiled {
             doc.phases.len(),
             out.display()
         );
+        let width = doc
+            .phases
+            .iter()
+            .map(|p| p.dir.len() + 1)
+            .max()
+            .unwrap_or(0)
+            .max(28);
         for phase in &doc.phases {
-            let _ = writeln!(s, "  {:<28} {}", phase.dir, phase_counts(phase));
+            let _ = writeln!(s, "  {:<width$} {}", phase.dir, phase_counts(phase));
         }
         if let Some(phase) = p.promote.and_then(|n| p.phases.get(n - 1)) {
             let _ = writeln!(
@@ -112,35 +123,31 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
             location: None,
         });
     }
-    let mut inputs = vec![
-        policy.path.clone(),
-        policy.from.operator.path.clone(),
-        policy.to.operator.path.clone(),
-        policy.from.istioctl.path.clone(),
-        policy.to.istioctl.path.clone(),
-    ];
+    let releases = policy.releases();
+    let mut inputs = vec![policy.path.clone()];
+    for r in &releases {
+        inputs.push(r.operator.path.clone());
+        inputs.push(r.istioctl.path.clone());
+    }
     if let Some(inventory) = &policy.inventory {
         inputs.push(inventory.path.clone());
     }
-    let old_ctl = Istioctl::verify(
-        &policy.from.version,
-        &policy.from.istioctl,
-        config.istioctl_timeout,
-    )?;
-    let new_ctl = Istioctl::verify(
-        &policy.to.version,
-        &policy.to.istioctl,
-        config.istioctl_timeout,
-    )?;
-    // The old side as installed: `istioctl install --revision R` also creates the default tag
-    // and validator when none exists, which `manifest generate` leaves out.
-    let old = old_ctl.manifest_generate(
-        &policy.from,
-        &TagRequest::default_tag(policy.from_default_tag),
-    )?;
-    let tags = TagRequest::default_tag(policy.default_tag);
-    let new = new_ctl.manifest_generate(&policy.to, &tags)?;
-    let plan = plan::plan(&policy, &old, &new)?;
+    // Each control plane of the path is rendered once, as it is installed: the first as running
+    // (`istioctl install --revision R` also creates the default tag and validator when none
+    // exists, which `manifest generate` leaves out), every later one with the default tag when
+    // the policy moves it. A hop's old side is the previous hop's new render.
+    let mut renders = Vec::with_capacity(releases.len());
+    for (i, release) in releases.iter().enumerate() {
+        let ctl = Istioctl::verify(&release.version, &release.istioctl, config.istioctl_timeout)?;
+        let tags = if i == 0 {
+            TagRequest::default_tag(policy.from_default_tag)
+        } else {
+            TagRequest::default_tag(policy.default_tag)
+        };
+        renders.push(ctl.manifest_generate(release, &tags)?);
+    }
+    let rendered: Vec<&crate::render::Rendered> = renders.iter().collect();
+    let plan = plan::plan(&policy, &rendered)?;
     let texts = describe::describe(&plan);
     let bundle = layout::layout(&plan)?;
     let files = emit::emit(

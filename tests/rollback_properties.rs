@@ -300,7 +300,7 @@ fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Opti
 }
 
 fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan {
-    let p = plan(policy, old, new).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
+    let p = plan(policy, &[old, new]).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
     // What the plan may own in live/: the renders' objects and the named namespaces (an
     // inventory's other objects, the users' workloads among them, never).
     let rendered: BTreeSet<ObjectId> = old
@@ -597,7 +597,7 @@ fn check_inventory(c: &Case, cl: &Cluster) {
     // it stays on the old revision, which the plan may then not delete.
     let follows = c.old_default && c.default_tag;
     if cl.stray_on_old && c.uninstall_old && !follows {
-        match plan(&policy, &old, &new) {
+        match plan(&policy, &[&old, &new]) {
             Err(Refusal::Forgotten { namespaces, .. }) => {
                 assert_eq!(namespaces, vec!["stray".to_string()], "{c:?} {cl:?}");
             }
@@ -780,7 +780,7 @@ fn the_simulation_refuses_a_broken_rollback() {
     let policy = load(&c);
     let old = render(&policy, false, true);
     let new = render(&policy, true, true);
-    let p = plan(&policy, &old, &new).unwrap();
+    let p = plan(&policy, &[&old, &new]).unwrap();
     let known = violations(
         &p.states[0],
         &Expectations {
