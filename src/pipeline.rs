@@ -139,11 +139,15 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
     let mut renders = Vec::with_capacity(releases.len());
     for (i, release) in releases.iter().enumerate() {
         let ctl = Istioctl::verify(&release.version, &release.istioctl, config.istioctl_timeout)?;
-        let tags = if i == 0 {
+        let mut tags = if i == 0 {
             TagRequest::default_tag(policy.from_default_tag)
         } else {
             TagRequest::default_tag(policy.default_tag)
         };
+        // The tags the plan moves exist on every control plane of the path: on the first as
+        // installed (an assumption PLAN.md states), on each later one once its hop moves them.
+        tags.revision_tags
+            .extend(policy.tags.iter().map(|t| t.name.clone()));
         renders.push(ctl.manifest_generate(release, &tags)?);
     }
     let rendered: Vec<&crate::render::Rendered> = renders.iter().collect();
