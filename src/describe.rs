@@ -360,7 +360,22 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             )
         }
         PhaseKind::Gateways => (
-            format!("Move the gateways to revision `{new}`. Rendered gateways keep their names across revisions, so this upgrades them in place, after the workloads have moved."),
+            {
+                let later: Vec<&str> = plan
+                    .phases
+                    .iter()
+                    .filter(|p| p.hop == phase.hop && p.kind == PhaseKind::Migrate && p.index > phase.index)
+                    .map(|p| p.dir.as_str())
+                    .collect();
+                if later.is_empty() {
+                    format!("Move the gateways to revision `{new}`. Rendered gateways keep their names across revisions, so this upgrades them in place, after the workloads have moved.")
+                } else {
+                    format!(
+                        "Move the gateways to revision `{new}` before the waves {} (spec.gateways.moveAfter). Rendered gateways keep their names across revisions, so this upgrades them in place; the gateways' proxies then run `{new}` while those waves' workloads still run `{old}`, within Istio's supported skew.",
+                        quoted_list(&later.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    )
+                }
+            },
             vec![apply.clone()],
             vec![format!("kubectl -n {istio_ns} rollout status deployment --timeout=300s")],
         ),

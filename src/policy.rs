@@ -91,6 +91,9 @@ struct Spec {
     /// Gateways (`namespace/name` of the gateway Deployment) the new spec may drop.
     #[serde(default)]
     remove_gateways: Vec<String>,
+    /// When the rendered gateways move; optional.
+    #[serde(default)]
+    gateways: Option<GatewaysSpec>,
     /// The phase whose end state `live/` holds (an index or a phase name); optional.
     #[serde(default)]
     #[schemars(schema_with = "crate::policy_schema::phase")]
@@ -105,6 +108,15 @@ struct Spec {
     /// moved to the new revision in its own phase; optional.
     #[serde(default)]
     tags: Vec<TagSpec>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GatewaysSpec {
+    /// `install` or a wave's name: the rendered gateways move in place right after it (default:
+    /// after the last wave).
+    #[serde(default)]
+    move_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -396,6 +408,9 @@ pub struct Policy {
     pub inventory: Option<InventoryFile>,
     /// `spec.tags`: the revision tags the plan moves besides `default`, in policy order.
     pub tags: Vec<TagMove>,
+    /// `spec.gateways.moveAfter`: `install` or a wave after which the rendered gateways move
+    /// (`None`: after the last wave).
+    pub gateways_after: Option<String>,
 }
 
 impl Policy {
@@ -1091,6 +1106,18 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         .chain(std::iter::once(&to_revision))
         .collect();
     let tags = check_tags(&spec.tags, &spec.waves, &revisions, &at)?;
+    let gateways_after = match spec.gateways.as_ref().and_then(|g| g.move_after.clone()) {
+        None => None,
+        Some(after) => {
+            check_move_after(&after, &spec.waves).map_err(|e| {
+                at(
+                    &[Key("spec"), Key("gateways"), Key("moveAfter")],
+                    e.within("spec.gateways.moveAfter"),
+                )
+            })?;
+            Some(after)
+        }
+    };
 
     let to_operator = load_operator(
         dir,
@@ -1186,7 +1213,21 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         gitops,
         inventory,
         tags,
+        gateways_after,
     })
+}
+
+/// A `moveAfter`: `install` or the name of a wave of the policy.
+fn check_move_after(after: &str, waves: &[WaveSpec]) -> Result<()> {
+    if after == "install" || waves.iter().any(|w| w.name == after) {
+        return Ok(());
+    }
+    let mut names = vec!["install".to_string()];
+    names.extend(waves.iter().map(|w| w.name.clone()));
+    Err(
+        Error::new(format!("{} is neither `install` nor a wave", shown(after)))
+            .with_help(format!("moveAfter takes one of: {}", names.join(", "))),
+    )
 }
 
 /// `spec.tags`: each a DNS-1123 label, once, neither `default` (moved by `defaultTag`) nor named
@@ -1233,19 +1274,12 @@ fn check_tags(
             ));
         }
         if let Some(after) = &t.move_after {
-            if after != "install" && !waves.iter().any(|w| w.name == *after) {
-                let mut names = vec!["install".to_string()];
-                names.extend(waves.iter().map(|w| w.name.clone()));
-                return Err(at(
+            check_move_after(after, waves).map_err(|e| {
+                at(
                     &[Key("spec"), Key("tags"), Index(i), Key("moveAfter")],
-                    Error::new(format!(
-                        "tag `{}` moves after {}, which is neither `install` nor a wave",
-                        t.name,
-                        shown(after)
-                    ))
-                    .with_help(format!("moveAfter takes one of: {}", names.join(", "))),
-                ));
-            }
+                    e.within(format!("tag `{}`", t.name)),
+                )
+            })?;
         }
         out.push(TagMove {
             name: t.name.clone(),

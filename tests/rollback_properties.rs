@@ -1,7 +1,7 @@
 //! Property test over generated policies (1 to 3 hops, version by version from 1.13.5; 1 to 4
 //! waves, 1 to 3 namespaces each, an unrevisioned or revisioned old install, the default tag on
 //! or off with `uninstallOld` consistent, gateways present or absent in the old and the new
-//! spec): the plan, built from stand-in renders computed once per variant, must satisfy what
+//! spec, a revision tag moved after install or any wave, or none): the plan, built from stand-in renders computed once per variant, must satisfy what
 //! GitOps users and rollbacks rely on:
 //!
 //! - replaying the phases' changes on state 0 (the uninstall's deletes included) gives the
@@ -47,6 +47,9 @@ const CHAIN: [&str; 4] = ["1.13.5", "1.14.1", "1.15.3", "1.16.2"];
 struct Case {
     /// How many hops (1 to 3): the upgrade goes from `CHAIN[0]` to `CHAIN[hops]`.
     hops: usize,
+    /// A revision tag `prod-stable` the plan moves: `Some(0)` after install, `Some(k)` after
+    /// wave `k - 1`, `None`: no tag.
+    tag_after: Option<usize>,
     waves: Vec<usize>,
     old_default: bool,
     default_tag: bool,
@@ -64,14 +67,26 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![3 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)],
+        prop::option::of(0usize..=4),
     )
         .prop_map(
-            |(waves, old_default, default_tag, uninstall, old_gateways, new_gateways, hops)| {
+            |(
+                waves,
+                old_default,
+                default_tag,
+                uninstall,
+                old_gateways,
+                new_gateways,
+                hops,
+                tag,
+            )| {
                 // Every hop but the last deletes its old revision, which the default tag must
                 // have left: a path of several hops moves it.
                 let default_tag = default_tag || hops > 1;
+                let tag_after = tag.map(|t| t.min(waves.len()));
                 Case {
                     hops,
+                    tag_after,
                     waves,
                     old_default,
                     default_tag,
@@ -99,12 +114,20 @@ fn policy_text(c: &Case) -> String {
     } else {
         "[]"
     };
+    let tags = match c.tag_after {
+        None => String::new(),
+        Some(0) => "  tags:\n  - name: prod-stable\n    moveAfter: install\n".to_string(),
+        Some(k) => format!(
+            "  tags:\n  - name: prod-stable\n    moveAfter: w{}\n",
+            k - 1
+        ),
+    };
     let pins: String = CHAIN[..=c.hops]
         .iter()
         .map(|v| format!("    \"{v}\": {{path: ../istioctl/istioctl-{v}, sha256: {sha}}}\n"))
         .collect();
     format!(
-        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: {new}\n  from:\n    version: 1.13.5\n{rev}    istioOperator: {old}\n  to:\n    version: {to}\n  istioctl:\n{pins}  waves:\n{waves}  defaultTag: {tag}\n  uninstallOld: {uninstall}\n  removeGateways: {remove}\n",
+        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: {new}\n  from:\n    version: 1.13.5\n{rev}    istioOperator: {old}\n  to:\n    version: {to}\n  istioctl:\n{pins}  waves:\n{waves}  defaultTag: {tag}\n  uninstallOld: {uninstall}\n  removeGateways: {remove}\n{tags}",
         to = CHAIN[c.hops],
         new = if c.new_gateways { "gateways.yaml" } else { "minimal.yaml" },
         old = if c.old_gateways { "gateways.yaml" } else { "minimal.yaml" },
@@ -132,7 +155,7 @@ fn load(c: &Case) -> Policy {
 fn render(policy: &Policy, release: usize, tagged: bool) -> Rendered {
     static CACHE: OnceLock<Mutex<HashMap<String, Rendered>>> = OnceLock::new();
     let side = policy.releases()[release];
-    let tags = if tagged {
+    let mut tags = if tagged {
         TagRequest {
             revision_tags: vec!["default".into()],
             default_revision: true,
@@ -140,9 +163,16 @@ fn render(policy: &Policy, release: usize, tagged: bool) -> Rendered {
     } else {
         TagRequest::default()
     };
+    // As the pipeline does: the tags the plan moves exist on every control plane of the path.
+    tags.revision_tags
+        .extend(policy.tags.iter().map(|t| t.name.clone()));
     let key = format!(
-        "{}:{}:{}:{}",
-        side.version, side.revision, side.operator.sha256, tags.default_revision
+        "{}:{}:{}:{}:{}",
+        side.version,
+        side.revision,
+        side.operator.sha256,
+        tags.default_revision,
+        tags.revision_tags.join(",")
     );
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(r) = cache.lock().unwrap().get(&key) {
@@ -323,9 +353,19 @@ fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Opti
                 if let istio_canary::mesh::Target::Revision(r) = &one.target {
                     // `istio-injection=enabled` follows the default revision: it moves when
                     // the default tag does, in every hop.
-                    let follows = o.label("istio-injection").as_deref() == Some("enabled")
-                        && *r == policy.from.revision.label();
-                    let rev = match (follows, tag_moved) {
+                    let on_first = *r == policy.from.revision.label();
+                    let follows =
+                        o.label("istio-injection").as_deref() == Some("enabled") && on_first;
+                    // `istio.io/rev=<tag>` of a tag the plan moves: moves with its phase.
+                    let selects_tag = on_first
+                        && o.label("istio.io/rev")
+                            .is_some_and(|t| policy.tags.iter().any(|m| m.name == t));
+                    let moved = if selects_tag {
+                        phases.iter().any(|ph| ph.kind == PhaseKind::Tag)
+                    } else {
+                        tag_moved
+                    };
+                    let rev = match (follows || selects_tag, moved) {
                         (false, _) => r.clone(),
                         (true, true) => p.hops[hop].to.revision.label().to_string(),
                         (true, false) => p.hops[hop].from.revision.label().to_string(),
@@ -540,14 +580,26 @@ fn inventory_yaml(policy: &Policy, old: &Rendered, cl: &Cluster) -> String {
     if cl.stray_on_old {
         names.push("stray".into());
     }
+    // A namespace that selects the tag the plan moves, in no wave: it moves with the tag.
+    let tagged = policy.tags.first().map(|t| t.name.clone());
+    if tagged.is_some() {
+        names.push("tagged".into());
+    }
     for (i, name) in names.iter().enumerate() {
-        items.push(ns(
-            name,
-            serde_json::json!({key: value, "team": format!("t{i}")}),
-        ));
+        let labels = match &tagged {
+            Some(t) if name == "tagged" => {
+                serde_json::json!({"istio.io/rev": t, "team": format!("t{i}")})
+            }
+            _ => serde_json::json!({key: value, "team": format!("t{i}")}),
+        };
+        items.push(ns(name, labels));
         items.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "settings", "namespace": name}, "data": {"a": "b"}}));
-        let workloads = cl.workloads.get(i).cloned().unwrap_or_default();
+        let workloads = if name == "tagged" {
+            vec![false]
+        } else {
+            cl.workloads.get(i).cloned().unwrap_or_default()
+        };
         for (j, opted_out) in workloads.iter().enumerate() {
             let mut labels = serde_json::json!({"app": format!("app{j}")});
             if *opted_out {
@@ -748,6 +800,7 @@ fn rollback_puts_an_existing_default_tag_and_validator_back() {
     for gateways in [false, true] {
         let c = Case {
             hops: 1,
+            tag_after: None,
             waves: vec![2],
             old_default: false,
             default_tag: true,
@@ -796,6 +849,7 @@ fn every_variant_once() {
         let b = |i: u32| bits & (1 << i) != 0;
         check(&Case {
             hops: 1,
+            tag_after: None,
             waves: vec![1, 2],
             old_default: b(0),
             default_tag: b(1),
@@ -818,6 +872,7 @@ fn every_path_length_once() {
         ] {
             check(&Case {
                 hops,
+                tag_after: Some(usize::from(old_default)),
                 waves: vec![1, 2],
                 old_default,
                 default_tag: true,
@@ -836,6 +891,7 @@ fn every_path_length_once() {
 fn the_simulation_refuses_a_broken_rollback() {
     let c = Case {
         hops: 1,
+        tag_after: None,
         waves: vec![1],
         old_default: false,
         default_tag: true,

@@ -148,22 +148,28 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
             drafts.push(d);
         }
     };
+    // The rendered gateways move in place after the waves, or right after what the policy
+    // names (`spec.gateways.moveAfter`); the simulation decides whether that is safe.
+    let mut gateway_draft = Some(gateways)
+        .filter(|g| !g.is_empty())
+        .map(|g| Draft::new(PhaseKind::Gateways, format!("gateways-{new}"), applies(g)));
+    let mut gateways_after = |after: Option<&str>, drafts: &mut Vec<Draft>| {
+        if hop.gateways_after == after {
+            drafts.extend(gateway_draft.take());
+        }
+    };
     tag_drafts(Some("install"), &mut drafts);
+    gateways_after(Some("install"), &mut drafts);
     for wave in hop.waves {
         let mut d = migrate(&wave.name, &wave.namespaces, new.label());
         d.name = of_hop(d.name);
         d.workloads = wave.workloads.clone();
         drafts.push(d);
         tag_drafts(Some(&wave.name), &mut drafts);
+        gateways_after(Some(&wave.name), &mut drafts);
     }
     tag_drafts(None, &mut drafts);
-    if !gateways.is_empty() {
-        drafts.push(Draft::new(
-            PhaseKind::Gateways,
-            format!("gateways-{new}"),
-            applies(gateways),
-        ));
-    }
+    gateways_after(None, &mut drafts);
     if hop.default_tag {
         drafts.push(Draft::new(
             PhaseKind::DefaultTag,

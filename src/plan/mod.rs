@@ -275,6 +275,9 @@ pub struct HopInput<'a> {
     pub several: bool,
     /// The revision tags the hop moves besides `default` (`spec.tags`).
     pub tags: &'a [crate::policy::TagMove],
+    /// `install` or a wave after which the rendered gateways move (`None`: after the last
+    /// wave).
+    pub gateways_after: Option<&'a str>,
 }
 
 /// What a whole plan is made from: the policy's identity and promote point, and its hops in
@@ -326,6 +329,7 @@ pub fn plan(policy: &Policy, renders: &[&Rendered]) -> Result<Plan> {
             remove_gateways: &policy.remove_gateways,
             several: last > 1,
             tags: &policy.tags,
+            gateways_after: policy.gateways_after.as_deref(),
         })
         .collect();
     plan_hops(&PlanInput {

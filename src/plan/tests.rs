@@ -123,6 +123,7 @@ impl Case {
             remove_gateways: &self.remove_gateways,
             several: false,
             tags: &[],
+            gateways_after: None,
         }
     }
 
