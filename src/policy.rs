@@ -2,8 +2,11 @@
 //!
 //! Owns: the policy file format (the public contract: field names may be extended, never renamed),
 //! revision naming, every check that can be made from the inputs alone (versions, skew, revisions,
-//! waves, pins present), and turning all of that into a checked `Policy`. Errors name the file,
-//! line and field. Must not: run istioctl, look at rendered objects, or write anything.
+//! waves, pins present, Istio's support table), and turning all of that into a checked
+//! `Policy`. Errors name the file, line and field. The checks report to a `Findings`: `load`
+//! stops at the first error, `lint` collects every error and the warnings only lint shows, so
+//! the two share every check. Must not: run istioctl, look at rendered objects, or write
+//! anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -456,18 +459,104 @@ pub type ReadFile<'a> = &'a dyn Fn(&Path, u64) -> std::io::Result<Vec<u8>>;
 /// `yamlin::read_limited` (a regular file only) with its size limit (`yamlin::POLICY_LIMIT`,
 /// `yamlin::SPEC_LIMIT`) and no further.
 pub fn load(path: &Path) -> Result<Policy> {
-    let bytes = yamlin::read_limited(path, yamlin::POLICY_LIMIT)
-        .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))?;
-    load_from(&bytes, path, &|p: &Path, limit: u64| {
-        yamlin::read_limited(p, limit)
-    })
+    load_from(&read_policy(path)?, path, &read_named)
+}
+
+/// Reads a policy file as `load` does and runs every check of `load_from` on it, collecting
+/// every error and warning (`lint_from`); a file that cannot be read is one error.
+pub fn lint(path: &Path) -> Findings {
+    match read_policy(path) {
+        Ok(bytes) => lint_from(&bytes, path, &read_named),
+        Err(e) => Findings {
+            all: true,
+            errors: vec![e],
+            warnings: Vec::new(),
+        },
+    }
+}
+
+/// The policy file's bytes, at most `yamlin::POLICY_LIMIT`.
+fn read_policy(path: &Path) -> Result<Vec<u8>> {
+    yamlin::read_limited(path, yamlin::POLICY_LIMIT)
+        .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))
+}
+
+/// Reads a file the policy names, from the file system.
+fn read_named(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    yamlin::read_limited(path, limit)
 }
 
 /// Checks a policy given as bytes. `path` names it in messages and is where the files it names
 /// are relative to; `read` reads those files.
 pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy> {
-    let text = yamlin::decode(bytes, Kind::Policy, path)?;
-    let file: PolicyFile = yamlin::from_str(text, path)?;
+    check_policy(bytes, path, read, &mut Findings::default())
+}
+
+/// Runs every check of `load_from` on a policy and collects what they find instead of stopping
+/// at the first error (`istio-canary lint`), plus the warnings only lint reports. The errors come
+/// in the order `load_from` meets them, so the first is the one `load_from` returns.
+pub fn lint_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Findings {
+    let mut findings = Findings {
+        all: true,
+        ..Findings::default()
+    };
+    if let Err(e) = check_policy(bytes, path, read, &mut findings) {
+        // Every error of a collecting check was recorded where it was found; this is only a
+        // guard against reporting nothing for an error.
+        if !findings.errors.contains(&e) {
+            findings.errors.push(e);
+        }
+    }
+    findings
+}
+
+/// What the checks of a policy found. One set of checks (`check_policy`) serves both callers:
+/// `load_from` stops at the first error (the default), `lint_from` collects every error and
+/// warning.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Collect (lint) rather than stop at the first error (load).
+    all: bool,
+    pub errors: Vec<Error>,
+    pub warnings: Vec<Error>,
+}
+
+impl Findings {
+    /// Reports an error: the end of the check when loading, one more finding when linting.
+    fn error(&mut self, e: Error) -> Result<()> {
+        if self.all {
+            self.errors.push(e);
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    /// Reports a warning: only lint shows warnings.
+    fn warning(&mut self, w: Error) {
+        if self.all {
+            self.warnings.push(w);
+        }
+    }
+
+    /// The outcome of a check that yields a value: when linting, an error is recorded and kept,
+    /// so the checks that need the value are skipped and the others still run.
+    fn keep<T>(&mut self, r: Result<T>) -> Result<Result<T>> {
+        match r {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => {
+                self.error(e.clone())?;
+                Ok(Err(e))
+            }
+        }
+    }
+}
+
+/// Every check of a policy. Each error goes through `f`: loading returns at the first, linting
+/// records it and goes on with every check that does not need the value it refused.
+fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings) -> Result<Policy> {
+    let text = f.keep(yamlin::decode(bytes, Kind::Policy, path))??;
+    let file: PolicyFile = f.keep(yamlin::from_str(text, path))??;
     let at = |segs: &[Seg<'_>], err: Error| -> Error {
         match locate(text, segs) {
             Some((line, col)) => err.at(path, text, line, col),
@@ -477,38 +566,47 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
     use Seg::{Index, Key};
 
     if file.api_version != API_VERSION {
-        return Err(at(
+        f.error(at(
             &[Key("apiVersion")],
             Error::new(format!(
                 "apiVersion {} is not supported; expected `{API_VERSION}`",
                 shown(&file.api_version)
             )),
-        ));
+        ))?;
     }
     if file.kind != KIND {
-        return Err(at(
+        f.error(at(
             &[Key("kind")],
             Error::new(format!("kind {} is not `{KIND}`", shown(&file.kind))),
-        ));
+        ))?;
     }
     let spec = file.spec;
-    check_dns1123(&file.metadata.name).map_err(|why| {
-        at(
+    if let Err(why) = check_dns1123(&file.metadata.name) {
+        f.error(at(
             &[Key("metadata"), Key("name")],
             Error::new(format!("metadata.name: {why}")),
-        )
-    })?;
-    let from_version = parse_version(&spec.from.version)
-        .map_err(|m| at(&[Key("spec"), Key("from"), Key("version")], Error::new(m)))?;
-    let to_version = parse_version(&spec.to.version)
-        .map_err(|m| at(&[Key("spec"), Key("to"), Key("version")], Error::new(m)))?;
-    let mut pins: BTreeMap<Version, PinSpec> = BTreeMap::new();
+        ))?;
+    }
+    let from_version = f.keep(
+        parse_version(&spec.from.version)
+            .map_err(|m| at(&[Key("spec"), Key("from"), Key("version")], Error::new(m))),
+    )?;
+    let to_version = f.keep(
+        parse_version(&spec.to.version)
+            .map_err(|m| at(&[Key("spec"), Key("to"), Key("version")], Error::new(m))),
+    )?;
+    let mut pins: BTreeMap<Version, (String, PinSpec)> = BTreeMap::new();
     for (key, pin) in spec.istioctl {
         let seg = [Key("spec"), Key("istioctl"), Key(key.as_str())];
-        let version = parse_version(&Value::String(key.clone()))
-            .map_err(|m| at(&seg, Error::new(format!("spec.istioctl: {m}"))))?;
-        check_sha256(&pin.sha256).map_err(|m| {
-            at(
+        let Ok(version) = f.keep(
+            parse_version(&Value::String(key.clone()))
+                .map_err(|m| at(&seg, Error::new(format!("spec.istioctl: {m}")))),
+        )?
+        else {
+            continue;
+        };
+        if let Err(m) = check_sha256(&pin.sha256) {
+            f.error(at(
                 &[
                     Key("spec"),
                     Key("istioctl"),
@@ -516,38 +614,434 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
                     Key("sha256"),
                 ],
                 Error::new(m),
-            )
-        })?;
-        pins.insert(version, pin);
+            ))?;
+        }
+        pins.insert(version, (key, pin));
     }
     if let Some(r) = &spec.from.revision {
-        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("from"), Key("revision")], e))?;
+        if let Err(e) = check_revision(r, None) {
+            f.error(at(&[Key("spec"), Key("from"), Key("revision")], e))?;
+        }
     }
     if let Some(r) = &spec.to.revision {
-        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("to"), Key("revision")], e))?;
+        if let Err(e) = check_revision(r, None) {
+            f.error(at(&[Key("spec"), Key("to"), Key("revision")], e))?;
+        }
     }
 
     // Versions and skew.
+    if let (Ok(from_version), Ok(to_version)) = (&from_version, &to_version) {
+        check_skew(from_version, to_version, spec.max_minor_skip, f, &at)?;
+    } else if spec.max_minor_skip > MAX_SUPPORTED_MINOR_SKIP {
+        f.error(max_minor_skip_error(spec.max_minor_skip, &at))?;
+    }
+
+    // Revisions.
+    let derived = |side: &'static str, version: &Version| -> Result<Revision> {
+        let name = revision_for(version, spec.revision_naming);
+        check_revision(&name, Some(version)).map_err(|mut e| {
+            e.help = Some(format!(
+                "set spec.{side}.revision to a DNS-1123 label of at most {MAX_REVISION_LEN} characters"
+            ));
+            at(&[Key("spec"), Key(side), Key("version")], e)
+        })?;
+        Ok(Revision::Named(name))
+    };
+    let from_revision = match (&spec.from.revision, &from_version) {
+        (Some(r), _) if r == "default" => Ok(Revision::Default),
+        (Some(r), _) => Ok(Revision::Named(r.clone())),
+        (None, Ok(v)) => f.keep(derived("from", v))?,
+        (None, Err(e)) => Err(e.clone()),
+    };
+    let to_revision = match (&spec.to.revision, &to_version) {
+        (Some(r), _) if r == "default" => f.keep(Err(at(
+                &[Key("spec"), Key("to"), Key("revision")],
+                Error::new("the target revision cannot be `default`")
+                    .with_help("a canary upgrade installs the new control plane as a named revision beside the old one; omit `revision` to derive it from the version"),
+            )))?,
+        (Some(r), _) => Ok(Revision::Named(r.clone())),
+        (None, Ok(v)) => f.keep(derived("to", v))?,
+        (None, Err(e)) => Err(e.clone()),
+    };
+    if let (Ok(from_revision), Ok(to_revision)) = (&from_revision, &to_revision) {
+        if from_revision == to_revision {
+            let seg = if spec.to.revision.is_some() {
+                Key("revision")
+            } else {
+                Key("version")
+            };
+            f.error(at(
+                &[Key("spec"), Key("to"), seg],
+                Error::new(format!(
+                    "the old and the new control plane would both be revision `{to_revision}`"
+                ))
+                .with_help("two revisions side by side need different names: set `to.revision`, or use `revisionNaming: patch`"),
+            ))?;
+        }
+    }
+
+    // A pin for every version the plan uses (pins for other versions are unused).
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut take_pin = |side: &str, version: &Version| -> Result<Pin> {
+        match pins.remove(version) {
+            Some((_, spec)) => Ok(Pin {
+                path: dir.join(spec.path),
+                sha256: spec.sha256,
+                // A semver key prints back exactly as written, so it finds the entry's line.
+                location: at(
+                    &[Key("spec"), Key("istioctl"), Key(&version.to_string())],
+                    Error::new(""),
+                )
+                .location,
+            }),
+            None => Err(at(
+                &[Key("spec"), Key("istioctl")],
+                Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
+                    .with_help(format!(
+                        "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
+                    )),
+            )),
+        }
+    };
+    let from_pin = match &from_version {
+        Ok(v) => f.keep(take_pin("from", v))?,
+        Err(e) => Err(e.clone()),
+    };
+    let to_pin = match &to_version {
+        Ok(v) => f.keep(take_pin("to", v))?,
+        Err(e) => Err(e.clone()),
+    };
+    for (key, _) in pins.values() {
+        f.warning(
+            at(
+                &[Key("spec"), Key("istioctl"), Key(key.as_str())],
+                Error::new(format!(
+                    "spec.istioctl pins {}, which neither spec.from.version nor spec.to.version names: the upgrade never runs it",
+                    shown(key)
+                )),
+            )
+            .with_help("remove the pin, or check that from/to name the versions you meant"),
+        );
+    }
+
+    // Waves.
+    if spec.waves.is_empty() {
+        f.error(at(
+            &[Key("spec"), Key("waves")],
+            Error::new("spec.waves is empty: at least one wave of namespaces is needed"),
+        ))?;
+    }
+    let mut wave_names = BTreeSet::new();
+    let mut namespace_wave: BTreeMap<&str, &str> = BTreeMap::new();
+    for (wi, wave) in spec.waves.iter().enumerate() {
+        if let Err(why) = check_dns1123(&wave.name) {
+            f.error(at(
+                &[Key("spec"), Key("waves"), Index(wi), Key("name")],
+                Error::new(format!("wave name {why}")),
+            ))?;
+        }
+        for (ni, ns) in wave.namespaces.iter().enumerate() {
+            if let Err(why) = check_dns1123(ns) {
+                f.error(at(
+                    &[
+                        Key("spec"),
+                        Key("waves"),
+                        Index(wi),
+                        Key("namespaces"),
+                        Index(ni),
+                    ],
+                    Error::new(format!("namespace {why}")),
+                ))?;
+            }
+        }
+        for (ni, ns) in wave.namespaces.iter().enumerate() {
+            if crate::k8s::SYSTEM_NAMESPACES.contains(&ns.as_str()) {
+                f.error(at(
+                    &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
+                    Error::new(format!(
+                        "namespace `{ns}` is a Kubernetes system namespace and cannot be a wave"
+                    ))
+                    .with_help("a wave relabels the namespace and restarts every workload in it; the cluster's own components are not meshed this way"),
+                ))?;
+            }
+        }
+        if !wave_names.insert(wave.name.as_str()) {
+            f.error(at(
+                &[Key("spec"), Key("waves"), Index(wi), Key("name")],
+                Error::new(format!("wave name `{}` is used twice", wave.name)),
+            ))?;
+        }
+        if wave.namespaces.is_empty() && wave.workloads.is_empty() {
+            f.error(at(
+                &[Key("spec"), Key("waves"), Index(wi), Key("namespaces")],
+                Error::new(format!("wave `{}` has no namespaces", wave.name))
+                    .with_help("a wave moves namespaces (`namespaces`) or, with an inventory, single workloads (`workloads: [namespace/deployment/name]`)"),
+            ))?;
+        }
+        for (ni, ns) in wave.namespaces.iter().enumerate() {
+            if let Some(first) = namespace_wave.insert(ns.as_str(), wave.name.as_str()) {
+                f.error(at(
+                    &[
+                        Key("spec"),
+                        Key("waves"),
+                        Index(wi),
+                        Key("namespaces"),
+                        Index(ni),
+                    ],
+                    Error::new(format!(
+                        "namespace `{}` is in wave `{first}` and again in wave `{}`",
+                        ns, wave.name
+                    ))
+                    .with_help("each namespace moves exactly once: keep it in one wave"),
+                ))?;
+            }
+        }
+    }
+
+    // Tags and deletion.
+    let from_is_default = from_revision
+        .as_ref()
+        .is_ok_and(|r| *r == Revision::Default);
+    let from_default_tag = spec.from.default_tag.unwrap_or(
+        from_revision
+            .as_ref()
+            .is_ok_and(|r| *r != Revision::Default),
+    );
+    if from_default_tag && from_is_default {
+        f.error(at(
+            &[Key("spec"), Key("from"), Key("defaultTag")],
+            Error::new(
+                "from.defaultTag: true with an unrevisioned old install (revision `default`): its own injector serves the default, and istioctl creates no default tag for it",
+            )
+            .with_help("remove from.defaultTag, or give from.revision if the old install is a named revision"),
+        ))?;
+    }
+    if let Ok(from_revision) = &from_revision {
+        if !spec.default_tag && spec.uninstall_old {
+            f.error(at(
+                &[Key("spec"), Key("defaultTag")],
+                Error::new(format!(
+                    "defaultTag: false with uninstallOld: true would delete revision {from_revision} while the default tag may still point at it"
+                ))
+                .with_help("pods in namespaces labelled istio-injection=enabled could then not start; move the tag (defaultTag: true) or keep the old revision (uninstallOld: false)"),
+            ))?;
+        }
+        if !spec.uninstall_old {
+            f.warning(
+                at(
+                    &[Key("spec"), Key("uninstallOld")],
+                    Error::new(format!(
+                        "uninstallOld: false leaves revision {from_revision} installed after the upgrade: its istiod, webhooks and gateways keep running, and the plan has no uninstall phase"
+                    )),
+                )
+                .with_help("set uninstallOld: true (the default) once nothing needs the old revision, or delete it with a later plan"),
+            );
+        }
+    }
+
+    let kubernetes_version = match &spec.kubernetes_version {
+        None => {
+            f.warning(
+                at(&[Key("spec")], Error::new(
+                    "spec.kubernetesVersion is not set: the plan cannot check Istio's support table or that the cluster serves every API version the new revision uses",
+                ))
+                .with_help("set the Kubernetes version of the target cluster, e.g. kubernetesVersion: \"1.30\""),
+            );
+            Ok(None)
+        }
+        Some(v) => f.keep(parse_kubernetes_version(v).map(Some).map_err(|m| {
+            at(
+                &[Key("spec"), Key("kubernetesVersion")],
+                Error::new(m).with_help("the Kubernetes version of the cluster the plan is for, e.g. kubernetesVersion: \"1.24\""),
+            )
+        }))?,
+    };
+    if let Ok(Some(k)) = &kubernetes_version {
+        for (side, version) in [("from", &from_version), ("to", &to_version)] {
+            let Ok(version) = version else { continue };
+            let istio = crate::k8s::Minor::new(version.major, version.minor);
+            if crate::k8s::istio_supports(istio).is_none() {
+                f.warning(
+                    at(
+                        &[Key("spec"), Key(side), Key("version")],
+                        Error::new(format!(
+                            "Istio {istio} is not in this tool's support table, so whether it supports Kubernetes {k} is not checked"
+                        )),
+                    )
+                    .with_help("check istio.io's supported releases (docs/releases/supported-releases) by hand, or use a newer istio-canary"),
+                );
+            } else if let Some((lowest, highest)) = crate::k8s::istio_support_gap(istio, *k) {
+                f.error(at(
+                    &[Key("spec"), Key("kubernetesVersion")],
+                    istio_unsupported(istio, lowest, highest, *k),
+                ))?;
+            }
+        }
+    }
+    let mut remove_gateways = BTreeSet::new();
+    for (i, g) in spec.remove_gateways.iter().enumerate() {
+        let ok = g
+            .split_once('/')
+            .is_some_and(|(ns, name)| check_dns1123(ns).is_ok() && check_dns1123(name).is_ok());
+        if !ok {
+            f.error(at(
+                &[Key("spec"), Key("removeGateways"), Index(i)],
+                Error::new(format!(
+                    "removeGateways entry `{g}` is not `namespace/name` of a gateway Deployment"
+                ))
+                .with_help("e.g. `istio-system/istio-egressgateway`"),
+            ))?;
+            continue;
+        }
+        remove_gateways.insert(g.clone());
+    }
+    let promote = match &spec.promote {
+        None => Ok(None),
+        Some(v) => {
+            let field = [Key("spec"), Key("promote")];
+            f.keep(parse_phase_ref(v).map_err(|m| {
+                at(&field, Error::new(m).with_help("spec.promote names the phase whose end state live/ holds, e.g. `promote: migrate-canary` or `promote: 3`"))
+            }).map(|phase| Some(Promote {
+                phase,
+                source: "spec.promote",
+                location: at(&field, Error::new("")).location,
+            })))?
+        }
+    };
+
+    let gitops = f.keep(check_gitops(spec.gitops.as_ref(), &at))?;
+    let inventory = match &spec.inventory {
+        None => Ok(None),
+        Some(rel) => f.keep(load_inventory(dir, rel, read, &at).map(Some))?,
+    };
+    let waves = match &inventory {
+        Ok(inventory) => check_wave_targets(&spec.waves, inventory.as_ref(), &at, f)?,
+        Err(e) => Err(e.clone()),
+    };
+
+    let to_operator = match &to_revision {
+        Ok(r) => f.keep(load_operator(
+            dir,
+            &spec.istio_operator,
+            r,
+            read,
+            text,
+            path,
+            &[Key("spec"), Key("istioOperator")],
+        ))?,
+        Err(e) => Err(e.clone()),
+    };
+    let from_operator = match (&from_revision, &spec.from.istio_operator, &to_operator) {
+        (Err(e), _, _) => Err(e.clone()),
+        (Ok(r), Some(p), _) => f.keep(load_operator(
+            dir,
+            p,
+            r,
+            read,
+            text,
+            path,
+            &[Key("spec"), Key("from"), Key("istioOperator")],
+        ))?,
+        // The same spec renders the old revision too; its revision field must not pin either.
+        (Ok(r), None, Ok(to)) => f.keep(check_operator_revision(to, r).map(|()| to.clone()))?,
+        (Ok(_), None, Err(e)) => Err(e.clone()),
+    };
+
+    if let (Ok(from_operator), Ok(to_operator)) = (&from_operator, &to_operator) {
+        // Moving the control plane to another namespace is not a canary: the new istiod would
+        // run a second self-signed CA there (its own `istio-ca-secret`), so moved and unmoved
+        // workloads would stop trusting each other.
+        if from_operator.istio_namespace != to_operator.istio_namespace {
+            f.error(at(
+                &[Key("spec"), Key("istioOperator")],
+                Error::new(format!(
+                    "the new spec runs the control plane in namespace `{}`, the old one in `{}` (values.global.istioNamespace): a canary upgrade keeps the control-plane namespace",
+                    to_operator.istio_namespace, from_operator.istio_namespace
+                ))
+                .with_help("istiod in another namespace would start its own self-signed CA, and workloads on the two revisions would stop trusting each other; keep values.global.istioNamespace, or move the namespace as a separate migration with a shared root CA (plug-in certificates)"),
+            ))?;
+        }
+        for (wi, wave) in spec.waves.iter().enumerate() {
+            for (ni, ns) in wave.namespaces.iter().enumerate() {
+                if *ns == from_operator.istio_namespace || *ns == to_operator.istio_namespace {
+                    f.error(at(
+                        &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
+                        Error::new(format!(
+                            "namespace `{ns}` is the Istio control-plane namespace and cannot be a wave"
+                        ))
+                        .with_help("istiod and the gateways there move in the install and gateways phases; restarting the namespace as a wave would restart the control plane"),
+                    ))?;
+                }
+            }
+        }
+    }
+
+    Ok(Policy {
+        path: path.to_path_buf(),
+        sha256: sha256_hex(bytes),
+        name: file.metadata.name,
+        from: Release {
+            version: from_version?,
+            revision: from_revision?,
+            operator: from_operator?,
+            istioctl: from_pin?,
+        },
+        to: Release {
+            version: to_version?,
+            revision: to_revision?,
+            operator: to_operator?,
+            istioctl: to_pin?,
+        },
+        revision_naming: spec.revision_naming,
+        max_minor_skip: spec.max_minor_skip,
+        waves: waves?,
+        default_tag: spec.default_tag,
+        uninstall_old: spec.uninstall_old,
+        from_default_tag,
+        from_default_tag_declared: spec.from.default_tag.is_some(),
+        kubernetes_version: kubernetes_version?,
+        remove_gateways,
+        promote: promote?,
+        gitops: gitops?,
+        inventory: inventory?,
+    })
+}
+
+/// The error of a `maxMinorSkip` above what Istio supports for one hop.
+fn max_minor_skip_error(max_minor_skip: u64, at: At<'_>) -> Error {
+    at(
+        &[Seg::Key("spec"), Seg::Key("maxMinorSkip")],
+        Error::new(format!(
+            "maxMinorSkip {max_minor_skip} is more than Istio supports for one canary hop ({MAX_SUPPORTED_MINOR_SKIP})"
+        )),
+    )
+}
+
+/// The skew checks that need only the two versions: newer, within one major, at most
+/// `maxMinorSkip` minors apart.
+fn check_skew(
+    from_version: &Version,
+    to_version: &Version,
+    max_minor_skip: u64,
+    f: &mut Findings,
+    at: At<'_>,
+) -> Result<()> {
+    use Seg::Key;
     if to_version <= from_version {
-        return Err(at(
+        f.error(at(
             &[Key("spec"), Key("to"), Key("version")],
             Error::new(format!(
                 "target version {to_version} is not newer than the running version {from_version}"
             ))
             .with_help("a canary upgrade installs a newer control plane; to go back, keep the old revision and move namespaces back to it"),
-        ));
+        ))?;
+        return Ok(());
     }
-    if spec.max_minor_skip > MAX_SUPPORTED_MINOR_SKIP {
-        return Err(at(
-            &[Key("spec"), Key("maxMinorSkip")],
-            Error::new(format!(
-                "maxMinorSkip {} is more than Istio supports for one canary hop ({MAX_SUPPORTED_MINOR_SKIP})",
-                spec.max_minor_skip
-            )),
-        ));
+    if max_minor_skip > MAX_SUPPORTED_MINOR_SKIP {
+        f.error(max_minor_skip_error(max_minor_skip, at))?;
     }
     if to_version.major != from_version.major {
-        return Err(at(
+        return f.error(at(
             &[Key("spec"), Key("to"), Key("version")],
             Error::new(format!(
                 "cannot plan an upgrade across major versions ({from_version} -> {to_version})"
@@ -555,12 +1049,12 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         ));
     }
     let skip = to_version.minor - from_version.minor;
-    if skip > spec.max_minor_skip {
+    if skip > max_minor_skip {
         let mut ways = Vec::new();
         if skip >= 2 {
             // Hops of at most maxMinorSkip minors (at least one), each its own canary upgrade.
             // Only the first few are listed, so the list stays short whatever the versions.
-            let step = spec.max_minor_skip.max(1);
+            let step = max_minor_skip.max(1);
             let between = (skip - 1) / step;
             let mut hops = vec![from_version.to_string()];
             for i in 1..=between.min(MAX_HOPS_SHOWN) {
@@ -581,313 +1075,30 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
                 "set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)"
             ));
         }
-        return Err(at(
+        f.error(at(
             &[Key("spec"), Key("to"), Key("version")],
             Error::new(format!(
-                "{from_version} -> {to_version} moves {skip} minor version{} in one hop; maxMinorSkip is {}",
+                "{from_version} -> {to_version} moves {skip} minor version{} in one hop; maxMinorSkip is {max_minor_skip}",
                 if skip == 1 { "" } else { "s" },
-                spec.max_minor_skip
             ))
             .with_help(ways.join(", or ")),
-        ));
+        ))?;
     }
+    Ok(())
+}
 
-    // Revisions.
-    let derived = |side: &'static str, version: &Version| -> Result<Revision> {
-        let name = revision_for(version, spec.revision_naming);
-        check_revision(&name, Some(version)).map_err(|mut e| {
-            e.help = Some(format!(
-                "set spec.{side}.revision to a DNS-1123 label of at most {MAX_REVISION_LEN} characters"
-            ));
-            at(&[Key("spec"), Key(side), Key("version")], e)
-        })?;
-        Ok(Revision::Named(name))
-    };
-    let from_revision = match &spec.from.revision {
-        Some(r) if r == "default" => Revision::Default,
-        Some(r) => Revision::Named(r.clone()),
-        None => derived("from", &from_version)?,
-    };
-    let to_revision = match &spec.to.revision {
-        Some(r) if r == "default" => {
-            return Err(at(
-                &[Key("spec"), Key("to"), Key("revision")],
-                Error::new("the target revision cannot be `default`")
-                    .with_help("a canary upgrade installs the new control plane as a named revision beside the old one; omit `revision` to derive it from the version"),
-            ))
-        }
-        Some(r) => Revision::Named(r.clone()),
-        None => derived("to", &to_version)?,
-    };
-    if from_revision == to_revision {
-        let seg = if spec.to.revision.is_some() {
-            Key("revision")
-        } else {
-            Key("version")
-        };
-        return Err(at(
-            &[Key("spec"), Key("to"), seg],
-            Error::new(format!(
-                "the old and the new control plane would both be revision `{to_revision}`"
-            ))
-            .with_help("two revisions side by side need different names: set `to.revision`, or use `revisionNaming: patch`"),
-        ));
-    }
-
-    // A pin for every version the plan uses (pins for other versions are unused).
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let mut take_pin = |side: &str, version: &Version| -> Result<Pin> {
-        match pins.remove(version) {
-            Some(spec) => Ok(Pin {
-                path: dir.join(spec.path),
-                sha256: spec.sha256,
-                // A semver key prints back exactly as written, so it finds the entry's line.
-                location: at(
-                    &[Key("spec"), Key("istioctl"), Key(&version.to_string())],
-                    Error::new(""),
-                )
-                .location,
-            }),
-            None => Err(at(
-                &[Key("spec"), Key("istioctl")],
-                Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
-                    .with_help(format!(
-                        "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
-                    )),
-            )),
-        }
-    };
-    let from_pin = take_pin("from", &from_version)?;
-    let to_pin = take_pin("to", &to_version)?;
-
-    // Waves.
-    if spec.waves.is_empty() {
-        return Err(at(
-            &[Key("spec"), Key("waves")],
-            Error::new("spec.waves is empty: at least one wave of namespaces is needed"),
-        ));
-    }
-    let mut wave_names = BTreeSet::new();
-    let mut namespace_wave: BTreeMap<&str, &str> = BTreeMap::new();
-    for (wi, wave) in spec.waves.iter().enumerate() {
-        check_dns1123(&wave.name).map_err(|why| {
-            at(
-                &[Key("spec"), Key("waves"), Index(wi), Key("name")],
-                Error::new(format!("wave name {why}")),
-            )
-        })?;
-        for (ni, ns) in wave.namespaces.iter().enumerate() {
-            check_dns1123(ns).map_err(|why| {
-                at(
-                    &[
-                        Key("spec"),
-                        Key("waves"),
-                        Index(wi),
-                        Key("namespaces"),
-                        Index(ni),
-                    ],
-                    Error::new(format!("namespace {why}")),
-                )
-            })?;
-        }
-        for (ni, ns) in wave.namespaces.iter().enumerate() {
-            if crate::k8s::SYSTEM_NAMESPACES.contains(&ns.as_str()) {
-                return Err(at(
-                    &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
-                    Error::new(format!(
-                        "namespace `{ns}` is a Kubernetes system namespace and cannot be a wave"
-                    ))
-                    .with_help("a wave relabels the namespace and restarts every workload in it; the cluster's own components are not meshed this way"),
-                ));
-            }
-        }
-        if !wave_names.insert(wave.name.as_str()) {
-            return Err(at(
-                &[Key("spec"), Key("waves"), Index(wi), Key("name")],
-                Error::new(format!("wave name `{}` is used twice", wave.name)),
-            ));
-        }
-        if wave.namespaces.is_empty() && wave.workloads.is_empty() {
-            return Err(at(
-                &[Key("spec"), Key("waves"), Index(wi), Key("namespaces")],
-                Error::new(format!("wave `{}` has no namespaces", wave.name))
-                    .with_help("a wave moves namespaces (`namespaces`) or, with an inventory, single workloads (`workloads: [namespace/deployment/name]`)"),
-            ));
-        }
-        for (ni, ns) in wave.namespaces.iter().enumerate() {
-            if let Some(first) = namespace_wave.insert(ns.as_str(), wave.name.as_str()) {
-                return Err(at(
-                    &[
-                        Key("spec"),
-                        Key("waves"),
-                        Index(wi),
-                        Key("namespaces"),
-                        Index(ni),
-                    ],
-                    Error::new(format!(
-                        "namespace `{}` is in wave `{first}` and again in wave `{}`",
-                        ns, wave.name
-                    ))
-                    .with_help("each namespace moves exactly once: keep it in one wave"),
-                ));
-            }
-        }
-    }
-
-    // Tags and deletion.
-    let from_default_tag = spec
-        .from
-        .default_tag
-        .unwrap_or(from_revision != Revision::Default);
-    if from_default_tag && from_revision == Revision::Default {
-        return Err(at(
-            &[Key("spec"), Key("from"), Key("defaultTag")],
-            Error::new(
-                "from.defaultTag: true with an unrevisioned old install (revision `default`): its own injector serves the default, and istioctl creates no default tag for it",
-            )
-            .with_help("remove from.defaultTag, or give from.revision if the old install is a named revision"),
-        ));
-    }
-    if !spec.default_tag && spec.uninstall_old {
-        return Err(at(
-            &[Key("spec"), Key("defaultTag")],
-            Error::new(format!(
-                "defaultTag: false with uninstallOld: true would delete revision {from_revision} while the default tag may still point at it"
-            ))
-            .with_help("pods in namespaces labelled istio-injection=enabled could then not start; move the tag (defaultTag: true) or keep the old revision (uninstallOld: false)"),
-        ));
-    }
-
-    let kubernetes_version = match &spec.kubernetes_version {
-        None => None,
-        Some(v) => Some(parse_kubernetes_version(v).map_err(|m| {
-            at(
-                &[Key("spec"), Key("kubernetesVersion")],
-                Error::new(m).with_help("the Kubernetes version of the cluster the plan is for, e.g. kubernetesVersion: \"1.24\""),
-            )
-        })?),
-    };
-    let mut remove_gateways = BTreeSet::new();
-    for (i, g) in spec.remove_gateways.iter().enumerate() {
-        let ok = g
-            .split_once('/')
-            .is_some_and(|(ns, name)| check_dns1123(ns).is_ok() && check_dns1123(name).is_ok());
-        if !ok {
-            return Err(at(
-                &[Key("spec"), Key("removeGateways"), Index(i)],
-                Error::new(format!(
-                    "removeGateways entry `{g}` is not `namespace/name` of a gateway Deployment"
-                ))
-                .with_help("e.g. `istio-system/istio-egressgateway`"),
-            ));
-        }
-        remove_gateways.insert(g.clone());
-    }
-    let promote = match &spec.promote {
-        None => None,
-        Some(v) => {
-            let field = [Key("spec"), Key("promote")];
-            let phase = parse_phase_ref(v).map_err(|m| {
-                at(&field, Error::new(m).with_help("spec.promote names the phase whose end state live/ holds, e.g. `promote: migrate-canary` or `promote: 3`"))
-            })?;
-            Some(Promote {
-                phase,
-                source: "spec.promote",
-                location: at(&field, Error::new("")).location,
-            })
-        }
-    };
-
-    let gitops = check_gitops(spec.gitops.as_ref(), &at)?;
-    let inventory = match &spec.inventory {
-        None => None,
-        Some(rel) => Some(load_inventory(dir, rel, read, &at)?),
-    };
-    let waves = check_wave_targets(&spec.waves, inventory.as_ref(), &at)?;
-
-    let to_operator = load_operator(
-        dir,
-        &spec.istio_operator,
-        &to_revision,
-        read,
-        text,
-        path,
-        &[Key("spec"), Key("istioOperator")],
-    )?;
-    let from_operator = match &spec.from.istio_operator {
-        Some(p) => load_operator(
-            dir,
-            p,
-            &from_revision,
-            read,
-            text,
-            path,
-            &[Key("spec"), Key("from"), Key("istioOperator")],
-        )?,
-        None => {
-            // The same spec renders the old revision too; its revision field must not pin either.
-            check_operator_revision(&to_operator, &from_revision)?;
-            to_operator.clone()
-        }
-    };
-
-    // Moving the control plane to another namespace is not a canary: the new istiod would run a
-    // second self-signed CA there (its own `istio-ca-secret`), so moved and unmoved workloads
-    // would stop trusting each other.
-    if from_operator.istio_namespace != to_operator.istio_namespace {
-        return Err(at(
-            &[Key("spec"), Key("istioOperator")],
-            Error::new(format!(
-                "the new spec runs the control plane in namespace `{}`, the old one in `{}` (values.global.istioNamespace): a canary upgrade keeps the control-plane namespace",
-                to_operator.istio_namespace, from_operator.istio_namespace
-            ))
-            .with_help("istiod in another namespace would start its own self-signed CA, and workloads on the two revisions would stop trusting each other; keep values.global.istioNamespace, or move the namespace as a separate migration with a shared root CA (plug-in certificates)"),
-        ));
-    }
-
-    for (wi, wave) in spec.waves.iter().enumerate() {
-        for (ni, ns) in wave.namespaces.iter().enumerate() {
-            if *ns == from_operator.istio_namespace || *ns == to_operator.istio_namespace {
-                return Err(at(
-                    &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
-                    Error::new(format!(
-                        "namespace `{ns}` is the Istio control-plane namespace and cannot be a wave"
-                    ))
-                    .with_help("istiod and the gateways there move in the install and gateways phases; restarting the namespace as a wave would restart the control plane"),
-                ));
-            }
-        }
-    }
-
-    Ok(Policy {
-        path: path.to_path_buf(),
-        sha256: sha256_hex(bytes),
-        name: file.metadata.name,
-        from: Release {
-            version: from_version,
-            revision: from_revision,
-            operator: from_operator,
-            istioctl: from_pin,
-        },
-        to: Release {
-            version: to_version,
-            revision: to_revision,
-            operator: to_operator,
-            istioctl: to_pin,
-        },
-        revision_naming: spec.revision_naming,
-        max_minor_skip: spec.max_minor_skip,
-        waves,
-        default_tag: spec.default_tag,
-        uninstall_old: spec.uninstall_old,
-        from_default_tag,
-        from_default_tag_declared: spec.from.default_tag.is_some(),
-        kubernetes_version,
-        remove_gateways,
-        promote,
-        gitops,
-        inventory,
-    })
+/// The error when Istio `istio`, which supports Kubernetes `lowest` to `highest`, does not
+/// support the cluster's Kubernetes `k`: the one text of this skew, for `policy` and `plan`.
+pub fn istio_unsupported(
+    istio: crate::k8s::Minor,
+    lowest: crate::k8s::Minor,
+    highest: crate::k8s::Minor,
+    k: crate::k8s::Minor,
+) -> Error {
+    Error::new(format!(
+        "Istio {istio} supports Kubernetes {lowest} to {highest}, not {k} (spec.kubernetesVersion)"
+    ))
+    .with_help("Istio's support table (istio.io, docs/releases/supported-releases): upgrade Kubernetes or Istio in hops that both revisions support")
 }
 
 /// Reads `spec.inventory` (at most `yamlin::INVENTORY_LIMIT` bytes, a regular file) and checks
@@ -947,7 +1158,8 @@ fn check_wave_targets(
     waves: &[WaveSpec],
     inventory: Option<&InventoryFile>,
     at: &dyn Fn(&[Seg<'_>], Error) -> Error,
-) -> Result<Vec<Wave>> {
+    f: &mut Findings,
+) -> Result<Result<Vec<Wave>>> {
     use Seg::{Index, Key};
     let mut out = Vec::new();
     let mut moved: BTreeMap<ObjectId, String> = BTreeMap::new();
@@ -959,14 +1171,14 @@ fn check_wave_targets(
         if let Some(inv) = inventory {
             for (ni, ns) in wave.namespaces.iter().enumerate() {
                 if !held.contains(&crate::cluster::namespace_id(ns)) {
-                    return Err(at(
+                    f.error(at(
                         &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
                         Error::new(format!(
                             "namespace `{ns}` is not in the inventory {}",
                             inv.path.display()
                         )),
                     )
-                    .with_help("a wave relabels namespaces that exist; remove it from the wave, or capture the inventory again"));
+                    .with_help("a wave relabels namespaces that exist; remove it from the wave, or capture the inventory again"))?;
                 }
             }
         }
@@ -980,7 +1192,7 @@ fn check_wave_targets(
                 Index(i),
             ];
             let Some(inv) = inventory else {
-                return Err(at(
+                f.error(at(
                     &field,
                     Error::new(format!(
                         "wave `{}` moves workload `{w}`, which needs spec.inventory",
@@ -990,7 +1202,8 @@ fn check_wave_targets(
                 .with_help(format!(
                     "the plan must see a workload to move it: save the output of `{}` and name it in spec.inventory",
                     inventory::COMMAND
-                )));
+                )))?;
+                continue;
             };
             let parts: Vec<&str> = w.split('/').collect();
             let kind = match parts.as_slice() {
@@ -1003,14 +1216,15 @@ fn check_wave_targets(
                 _ => None,
             };
             let (Some(kind), [ns, _, name]) = (kind, parts.as_slice()) else {
-                return Err(at(
+                f.error(at(
                     &field,
                     Error::new(format!(
                         "workloads entry {} is not `namespace/kind/name` of a Deployment, StatefulSet or DaemonSet",
                         shown(w)
                     )),
                 )
-                .with_help("e.g. `shop/deployment/cart`"));
+                .with_help("e.g. `shop/deployment/cart`"))?;
+                continue;
             };
             let id = ObjectId {
                 group: "apps".into(),
@@ -1019,24 +1233,30 @@ fn check_wave_targets(
                 name: name.to_string(),
             };
             if !held.contains(&id) {
-                return Err(at(
-                    &field,
-                    Error::new(format!(
-                        "{id} is not in the inventory {}",
-                        inv.path.display()
-                    )),
-                )
-                .with_help("name a workload the inventory holds, or capture the inventory again"));
+                f.error(
+                    at(
+                        &field,
+                        Error::new(format!(
+                            "{id} is not in the inventory {}",
+                            inv.path.display()
+                        )),
+                    )
+                    .with_help(
+                        "name a workload the inventory holds, or capture the inventory again",
+                    ),
+                )?;
+                continue;
             }
             if let Some(first) = moved.insert(id.clone(), wave.name.clone()) {
-                return Err(at(
+                f.error(at(
                     &field,
                     Error::new(format!(
                         "{id} is in wave `{first}` and again in wave `{}`",
                         wave.name
                     ))
                     .with_help("each workload moves exactly once: keep it in one wave"),
-                ));
+                ))?;
+                continue;
             }
             workloads.push(id);
         }
@@ -1046,7 +1266,7 @@ fn check_wave_targets(
             workloads,
         });
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 const MISSING_POLICY_HELP: &str =

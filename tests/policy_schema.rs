@@ -87,6 +87,7 @@ fn fixture_policies() -> Vec<PathBuf> {
     let mut dirs = vec![fixtures().join("example")];
     dirs.extend(fixture_dirs("scenarios"));
     dirs.extend(fixture_dirs("errors"));
+    dirs.extend(fixture_dirs("lint"));
     dirs.into_iter().map(|d| d.join("canary.yaml")).collect()
 }
 
