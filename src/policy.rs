@@ -133,9 +133,31 @@ struct ToSpec {
     revision: Option<String>,
 }
 
+/// The istioctl of one version: one binary (`path` and `sha256`), or one per platform
+/// (`platforms`), of which a compile uses the one for the machine it runs on.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["path", "sha256"]}, {"required": ["platforms"]}]))]
 struct PinSpec {
+    /// The binary, relative to the policy (with `sha256`; or give `platforms` instead).
+    #[serde(default)]
+    #[schemars(with = "PathBuf")]
+    path: Option<PathBuf>,
+    /// The binary's sha256, as `sha256sum` prints it.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    sha256: Option<String>,
+    /// One binary per platform, keyed `OS/ARCH` as Go names them (`linux/amd64`,
+    /// `darwin/arm64`, …).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, BinarySpec>")]
+    platforms: Option<BTreeMap<String, BinarySpec>>,
+}
+
+/// One pinned binary: where it is and its sha256.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct BinarySpec {
     path: PathBuf,
     sha256: String,
 }
@@ -312,10 +334,92 @@ pub struct Release {
 /// A vendored istioctl: where it is and the digest it must have.
 #[derive(Debug, Clone)]
 pub struct Pin {
+    /// The binary this machine runs (of a multi-platform pin: its platform's).
     pub path: PathBuf,
     pub sha256: String,
+    /// The platform whose binary `path` is, when the version pins one per platform.
+    pub platform: Option<String>,
+    /// Every binary the policy pins for this version, as `plan.json` and PLAN.md record them
+    /// (`1.14.1`, or `1.14.1 linux/amd64` for each platform): the same whichever machine
+    /// compiles, so the output does not depend on it.
+    pub recorded: BTreeMap<String, String>,
     /// The pin's entry under `spec.istioctl`, so digest, existence and version errors point at it.
     pub location: Option<crate::error::Location>,
+}
+
+/// The platforms a pin may name (Go's `GOOS/GOARCH`, the names of istioctl's release
+/// archives): those istio-canary runs on.
+/// Each with the name istioctl's release archives give it.
+pub const PLATFORMS: &[(&str, &str)] = &[
+    ("darwin/amd64", "osx"),
+    ("darwin/arm64", "osx-arm64"),
+    ("linux/amd64", "linux-amd64"),
+    ("linux/arm64", "linux-arm64"),
+];
+
+/// Names the platform whose binary a multi-platform pin gives, instead of this machine's (for
+/// a binary run under emulation, such as Rosetta's `darwin/amd64` on `darwin/arm64`).
+pub const PLATFORM_ENV: &str = "ISTIO_CANARY_PLATFORM";
+
+/// The platform whose binary a multi-platform pin gives: `ISTIO_CANARY_PLATFORM` when set,
+/// else this machine's.
+fn selected_platform() -> Result<String> {
+    let env = std::env::var_os(PLATFORM_ENV).map(|v| v.to_string_lossy().into_owned());
+    platform_from(env.as_deref(), std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// The platform named by `env` (`ISTIO_CANARY_PLATFORM`), or else by Rust's `os` and `arch`
+/// mapped to Go's names.
+fn platform_from(env: Option<&str>, os: &str, arch: &str) -> Result<String> {
+    if let Some(value) = env {
+        check_platform(value).map_err(|m| Error::new(format!("{PLATFORM_ENV}: {m}")))?;
+        return Ok(value.to_string());
+    }
+    let go_os = match os {
+        "macos" => "darwin",
+        other => other,
+    };
+    let go_arch = match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let name = format!("{go_os}/{go_arch}");
+    check_platform(&name).map_err(|_| {
+        Error::new(format!(
+            "istio-canary does not know this machine's platform ({os}/{arch}) by Go's name"
+        ))
+        .with_help(format!(
+            "set {PLATFORM_ENV} to the platform whose pin to use"
+        ))
+    })?;
+    Ok(name)
+}
+
+fn check_platform(name: &str) -> std::result::Result<(), String> {
+    if PLATFORMS.iter().any(|(known, _)| *known == name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = PLATFORMS.iter().map(|(known, _)| *known).collect();
+    Err(format!(
+        "platform {} is not one istio-canary runs on ({})",
+        shown(name),
+        known.join(", ")
+    ))
+}
+
+/// How istioctl's release archives name a platform (`istioctl-<version>-<this>.tar.gz`).
+fn release_suffix(platform: &str) -> &str {
+    PLATFORMS
+        .iter()
+        .find(|(name, _)| *name == platform)
+        .map_or(platform, |(_, archive)| archive)
+}
+
+/// A pin's binaries, checked: one, or one per platform.
+enum Binaries {
+    One(BinarySpec),
+    Platforms(BTreeMap<String, BinarySpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -595,7 +699,7 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
         parse_version(&spec.to.version)
             .map_err(|m| at(&[Key("spec"), Key("to"), Key("version")], Error::new(m))),
     )?;
-    let mut pins: BTreeMap<Version, (String, PinSpec)> = BTreeMap::new();
+    let mut pins: BTreeMap<Version, (String, Binaries)> = BTreeMap::new();
     for (key, pin) in spec.istioctl {
         let seg = [Key("spec"), Key("istioctl"), Key(key.as_str())];
         let Ok(version) = f.keep(
@@ -605,18 +709,57 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
         else {
             continue;
         };
-        if let Err(m) = check_sha256(&pin.sha256) {
-            f.error(at(
-                &[
-                    Key("spec"),
-                    Key("istioctl"),
-                    Key(key.as_str()),
-                    Key("sha256"),
-                ],
-                Error::new(m),
-            ))?;
+        let binaries = match (pin.path, pin.sha256, pin.platforms) {
+            (Some(path), Some(sha256), None) => Binaries::One(BinarySpec { path, sha256 }),
+            (None, None, Some(platforms)) if !platforms.is_empty() => {
+                for name in platforms.keys() {
+                    if let Err(m) = check_platform(name) {
+                        f.error(at(
+                            &[Key("spec"), Key("istioctl"), Key(key.as_str()), Key("platforms"), Key(name)],
+                            Error::new(m).with_help("name each binary by the platform it runs on, as istioctl's release archives do (istioctl-1.22.0-osx-arm64.tar.gz is darwin/arm64)"),
+                        ))?;
+                    }
+                }
+                Binaries::Platforms(platforms)
+            }
+            (path, sha256, platforms) => {
+                let what = match (path, sha256, platforms) {
+                    (Some(_), None, None) => "has a path but no sha256",
+                    (None, Some(_), None) => "has a sha256 but no path",
+                    (None, None, None) => "names no binary",
+                    (None, None, Some(_)) => "has no platforms",
+                    _ => "has both path/sha256 and platforms",
+                };
+                f.error(at(
+                    &seg,
+                    Error::new(format!("the istioctl pin of {key} {what}")),
+                )
+                .with_help(format!(
+                    "pin one binary (`\"{key}\": {{path: vendor/istioctl-{key}, sha256: …}}`) or one per platform (`\"{key}\": {{platforms: {{linux/amd64: {{path: …, sha256: …}}, darwin/arm64: {{path: …, sha256: …}}}}}}`)"
+                )))?;
+                continue;
+            }
+        };
+        let digests: Vec<(Vec<Seg<'_>>, &str)> = match &binaries {
+            Binaries::One(b) => vec![(vec![Key("sha256")], b.sha256.as_str())],
+            Binaries::Platforms(p) => p
+                .iter()
+                .map(|(name, b)| {
+                    (
+                        vec![Key("platforms"), Key(name.as_str()), Key("sha256")],
+                        b.sha256.as_str(),
+                    )
+                })
+                .collect(),
+        };
+        for (field, digest) in digests {
+            if let Err(m) = check_sha256(digest) {
+                let mut segs = vec![Key("spec"), Key("istioctl"), Key(key.as_str())];
+                segs.extend(field);
+                f.error(at(&segs, Error::new(m)))?;
+            }
         }
-        pins.insert(version, (key, pin));
+        pins.insert(version, (key, binaries));
     }
     if let Some(r) = &spec.from.revision {
         if let Err(e) = check_revision(r, None) {
@@ -683,25 +826,61 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
     // A pin for every version the plan uses (pins for other versions are unused).
     let dir = path.parent().unwrap_or(Path::new(""));
     let mut take_pin = |side: &str, version: &Version| -> Result<Pin> {
-        match pins.remove(version) {
-            Some((_, spec)) => Ok(Pin {
-                path: dir.join(spec.path),
-                sha256: spec.sha256,
-                // A semver key prints back exactly as written, so it finds the entry's line.
-                location: at(
-                    &[Key("spec"), Key("istioctl"), Key(&version.to_string())],
-                    Error::new(""),
-                )
-                .location,
-            }),
-            None => Err(at(
+        let Some((key, binaries)) = pins.remove(version) else {
+            return Err(at(
                 &[Key("spec"), Key("istioctl")],
                 Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
                     .with_help(format!(
                         "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
                     )),
-            )),
-        }
+            ));
+        };
+        let entry = [Key("spec"), Key("istioctl"), Key(key.as_str())];
+        let (chosen, platform, recorded) = match binaries {
+            Binaries::One(b) => {
+                let recorded = BTreeMap::from([(key.clone(), b.sha256.clone())]);
+                (b, None, recorded)
+            }
+            Binaries::Platforms(mut by_platform) => {
+                let recorded = by_platform
+                    .iter()
+                    .map(|(name, b)| (format!("{key} {name}"), b.sha256.clone()))
+                    .collect();
+                let platform = selected_platform().map_err(|e| at(&entry, e))?;
+                let Some(b) = by_platform.remove(&platform) else {
+                    let pinned: Vec<&str> = by_platform.keys().map(String::as_str).collect();
+                    return Err(at(
+                        &[Key("spec"), Key("istioctl"), Key(key.as_str()), Key("platforms")],
+                        Error::new(format!(
+                            "no istioctl {version} is pinned for {platform}, the platform this compile uses; the pin has {}",
+                            pinned.join(", ")
+                        )),
+                    )
+                    .with_help(format!(
+                        "add `{platform}: {{path: …, sha256: …}}` under spec.istioctl.\"{key}\".platforms (the sha256 of istioctl from istioctl-{version}-{}.tar.gz)",
+                        release_suffix(&platform)
+                    )));
+                };
+                (b, Some(platform), recorded)
+            }
+        };
+        let location_segs: Vec<Seg<'_>> = match &platform {
+            Some(name) => vec![
+                Key("spec"),
+                Key("istioctl"),
+                Key(key.as_str()),
+                Key("platforms"),
+                Key(name.as_str()),
+            ],
+            None => entry.to_vec(),
+        };
+        Ok(Pin {
+            path: dir.join(chosen.path),
+            sha256: chosen.sha256,
+            recorded,
+            location: at(&location_segs, Error::new("")).location,
+            platform,
+        })
     };
     let from_pin = match &from_version {
         Ok(v) => f.keep(take_pin("from", v))?,
@@ -1981,5 +2160,133 @@ mod tests {
         assert!(check_dns1123("1.14.1").is_err());
         assert!(check_dns1123("Shop").is_err());
         assert!(check_dns1123("-a").is_err());
+    }
+
+    /// A policy whose 1.14.1 pin is `pin` (flow YAML).
+    fn with_pin(pin: &str) -> String {
+        policy("1.13.5", "1.14.1", "").replace(
+            &format!("    \"1.14.1\": {PIN}"),
+            &format!("    \"1.14.1\": {pin}"),
+        )
+    }
+
+    const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn a_multi_platform_pin_gives_this_machines_binary_and_records_every_platform() {
+        let Ok(host) = selected_platform() else {
+            return; // only on a machine istio-canary knows
+        };
+        let other = if host == "linux/amd64" {
+            "darwin/arm64"
+        } else {
+            "linux/amd64"
+        };
+        let text = with_pin(&format!(
+            "{{platforms: {{\"{host}\": {{path: host/istioctl, sha256: {SHA_A}}}, \"{other}\": {{path: other/istioctl, sha256: {SHA_B}}}}}}}"
+        ));
+        let p = check(&text, &[("iop.yaml", IOP)]).unwrap();
+        assert_eq!(p.to.istioctl.path, Path::new("dir/host/istioctl"));
+        assert_eq!(p.to.istioctl.sha256, SHA_A);
+        assert_eq!(p.to.istioctl.platform.as_deref(), Some(host.as_str()));
+        assert_eq!(
+            p.to.istioctl.recorded,
+            BTreeMap::from([
+                (format!("1.14.1 {host}"), SHA_A.to_string()),
+                (format!("1.14.1 {other}"), SHA_B.to_string()),
+            ])
+        );
+        // A single pin is recorded under its version alone, as before.
+        assert_eq!(
+            p.from.istioctl.recorded.keys().collect::<Vec<_>>(),
+            ["1.13.5"]
+        );
+        assert_eq!(p.from.istioctl.platform, None);
+    }
+
+    #[test]
+    fn a_pin_is_one_binary_or_one_per_platform() {
+        let cases = [
+            ("{path: istioctl}", "the istioctl pin of 1.14.1 has a path but no sha256"),
+            (&format!("{{sha256: {SHA_A}}}") as &str, "the istioctl pin of 1.14.1 has a sha256 but no path"),
+            ("{}", "the istioctl pin of 1.14.1 names no binary"),
+            ("{platforms: {}}", "the istioctl pin of 1.14.1 has no platforms"),
+            (
+                &format!("{{path: istioctl, sha256: {SHA_A}, platforms: {{linux/amd64: {{path: istioctl, sha256: {SHA_A}}}}}}}"),
+                "the istioctl pin of 1.14.1 has both path/sha256 and platforms",
+            ),
+            (
+                &format!("{{platforms: {{windows/amd64: {{path: istioctl, sha256: {SHA_A}}}}}}}"),
+                "platform `windows/amd64` is not one istio-canary runs on (darwin/amd64, darwin/arm64, linux/amd64, linux/arm64)",
+            ),
+            (
+                "{platforms: {linux/amd64: {path: istioctl, sha256: nope}}}",
+                "sha256 `nope` must be 64 lowercase hex digits (the output of `sha256sum`)",
+            ),
+        ];
+        for (pin, message) in cases {
+            let err = check_err(&with_pin(pin), &[("iop.yaml", IOP)]);
+            assert_eq!(err.message, message, "{pin}");
+            assert_eq!(line_col(&err).0, 13, "{pin}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_platform_without_a_binary_is_refused_with_the_platforms_pinned() {
+        let Ok(host) = selected_platform() else {
+            return;
+        };
+        let others: Vec<&str> = PLATFORMS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| *name != host)
+            .collect();
+        let entries: Vec<String> = others
+            .iter()
+            .map(|name| format!("\"{name}\": {{path: istioctl, sha256: {SHA_A}}}"))
+            .collect();
+        let text = with_pin(&format!("{{platforms: {{{}}}}}", entries.join(", ")));
+        let err = check_err(&text, &[("iop.yaml", IOP)]);
+        assert_eq!(
+            err.message,
+            format!(
+                "no istioctl 1.14.1 is pinned for {host}, the platform this compile uses; the pin has {}",
+                others.join(", ")
+            )
+        );
+        assert!(
+            err.help
+                .as_deref()
+                .is_some_and(|h| h.contains(&format!("`{host}: {{path: …, sha256: …}}`"))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_platform_is_go_s_name_for_this_machine_unless_the_environment_names_one() {
+        assert_eq!(
+            platform_from(None, "linux", "x86_64").unwrap(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            platform_from(None, "macos", "aarch64").unwrap(),
+            "darwin/arm64"
+        );
+        assert_eq!(
+            platform_from(Some("darwin/amd64"), "linux", "x86_64").unwrap(),
+            "darwin/amd64"
+        );
+        let unknown = platform_from(None, "freebsd", "x86_64").unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "error: istio-canary does not know this machine's platform (freebsd/x86_64) by Go's name\nhelp: set ISTIO_CANARY_PLATFORM to the platform whose pin to use"
+        );
+        let bad = platform_from(Some("linux/x86_64"), "linux", "x86_64").unwrap_err();
+        assert_eq!(
+            bad.message,
+            "ISTIO_CANARY_PLATFORM: platform `linux/x86_64` is not one istio-canary runs on (darwin/amd64, darwin/arm64, linux/amd64, linux/arm64)"
+        );
+        assert_eq!(release_suffix("darwin/arm64"), "osx-arm64");
     }
 }
