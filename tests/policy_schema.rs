@@ -227,8 +227,8 @@ fn broken_policies_fail_the_schema_where_they_are_broken() {
         ),
         (
             "unquoted version",
-            "version: 1.14.1",
-            "version: 1.14",
+            "version: 1.28.0",
+            "version: 1.28",
             "spec/to/version",
         ),
         (
@@ -247,7 +247,7 @@ fn broken_policies_fail_the_schema_where_they_are_broken() {
             "a pin with both forms",
             "      sha256: ",
             "      platforms: {}\n      sha256: ",
-            "spec/istioctl/1.13.5",
+            "spec/istioctl/1.27.0",
         ),
         (
             "a platform pin without its digest",
