@@ -91,6 +91,20 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         istioctl_timeout: u64,
     },
+    /// Check a policy and the files it names without running istioctl, and report every error
+    /// and warning at once, each at its file:line:col (exit 2 on an error).
+    Lint {
+        /// The upgrade policy (CanaryUpgrade).
+        #[arg(long, value_name = "FILE", default_value = "canary.yaml")]
+        policy: PathBuf,
+        /// text: each finding with its source line and help; json: one document for CI
+        /// annotations (README: Linting a policy).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Count warnings as errors: exit 2 when there is any.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
     /// Write a commented starter policy for an upgrade from one Istio version to another (never
     /// replaces a file), and say what to do next.
     Init {
@@ -196,6 +210,11 @@ pub fn main() -> i32 {
             format,
             istioctl_timeout,
         } => run_plan(&policy, format, Duration::from_secs(istioctl_timeout)),
+        Command::Lint {
+            policy,
+            format,
+            deny_warnings,
+        } => Ok(run_lint(&policy, format, deny_warnings)),
         Command::Init {
             from,
             to,
@@ -323,6 +342,21 @@ fn shell_quote(word: &str) -> String {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// `lint`: the report on stdout, its summary on stderr; exit 2 when it found an error (or,
+/// with `--deny-warnings`, a warning), else 0.
+fn run_lint(policy: &Path, format: Format, deny_warnings: bool) -> Outcome {
+    let report = crate::lint::lint(policy);
+    let failed = !report.errors.is_empty() || (deny_warnings && !report.warnings.is_empty());
+    Outcome {
+        code: if failed { EXIT_ERROR } else { EXIT_OK },
+        stdout: match format {
+            Format::Text => report.text(),
+            Format::Json => report.json(),
+        },
+        stderr: report.summary(policy),
     }
 }
 

@@ -832,10 +832,7 @@ pub fn refusal(r: &Refusal) -> Error {
             lowest,
             highest,
             kubernetes,
-        } => Error::new(format!(
-            "Istio {istio} supports Kubernetes {lowest} to {highest}, not {kubernetes} (spec.kubernetesVersion)"
-        ))
-        .with_help("Istio's support table (istio.io, docs/releases/supported-releases): upgrade Kubernetes or Istio in hops that both revisions support"),
+        } => crate::policy::istio_unsupported(*istio, *lowest, *highest, *kubernetes),
         Refusal::KubernetesBetweenHops {
             kubernetes,
             istio,

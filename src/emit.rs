@@ -270,7 +270,7 @@ pub fn emit(
     for hop in &plan.hops {
         for s in [&hop.from, &hop.to] {
             istio_operators.insert(s.operator_path.clone(), s.operator_sha256.clone());
-            istioctl.insert(s.version.to_string(), s.istioctl_sha256.clone());
+            istioctl.extend(s.istioctl_pins.clone());
         }
     }
     let mut states = vec!["before".to_string()];

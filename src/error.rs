@@ -162,7 +162,23 @@ pub fn io_reason(err: &std::io::Error) -> String {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}", capped(&self.message, MAX_MESSAGE))?;
+        self.render("error", f)
+    }
+}
+
+/// An `Error` shown as a warning (`warning: …`, then the same location and help): what `lint`
+/// reports that does not stop a compile.
+pub struct AsWarning<'a>(pub &'a Error);
+
+impl fmt::Display for AsWarning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.render("warning", f)
+    }
+}
+
+impl Error {
+    fn render(&self, label: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{label}: {}", capped(&self.message, MAX_MESSAGE))?;
         if let Some(loc) = &self.location {
             if loc.line == 0 {
                 write!(f, "\n  --> {}", loc.file.display())?;

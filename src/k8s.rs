@@ -268,6 +268,12 @@ pub fn istio_supports(istio: Minor) -> Option<(Minor, Minor)> {
         .map(|(_, lo, hi)| (Minor::new(1, *lo), Minor::new(1, *hi)))
 }
 
+/// The Kubernetes minors Istio `istio` supports, when the table knows it and they exclude `k`:
+/// the one test of this skew (`policy` refuses it from the inputs, `plan` from a hop).
+pub fn istio_support_gap(istio: Minor, k: Minor) -> Option<(Minor, Minor)> {
+    istio_supports(istio).filter(|(lowest, highest)| k < *lowest || k > *highest)
+}
+
 /// The fields kube-apiserver fills into every webhook of a (Mutating|Validating)
 /// WebhookConfiguration when they are absent (`admissionregistration/v1` defaults:
 /// `SetDefaults_ValidatingWebhook`, `SetDefaults_MutatingWebhook`, `SetDefaults_Rule`). Written

@@ -7,7 +7,8 @@
 //! plan as files) -> `emit` (pure: to path -> text) -> `write` (atomic). Below the pipeline sit
 //! the Kubernetes model (`manifest`, `selector`, `cluster`, `k8s`, `names`), free of Istio, and
 //! Istio's facts (`istio`) and evaluation (`mesh`). `pipeline::compile` runs the stages; `cli` is
-//! the command line; `check` reads a written output back and writes nothing.
+//! the command line; `check` reads a written output back and writes nothing; `lint` reports
+//! every input-only finding of a policy at once.
 
 pub mod check;
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod inventory;
 pub mod istio;
 pub mod k8s;
 pub mod layout;
+pub mod lint;
 pub mod manifest;
 pub mod mesh;
 pub mod names;
@@ -48,6 +50,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[rustfmt::skip] // one compact list: rustfmt would put each long name on a line of its own
 pub const LAYERS: &[&str] = &[
     "error", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "inventory", "selector",
-    "cluster", "istio", "mesh", "policy_schema", "policy", "init", "render", "diff", "plan",
+    "cluster", "istio", "mesh", "policy_schema", "policy", "init", "lint", "render", "diff", "plan",
     "describe", "schema", "layout", "gitops", "emit", "write", "check", "pipeline", "cli",
 ];

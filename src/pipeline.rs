@@ -36,6 +36,9 @@ pub struct Compiled {
     /// The files the compile read (policy, specs, istioctl binaries), which writing must not
     /// delete.
     pub inputs: Vec<std::path::PathBuf>,
+    /// For each side whose version pins one binary per platform: the version and the platform
+    /// whose binary rendered it (`1.14.1`, `linux/amd64`), for the summary.
+    pub platforms: Vec<(String, String)>,
 }
 
 impl Compiled {
@@ -63,6 +66,12 @@ impl Compiled {
             doc.phases.len(),
             out.display()
         );
+        for (version, platform) in &self.platforms {
+            let _ = writeln!(
+                s,
+                "  istioctl {version}: the {platform} binary of its pin (plan.json records every platform's)"
+            );
+        }
         let width = doc
             .phases
             .iter()
@@ -163,10 +172,19 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
             gitops: policy.gitops.clone(),
         },
     )?;
+    let platforms = policy
+        .releases()
+        .into_iter()
+        .filter_map(|side| {
+            let platform = side.istioctl.platform.clone()?;
+            Some((side.version.to_string(), platform))
+        })
+        .collect();
     Ok(Compiled {
         plan,
         texts,
         files,
         inputs,
+        platforms,
     })
 }

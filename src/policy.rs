@@ -2,8 +2,11 @@
 //!
 //! Owns: the policy file format (the public contract: field names may be extended, never renamed),
 //! revision naming, every check that can be made from the inputs alone (versions, skew, revisions,
-//! waves, pins present), and turning all of that into a checked `Policy`. Errors name the file,
-//! line and field. Must not: run istioctl, look at rendered objects, or write anything.
+//! waves, pins present, Istio's support table), and turning all of that into a checked
+//! `Policy`. Errors name the file, line and field. The checks report to a `Findings`: `load`
+//! stops at the first error, `lint` collects every error and the warnings only lint shows, so
+//! the two share every check. Must not: run istioctl, look at rendered objects, or write
+//! anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -161,9 +164,31 @@ struct ToSpec {
     revision: Option<String>,
 }
 
+/// The istioctl of one version: one binary (`path` and `sha256`), or one per platform
+/// (`platforms`), of which a compile uses the one for the machine it runs on.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["path", "sha256"]}, {"required": ["platforms"]}]))]
 struct PinSpec {
+    /// The binary, relative to the policy (with `sha256`; or give `platforms` instead).
+    #[serde(default)]
+    #[schemars(with = "PathBuf")]
+    path: Option<PathBuf>,
+    /// The binary's sha256, as `sha256sum` prints it.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    sha256: Option<String>,
+    /// One binary per platform, keyed `OS/ARCH` as Go names them (`linux/amd64`,
+    /// `darwin/arm64`, …).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, BinarySpec>")]
+    platforms: Option<BTreeMap<String, BinarySpec>>,
+}
+
+/// One pinned binary: where it is and its sha256.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct BinarySpec {
     path: PathBuf,
     sha256: String,
 }
@@ -340,8 +365,15 @@ pub struct Release {
 /// A vendored istioctl: where it is and the digest it must have.
 #[derive(Debug, Clone)]
 pub struct Pin {
+    /// The binary this machine runs (of a multi-platform pin: its platform's).
     pub path: PathBuf,
     pub sha256: String,
+    /// The platform whose binary `path` is, when the version pins one per platform.
+    pub platform: Option<String>,
+    /// Every binary the policy pins for this version, as `plan.json` and PLAN.md record them
+    /// (`1.14.1`, or `1.14.1 linux/amd64` for each platform): the same whichever machine
+    /// compiles, so the output does not depend on it.
+    pub recorded: BTreeMap<String, String>,
     /// The pin's entry under `spec.istioctl`, so digest, existence and version errors point at it.
     pub location: Option<crate::error::Location>,
 }
@@ -353,6 +385,81 @@ pub struct TagMove {
     pub name: String,
     /// `install` or a wave's name; `None`: after the last wave.
     pub after: Option<String>,
+}
+
+/// The platforms a pin may name (Go's `GOOS/GOARCH`, the names of istioctl's release
+/// archives): those istio-canary runs on.
+/// Each with the name istioctl's release archives give it.
+pub const PLATFORMS: &[(&str, &str)] = &[
+    ("darwin/amd64", "osx"),
+    ("darwin/arm64", "osx-arm64"),
+    ("linux/amd64", "linux-amd64"),
+    ("linux/arm64", "linux-arm64"),
+];
+
+/// Names the platform whose binary a multi-platform pin gives, instead of this machine's (for
+/// a binary run under emulation, such as Rosetta's `darwin/amd64` on `darwin/arm64`).
+pub const PLATFORM_ENV: &str = "ISTIO_CANARY_PLATFORM";
+
+/// The platform whose binary a multi-platform pin gives: `ISTIO_CANARY_PLATFORM` when set,
+/// else this machine's.
+fn selected_platform() -> Result<String> {
+    let env = std::env::var_os(PLATFORM_ENV).map(|v| v.to_string_lossy().into_owned());
+    platform_from(env.as_deref(), std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// The platform named by `env` (`ISTIO_CANARY_PLATFORM`), or else by Rust's `os` and `arch`
+/// mapped to Go's names.
+fn platform_from(env: Option<&str>, os: &str, arch: &str) -> Result<String> {
+    if let Some(value) = env {
+        check_platform(value).map_err(|m| Error::new(format!("{PLATFORM_ENV}: {m}")))?;
+        return Ok(value.to_string());
+    }
+    let go_os = match os {
+        "macos" => "darwin",
+        other => other,
+    };
+    let go_arch = match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let name = format!("{go_os}/{go_arch}");
+    check_platform(&name).map_err(|_| {
+        Error::new(format!(
+            "istio-canary does not know this machine's platform ({os}/{arch}) by Go's name"
+        ))
+        .with_help(format!(
+            "set {PLATFORM_ENV} to the platform whose pin to use"
+        ))
+    })?;
+    Ok(name)
+}
+
+fn check_platform(name: &str) -> std::result::Result<(), String> {
+    if PLATFORMS.iter().any(|(known, _)| *known == name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = PLATFORMS.iter().map(|(known, _)| *known).collect();
+    Err(format!(
+        "platform {} is not one istio-canary runs on ({})",
+        shown(name),
+        known.join(", ")
+    ))
+}
+
+/// How istioctl's release archives name a platform (`istioctl-<version>-<this>.tar.gz`).
+fn release_suffix(platform: &str) -> &str {
+    PLATFORMS
+        .iter()
+        .find(|(name, _)| *name == platform)
+        .map_or(platform, |(_, archive)| archive)
+}
+
+/// A pin's binaries, checked: one, or one per platform.
+enum Binaries {
+    One(BinarySpec),
+    Platforms(BTreeMap<String, BinarySpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -563,7 +670,7 @@ fn resolve_path(
     from: &Version,
     to: &Version,
     max_skip: u64,
-    pins: &BTreeMap<Version, PinSpec>,
+    pinned: &BTreeSet<&Version>,
     at: &dyn Fn(&[Seg<'_>], Error) -> Error,
 ) -> Result<Vec<Stop>> {
     use Seg::{Index, Key};
@@ -624,8 +731,9 @@ fn resolve_path(
     let mut minor = from.minor;
     while to.minor - minor > max_skip {
         let reach = minor + 1..=minor + max_skip;
-        let best = pins
-            .keys()
+        let best = pinned
+            .iter()
+            .copied()
             .filter(|v| v.major == from.major && v.pre.is_empty() && reach.contains(&v.minor))
             .max();
         match best {
@@ -712,18 +820,104 @@ pub type ReadFile<'a> = &'a dyn Fn(&Path, u64) -> std::io::Result<Vec<u8>>;
 /// `yamlin::read_limited` (a regular file only) with its size limit (`yamlin::POLICY_LIMIT`,
 /// `yamlin::SPEC_LIMIT`) and no further.
 pub fn load(path: &Path) -> Result<Policy> {
-    let bytes = yamlin::read_limited(path, yamlin::POLICY_LIMIT)
-        .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))?;
-    load_from(&bytes, path, &|p: &Path, limit: u64| {
-        yamlin::read_limited(p, limit)
-    })
+    load_from(&read_policy(path)?, path, &read_named)
+}
+
+/// Reads a policy file as `load` does and runs every check of `load_from` on it, collecting
+/// every error and warning (`lint_from`); a file that cannot be read is one error.
+pub fn lint(path: &Path) -> Findings {
+    match read_policy(path) {
+        Ok(bytes) => lint_from(&bytes, path, &read_named),
+        Err(e) => Findings {
+            all: true,
+            errors: vec![e],
+            warnings: Vec::new(),
+        },
+    }
+}
+
+/// The policy file's bytes, at most `yamlin::POLICY_LIMIT`.
+fn read_policy(path: &Path) -> Result<Vec<u8>> {
+    yamlin::read_limited(path, yamlin::POLICY_LIMIT)
+        .map_err(|e| Error::io("cannot read policy", path, &e).with_help(MISSING_POLICY_HELP))
+}
+
+/// Reads a file the policy names, from the file system.
+fn read_named(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    yamlin::read_limited(path, limit)
 }
 
 /// Checks a policy given as bytes. `path` names it in messages and is where the files it names
 /// are relative to; `read` reads those files.
 pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy> {
-    let text = yamlin::decode(bytes, Kind::Policy, path)?;
-    let file: PolicyFile = yamlin::from_str(text, path)?;
+    check_policy(bytes, path, read, &mut Findings::default())
+}
+
+/// Runs every check of `load_from` on a policy and collects what they find instead of stopping
+/// at the first error (`istio-canary lint`), plus the warnings only lint reports. The errors come
+/// in the order `load_from` meets them, so the first is the one `load_from` returns.
+pub fn lint_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Findings {
+    let mut findings = Findings {
+        all: true,
+        ..Findings::default()
+    };
+    if let Err(e) = check_policy(bytes, path, read, &mut findings) {
+        // Every error of a collecting check was recorded where it was found; this is only a
+        // guard against reporting nothing for an error.
+        if !findings.errors.contains(&e) {
+            findings.errors.push(e);
+        }
+    }
+    findings
+}
+
+/// What the checks of a policy found. One set of checks (`check_policy`) serves both callers:
+/// `load_from` stops at the first error (the default), `lint_from` collects every error and
+/// warning.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Collect (lint) rather than stop at the first error (load).
+    all: bool,
+    pub errors: Vec<Error>,
+    pub warnings: Vec<Error>,
+}
+
+impl Findings {
+    /// Reports an error: the end of the check when loading, one more finding when linting.
+    fn error(&mut self, e: Error) -> Result<()> {
+        if self.all {
+            self.errors.push(e);
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    /// Reports a warning: only lint shows warnings.
+    fn warning(&mut self, w: Error) {
+        if self.all {
+            self.warnings.push(w);
+        }
+    }
+
+    /// The outcome of a check that yields a value: when linting, an error is recorded and kept,
+    /// so the checks that need the value are skipped and the others still run.
+    fn keep<T>(&mut self, r: Result<T>) -> Result<Result<T>> {
+        match r {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => {
+                self.error(e.clone())?;
+                Ok(Err(e))
+            }
+        }
+    }
+}
+
+/// Every check of a policy. Each error goes through `f`: loading returns at the first, linting
+/// records it and goes on with every check that does not need the value it refused.
+fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings) -> Result<Policy> {
+    let text = f.keep(yamlin::decode(bytes, Kind::Policy, path))??;
+    let file: PolicyFile = f.keep(yamlin::from_str(text, path))??;
     let at = |segs: &[Seg<'_>], err: Error| -> Error {
         match locate(text, segs) {
             Some((line, col)) => err.at(path, text, line, col),
@@ -733,91 +927,130 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
     use Seg::{Index, Key};
 
     if file.api_version != API_VERSION {
-        return Err(at(
+        f.error(at(
             &[Key("apiVersion")],
             Error::new(format!(
                 "apiVersion {} is not supported; expected `{API_VERSION}`",
                 shown(&file.api_version)
             )),
-        ));
+        ))?;
     }
     if file.kind != KIND {
-        return Err(at(
+        f.error(at(
             &[Key("kind")],
             Error::new(format!("kind {} is not `{KIND}`", shown(&file.kind))),
-        ));
+        ))?;
     }
     let spec = file.spec;
-    check_dns1123(&file.metadata.name).map_err(|why| {
-        at(
+    if let Err(why) = check_dns1123(&file.metadata.name) {
+        f.error(at(
             &[Key("metadata"), Key("name")],
             Error::new(format!("metadata.name: {why}")),
-        )
-    })?;
-    let from_version = parse_version(&spec.from.version)
-        .map_err(|m| at(&[Key("spec"), Key("from"), Key("version")], Error::new(m)))?;
-    let to_version = parse_version(&spec.to.version)
-        .map_err(|m| at(&[Key("spec"), Key("to"), Key("version")], Error::new(m)))?;
-    let mut pins: BTreeMap<Version, PinSpec> = BTreeMap::new();
+        ))?;
+    }
+    let from_version = f.keep(
+        parse_version(&spec.from.version)
+            .map_err(|m| at(&[Key("spec"), Key("from"), Key("version")], Error::new(m))),
+    )?;
+    let to_version = f.keep(
+        parse_version(&spec.to.version)
+            .map_err(|m| at(&[Key("spec"), Key("to"), Key("version")], Error::new(m))),
+    )?;
+    let mut pins: BTreeMap<Version, (String, Binaries)> = BTreeMap::new();
     for (key, pin) in spec.istioctl {
         let seg = [Key("spec"), Key("istioctl"), Key(key.as_str())];
-        let version = parse_version(&Value::String(key.clone()))
-            .map_err(|m| at(&seg, Error::new(format!("spec.istioctl: {m}"))))?;
-        check_sha256(&pin.sha256).map_err(|m| {
-            at(
-                &[
-                    Key("spec"),
-                    Key("istioctl"),
-                    Key(key.as_str()),
-                    Key("sha256"),
-                ],
-                Error::new(m),
-            )
-        })?;
-        pins.insert(version, pin);
+        let Ok(version) = f.keep(
+            parse_version(&Value::String(key.clone()))
+                .map_err(|m| at(&seg, Error::new(format!("spec.istioctl: {m}")))),
+        )?
+        else {
+            continue;
+        };
+        let binaries = match (pin.path, pin.sha256, pin.platforms) {
+            (Some(path), Some(sha256), None) => Binaries::One(BinarySpec { path, sha256 }),
+            (None, None, Some(platforms)) if !platforms.is_empty() => {
+                for name in platforms.keys() {
+                    if let Err(m) = check_platform(name) {
+                        f.error(at(
+                            &[Key("spec"), Key("istioctl"), Key(key.as_str()), Key("platforms"), Key(name)],
+                            Error::new(m).with_help("name each binary by the platform it runs on, as istioctl's release archives do (istioctl-1.22.0-osx-arm64.tar.gz is darwin/arm64)"),
+                        ))?;
+                    }
+                }
+                Binaries::Platforms(platforms)
+            }
+            (path, sha256, platforms) => {
+                let what = match (path, sha256, platforms) {
+                    (Some(_), None, None) => "has a path but no sha256",
+                    (None, Some(_), None) => "has a sha256 but no path",
+                    (None, None, None) => "names no binary",
+                    (None, None, Some(_)) => "has no platforms",
+                    _ => "has both path/sha256 and platforms",
+                };
+                f.error(at(
+                    &seg,
+                    Error::new(format!("the istioctl pin of {key} {what}")),
+                )
+                .with_help(format!(
+                    "pin one binary (`\"{key}\": {{path: vendor/istioctl-{key}, sha256: …}}`) or one per platform (`\"{key}\": {{platforms: {{linux/amd64: {{path: …, sha256: …}}, darwin/arm64: {{path: …, sha256: …}}}}}}`)"
+                )))?;
+                continue;
+            }
+        };
+        let digests: Vec<(Vec<Seg<'_>>, &str)> = match &binaries {
+            Binaries::One(b) => vec![(vec![Key("sha256")], b.sha256.as_str())],
+            Binaries::Platforms(p) => p
+                .iter()
+                .map(|(name, b)| {
+                    (
+                        vec![Key("platforms"), Key(name.as_str()), Key("sha256")],
+                        b.sha256.as_str(),
+                    )
+                })
+                .collect(),
+        };
+        for (field, digest) in digests {
+            if let Err(m) = check_sha256(digest) {
+                let mut segs = vec![Key("spec"), Key("istioctl"), Key(key.as_str())];
+                segs.extend(field);
+                f.error(at(&segs, Error::new(m)))?;
+            }
+        }
+        pins.insert(version, (key, binaries));
     }
     if let Some(r) = &spec.from.revision {
-        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("from"), Key("revision")], e))?;
+        if let Err(e) = check_revision(r, None) {
+            f.error(at(&[Key("spec"), Key("from"), Key("revision")], e))?;
+        }
     }
     if let Some(r) = &spec.to.revision {
-        check_revision(r, None).map_err(|e| at(&[Key("spec"), Key("to"), Key("revision")], e))?;
+        if let Err(e) = check_revision(r, None) {
+            f.error(at(&[Key("spec"), Key("to"), Key("revision")], e))?;
+        }
     }
 
     // Versions and skew.
-    if to_version <= from_version {
-        return Err(at(
-            &[Key("spec"), Key("to"), Key("version")],
-            Error::new(format!(
-                "target version {to_version} is not newer than the running version {from_version}"
-            ))
-            .with_help("a canary upgrade installs a newer control plane; to go back, keep the old revision and move namespaces back to it"),
-        ));
+    if let (Ok(from_version), Ok(to_version)) = (&from_version, &to_version) {
+        check_skew(from_version, to_version, spec.max_minor_skip, f, &at)?;
+    } else if spec.max_minor_skip > MAX_SUPPORTED_MINOR_SKIP {
+        f.error(max_minor_skip_error(spec.max_minor_skip, &at))?;
     }
-    if spec.max_minor_skip > MAX_SUPPORTED_MINOR_SKIP {
-        return Err(at(
-            &[Key("spec"), Key("maxMinorSkip")],
-            Error::new(format!(
-                "maxMinorSkip {} is more than Istio supports for one canary hop ({MAX_SUPPORTED_MINOR_SKIP})",
-                spec.max_minor_skip
-            )),
-        ));
-    }
-    if to_version.major != from_version.major {
-        return Err(at(
-            &[Key("spec"), Key("to"), Key("version")],
-            Error::new(format!(
-                "cannot plan an upgrade across major versions ({from_version} -> {to_version})"
-            )),
-        ));
-    }
-    let stops = resolve_path(
-        &spec.path,
-        &from_version,
-        &to_version,
-        spec.max_minor_skip,
-        &pins,
-        &at,
-    )?;
+    // The path: the versions passed through, one hop each.
+    let stops: Vec<Stop> = match (&from_version, &to_version) {
+        (Ok(from), Ok(to)) if from < to && from.major == to.major => {
+            let pinned: BTreeSet<&Version> = pins.keys().collect();
+            f.keep(resolve_path(
+                &spec.path,
+                from,
+                to,
+                spec.max_minor_skip,
+                &pinned,
+                &at,
+            ))?
+            .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
 
     // Revisions.
     let derived = |side: &'static str, version: &Version| -> Result<Revision> {
@@ -830,152 +1063,221 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         })?;
         Ok(Revision::Named(name))
     };
-    let from_revision = match &spec.from.revision {
-        Some(r) if r == "default" => Revision::Default,
-        Some(r) => Revision::Named(r.clone()),
-        None => derived("from", &from_version)?,
+    let from_revision = match (&spec.from.revision, &from_version) {
+        (Some(r), _) if r == "default" => Ok(Revision::Default),
+        (Some(r), _) => Ok(Revision::Named(r.clone())),
+        (None, Ok(v)) => f.keep(derived("from", v))?,
+        (None, Err(e)) => Err(e.clone()),
     };
-    let to_revision = match &spec.to.revision {
-        Some(r) if r == "default" => {
-            return Err(at(
+    let to_revision = match (&spec.to.revision, &to_version) {
+        (Some(r), _) if r == "default" => f.keep(Err(at(
                 &[Key("spec"), Key("to"), Key("revision")],
                 Error::new("the target revision cannot be `default`")
                     .with_help("a canary upgrade installs the new control plane as a named revision beside the old one; omit `revision` to derive it from the version"),
-            ))
-        }
-        Some(r) => Revision::Named(r.clone()),
-        None => derived("to", &to_version)?,
+            )))?,
+        (Some(r), _) => Ok(Revision::Named(r.clone())),
+        (None, Ok(v)) => f.keep(derived("to", v))?,
+        (None, Err(e)) => Err(e.clone()),
     };
-    if from_revision == to_revision {
-        let seg = if spec.to.revision.is_some() {
-            Key("revision")
-        } else {
-            Key("version")
-        };
-        return Err(at(
-            &[Key("spec"), Key("to"), seg],
-            Error::new(format!(
-                "the old and the new control plane would both be revision `{to_revision}`"
-            ))
-            .with_help("two revisions side by side need different names: set `to.revision`, or use `revisionNaming: patch`"),
-        ));
+    if let (Ok(from_revision), Ok(to_revision)) = (&from_revision, &to_revision) {
+        if from_revision == to_revision {
+            let seg = if spec.to.revision.is_some() {
+                Key("revision")
+            } else {
+                Key("version")
+            };
+            f.error(at(
+                &[Key("spec"), Key("to"), seg],
+                Error::new(format!(
+                    "the old and the new control plane would both be revision `{to_revision}`"
+                ))
+                .with_help("two revisions side by side need different names: set `to.revision`, or use `revisionNaming: patch`"),
+            ))?;
+        }
     }
 
     // The revisions between: each derived from its version unless the path entry names one, and
     // no two revisions of the whole path alike (two control planes side by side in one hop, and
     // an uninstall that must not delete a later hop's revision).
     let mut via_revisions = Vec::new();
-    let mut seen: Vec<(Revision, String)> = vec![(from_revision.clone(), "spec.from".into())];
+    let mut seen: Vec<(Revision, String)> = Vec::new();
+    if let Ok(r) = &from_revision {
+        seen.push((r.clone(), "spec.from".into()));
+    }
     for (i, stop) in stops.iter().enumerate() {
         let seg = [Key("spec"), Key("path"), Index(i)];
         let revision = match &stop.revision {
-            Some(r) => {
-                check_revision(r, None).map_err(|e| at(&seg, e))?;
-                if r == "default" {
-                    return Err(at(
-                        &seg,
-                        Error::new(format!("path entry {}: a revision passed through cannot be `default`", stop.version))
-                            .with_help("every hop installs its new control plane as a named revision beside the old one; omit `revision` to derive it from the version"),
-                    ));
-                }
-                Revision::Named(r.clone())
-            }
+            Some(r) if r == "default" => Err(at(
+                &seg,
+                Error::new(format!("path entry {}: a revision passed through cannot be `default`", stop.version))
+                    .with_help("every hop installs its new control plane as a named revision beside the old one; omit `revision` to derive it from the version"),
+            )),
+            Some(r) => check_revision(r, None)
+                .map(|()| Revision::Named(r.clone()))
+                .map_err(|e| at(&seg, e)),
             None => {
                 let name = revision_for(&stop.version, spec.revision_naming);
-                check_revision(&name, Some(&stop.version)).map_err(|e| at(&seg, e))?;
-                Revision::Named(name)
+                check_revision(&name, Some(&stop.version))
+                    .map(|()| Revision::Named(name))
+                    .map_err(|e| at(&seg, e))
             }
         };
-        check_distinct_revision(&revision, &stop.version, &seen).map_err(|e| at(&seg, e))?;
-        seen.push((
-            revision.clone(),
-            format!("spec.path[{i}] ({})", stop.version),
-        ));
+        let revision = f.keep(revision.and_then(|r| {
+            check_distinct_revision(&r, &stop.version, &seen)
+                .map(|()| r)
+                .map_err(|e| at(&seg, e))
+        }))?;
+        if let Ok(r) = &revision {
+            seen.push((r.clone(), format!("spec.path[{i}] ({})", stop.version)));
+        }
         via_revisions.push(revision);
     }
-    if !stops.is_empty() {
-        check_distinct_revision(&to_revision, &to_version, &seen)
-            .map_err(|e| at(&[Key("spec"), Key("to"), Key("version")], e))?;
+    if let (false, Ok(to_revision), Ok(to_version)) = (stops.is_empty(), &to_revision, &to_version)
+    {
+        if let Err(e) = check_distinct_revision(to_revision, to_version, &seen) {
+            f.error(at(&[Key("spec"), Key("to"), Key("version")], e))?;
+        }
     }
 
     // A pin for every version the plan uses (pins for other versions are unused); every missing
     // one is listed at once.
     let dir = path.parent().unwrap_or(Path::new(""));
-    let wanted: Vec<(&Version, String)> =
-        std::iter::once((&from_version, "spec.from.version".to_string()))
-            .chain(
-                stops
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (&s.version, format!("spec.path[{i}]"))),
-            )
-            .chain(std::iter::once((
-                &to_version,
-                "spec.to.version".to_string(),
-            )))
-            .collect();
-    let missing: Vec<String> = wanted
+    let mut wanted: Vec<(&Version, String)> = Vec::new();
+    if let Ok(v) = &from_version {
+        wanted.push((v, "spec.from.version".to_string()));
+    }
+    wanted.extend(
+        stops
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (&s.version, format!("spec.path[{i}]"))),
+    );
+    if let Ok(v) = &to_version {
+        wanted.push((v, "spec.to.version".to_string()));
+    }
+    let missing: Vec<(&Version, String)> = wanted
         .iter()
         .filter(|(v, _)| !pins.contains_key(*v))
-        .map(|(v, field)| format!("{v} ({field})"))
+        .cloned()
         .collect();
-    if !missing.is_empty() {
-        let first = wanted
-            .iter()
-            .find(|(v, _)| !pins.contains_key(*v))
-            .map(|(v, _)| v.to_string())
-            .unwrap_or_default();
-        return Err(at(
-            &[Key("spec"), Key("istioctl")],
-            Error::new(format!("no istioctl is pinned for {}", missing.join(", ")))
-                .with_help(format!(
-                    "add `\"{first}\": {{path: vendor/istioctl-{first}, sha256: <sha256sum of the binary>}}` under spec.istioctl, one entry per version"
-                )),
-        ));
-    }
-    let take_pin = |version: &Version| -> Result<Pin> {
-        let spec = pins.get(version).ok_or_else(|| {
-            Error::new(format!(
-                "internal error: the pin of {version} was checked and is gone"
-            ))
-        })?;
+    let pins_missing = match missing.first() {
+        None => Ok(()),
+        Some((first, _)) => {
+            let listed: Vec<String> = missing
+                .iter()
+                .map(|(v, field)| format!("{v} ({field})"))
+                .collect();
+            f.keep(Err(at(
+                &[Key("spec"), Key("istioctl")],
+                Error::new(format!("no istioctl is pinned for {}", listed.join(", ")))
+                    .with_help(format!(
+                        "add `\"{first}\": {{path: vendor/istioctl-{first}, sha256: <sha256sum of the binary>}}` under spec.istioctl, one entry per version"
+                    )),
+            )))?
+        }
+    };
+    let mut take_pin = |side: &str, version: &Version| -> Result<Pin> {
+        let Some((key, binaries)) = pins.remove(version) else {
+            return Err(at(
+                &[Key("spec"), Key("istioctl")],
+                Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
+                    .with_help(format!(
+                        "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
+                    )),
+            ));
+        };
+        let entry = [Key("spec"), Key("istioctl"), Key(key.as_str())];
+        let (chosen, platform, recorded) = match binaries {
+            Binaries::One(b) => {
+                let recorded = BTreeMap::from([(key.clone(), b.sha256.clone())]);
+                (b, None, recorded)
+            }
+            Binaries::Platforms(mut by_platform) => {
+                let recorded = by_platform
+                    .iter()
+                    .map(|(name, b)| (format!("{key} {name}"), b.sha256.clone()))
+                    .collect();
+                let platform = selected_platform().map_err(|e| at(&entry, e))?;
+                let Some(b) = by_platform.remove(&platform) else {
+                    let pinned: Vec<&str> = by_platform.keys().map(String::as_str).collect();
+                    return Err(at(
+                        &[Key("spec"), Key("istioctl"), Key(key.as_str()), Key("platforms")],
+                        Error::new(format!(
+                            "no istioctl {version} is pinned for {platform}, the platform this compile uses; the pin has {}",
+                            pinned.join(", ")
+                        )),
+                    )
+                    .with_help(format!(
+                        "add `{platform}: {{path: …, sha256: …}}` under spec.istioctl.\"{key}\".platforms (the sha256 of istioctl from istioctl-{version}-{}.tar.gz)",
+                        release_suffix(&platform)
+                    )));
+                };
+                (b, Some(platform), recorded)
+            }
+        };
+        let location_segs: Vec<Seg<'_>> = match &platform {
+            Some(name) => vec![
+                Key("spec"),
+                Key("istioctl"),
+                Key(key.as_str()),
+                Key("platforms"),
+                Key(name.as_str()),
+            ],
+            None => entry.to_vec(),
+        };
         Ok(Pin {
-            path: dir.join(&spec.path),
-            sha256: spec.sha256.clone(),
-            // A semver key prints back exactly as written, so it finds the entry's line.
-            location: at(
-                &[Key("spec"), Key("istioctl"), Key(&version.to_string())],
-                Error::new(""),
-            )
-            .location,
+            path: dir.join(chosen.path),
+            sha256: chosen.sha256,
+            recorded,
+            location: at(&location_segs, Error::new("")).location,
+            platform,
         })
     };
-    let from_pin = take_pin(&from_version)?;
-    let via_pins = stops
-        .iter()
-        .map(|s| take_pin(&s.version))
-        .collect::<Result<Vec<Pin>>>()?;
-    let to_pin = take_pin(&to_version)?;
+    let (from_pin, via_pins, to_pin) = match (&pins_missing, &from_version, &to_version) {
+        (Ok(()), Ok(from), Ok(to)) => {
+            let from_pin = f.keep(take_pin("from", from))?;
+            let mut via_pins = Vec::new();
+            for stop in &stops {
+                via_pins.push(f.keep(take_pin("path", &stop.version))?);
+            }
+            (from_pin, via_pins, f.keep(take_pin("to", to))?)
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            (Err(e.clone()), Vec::new(), Err(e.clone()))
+        }
+    };
+    for (key, _) in pins.values() {
+        f.warning(
+            at(
+                &[Key("spec"), Key("istioctl"), Key(key.as_str())],
+                Error::new(format!(
+                    "spec.istioctl pins {}, which no version of the upgrade's path names (spec.from.version, spec.path or the pins it goes through, spec.to.version): the upgrade never runs it",
+                    shown(key)
+                )),
+            )
+            .with_help("remove the pin, or check that from/to name the versions you meant"),
+        );
+    }
 
     // Waves.
     if spec.waves.is_empty() {
-        return Err(at(
+        f.error(at(
             &[Key("spec"), Key("waves")],
             Error::new("spec.waves is empty: at least one wave of namespaces is needed"),
-        ));
+        ))?;
     }
     let mut wave_names = BTreeSet::new();
     let mut namespace_wave: BTreeMap<&str, &str> = BTreeMap::new();
     for (wi, wave) in spec.waves.iter().enumerate() {
-        check_dns1123(&wave.name).map_err(|why| {
-            at(
+        if let Err(why) = check_dns1123(&wave.name) {
+            f.error(at(
                 &[Key("spec"), Key("waves"), Index(wi), Key("name")],
                 Error::new(format!("wave name {why}")),
-            )
-        })?;
+            ))?;
+        }
         for (ni, ns) in wave.namespaces.iter().enumerate() {
-            check_dns1123(ns).map_err(|why| {
-                at(
+            if let Err(why) = check_dns1123(ns) {
+                f.error(at(
                     &[
                         Key("spec"),
                         Key("waves"),
@@ -984,36 +1286,36 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
                         Index(ni),
                     ],
                     Error::new(format!("namespace {why}")),
-                )
-            })?;
+                ))?;
+            }
         }
         for (ni, ns) in wave.namespaces.iter().enumerate() {
             if crate::k8s::SYSTEM_NAMESPACES.contains(&ns.as_str()) {
-                return Err(at(
+                f.error(at(
                     &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
                     Error::new(format!(
                         "namespace `{ns}` is a Kubernetes system namespace and cannot be a wave"
                     ))
                     .with_help("a wave relabels the namespace and restarts every workload in it; the cluster's own components are not meshed this way"),
-                ));
+                ))?;
             }
         }
         if !wave_names.insert(wave.name.as_str()) {
-            return Err(at(
+            f.error(at(
                 &[Key("spec"), Key("waves"), Index(wi), Key("name")],
                 Error::new(format!("wave name `{}` is used twice", wave.name)),
-            ));
+            ))?;
         }
         if wave.namespaces.is_empty() && wave.workloads.is_empty() {
-            return Err(at(
+            f.error(at(
                 &[Key("spec"), Key("waves"), Index(wi), Key("namespaces")],
                 Error::new(format!("wave `{}` has no namespaces", wave.name))
                     .with_help("a wave moves namespaces (`namespaces`) or, with an inventory, single workloads (`workloads: [namespace/deployment/name]`)"),
-            ));
+            ))?;
         }
         for (ni, ns) in wave.namespaces.iter().enumerate() {
             if let Some(first) = namespace_wave.insert(ns.as_str(), wave.name.as_str()) {
-                return Err(at(
+                f.error(at(
                     &[
                         Key("spec"),
                         Key("waves"),
@@ -1026,149 +1328,212 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
                         ns, wave.name
                     ))
                     .with_help("each namespace moves exactly once: keep it in one wave"),
-                ));
+                ))?;
             }
         }
     }
 
     // Tags and deletion.
-    let from_default_tag = spec
-        .from
-        .default_tag
-        .unwrap_or(from_revision != Revision::Default);
-    if from_default_tag && from_revision == Revision::Default {
-        return Err(at(
+    let from_is_default = from_revision
+        .as_ref()
+        .is_ok_and(|r| *r == Revision::Default);
+    let from_default_tag = spec.from.default_tag.unwrap_or(
+        from_revision
+            .as_ref()
+            .is_ok_and(|r| *r != Revision::Default),
+    );
+    if from_default_tag && from_is_default {
+        f.error(at(
             &[Key("spec"), Key("from"), Key("defaultTag")],
             Error::new(
                 "from.defaultTag: true with an unrevisioned old install (revision `default`): its own injector serves the default, and istioctl creates no default tag for it",
             )
             .with_help("remove from.defaultTag, or give from.revision if the old install is a named revision"),
-        ));
+        ))?;
     }
-    if !spec.default_tag && spec.uninstall_old {
-        return Err(at(
-            &[Key("spec"), Key("defaultTag")],
-            Error::new(format!(
-                "defaultTag: false with uninstallOld: true would delete revision {from_revision} while the default tag may still point at it"
-            ))
-            .with_help("pods in namespaces labelled istio-injection=enabled could then not start; move the tag (defaultTag: true) or keep the old revision (uninstallOld: false)"),
-        ));
+    if let Ok(from_revision) = &from_revision {
+        if !spec.default_tag && spec.uninstall_old {
+            f.error(at(
+                &[Key("spec"), Key("defaultTag")],
+                Error::new(format!(
+                    "defaultTag: false with uninstallOld: true would delete revision {from_revision} while the default tag may still point at it"
+                ))
+                .with_help("pods in namespaces labelled istio-injection=enabled could then not start; move the tag (defaultTag: true) or keep the old revision (uninstallOld: false)"),
+            ))?;
+        }
+        if !spec.uninstall_old {
+            f.warning(
+                at(
+                    &[Key("spec"), Key("uninstallOld")],
+                    Error::new(format!(
+                        "uninstallOld: false leaves revision {from_revision} installed after the upgrade: its istiod, webhooks and gateways keep running, and the plan has no uninstall phase"
+                    )),
+                )
+                .with_help("set uninstallOld: true (the default) once nothing needs the old revision, or delete it with a later plan"),
+            );
+        }
     }
 
     let kubernetes_version = match &spec.kubernetes_version {
-        None => None,
-        Some(v) => Some(parse_kubernetes_version(v).map_err(|m| {
+        None => {
+            f.warning(
+                at(&[Key("spec")], Error::new(
+                    "spec.kubernetesVersion is not set: the plan cannot check Istio's support table or that the cluster serves every API version the new revision uses",
+                ))
+                .with_help("set the Kubernetes version of the target cluster, e.g. kubernetesVersion: \"1.30\""),
+            );
+            Ok(None)
+        }
+        Some(v) => f.keep(parse_kubernetes_version(v).map(Some).map_err(|m| {
             at(
                 &[Key("spec"), Key("kubernetesVersion")],
                 Error::new(m).with_help("the Kubernetes version of the cluster the plan is for, e.g. kubernetesVersion: \"1.24\""),
             )
-        })?),
+        }))?,
     };
+    if let Ok(Some(k)) = &kubernetes_version {
+        // On a path of several hops, the plan says between which hops the cluster must be
+        // upgraded when a later Istio does not support it (`plan::checks::kubernetes_path`).
+        let sides: &[(&str, &Result<Version>)] = if stops.is_empty() {
+            &[("from", &from_version), ("to", &to_version)]
+        } else {
+            &[("from", &from_version)]
+        };
+        for (side, version) in sides.iter().copied() {
+            let Ok(version) = version else { continue };
+            let istio = crate::k8s::Minor::new(version.major, version.minor);
+            if crate::k8s::istio_supports(istio).is_none() {
+                f.warning(
+                    at(
+                        &[Key("spec"), Key(side), Key("version")],
+                        Error::new(format!(
+                            "Istio {istio} is not in this tool's support table, so whether it supports Kubernetes {k} is not checked"
+                        )),
+                    )
+                    .with_help("check istio.io's supported releases (docs/releases/supported-releases) by hand, or use a newer istio-canary"),
+                );
+            } else if let Some((lowest, highest)) = crate::k8s::istio_support_gap(istio, *k) {
+                f.error(at(
+                    &[Key("spec"), Key("kubernetesVersion")],
+                    istio_unsupported(istio, lowest, highest, *k),
+                ))?;
+            }
+        }
+    }
     let mut remove_gateways = BTreeSet::new();
     for (i, g) in spec.remove_gateways.iter().enumerate() {
         let ok = g
             .split_once('/')
             .is_some_and(|(ns, name)| check_dns1123(ns).is_ok() && check_dns1123(name).is_ok());
         if !ok {
-            return Err(at(
+            f.error(at(
                 &[Key("spec"), Key("removeGateways"), Index(i)],
                 Error::new(format!(
                     "removeGateways entry `{g}` is not `namespace/name` of a gateway Deployment"
                 ))
                 .with_help("e.g. `istio-system/istio-egressgateway`"),
-            ));
+            ))?;
+            continue;
         }
         remove_gateways.insert(g.clone());
     }
     let promote = match &spec.promote {
-        None => None,
+        None => Ok(None),
         Some(v) => {
             let field = [Key("spec"), Key("promote")];
-            let phase = parse_phase_ref(v).map_err(|m| {
+            f.keep(parse_phase_ref(v).map_err(|m| {
                 at(&field, Error::new(m).with_help("spec.promote names the phase whose end state live/ holds, e.g. `promote: migrate-canary` or `promote: 3`"))
-            })?;
-            Some(Promote {
+            }).map(|phase| Some(Promote {
                 phase,
                 source: "spec.promote",
                 location: at(&field, Error::new("")).location,
-            })
+            })))?
         }
     };
 
-    let gitops = check_gitops(spec.gitops.as_ref(), &at)?;
+    let gitops = f.keep(check_gitops(spec.gitops.as_ref(), &at))?;
     let inventory = match &spec.inventory {
-        None => None,
-        Some(rel) => Some(load_inventory(dir, rel, read, &at)?),
+        None => Ok(None),
+        Some(rel) => f.keep(load_inventory(dir, rel, read, &at).map(Some))?,
     };
-    let waves = check_wave_targets(&spec.waves, inventory.as_ref(), &at)?;
-    let revisions: Vec<&Revision> = std::iter::once(&from_revision)
-        .chain(&via_revisions)
-        .chain(std::iter::once(&to_revision))
-        .collect();
-    let tags = check_tags(&spec.tags, &spec.waves, &revisions, &at)?;
-    let gateways_after = match spec.gateways.as_ref().and_then(|g| g.move_after.clone()) {
-        None => None,
-        Some(after) => {
-            check_move_after(&after, &spec.waves).map_err(|e| {
-                at(
-                    &[Key("spec"), Key("gateways"), Key("moveAfter")],
-                    e.within("spec.gateways.moveAfter"),
-                )
-            })?;
-            Some(after)
-        }
+    let waves = match &inventory {
+        Ok(inventory) => check_wave_targets(&spec.waves, inventory.as_ref(), &at, f)?,
+        Err(e) => Err(e.clone()),
     };
 
-    let to_operator = load_operator(
-        dir,
-        &spec.istio_operator,
-        &to_revision,
-        read,
-        text,
-        path,
-        &[Key("spec"), Key("istioOperator")],
-    )?;
-    let from_operator = match &spec.from.istio_operator {
-        Some(p) => load_operator(
+    let revisions: Vec<&Revision> = from_revision
+        .iter()
+        .chain(via_revisions.iter().flatten())
+        .chain(to_revision.iter())
+        .collect();
+    let tags = f.keep(check_tags(&spec.tags, &spec.waves, &revisions, &at))?;
+    let gateways_after = match spec.gateways.as_ref().and_then(|g| g.move_after.clone()) {
+        None => Ok(None),
+        Some(after) => f.keep(
+            check_move_after(&after, &spec.waves)
+                .map(|()| Some(after))
+                .map_err(|e| {
+                    at(
+                        &[Key("spec"), Key("gateways"), Key("moveAfter")],
+                        e.within("spec.gateways.moveAfter"),
+                    )
+                }),
+        )?,
+    };
+
+    let to_operator = match &to_revision {
+        Ok(r) => f.keep(load_operator(
+            dir,
+            &spec.istio_operator,
+            r,
+            read,
+            text,
+            path,
+            &[Key("spec"), Key("istioOperator")],
+        ))?,
+        Err(e) => Err(e.clone()),
+    };
+    let from_operator = match (&from_revision, &spec.from.istio_operator, &to_operator) {
+        (Err(e), _, _) => Err(e.clone()),
+        (Ok(r), Some(p), _) => f.keep(load_operator(
             dir,
             p,
-            &from_revision,
+            r,
             read,
             text,
             path,
             &[Key("spec"), Key("from"), Key("istioOperator")],
-        )?,
-        None => {
-            // The same spec renders the old revision too; its revision field must not pin either.
-            check_operator_revision(&to_operator, &from_revision)?;
-            to_operator.clone()
-        }
+        ))?,
+        // The same spec renders the old revision too; its revision field must not pin either.
+        (Ok(r), None, Ok(to)) => f.keep(check_operator_revision(to, r).map(|()| to.clone()))?,
+        (Ok(_), None, Err(e)) => Err(e.clone()),
     };
 
-    // Moving the control plane to another namespace is not a canary: the new istiod would run a
-    // second self-signed CA there (its own `istio-ca-secret`), so moved and unmoved workloads
-    // would stop trusting each other.
-    if from_operator.istio_namespace != to_operator.istio_namespace {
-        return Err(at(
-            &[Key("spec"), Key("istioOperator")],
-            Error::new(format!(
-                "the new spec runs the control plane in namespace `{}`, the old one in `{}` (values.global.istioNamespace): a canary upgrade keeps the control-plane namespace",
-                to_operator.istio_namespace, from_operator.istio_namespace
-            ))
-            .with_help("istiod in another namespace would start its own self-signed CA, and workloads on the two revisions would stop trusting each other; keep values.global.istioNamespace, or move the namespace as a separate migration with a shared root CA (plug-in certificates)"),
-        ));
-    }
-
-    for (wi, wave) in spec.waves.iter().enumerate() {
-        for (ni, ns) in wave.namespaces.iter().enumerate() {
-            if *ns == from_operator.istio_namespace || *ns == to_operator.istio_namespace {
-                return Err(at(
-                    &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
-                    Error::new(format!(
-                        "namespace `{ns}` is the Istio control-plane namespace and cannot be a wave"
-                    ))
-                    .with_help("istiod and the gateways there move in the install and gateways phases; restarting the namespace as a wave would restart the control plane"),
-                ));
+    if let (Ok(from_operator), Ok(to_operator)) = (&from_operator, &to_operator) {
+        // Moving the control plane to another namespace is not a canary: the new istiod would
+        // run a second self-signed CA there (its own `istio-ca-secret`), so moved and unmoved
+        // workloads would stop trusting each other.
+        if from_operator.istio_namespace != to_operator.istio_namespace {
+            f.error(at(
+                &[Key("spec"), Key("istioOperator")],
+                Error::new(format!(
+                    "the new spec runs the control plane in namespace `{}`, the old one in `{}` (values.global.istioNamespace): a canary upgrade keeps the control-plane namespace",
+                    to_operator.istio_namespace, from_operator.istio_namespace
+                ))
+                .with_help("istiod in another namespace would start its own self-signed CA, and workloads on the two revisions would stop trusting each other; keep values.global.istioNamespace, or move the namespace as a separate migration with a shared root CA (plug-in certificates)"),
+            ))?;
+        }
+        for (wi, wave) in spec.waves.iter().enumerate() {
+            for (ni, ns) in wave.namespaces.iter().enumerate() {
+                if *ns == from_operator.istio_namespace || *ns == to_operator.istio_namespace {
+                    f.error(at(
+                        &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
+                        Error::new(format!(
+                            "namespace `{ns}` is the Istio control-plane namespace and cannot be a wave"
+                        ))
+                        .with_help("istiod and the gateways there move in the install and gateways phases; restarting the namespace as a wave would restart the control plane"),
+                    ))?;
+                }
             }
         }
     }
@@ -1177,44 +1542,104 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         path: path.to_path_buf(),
         sha256: sha256_hex(bytes),
         name: file.metadata.name,
-        from: Release {
-            version: from_version,
-            revision: from_revision,
-            operator: from_operator,
-            istioctl: from_pin,
+        via: {
+            let operator = to_operator.clone()?;
+            let mut via = Vec::new();
+            for ((stop, revision), istioctl) in stops.into_iter().zip(via_revisions).zip(via_pins) {
+                via.push(Release {
+                    version: stop.version,
+                    revision: revision?,
+                    operator: operator.clone(),
+                    istioctl: istioctl?,
+                });
+            }
+            via
         },
-        via: stops
-            .into_iter()
-            .zip(via_revisions)
-            .zip(via_pins)
-            .map(|((stop, revision), istioctl)| Release {
-                version: stop.version,
-                revision,
-                operator: to_operator.clone(),
-                istioctl,
-            })
-            .collect(),
+        from: Release {
+            version: from_version?,
+            revision: from_revision?,
+            operator: from_operator?,
+            istioctl: from_pin?,
+        },
         to: Release {
-            version: to_version,
-            revision: to_revision,
-            operator: to_operator,
-            istioctl: to_pin,
+            version: to_version?,
+            revision: to_revision?,
+            operator: to_operator?,
+            istioctl: to_pin?,
         },
         revision_naming: spec.revision_naming,
         max_minor_skip: spec.max_minor_skip,
-        waves,
+        waves: waves?,
         default_tag: spec.default_tag,
         uninstall_old: spec.uninstall_old,
         from_default_tag,
         from_default_tag_declared: spec.from.default_tag.is_some(),
-        kubernetes_version,
+        kubernetes_version: kubernetes_version?,
         remove_gateways,
-        promote,
-        gitops,
-        inventory,
-        tags,
-        gateways_after,
+        promote: promote?,
+        gitops: gitops?,
+        inventory: inventory?,
+        tags: tags?,
+        gateways_after: gateways_after?,
     })
+}
+
+/// The error of a `maxMinorSkip` above what Istio supports for one hop.
+fn max_minor_skip_error(max_minor_skip: u64, at: At<'_>) -> Error {
+    at(
+        &[Seg::Key("spec"), Seg::Key("maxMinorSkip")],
+        Error::new(format!(
+            "maxMinorSkip {max_minor_skip} is more than Istio supports for one canary hop ({MAX_SUPPORTED_MINOR_SKIP})"
+        )),
+    )
+}
+
+/// The skew checks that need only the two versions: newer, within one major, at most
+/// `maxMinorSkip` minors apart.
+fn check_skew(
+    from_version: &Version,
+    to_version: &Version,
+    max_minor_skip: u64,
+    f: &mut Findings,
+    at: At<'_>,
+) -> Result<()> {
+    use Seg::Key;
+    if to_version <= from_version {
+        f.error(at(
+            &[Key("spec"), Key("to"), Key("version")],
+            Error::new(format!(
+                "target version {to_version} is not newer than the running version {from_version}"
+            ))
+            .with_help("a canary upgrade installs a newer control plane; to go back, keep the old revision and move namespaces back to it"),
+        ))?;
+        return Ok(());
+    }
+    if max_minor_skip > MAX_SUPPORTED_MINOR_SKIP {
+        f.error(max_minor_skip_error(max_minor_skip, at))?;
+    }
+    if to_version.major != from_version.major {
+        return f.error(at(
+            &[Key("spec"), Key("to"), Key("version")],
+            Error::new(format!(
+                "cannot plan an upgrade across major versions ({from_version} -> {to_version})"
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// The error when Istio `istio`, which supports Kubernetes `lowest` to `highest`, does not
+/// support the cluster's Kubernetes `k`: the one text of this skew, for `policy` and `plan`.
+pub fn istio_unsupported(
+    istio: crate::k8s::Minor,
+    lowest: crate::k8s::Minor,
+    highest: crate::k8s::Minor,
+    k: crate::k8s::Minor,
+) -> Error {
+    Error::new(format!(
+        "Istio {istio} supports Kubernetes {lowest} to {highest}, not {k} (spec.kubernetesVersion)"
+    ))
+    .with_help("Istio's support table (istio.io, docs/releases/supported-releases): upgrade Kubernetes or Istio in hops that both revisions support")
 }
 
 /// A `moveAfter`: `install` or the name of a wave of the policy.
@@ -1346,7 +1771,8 @@ fn check_wave_targets(
     waves: &[WaveSpec],
     inventory: Option<&InventoryFile>,
     at: &dyn Fn(&[Seg<'_>], Error) -> Error,
-) -> Result<Vec<Wave>> {
+    f: &mut Findings,
+) -> Result<Result<Vec<Wave>>> {
     use Seg::{Index, Key};
     let mut out = Vec::new();
     let mut moved: BTreeMap<ObjectId, String> = BTreeMap::new();
@@ -1358,14 +1784,14 @@ fn check_wave_targets(
         if let Some(inv) = inventory {
             for (ni, ns) in wave.namespaces.iter().enumerate() {
                 if !held.contains(&crate::cluster::namespace_id(ns)) {
-                    return Err(at(
+                    f.error(at(
                         &[Key("spec"), Key("waves"), Index(wi), Key("namespaces"), Index(ni)],
                         Error::new(format!(
                             "namespace `{ns}` is not in the inventory {}",
                             inv.path.display()
                         )),
                     )
-                    .with_help("a wave relabels namespaces that exist; remove it from the wave, or capture the inventory again"));
+                    .with_help("a wave relabels namespaces that exist; remove it from the wave, or capture the inventory again"))?;
                 }
             }
         }
@@ -1379,7 +1805,7 @@ fn check_wave_targets(
                 Index(i),
             ];
             let Some(inv) = inventory else {
-                return Err(at(
+                f.error(at(
                     &field,
                     Error::new(format!(
                         "wave `{}` moves workload `{w}`, which needs spec.inventory",
@@ -1389,7 +1815,8 @@ fn check_wave_targets(
                 .with_help(format!(
                     "the plan must see a workload to move it: save the output of `{}` and name it in spec.inventory",
                     inventory::COMMAND
-                )));
+                )))?;
+                continue;
             };
             let parts: Vec<&str> = w.split('/').collect();
             let kind = match parts.as_slice() {
@@ -1402,14 +1829,15 @@ fn check_wave_targets(
                 _ => None,
             };
             let (Some(kind), [ns, _, name]) = (kind, parts.as_slice()) else {
-                return Err(at(
+                f.error(at(
                     &field,
                     Error::new(format!(
                         "workloads entry {} is not `namespace/kind/name` of a Deployment, StatefulSet or DaemonSet",
                         shown(w)
                     )),
                 )
-                .with_help("e.g. `shop/deployment/cart`"));
+                .with_help("e.g. `shop/deployment/cart`"))?;
+                continue;
             };
             let id = ObjectId {
                 group: "apps".into(),
@@ -1418,24 +1846,30 @@ fn check_wave_targets(
                 name: name.to_string(),
             };
             if !held.contains(&id) {
-                return Err(at(
-                    &field,
-                    Error::new(format!(
-                        "{id} is not in the inventory {}",
-                        inv.path.display()
-                    )),
-                )
-                .with_help("name a workload the inventory holds, or capture the inventory again"));
+                f.error(
+                    at(
+                        &field,
+                        Error::new(format!(
+                            "{id} is not in the inventory {}",
+                            inv.path.display()
+                        )),
+                    )
+                    .with_help(
+                        "name a workload the inventory holds, or capture the inventory again",
+                    ),
+                )?;
+                continue;
             }
             if let Some(first) = moved.insert(id.clone(), wave.name.clone()) {
-                return Err(at(
+                f.error(at(
                     &field,
                     Error::new(format!(
                         "{id} is in wave `{first}` and again in wave `{}`",
                         wave.name
                     ))
                     .with_help("each workload moves exactly once: keep it in one wave"),
-                ));
+                ))?;
+                continue;
             }
             workloads.push(id);
         }
@@ -1445,7 +1879,7 @@ fn check_wave_targets(
             workloads,
         });
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 const MISSING_POLICY_HELP: &str =
@@ -2159,5 +2593,133 @@ mod tests {
         assert!(check_dns1123("1.14.1").is_err());
         assert!(check_dns1123("Shop").is_err());
         assert!(check_dns1123("-a").is_err());
+    }
+
+    /// A policy whose 1.14.1 pin is `pin` (flow YAML).
+    fn with_pin(pin: &str) -> String {
+        policy("1.13.5", "1.14.1", "").replace(
+            &format!("    \"1.14.1\": {PIN}"),
+            &format!("    \"1.14.1\": {pin}"),
+        )
+    }
+
+    const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn a_multi_platform_pin_gives_this_machines_binary_and_records_every_platform() {
+        let Ok(host) = selected_platform() else {
+            return; // only on a machine istio-canary knows
+        };
+        let other = if host == "linux/amd64" {
+            "darwin/arm64"
+        } else {
+            "linux/amd64"
+        };
+        let text = with_pin(&format!(
+            "{{platforms: {{\"{host}\": {{path: host/istioctl, sha256: {SHA_A}}}, \"{other}\": {{path: other/istioctl, sha256: {SHA_B}}}}}}}"
+        ));
+        let p = check(&text, &[("iop.yaml", IOP)]).unwrap();
+        assert_eq!(p.to.istioctl.path, Path::new("dir/host/istioctl"));
+        assert_eq!(p.to.istioctl.sha256, SHA_A);
+        assert_eq!(p.to.istioctl.platform.as_deref(), Some(host.as_str()));
+        assert_eq!(
+            p.to.istioctl.recorded,
+            BTreeMap::from([
+                (format!("1.14.1 {host}"), SHA_A.to_string()),
+                (format!("1.14.1 {other}"), SHA_B.to_string()),
+            ])
+        );
+        // A single pin is recorded under its version alone, as before.
+        assert_eq!(
+            p.from.istioctl.recorded.keys().collect::<Vec<_>>(),
+            ["1.13.5"]
+        );
+        assert_eq!(p.from.istioctl.platform, None);
+    }
+
+    #[test]
+    fn a_pin_is_one_binary_or_one_per_platform() {
+        let cases = [
+            ("{path: istioctl}", "the istioctl pin of 1.14.1 has a path but no sha256"),
+            (&format!("{{sha256: {SHA_A}}}") as &str, "the istioctl pin of 1.14.1 has a sha256 but no path"),
+            ("{}", "the istioctl pin of 1.14.1 names no binary"),
+            ("{platforms: {}}", "the istioctl pin of 1.14.1 has no platforms"),
+            (
+                &format!("{{path: istioctl, sha256: {SHA_A}, platforms: {{linux/amd64: {{path: istioctl, sha256: {SHA_A}}}}}}}"),
+                "the istioctl pin of 1.14.1 has both path/sha256 and platforms",
+            ),
+            (
+                &format!("{{platforms: {{windows/amd64: {{path: istioctl, sha256: {SHA_A}}}}}}}"),
+                "platform `windows/amd64` is not one istio-canary runs on (darwin/amd64, darwin/arm64, linux/amd64, linux/arm64)",
+            ),
+            (
+                "{platforms: {linux/amd64: {path: istioctl, sha256: nope}}}",
+                "sha256 `nope` must be 64 lowercase hex digits (the output of `sha256sum`)",
+            ),
+        ];
+        for (pin, message) in cases {
+            let err = check_err(&with_pin(pin), &[("iop.yaml", IOP)]);
+            assert_eq!(err.message, message, "{pin}");
+            assert_eq!(line_col(&err).0, 13, "{pin}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_platform_without_a_binary_is_refused_with_the_platforms_pinned() {
+        let Ok(host) = selected_platform() else {
+            return;
+        };
+        let others: Vec<&str> = PLATFORMS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| *name != host)
+            .collect();
+        let entries: Vec<String> = others
+            .iter()
+            .map(|name| format!("\"{name}\": {{path: istioctl, sha256: {SHA_A}}}"))
+            .collect();
+        let text = with_pin(&format!("{{platforms: {{{}}}}}", entries.join(", ")));
+        let err = check_err(&text, &[("iop.yaml", IOP)]);
+        assert_eq!(
+            err.message,
+            format!(
+                "no istioctl 1.14.1 is pinned for {host}, the platform this compile uses; the pin has {}",
+                others.join(", ")
+            )
+        );
+        assert!(
+            err.help
+                .as_deref()
+                .is_some_and(|h| h.contains(&format!("`{host}: {{path: …, sha256: …}}`"))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_platform_is_go_s_name_for_this_machine_unless_the_environment_names_one() {
+        assert_eq!(
+            platform_from(None, "linux", "x86_64").unwrap(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            platform_from(None, "macos", "aarch64").unwrap(),
+            "darwin/arm64"
+        );
+        assert_eq!(
+            platform_from(Some("darwin/amd64"), "linux", "x86_64").unwrap(),
+            "darwin/amd64"
+        );
+        let unknown = platform_from(None, "freebsd", "x86_64").unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "error: istio-canary does not know this machine's platform (freebsd/x86_64) by Go's name\nhelp: set ISTIO_CANARY_PLATFORM to the platform whose pin to use"
+        );
+        let bad = platform_from(Some("linux/x86_64"), "linux", "x86_64").unwrap_err();
+        assert_eq!(
+            bad.message,
+            "ISTIO_CANARY_PLATFORM: platform `linux/x86_64` is not one istio-canary runs on (darwin/amd64, darwin/arm64, linux/amd64, linux/arm64)"
+        );
+        assert_eq!(release_suffix("darwin/arm64"), "osx-arm64");
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! Owns: turning a `serde_yaml::Value` into block-style YAML whose every scalar reads back as the
 //! same type and value in a YAML 1.1 reader (kubectl's and istioctl's go-yaml, PyYAML) and in a
-//! YAML 1.2 reader (serde_yaml). The layout is serde_yaml 0.9's (libyaml's emitter with unlimited
-//! width), byte for byte, so that output changes only where serde_yaml would have written a value
-//! that some reader misreads: `on`, `yes`, `1:20`, `1_000`, `0x_1F`, `2001-12-14`, `<<`, `=`, …
-//! are quoted, floats get a dot and a signed exponent (`1.0e+16`), and strings with NEL, LS, PS
-//! or CR are double-quoted with escapes. Keys follow the same rules.
+//! YAML 1.2 reader (serde_yaml, that is `yaml_serde`, see `Cargo.toml`). The layout is
+//! serde_yaml 0.9's (libyaml's emitter with unlimited width), byte for byte, so that output
+//! changes only where serde_yaml would have written a value that some reader misreads: `on`,
+//! `yes`, `1:20`, `1_000`, `0x_1F`, `2001-12-14`, `<<`, `=`, … are quoted, floats get a dot and
+//! a signed exponent (`1.0e+16`), and strings with NEL, LS, PS or CR are double-quoted with
+//! escapes. Keys follow the same rules.
 //! Must not: read YAML, decide content, or fall back silently: a value it cannot write (a
 //! non-scalar key, a tagged value) is an error naming where it is.
 

@@ -42,7 +42,7 @@ fn check(out: &Path) -> Run {
 }
 
 const EDITED: &str = "03-migrate-canary/01-namespace_bookinfo.yaml";
-const REMOVED: &str = "05-gateways-1-14-1/Kustomization";
+const REMOVED: &str = "05-gateways-1-28-0/Kustomization";
 const ADDED: &str = "04-migrate-rest/01-namespace_extra.yaml";
 
 fn edit(out: &Path) {
@@ -50,7 +50,7 @@ fn edit(out: &Path) {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        text.replace("istio.io/rev: 1-14-1", "istio.io/rev: 1-13-5"),
+        text.replace("istio.io/rev: 1-28-0", "istio.io/rev: 1-27-0"),
     )
     .unwrap();
 }
@@ -82,7 +82,7 @@ fn check_edited_file_exits_1_with_diff() {
     assert_eq!(r.stderr, "");
     assert!(r
         .stdout
-        .contains("-    istio.io/rev: 1-13-5\n+    istio.io/rev: 1-14-1\n"));
+        .contains("-    istio.io/rev: 1-27-0\n+    istio.io/rev: 1-28-0\n"));
     assert!(r.stdout.ends_with(
         "to regenerate it, run: istio-canary compile --policy canary.yaml --out [OUT]\n"
     ));
@@ -338,11 +338,11 @@ fn show_by_index_dir_and_name_prints_one_stream() {
     // Every apply phase: exactly its apply and patch files, in plan.json order, all parsing.
     for dir in [
         "01-crds",
-        "02-install-1-14-1",
+        "02-install-1-28-0",
         "03-migrate-canary",
         "04-migrate-rest",
-        "05-gateways-1-14-1",
-        "06-default-tag-1-14-1",
+        "05-gateways-1-28-0",
+        "06-default-tag-1-28-0",
     ] {
         let r = run(tmp.path(), &["show", dir]);
         assert_eq!(r.code, 0, "{dir}: {}", r.stderr);
@@ -355,9 +355,9 @@ fn show_by_index_dir_and_name_prints_one_stream() {
 
 fn show_uninstall_prints_the_delete_stubs() {
     let (tmp, out) = copy_example();
-    let r = run(tmp.path(), &["show", "uninstall-1-13-5"]);
+    let r = run(tmp.path(), &["show", "uninstall-1-27-0"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let (want, n) = expected_stream(&out, "07-uninstall-1-13-5", &["delete"]);
+    let (want, n) = expected_stream(&out, "07-uninstall-1-27-0", &["delete"]);
     assert_eq!(r.stdout, want);
     assert_eq!(documents(&r.stdout), n);
     assert!(r.stdout.contains("DELETE ONLY"));

@@ -12,7 +12,7 @@ use common::{fixtures, sha256_hex};
 fn istioctl_sees_no_credentials_and_no_inherited_variables() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let standin = fixtures().join("istioctl/istioctl-1.14.1");
+    let standin = fixtures().join("istioctl/istioctl-1.28.0");
     let fake = format!(
         "#!/bin/sh\n\
          # Fails unless the environment is the cleared one istio-canary promises.\n\
@@ -23,7 +23,7 @@ fn istioctl_sees_no_credentials_and_no_inherited_variables() {
          exec {} \"$@\"\n",
         standin.display()
     );
-    let fake_path = dir.join("istioctl-1.14.1");
+    let fake_path = dir.join("istioctl-1.28.0");
     std::fs::write(&fake_path, &fake).unwrap();
     std::fs::set_permissions(&fake_path, std::fs::Permissions::from_mode(0o755)).unwrap();
     let kubeconfig = dir.join("kubeconfig");
@@ -33,16 +33,16 @@ fn istioctl_sees_no_credentials_and_no_inherited_variables() {
         .unwrap()
         .replace("iop.yaml", &example.join("iop.yaml").display().to_string())
         .replace(
-            "path: ../istioctl/istioctl-1.13.5",
+            "path: ../istioctl/istioctl-1.27.0",
             &format!(
                 "path: {}",
-                fixtures().join("istioctl/istioctl-1.13.5").display()
+                fixtures().join("istioctl/istioctl-1.27.0").display()
             ),
         )
-        .replace("path: ../istioctl/istioctl-1.14.1", "path: istioctl-1.14.1");
+        .replace("path: ../istioctl/istioctl-1.28.0", "path: istioctl-1.28.0");
     let standin_sha = sha256_hex(&std::fs::read(&standin).unwrap());
     let fake_sha = sha256_hex(fake.as_bytes());
-    // The 1.14.1 pin is the second occurrence of the stand-in's digest.
+    // The 1.28.0 pin is the second occurrence of the stand-in's digest.
     let at = policy.rfind(&standin_sha).unwrap();
     let policy = format!(
         "{}{fake_sha}{}",

@@ -296,3 +296,91 @@ fn the_dockerfile_builds_the_locked_release_binary_and_ships_only_it() {
         .iter()
         .any(|l| l.starts_with("USER ") && !l.contains("root")));
 }
+
+/// The Python modules the tests and the stand-in import that are not in Python's standard
+/// library, with the package of `.ci/requirements.txt` that provides each.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("yaml", "PyYAML"),
+    ("jsonschema", "jsonschema"),
+    ("kubernetes_validate", "kubernetes-validate"),
+];
+/// The standard-library modules they import.
+const PYTHON_STDLIB: &[&str] = &["copy", "functools", "json", "os", "re", "sys"];
+
+/// Every module named by an `import a, b` or `from a import …` line of a Python text (the
+/// `.py` files, the stand-in, and the scripts embedded in `tests/*.rs`).
+fn python_imports(text: &str) -> Vec<String> {
+    let mut modules = Vec::new();
+    for line in text.lines().map(str::trim_start) {
+        let names = if let Some(rest) = line.strip_prefix("import ") {
+            rest.split(',').collect::<Vec<_>>()
+        } else if let Some((module, _)) = line
+            .strip_prefix("from ")
+            .and_then(|rest| rest.split_once(" import "))
+        {
+            vec![module]
+        } else {
+            continue;
+        };
+        for name in names {
+            let top = name.trim().split(['.', ' ']).next().unwrap_or_default();
+            if !top.is_empty() {
+                modules.push(top.to_string());
+            }
+        }
+    }
+    modules
+}
+
+/// `.ci/run` must never skip a check silently: every third-party module a Python script of the
+/// tests imports is pinned in `.ci/requirements.txt`, which `.ci/run` installs into its venv.
+#[test]
+fn ci_run_installs_every_python_module_the_tests_import() {
+    let root = manifest_dir();
+    let requirements = std::fs::read_to_string(root.join(".ci/requirements.txt"))
+        .expect("read .ci/requirements.txt");
+    let pinned: Vec<&str> = requirements
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once("=="))
+        .map(|(name, _)| name)
+        .collect();
+    let mut sources = vec![root.join("fixtures/istioctl/istioctl")];
+    for entry in std::fs::read_dir(root.join("tests")).expect("list tests/") {
+        let path = entry.expect("read tests/").path();
+        if matches!(path.extension().and_then(|e| e.to_str()), Some("py" | "rs")) {
+            sources.push(path);
+        }
+    }
+    let mut seen = Vec::new();
+    for source in &sources {
+        let text = std::fs::read_to_string(source).expect("read a test source");
+        for module in python_imports(&text) {
+            if PYTHON_STDLIB.contains(&module.as_str()) {
+                continue;
+            }
+            let package = PYTHON_PACKAGES
+                .iter()
+                .find(|(m, _)| *m == module)
+                .map(|(_, p)| *p)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} imports `{module}`: add it to PYTHON_STDLIB, or to PYTHON_PACKAGES \
+                         and .ci/requirements.txt",
+                        source.display()
+                    )
+                });
+            assert!(
+                pinned.contains(&package),
+                "{} imports `{module}`, but .ci/requirements.txt does not pin {package}",
+                source.display()
+            );
+            seen.push(package);
+        }
+    }
+    for (_, package) in PYTHON_PACKAGES {
+        assert!(seen.contains(package), "nothing imports {package} any more");
+    }
+    let run = std::fs::read_to_string(root.join(".ci/run")).expect("read .ci/run");
+    assert!(run.contains("-m venv") && run.contains("-r .ci/requirements.txt"));
+}

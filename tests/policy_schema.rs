@@ -87,6 +87,7 @@ fn fixture_policies() -> Vec<PathBuf> {
     let mut dirs = vec![fixtures().join("example")];
     dirs.extend(fixture_dirs("scenarios"));
     dirs.extend(fixture_dirs("errors"));
+    dirs.extend(fixture_dirs("lint"));
     dirs.into_iter().map(|d| d.join("canary.yaml")).collect()
 }
 
@@ -216,7 +217,7 @@ fn every_fixture_refused_for_its_structure_fails_the_schema() {
 fn broken_policies_fail_the_schema_where_they_are_broken() {
     let example = std::fs::read_to_string(fixtures().join("example/canary.yaml")).expect("example");
     // (name, text edit, the path the schema error must name)
-    let cases: [(&str, &str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str, &str); 8] = [
         ("misspelled field", "  waves:", "  wave:", "spec"),
         (
             "wrong apiVersion",
@@ -226,8 +227,8 @@ fn broken_policies_fail_the_schema_where_they_are_broken() {
         ),
         (
             "unquoted version",
-            "version: 1.14.1",
-            "version: 1.14",
+            "version: 1.28.0",
+            "version: 1.28",
             "spec/to/version",
         ),
         (
@@ -241,6 +242,18 @@ fn broken_policies_fail_the_schema_where_they_are_broken() {
             "spec:\n",
             "status: {}\nspec:\n",
             "",
+        ),
+        (
+            "a pin with both forms",
+            "      sha256: ",
+            "      platforms: {}\n      sha256: ",
+            "spec/istioctl/1.27.0",
+        ),
+        (
+            "a platform pin without its digest",
+            "  istioctl:\n",
+            "  istioctl:\n    \"1.0.0\": {platforms: {linux/amd64: {path: x}}}\n",
+            "spec/istioctl/1.0.0/platforms/linux/amd64",
         ),
         (
             "promote zero",

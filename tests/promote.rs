@@ -62,11 +62,11 @@ fn live_at_several_promote_points_of_the_example() {
                 "{promote}: {path} holds a null"
             );
         }
-        let old_objects = live.keys().filter(|p| p.contains("1-13-5")).count();
+        let old_objects = live.keys().filter(|p| p.contains("1-27-0")).count();
         if index == 7 {
             assert_eq!(
                 old_objects, 0,
-                "{promote}: live/ after the uninstall still holds revision 1-13-5"
+                "{promote}: live/ after the uninstall still holds revision 1-27-0"
             );
         } else {
             assert!(

@@ -181,25 +181,25 @@ fn an_inventory_over_its_limit_is_refused_before_it_is_read() {
     refused("inventory-over-limit", case.path(), &["compile"]);
 }
 
-/// Points the policy of `case` at `path` for istioctl 1.14.1.
-fn pin_114_at(case: &tempfile::TempDir, path: &str) {
+/// Points the policy of `case` at `path` for the new version's istioctl (1.28.0).
+fn pin_new_at(case: &tempfile::TempDir, path: &str) {
     let policy = case.path().join("canary.yaml");
     let text = std::fs::read_to_string(&policy).unwrap();
-    let ctl = fixtures().join("istioctl/istioctl-1.14.1");
+    let ctl = fixtures().join("istioctl/istioctl-1.28.0");
     std::fs::write(&policy, text.replace(ctl.to_str().unwrap(), path)).unwrap();
 }
 
 #[test]
 fn a_fifo_as_an_istioctl_pin_is_refused() {
     let case = policy_case();
-    pin_114_at(&case, "fifo.yaml");
+    pin_new_at(&case, "fifo.yaml");
     refused("istioctl-fifo", case.path(), &["compile"]);
 }
 
 #[test]
 fn an_istioctl_over_its_limit_is_refused_before_it_is_read() {
     let case = policy_case();
-    pin_114_at(&case, "huge");
+    pin_new_at(&case, "huge");
     over(istio_canary::yamlin::ISTIOCTL_LIMIT)(&case.path().join("huge"));
     refused("istioctl-over-limit", case.path(), &["compile"]);
 }

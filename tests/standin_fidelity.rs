@@ -12,13 +12,16 @@ use istio_canary::manifest::{parse_manifest, value_at, Object};
 
 use common::{fixtures, recordings};
 
-/// Recording directory -> the stand-in version that mirrors it.
+/// Recording directory -> the stand-in versions that mirror it (the example's 1.27.0 and
+/// 1.28.0 among them).
 const MIRRORS: &[(&str, &str)] = &[
     ("1.13.0", "1.13.5"),
     ("1.14.0", "1.14.1"),
     ("1.17.0", "1.17.2"),
     ("1.20.0", "1.20.0"),
     ("1.24.0", "1.24.0"),
+    ("1.24.0", "1.27.0"),
+    ("1.24.0", "1.28.0"),
     ("1.30.0", "1.30.0"),
 ];
 

@@ -166,15 +166,13 @@ pub fn kubernetes_path(hops: &[HopInput<'_>], k: Minor) -> Result<()> {
 pub fn kubernetes(hop: &HopInput<'_>, k: Minor) -> Result<()> {
     for side in [&hop.from, &hop.to] {
         let istio = Minor::new(side.version.major, side.version.minor);
-        if let Some((lowest, highest)) = k8s::istio_supports(istio) {
-            if k < lowest || k > highest {
-                return Err(Refusal::IstioUnsupported {
-                    istio,
-                    lowest,
-                    highest,
-                    kubernetes: k,
-                });
-            }
+        if let Some((lowest, highest)) = k8s::istio_support_gap(istio, k) {
+            return Err(Refusal::IstioUnsupported {
+                istio,
+                lowest,
+                highest,
+                kubernetes: k,
+            });
         }
     }
     let objects: Vec<Unserved> = hop

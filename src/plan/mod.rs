@@ -123,6 +123,9 @@ pub struct PlanSide {
     pub version: Version,
     pub revision: Revision,
     pub istioctl_sha256: String,
+    /// Every binary the policy pins for this version (`policy::Pin::recorded`), as plan.json
+    /// records them: the same whichever machine compiles.
+    pub istioctl_pins: BTreeMap<String, String>,
     pub operator_path: String,
     pub operator_sha256: String,
     pub istio_namespace: String,
@@ -589,6 +592,7 @@ fn plan_side(side: &crate::policy::Release) -> PlanSide {
         version: side.version.clone(),
         revision: side.revision.clone(),
         istioctl_sha256: side.istioctl.sha256.clone(),
+        istioctl_pins: side.istioctl.recorded.clone(),
         operator_path: side.operator.declared.clone(),
         operator_sha256: side.operator.sha256.clone(),
         istio_namespace: side.operator.istio_namespace.clone(),

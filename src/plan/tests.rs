@@ -58,6 +58,7 @@ fn side(version: &str, rev: &Revision) -> PlanSide {
         version: Version::parse(version).unwrap(),
         revision: rev.clone(),
         istioctl_sha256: "0".repeat(64),
+        istioctl_pins: BTreeMap::from([(version.to_string(), "0".repeat(64))]),
         operator_path: "iop.yaml".into(),
         operator_sha256: "1".repeat(64),
         istio_namespace: "istio-system".into(),
