@@ -9,6 +9,7 @@
 //! Istio's facts (`istio`) and evaluation (`mesh`). `pipeline::compile` runs the stages; `cli` is
 //! the command line; `check` reads a written output back and writes nothing.
 
+pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod cluster;
@@ -20,6 +21,7 @@ pub mod gitops;
 pub mod init;
 pub mod inventory;
 pub mod istio;
+pub mod jobs;
 pub mod k8s;
 pub mod layout;
 pub mod manifest;
@@ -37,7 +39,7 @@ pub mod yamlin;
 pub mod yamlout;
 pub mod yamlpath;
 
-pub use pipeline::{compile, CompileConfig, Compiled};
+pub use pipeline::{compile, compile_all, CompileConfig, Compiled};
 
 /// The tool's version, as it appears in generated files.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -47,7 +49,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// this order, and on a module missing from it.
 #[rustfmt::skip] // one compact list: rustfmt would put each long name on a line of its own
 pub const LAYERS: &[&str] = &[
-    "error", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "inventory", "selector",
-    "cluster", "istio", "mesh", "policy_schema", "policy", "init", "render", "diff", "plan",
-    "describe", "schema", "layout", "gitops", "emit", "write", "check", "pipeline", "cli",
+    "error", "jobs", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "inventory",
+    "selector", "cluster", "istio", "mesh", "policy_schema", "policy", "init", "cache", "render",
+    "diff", "plan", "describe", "schema", "layout", "gitops", "emit", "write", "check", "pipeline",
+    "cli",
 ];

@@ -1,20 +1,26 @@
-//! The compile, stage by stage: load the policy, verify and run both pinned istioctls, plan,
-//! describe, lay out and emit. The one place the stages are chained.
+//! The compile, stage by stage: load the policies, render what they need (from the render cache
+//! or with the pinned istioctls, in parallel), plan, describe, lay out and emit. The one place
+//! the stages are chained.
 //!
-//! Owns: `CompileConfig` (what a compile needs, checked), the order of the stages, and the
-//! stderr summary of a compiled plan. Must not: write anything (`cli` calls `write`, so
-//! `compile --check` reuses this as it is), print, or decide anything a stage decides.
+//! Owns: `CompileConfig` (what a compile needs, checked), the order of the stages, the render
+//! requests a policy makes (old side, then new side), a fleet (`compile_all`: several policies in
+//! one run, one `render_all` for all of them, names that must differ), and the stderr summary of
+//! a compiled plan. Must not: write anything (`cli` calls `write`, so `compile --check` reuses
+//! this as it is), print, or decide anything a stage decides.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
-
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::Cache;
 use crate::error::Result;
-use crate::render::{Istioctl, TagRequest};
-use crate::{check, describe, emit, error, layout, plan, policy, schema, VERSION};
+use crate::render::{
+    self, Progress, RenderCounts, RenderOptions, RenderRequest, Rendered, TagRequest,
+};
+use crate::{check, describe, emit, error, jobs, layout, plan, policy, schema, VERSION};
 
 /// Everything `compile` needs, checked; built once from the command line.
 #[derive(Debug, Clone)]
@@ -25,6 +31,25 @@ pub struct CompileConfig {
     pub istioctl_timeout: Duration,
     /// `--promote`: overrides the policy's `spec.promote`.
     pub promote: Option<String>,
+    /// The render cache's directory; `None` for no cache (`--no-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// At most this many istioctl calls (and plans of a fleet) at once.
+    pub jobs: NonZeroUsize,
+}
+
+impl CompileConfig {
+    /// `policy` into `out` with the defaults of the command line, and no cache.
+    pub fn new(policy: PathBuf, out: PathBuf) -> CompileConfig {
+        CompileConfig {
+            policy,
+            out,
+            force: false,
+            istioctl_timeout: Duration::from_secs(120),
+            promote: None,
+            cache_dir: None,
+            jobs: jobs::available(),
+        }
+    }
 }
 
 /// What a compile produced, before it is written.
@@ -36,6 +61,9 @@ pub struct Compiled {
     /// The files the compile read (policy, specs, istioctl binaries), which writing must not
     /// delete.
     pub inputs: Vec<std::path::PathBuf>,
+    /// What the run has to say besides the plan (the render cache could not be written, an
+    /// entry was corrupt), printed as `note:` lines.
+    pub notes: Vec<String>,
 }
 
 impl Compiled {
@@ -69,7 +97,7 @@ impl Compiled {
                 phase.dir
             );
         }
-        for n in &self.texts.notes {
+        for n in self.texts.notes.iter().chain(&self.notes) {
             let _ = writeln!(s, "note: {n}");
         }
         for w in &self.texts.warnings {
@@ -99,9 +127,112 @@ fn phase_counts(phase: &schema::PhaseDoc) -> String {
     }
 }
 
+/// What a policy needs rendered, in request order: the old side as installed (`istioctl install
+/// --revision R` also creates the default tag and validator when none exists, which `manifest
+/// generate` leaves out), then the new side with the default tag when the policy moves it.
+fn render_requests(policy: &policy::Policy) -> Vec<RenderRequest<'_>> {
+    vec![
+        RenderRequest {
+            release: &policy.from,
+            tags: TagRequest::default_tag(policy.from_default_tag),
+        },
+        RenderRequest {
+            release: &policy.to,
+            tags: TagRequest::default_tag(policy.default_tag),
+        },
+    ]
+}
+
 /// Loads the policy, renders both revisions, plans and emits. Writes nothing.
 pub fn compile(config: &CompileConfig) -> Result<Compiled> {
-    let mut policy = policy::load(&config.policy)?;
+    compile_with_progress(config, &|_| {})
+}
+
+/// `compile`, telling `progress` about each istioctl call.
+pub fn compile_with_progress(
+    config: &CompileConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Compiled> {
+    let batch = compile_all(
+        std::slice::from_ref(&config.policy),
+        config,
+        progress,
+        Ok,
+    )?;
+    let mut compiled =
+        batch.results.into_iter().next().ok_or_else(|| {
+            error::Error::new("internal error: a compile of one policy gave none")
+        })?;
+    compiled.notes = batch.notes;
+    Ok(compiled)
+}
+
+/// What `compile_all` produced: `each`'s result per policy, in the policies' order, how many
+/// renders came from the cache, and what the run has to say about the cache.
+#[derive(Debug)]
+pub struct Batch<T> {
+    pub results: Vec<T>,
+    pub counts: RenderCounts,
+    pub notes: Vec<String>,
+}
+
+/// Compiles every policy (`config.policy` is not read; `config.promote` applies to each): loads
+/// them all, renders what they need in one `render::render_all` (so a render several policies
+/// share runs once), then plans, describes, lays out and emits each on at most `config.jobs`
+/// threads and hands each `Compiled` to `each` (which may write it, compare it, or keep what it
+/// needs and drop the rest). The error is the first policy's, in order. Writes nothing itself.
+pub fn compile_all<T: Send>(
+    policies: &[PathBuf],
+    config: &CompileConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+    each: impl Fn(Compiled) -> Result<T> + Sync,
+) -> Result<Batch<T>> {
+    let fleet = policies.len() > 1;
+    let in_fleet = |path: &Path, e: error::Error| {
+        if fleet {
+            e.within(format!("policy {}", path.display()))
+        } else {
+            e
+        }
+    };
+    let mut loaded = Vec::with_capacity(policies.len());
+    for path in policies {
+        let policy = load(path, config).map_err(|e| in_fleet(path, e))?;
+        loaded.push(policy);
+    }
+    if fleet {
+        refuse_shared_names(&loaded)?;
+    }
+    let requests: Vec<RenderRequest> = loaded.iter().flat_map(render_requests).collect();
+    let cache = match &config.cache_dir {
+        Some(dir) => Cache::at(dir.clone()),
+        None => Cache::none(),
+    };
+    let options = RenderOptions {
+        timeout: config.istioctl_timeout,
+        jobs: config.jobs,
+        cache: &cache,
+        progress,
+    };
+    let (renders, counts) = render::render_all(&requests, &options)?;
+    let per_policy: Vec<&[Arc<Rendered>]> = renders.chunks(2).collect();
+    let results = jobs::map(&loaded, config.jobs, |i, policy| {
+        let sides = per_policy
+            .get(i)
+            .ok_or_else(|| error::Error::new("internal error: a policy without its renders"))?;
+        let compiled = finish(policy, sides).map_err(|e| in_fleet(&policy.path, e))?;
+        each(compiled)
+    });
+    Ok(Batch {
+        results: results.into_iter().collect::<Result<_>>()?,
+        counts,
+        notes: cache.notes(),
+    })
+}
+
+/// Reads one policy, with `--promote` applied.
+fn load(path: &Path, config: &CompileConfig) -> Result<policy::Policy> {
+    let mut policy = policy::load(path)?;
     if let Some(text) = &config.promote {
         policy.promote = Some(policy::Promote {
             phase: policy::parse_phase_text(text).map_err(|m| {
@@ -112,6 +243,33 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
             location: None,
         });
     }
+    Ok(policy)
+}
+
+/// In a fleet each policy writes `OUT/<metadata.name>/`, so two policies may not share a name.
+fn refuse_shared_names(policies: &[policy::Policy]) -> Result<()> {
+    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+    for p in policies {
+        if let Some(first) = seen.insert(&p.name, &p.path) {
+            return Err(error::Error::new(format!(
+                "policies {} and {} are both named `{}`: in a fleet each policy writes OUT/<metadata.name>/",
+                first.display(),
+                p.path.display(),
+                p.name
+            ))
+            .with_help("give each policy of the fleet its own metadata.name"));
+        }
+    }
+    Ok(())
+}
+
+/// Plans, describes, lays out and emits one policy from its renders (old, new).
+fn finish(policy: &policy::Policy, sides: &[Arc<Rendered>]) -> Result<Compiled> {
+    let [old, new] = sides else {
+        return Err(error::Error::new(
+            "internal error: a policy needs two renders",
+        ));
+    };
     let mut inputs = vec![
         policy.path.clone(),
         policy.from.operator.path.clone(),
@@ -122,25 +280,7 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
     if let Some(inventory) = &policy.inventory {
         inputs.push(inventory.path.clone());
     }
-    let old_ctl = Istioctl::verify(
-        &policy.from.version,
-        &policy.from.istioctl,
-        config.istioctl_timeout,
-    )?;
-    let new_ctl = Istioctl::verify(
-        &policy.to.version,
-        &policy.to.istioctl,
-        config.istioctl_timeout,
-    )?;
-    // The old side as installed: `istioctl install --revision R` also creates the default tag
-    // and validator when none exists, which `manifest generate` leaves out.
-    let old = old_ctl.manifest_generate(
-        &policy.from,
-        &TagRequest::default_tag(policy.from_default_tag),
-    )?;
-    let tags = TagRequest::default_tag(policy.default_tag);
-    let new = new_ctl.manifest_generate(&policy.to, &tags)?;
-    let plan = plan::plan(&policy, &old, &new)?;
+    let plan = plan::plan(policy, old, new)?;
     let texts = describe::describe(&plan);
     let bundle = layout::layout(&plan)?;
     let files = emit::emit(
@@ -157,5 +297,6 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
         texts,
         files,
         inputs,
+        notes: Vec::new(),
     })
 }
