@@ -153,12 +153,7 @@ pub fn compile_with_progress(
     config: &CompileConfig,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Compiled> {
-    let batch = compile_all(
-        std::slice::from_ref(&config.policy),
-        config,
-        progress,
-        Ok,
-    )?;
+    let batch = compile_all(std::slice::from_ref(&config.policy), config, progress, Ok)?;
     let mut compiled =
         batch.results.into_iter().next().ok_or_else(|| {
             error::Error::new("internal error: a compile of one policy gave none")

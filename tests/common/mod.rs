@@ -129,9 +129,8 @@ pub fn run_bounded(cwd: &Path, args: &[&str], time: std::time::Duration, memory_
     }
 }
 
-/// Compiles `dir`'s `canary.yaml` into `out` with the binary, plus `extra` arguments; asserts
-/// exit 0 and returns the output tree.
-pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+/// Runs `compile` of `dir`'s `canary.yaml` into `out`, plus `extra` arguments.
+pub fn compile_run(dir: &Path, out: &Path, extra: &[&str]) -> Run {
     let mut args = vec![
         "compile",
         "--policy",
@@ -140,7 +139,13 @@ pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, 
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let r = run(dir, &args);
+    run(dir, &args)
+}
+
+/// Compiles `dir`'s `canary.yaml` into `out` with the binary, plus `extra` arguments; asserts
+/// exit 0 and returns the output tree.
+pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+    let r = compile_run(dir, out, extra);
     assert_eq!(r.code, 0, "{}: {}", dir.display(), r.stderr);
     read_tree(out)
 }
