@@ -50,6 +50,10 @@ enum Command {
         /// OUT/<metadata.name>/.
         #[arg(long, value_name = "DIR", conflicts_with = "policy")]
         policies: Option<PathBuf>,
+        /// With --policies: compile only shard I of N (0-based) of the fleet, the policies whose
+        /// place in the sorted list is I modulo N, for a CI matrix or fan-out.
+        #[arg(long, value_name = "I/N", requires = "policies", value_parser = parse_shard)]
+        shard: Option<Shard>,
         /// Where to write the bundles; replaced whole on every run (a fleet: one directory per
         /// policy in it).
         #[arg(long, value_name = "DIR", default_value = "bundles")]
@@ -215,13 +219,23 @@ pub fn main() -> i32 {
         Command::Compile {
             policy,
             policies,
+            shard,
             out,
             force,
             check,
             quiet,
             render,
             promote,
-        } => compile_command(policy, policies, out, render, quiet, check, force, promote),
+        } => compile_command(
+            policy,
+            policies.map(|dir| (dir, shard)),
+            out,
+            render,
+            quiet,
+            check,
+            force,
+            promote,
+        ),
         Command::Verify { dir } => run_verify(&dir),
         Command::Show { phase, out } => run_show(&phase, &out),
         Command::Plan {
@@ -309,7 +323,7 @@ fn print_stdout(text: &str) -> Result<()> {
 #[allow(clippy::too_many_arguments)] // one per flag of `compile`, unpacked from clap's struct
 fn compile_command(
     policy: Vec<PathBuf>,
-    policies: Option<PathBuf>,
+    policies: Option<(PathBuf, Option<Shard>)>,
     out: PathBuf,
     render: RenderArgs,
     quiet: bool,
@@ -318,7 +332,7 @@ fn compile_command(
     promote: Option<String>,
 ) -> Result<Outcome> {
     let fleet = match (policies, policy.as_slice()) {
-        (Some(dir), _) => Some(fleet_policies(&dir)?),
+        (Some((dir, shard)), _) => Some(in_shard(fleet_policies(&dir)?, shard)),
         (None, [_, _, ..]) => Some(policy.clone()),
         (None, _) => None,
     };
@@ -334,6 +348,37 @@ fn compile_command(
         (None, true) => run_check(&config, &progress),
         (Some(list), false) => run_fleet(&list, &config, &progress, quiet),
         (Some(list), true) => run_fleet_check(&list, &config, &progress),
+    }
+}
+
+/// `--shard I/N`: the I-th of N disjoint parts of a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((index, count)) if index < count => Ok(Shard { index, count }),
+        Some(_) => Err("I must be less than N (shards are numbered from 0)".to_string()),
+        None => Err("expected I/N, such as 0/4".to_string()),
+    }
+}
+
+/// The policies of `shard`: every N-th of the sorted list, starting at the I-th.
+fn in_shard(policies: Vec<PathBuf>, shard: Option<Shard>) -> Vec<PathBuf> {
+    match shard {
+        None => policies,
+        Some(Shard { index, count }) => policies
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % count == index)
+            .map(|(_, p)| p)
+            .collect(),
     }
 }
 
@@ -409,7 +454,7 @@ fn run_fleet(
     progress: &(dyn Fn(&Progress) + Sync),
     quiet: bool,
 ) -> Result<Outcome> {
-    let batch = compile_all(policies, config, progress, |c| {
+    let batch = compile_all(policies, true, config, progress, |c| {
         let out = config.out.join(&c.plan.name);
         let summary = c.summary(&out)?;
         Ok((out, summary, c.files, c.inputs))
@@ -445,7 +490,7 @@ fn run_fleet_check(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome> {
     let regenerate = regenerate_command();
-    let batch = compile_all(policies, config, progress, |c| {
+    let batch = compile_all(policies, true, config, progress, |c| {
         let out = config.out.join(&c.plan.name);
         check::check_out_dir(&out)?;
         let report = check::check(&c.files, &check::read_tree(&out)?);

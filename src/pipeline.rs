@@ -153,7 +153,13 @@ pub fn compile_with_progress(
     config: &CompileConfig,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Compiled> {
-    let batch = compile_all(std::slice::from_ref(&config.policy), config, progress, Ok)?;
+    let batch = compile_all(
+        std::slice::from_ref(&config.policy),
+        false,
+        config,
+        progress,
+        Ok,
+    )?;
     let mut compiled =
         batch.results.into_iter().next().ok_or_else(|| {
             error::Error::new("internal error: a compile of one policy gave none")
@@ -171,18 +177,19 @@ pub struct Batch<T> {
     pub notes: Vec<String>,
 }
 
-/// Compiles every policy (`config.policy` is not read; `config.promote` applies to each): loads
-/// them all, renders what they need in one `render::render_all` (so a render several policies
+/// Compiles every policy (`config.policy` is not read; `config.promote` applies to each). In a
+/// `fleet` (each policy writing `OUT/<metadata.name>/`) the policies must have different names
+/// and an error names its policy. Loads them all, renders what they need in one `render::render_all` (so a render several policies
 /// share runs once), then plans, describes, lays out and emits each on at most `config.jobs`
 /// threads and hands each `Compiled` to `each` (which may write it, compare it, or keep what it
 /// needs and drop the rest). The error is the first policy's, in order. Writes nothing itself.
 pub fn compile_all<T: Send>(
     policies: &[PathBuf],
+    fleet: bool,
     config: &CompileConfig,
     progress: &(dyn Fn(&Progress) + Sync),
     each: impl Fn(Compiled) -> Result<T> + Sync,
 ) -> Result<Batch<T>> {
-    let fleet = policies.len() > 1;
     let in_fleet = |path: &Path, e: error::Error| {
         if fleet {
             e.within(format!("policy {}", path.display()))

@@ -363,6 +363,49 @@ fn a_fleet_writes_one_directory_per_policy_and_renders_shared_sides_once() {
         check.stdout
     );
     assert_eq!(check.stdout.matches("is out of date").count(), 1);
+    // Three shards write the fleet's directories between them, each exactly once.
+    let sharded = tmp.path().join("sharded");
+    let mut written = Vec::new();
+    for shard in ["0/3", "1/3", "2/3"] {
+        let mut args = vec!["compile", "--policies", scenarios.to_str().unwrap()];
+        args.extend(["--shard", shard, "--out", sharded.to_str().unwrap()]);
+        args.extend(["--cache-dir", cache.to_str().unwrap(), "--quiet"]);
+        let r = run(tmp.path(), &args);
+        assert_eq!(r.code, 0, "{shard}: {}", r.stderr);
+        let names: Vec<String> = std::fs::read_dir(&sharded)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !written.contains(n))
+            .collect();
+        assert!(!names.is_empty(), "{shard} wrote nothing");
+        written.extend(names);
+    }
+    written.sort();
+    let mut all: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(written, all);
+    for (shard, why) in [
+        ("3/3", "I must be less than N (shards are numbered from 0)"),
+        ("1", "expected I/N, such as 0/4"),
+    ] {
+        let args = ["compile", "--policies", "x", "--shard", shard];
+        let r = run(tmp.path(), &args);
+        assert_eq!(r.code, 2);
+        let want = format!("error: invalid value '{shard}' for '--shard <I/N>': {why}\n");
+        assert!(r.stderr.starts_with(&want), "{}", r.stderr);
+    }
+    let r = run(tmp.path(), &["compile", "--shard", "0/2"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.starts_with(
+            "error: the following required arguments were not provided:\n  --policies <DIR>"
+        ),
+        "{}",
+        r.stderr
+    );
 }
 
 fn a_fleet_refuses_two_policies_of_one_name_and_reports_the_first_error() {
