@@ -363,6 +363,21 @@ fn a_fleet_writes_one_directory_per_policy_and_renders_shared_sides_once() {
         check.stdout
     );
     assert_eq!(check.stdout.matches("is out of date").count(), 1);
+    // Two policies named with --policy: each directory as compiling it alone writes it.
+    let pair = tmp.path().join("pair");
+    let mut args = vec!["compile", "--out", pair.to_str().unwrap()];
+    let chosen = ["keep-old", "no-default-tag"].map(|n| scenarios.join(n).join("canary.yaml"));
+    for policy in &chosen {
+        args.extend(["--policy", policy.to_str().unwrap()]);
+    }
+    args.extend(["--cache-dir", cache.to_str().unwrap()]);
+    let r = run(tmp.path(), &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for name in ["keep-old", "no-default-tag"] {
+        let alone = tmp.path().join("alone").join(name);
+        assert_eq!(read_tree(&pair.join(name)), read_tree(&alone), "{name}");
+    }
+    assert_eq!(std::fs::read_dir(&pair).unwrap().count(), 2);
     // Three shards write the fleet's directories between them, each exactly once.
     let sharded = tmp.path().join("sharded");
     let mut written = Vec::new();
