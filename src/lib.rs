@@ -3,9 +3,10 @@
 //!
 //! The pipeline, one module per stage, none reaching backwards (`tests/layers.rs` holds every
 //! module to its place in `LAYERS` below): `policy` (load and validate) -> `render` (istioctl,
-//! the only process I/O, behind the render `cache` and run in parallel by `jobs`) -> `plan` (pure) -> `describe` (the plan in words) -> `layout` (the
-//! plan as files) -> `emit` (pure: to path -> text) -> `write` (atomic). Below the pipeline sit
-//! the Kubernetes model (`manifest`, `selector`, `cluster`, `k8s`, `names`), free of Istio, and
+//! the only process I/O, behind the render `cache` and run in parallel by `jobs`) -> `plan`
+//! (pure) -> `describe` (the plan in words) -> `layout` (the plan as files) -> `emit` (pure: to
+//! path -> text) -> `write` (atomic). Below the pipeline sit the Kubernetes model (`manifest`,
+//! `selector`, `cluster`, `k8s`, `names`), free of Istio, and
 //! Istio's facts (`istio`) and evaluation (`mesh`). `pipeline::compile` runs the stages; `cli` is
 //! the command line; `check` reads a written output back and writes nothing.
 
