@@ -459,14 +459,16 @@ fn run_fleet(
         let summary = c.summary(&out)?;
         Ok((out, summary, c.files, c.inputs))
     })?;
+    // Every policy's output is checked against every input of the fleet.
     let inputs: Vec<PathBuf> = batch
         .results
         .iter()
         .flat_map(|(_, _, _, inputs)| inputs.iter().cloned())
         .collect();
+    let inputs = crate::write::Inputs::of(&inputs)?;
     let mut stderr = String::new();
     for (out, summary, files, _) in &batch.results {
-        crate::write::write_atomic(out, files, config.force, &inputs)?;
+        crate::write::write_atomic_with(out, files, config.force, &inputs)?;
         stderr.push_str(&quieted(summary.clone(), quiet));
     }
     let footer = format!(

@@ -14,6 +14,7 @@
 //! what goes in which phase, print (progress goes to a callback), or write anywhere but its own
 //! temp dirs and, through `cache`, the cache directory.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::num::NonZeroUsize;
 use std::os::unix::process::CommandExt;
@@ -504,16 +505,14 @@ pub fn render_all(
     options: &RenderOptions,
 ) -> Result<(Vec<Arc<Rendered>>, RenderCounts)> {
     let mut jobs: Vec<Job> = Vec::new();
+    let mut job_of_key: HashMap<cache::Key, usize> = HashMap::new();
     let mut job_of_request = Vec::with_capacity(requests.len());
     for request in requests {
         let job = Job::new(request.release, &request.tags)?;
-        let at = match jobs.iter().position(|j| j.key == job.key) {
-            Some(at) => at,
-            None => {
-                jobs.push(job);
-                jobs.len() - 1
-            }
-        };
+        let at = *job_of_key.entry(job.key.clone()).or_insert_with(|| {
+            jobs.push(job);
+            jobs.len() - 1
+        });
         job_of_request.push(at);
     }
     let cached: Vec<Option<Vec<u8>>> = jobs
@@ -523,10 +522,15 @@ pub fn render_all(
             cache::Lookup::Miss | cache::Lookup::Corrupt => None,
         })
         .collect();
+    // The distinct pins of the renders to make, in request order, each with its first job.
     let mut pins: Vec<PinId> = Vec::new();
-    for (job, hit) in jobs.iter().zip(&cached) {
-        if hit.is_none() && !pins.contains(&pin_id(job)) {
+    let mut pin_at: HashMap<PinId, usize> = HashMap::new();
+    let mut first_job_of_pin = Vec::new();
+    for (i, (job, hit)) in jobs.iter().zip(&cached).enumerate() {
+        if hit.is_none() && !pin_at.contains_key(&pin_id(job)) {
+            pin_at.insert(pin_id(job), pins.len());
             pins.push(pin_id(job));
+            first_job_of_pin.push(i);
         }
     }
     let misses = cached.iter().filter(|c| c.is_none()).count();
@@ -535,15 +539,10 @@ pub fn render_all(
         total: pins.len() + misses,
         progress: options.progress,
     };
-    let pin_of = |id: &PinId| {
-        jobs.iter()
-            .find(|j| &pin_id(j) == id)
-            .map(|j| j.pin.clone())
-    };
-    let verified = jobs::map(&pins, options.jobs, |_, id| {
-        let pin = pin_of(id).ok_or_else(|| Error::new("internal error: a pin without a render"))?;
+    let verified = jobs::map(&pins, options.jobs, |p, id| {
+        let pin = &jobs[first_job_of_pin[p]].pin;
         counter.run(format!("checking istioctl {}", id.0), || {
-            Istioctl::verify(&id.0, &pin, options.timeout)
+            Istioctl::verify(&id.0, pin, options.timeout)
         })
     });
     check_interrupted()?;
@@ -557,8 +556,7 @@ pub fn render_all(
         let result = match &cached[i] {
             Some(bytes) => job.parse(bytes, options.cache.dir()),
             None => {
-                let at = pins.iter().position(|p| p == &pin_id(job));
-                let istioctl = at.and_then(|at| verified.get(at));
+                let istioctl = pin_at.get(&pin_id(job)).and_then(|&at| verified.get(at));
                 match istioctl {
                     None => Err(Error::new("internal error: a render without its istioctl")),
                     Some(istioctl) => counter

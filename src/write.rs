@@ -68,6 +68,37 @@ pub fn write_atomic(
     for rel in files.keys() {
         check_relative(rel)?;
     }
+    write_atomic_with(out, files, force, &Inputs::of(inputs)?)
+}
+
+/// The inputs of a compile, each with every path its resolution passes through (`entries_of`),
+/// resolved once for all the outputs of a fleet.
+#[derive(Debug)]
+pub struct Inputs(Vec<(PathBuf, Vec<PathBuf>)>);
+
+impl Inputs {
+    pub fn of(inputs: &[PathBuf]) -> Result<Inputs> {
+        // In the given order (the first input found inside `out` is the one named), each once.
+        let mut seen = std::collections::BTreeSet::new();
+        let resolved = inputs
+            .iter()
+            .filter(|input| seen.insert(*input))
+            .map(|input| Ok((input.clone(), entries_of(input)?)))
+            .collect::<Result<_>>()?;
+        Ok(Inputs(resolved))
+    }
+}
+
+/// `write_atomic` with the inputs resolved beforehand (`Inputs::of`).
+pub fn write_atomic_with(
+    out: &Path,
+    files: &BTreeMap<String, String>,
+    force: bool,
+    inputs: &Inputs,
+) -> Result<()> {
+    for rel in files.keys() {
+        check_relative(rel)?;
+    }
     let target = resolve_out(out)?;
     if let Some(real) = &target.existing {
         refuse_inputs_inside(out, real, inputs)?;
@@ -257,9 +288,8 @@ fn resolve_out(out: &Path) -> Result<Target> {
 
 /// Refuses an `out` (canonical: `real`) that is, or is an ancestor of, an input: replacing it
 /// would delete the input. Each input is checked at every path `entries_of` lists.
-fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &[PathBuf]) -> Result<()> {
-    for input in inputs {
-        let entries = entries_of(input)?;
+fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &Inputs) -> Result<()> {
+    for (input, entries) in &inputs.0 {
         if let Some(hit) = entries.iter().find(|p| p.starts_with(real)) {
             let relation = if hit == real { "is" } else { "holds" };
             return Err(Error::new(format!(
