@@ -205,7 +205,8 @@ pub fn compile_all<T: Send>(
     if fleet {
         refuse_shared_names(&loaded)?;
     }
-    let requests: Vec<RenderRequest> = loaded.iter().flat_map(render_requests).collect();
+    let per_policy_requests: Vec<Vec<RenderRequest>> = loaded.iter().map(render_requests).collect();
+    let requests: Vec<RenderRequest> = per_policy_requests.concat();
     let cache = match &config.cache_dir {
         Some(dir) => Cache::at(dir.clone()),
         None => Cache::none(),
@@ -217,7 +218,14 @@ pub fn compile_all<T: Send>(
         progress,
     };
     let (renders, counts) = render::render_all(&requests, &options)?;
-    let per_policy: Vec<&[Arc<Rendered>]> = renders.chunks(2).collect();
+    // Each policy's renders, in the order of its requests (as many as it made).
+    let mut rest = renders.as_slice();
+    let mut per_policy: Vec<&[Arc<Rendered>]> = Vec::with_capacity(loaded.len());
+    for made in &per_policy_requests {
+        let (mine, others) = rest.split_at(made.len().min(rest.len()));
+        per_policy.push(mine);
+        rest = others;
+    }
     let results = jobs::map(&loaded, config.jobs, |i, policy| {
         let sides = per_policy
             .get(i)

@@ -463,7 +463,13 @@ fn a_fleet_refuses_two_policies_of_one_name_and_reports_the_first_error() {
             r.stderr
         );
     }
-    // A directory with no policy in it.
+    // A directory that is not there, and one with no policy in it.
+    let r = fleet(&["--policies", "no-such-dir"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "error: cannot read --policies no-such-dir: No such file or directory\n"
+    );
     let r = fleet(&["--policies", "."]);
     assert_eq!(r.code, 2);
     assert_eq!(
