@@ -679,6 +679,9 @@ pub fn refusal(r: &Refusal) -> Error {
     match r {
         Refusal::NoHop => Error::new("the upgrade has no hop: nothing moves from one revision to another")
             .with_help("set spec.to.version to a version after spec.from.version"),
+        Refusal::RendersMismatch { releases, renders } => Error::new(format!(
+            "internal error: {renders} renders for the {releases} control planes of the path"
+        )),
         Refusal::EmptyRender {
             version,
             revision,
@@ -757,6 +760,29 @@ pub fn refusal(r: &Refusal) -> Error {
             "Istio {istio} supports Kubernetes {lowest} to {highest}, not {kubernetes} (spec.kubernetesVersion)"
         ))
         .with_help("Istio's support table (istio.io, docs/releases/supported-releases): upgrade Kubernetes or Istio in hops that both revisions support"),
+        Refusal::KubernetesBetweenHops {
+            kubernetes,
+            istio,
+            lowest,
+            highest,
+            hop,
+            from,
+            to,
+            window,
+        } => {
+            let before = hop - 1;
+            let when = match window {
+                Some((lo, hi)) if lo == hi => format!("upgrade the cluster to Kubernetes {lo}"),
+                Some((lo, hi)) => format!("upgrade the cluster to a Kubernetes version from {lo} to {hi}"),
+                None => "no Kubernetes version is supported by both, so no cluster upgrade lets this hop run; choose other versions in spec.path".to_string(),
+            };
+            Error::new(format!(
+                "Istio {istio} supports Kubernetes {lowest} to {highest}, not {kubernetes} (spec.kubernetesVersion): hop {hop} ({from} -> {to}) cannot run on this cluster"
+            ))
+            .with_help(format!(
+                "{when} after hop {before} ends on {from} and before hop {hop} starts: compile the path in two policies, up to {from} with kubernetesVersion \"{kubernetes}\", then from {from} with the upgraded cluster's version"
+            ))
+        }
         Refusal::ApiNotServed {
             kubernetes,
             version,

@@ -231,7 +231,7 @@ pub fn emit(
         let delete_header = render(
             &env,
             TEMPLATE_DELETE_HEADER,
-            context! { ..base.clone(), ..context! { old_revision => plan.from().revision.label(), dir => dir.path } },
+            context! { ..base.clone(), ..context! { old_revision => plan.hop_of(phase).from.revision.label(), dir => dir.path } },
         )?;
         write_dir(&mut files, dir, &header, &delete_header)?;
         write_kustomization(&mut files, &env, dir, TEMPLATE_KUSTOMIZATION, base.clone())?;
@@ -294,6 +294,7 @@ pub fn emit(
                 index: i + 1,
                 from: side(&h.from.version, &h.from.revision),
                 to: side(&h.to.version, &h.to.revision),
+                control_plane_diff: (plan.hops.len() > 1).then(|| h.diff.clone()),
             })
             .collect(),
         inputs: InputsDoc {
@@ -329,18 +330,31 @@ pub fn emit(
     };
 
     let delta_md: Vec<Vec<String>> = doc.phases.iter().map(|p| delta_lines(&p.delta)).collect();
-    let diff_md = context! {
-        old_istiod => plan.from().revision.istiod(),
-        new_istiod => plan.to().revision.istiod(),
-        only_old => id_lines(&plan.hops[0].diff.only_old),
-        only_new => id_lines(&plan.hops[0].diff.only_new),
-        rows => diff_rows(&plan.hops[0].diff),
-    };
+    // What each hop changes beyond the revision (API versions, images, defaults of the mesh
+    // config, CRD versions), one section per hop.
+    let diffs_md: Vec<minijinja::Value> = plan
+        .hops
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            context! {
+                index => i + 1,
+                from_version => h.from.version.to_string(),
+                to_version => h.to.version.to_string(),
+                old_istiod => h.from.revision.istiod(),
+                new_istiod => h.to.revision.istiod(),
+                diff => minijinja::Value::from_serialize(&h.diff),
+                only_old => id_lines(&h.diff.only_old),
+                only_new => id_lines(&h.diff.only_new),
+                rows => diff_rows(&h.diff),
+            }
+        })
+        .collect();
     let gitops = emit_gitops(plan, bundle, &ctx.gitops, &env, &base, &header, &mut files)?;
     let md = render(
         &env,
         TEMPLATE_PLAN_MD,
-        context! { ..base.clone(), ..context! { delta_md, diff_md, gitops }, ..minijinja::Value::from_serialize(&doc) },
+        context! { ..base.clone(), ..context! { delta_md, diffs_md, gitops }, ..minijinja::Value::from_serialize(&doc) },
     )?;
     files.insert("PLAN.md".to_string(), md);
     files.insert(

@@ -77,8 +77,12 @@ impl Compiled {
             .get(schema::PLAN_JSON)
             .ok_or_else(|| error::Error::new("internal error: compile produced no plan.json"))?;
         let doc = check::parse_plan(Path::new(schema::PLAN_JSON), json)?;
+        let hops = match p.hops.len() {
+            1 => String::new(),
+            n => format!(" in {n} hops"),
+        };
         let mut s = format!(
-            "istio-canary: {} {} ({}) -> {} ({}): {} phases in {}/\n",
+            "istio-canary: {} {} ({}) -> {} ({}){hops}: {} phases in {}/\n",
             p.name,
             p.from().version,
             p.from().revision,
@@ -87,8 +91,15 @@ impl Compiled {
             doc.phases.len(),
             out.display()
         );
+        let width = doc
+            .phases
+            .iter()
+            .map(|p| p.dir.len() + 1)
+            .max()
+            .unwrap_or(0)
+            .max(28);
         for phase in &doc.phases {
-            let _ = writeln!(s, "  {:<28} {}", phase.dir, phase_counts(phase));
+            let _ = writeln!(s, "  {:<width$} {}", phase.dir, phase_counts(phase));
         }
         if let Some(phase) = p.promote.and_then(|n| p.phases.get(n - 1)) {
             let _ = writeln!(
@@ -127,23 +138,28 @@ fn phase_counts(phase: &schema::PhaseDoc) -> String {
     }
 }
 
-/// What a policy needs rendered, in request order: the old side as installed (`istioctl install
-/// --revision R` also creates the default tag and validator when none exists, which `manifest
-/// generate` leaves out), then the new side with the default tag when the policy moves it.
+/// What a policy needs rendered, in request order: each control plane of its path once, as it
+/// is installed: the first as running (`istioctl install --revision R` also creates the default
+/// tag and validator when none exists, which `manifest generate` leaves out), every later one
+/// with the default tag when the policy moves it. A hop's old side is the previous hop's new
+/// render.
 fn render_requests(policy: &policy::Policy) -> Vec<RenderRequest<'_>> {
-    vec![
-        RenderRequest {
-            release: &policy.from,
-            tags: TagRequest::default_tag(policy.from_default_tag),
-        },
-        RenderRequest {
-            release: &policy.to,
-            tags: TagRequest::default_tag(policy.default_tag),
-        },
-    ]
+    policy
+        .releases()
+        .into_iter()
+        .enumerate()
+        .map(|(i, release)| RenderRequest {
+            release,
+            tags: TagRequest::default_tag(if i == 0 {
+                policy.from_default_tag
+            } else {
+                policy.default_tag
+            }),
+        })
+        .collect()
 }
 
-/// Loads the policy, renders both revisions, plans and emits. Writes nothing.
+/// Loads the policy, renders every release of its path, plans and emits. Writes nothing.
 pub fn compile(config: &CompileConfig) -> Result<Compiled> {
     compile_with_progress(config, &|_| {})
 }
@@ -273,24 +289,20 @@ fn refuse_shared_names(policies: &[policy::Policy]) -> Result<()> {
     Ok(())
 }
 
-/// Plans, describes, lays out and emits one policy from its renders (old, new).
-fn finish(policy: &policy::Policy, sides: &[Arc<Rendered>]) -> Result<Compiled> {
-    let [old, new] = sides else {
-        return Err(error::Error::new(
-            "internal error: a policy needs two renders",
-        ));
-    };
-    let mut inputs = vec![
-        policy.path.clone(),
-        policy.from.operator.path.clone(),
-        policy.to.operator.path.clone(),
-        policy.from.istioctl.path.clone(),
-        policy.to.istioctl.path.clone(),
-    ];
+/// Plans, describes, lays out and emits one policy from its renders, one per release of its
+/// path (hop i goes from render i to render i + 1).
+fn finish(policy: &policy::Policy, renders: &[Arc<Rendered>]) -> Result<Compiled> {
+    let releases = policy.releases();
+    let mut inputs = vec![policy.path.clone()];
+    for r in &releases {
+        inputs.push(r.operator.path.clone());
+        inputs.push(r.istioctl.path.clone());
+    }
     if let Some(inventory) = &policy.inventory {
         inputs.push(inventory.path.clone());
     }
-    let plan = plan::plan(policy, old, new)?;
+    let rendered: Vec<&Rendered> = renders.iter().map(|r| &**r).collect();
+    let plan = plan::plan(policy, &rendered)?;
     let texts = describe::describe(&plan);
     let bundle = layout::layout(&plan)?;
     let files = emit::emit(

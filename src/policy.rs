@@ -72,6 +72,11 @@ struct Spec {
     revision_naming: RevisionNaming,
     #[serde(default = "default_max_minor_skip")]
     max_minor_skip: u64,
+    /// The versions between `from` and `to`, in order: each a version or `{version, revision}`;
+    /// without it, a jump of more than `maxMinorSkip` minors goes through the pinned versions.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::policy_schema::path")]
+    path: Vec<Value>,
     #[serde(default)]
     istioctl: BTreeMap<String, PinSpec>,
     waves: Vec<WaveSpec>,
@@ -341,6 +346,9 @@ pub struct Policy {
     pub sha256: String,
     pub name: String,
     pub from: Release,
+    /// The versions the upgrade passes through between `from` and `to`, in order (empty for one
+    /// hop): `spec.path`, or the newest pinned patch of each minor the skew rule needs.
+    pub via: Vec<Release>,
     pub to: Release,
     pub revision_naming: RevisionNaming,
     pub max_minor_skip: u64,
@@ -363,6 +371,17 @@ pub struct Policy {
     pub gitops: GitOps,
     /// `spec.inventory`: the cluster as it is (without it, state 0 is assumed).
     pub inventory: Option<InventoryFile>,
+}
+
+impl Policy {
+    /// Every control plane of the upgrade in order: `from`, the versions passed through, `to`.
+    /// Hop `i` goes from `releases()[i]` to `releases()[i + 1]`.
+    pub fn releases(&self) -> Vec<&Release> {
+        std::iter::once(&self.from)
+            .chain(&self.via)
+            .chain(std::iter::once(&self.to))
+            .collect()
+    }
 }
 
 /// A phase named by `spec.promote` or `--promote`: resolved against the plan's phases by `plan`.
@@ -432,6 +451,203 @@ pub fn parse_phase_text(text: &str) -> std::result::Result<PhaseRef, String> {
         )
     })?;
     Ok(PhaseRef::Name(text.to_string()))
+}
+
+/// A version the upgrade passes through: a `spec.path` entry, or chosen from the pins.
+#[derive(Debug)]
+struct Stop {
+    version: Version,
+    /// The revision the path entry names (else derived from the version).
+    revision: Option<String>,
+}
+
+/// Reads a `spec.path` entry: a version (`"1.14.6"`) or `{version: "1.14.6", revision: r}`.
+fn parse_stop(entry: &Value) -> std::result::Result<Stop, String> {
+    let Value::Mapping(m) = entry else {
+        return Ok(Stop {
+            version: parse_version(entry)?,
+            revision: None,
+        });
+    };
+    let (mut version, mut revision) = (None, None);
+    for (k, v) in m {
+        match k.as_str() {
+            Some("version") => version = Some(parse_version(v)?),
+            Some("revision") => match v {
+                Value::String(r) => revision = Some(r.clone()),
+                _ => return Err("a path entry's revision must be a string like \"1-14-6\"".into()),
+            },
+            _ => {
+                return Err(format!(
+                    "a path entry has the fields `version` and `revision`, not {}",
+                    shown(&crate::cluster::scalar(k).unwrap_or_default())
+                ))
+            }
+        }
+    }
+    match version {
+        Some(version) => Ok(Stop { version, revision }),
+        None => Err("a path entry needs a `version`".into()),
+    }
+}
+
+/// One hop of the path may move at most `max_skip` minors, within one major version.
+fn check_hop_skip(from: &Version, to: &Version, max_skip: u64) -> Result<()> {
+    if to.major != from.major {
+        return Err(Error::new(format!(
+            "cannot plan a hop across major versions ({from} -> {to})"
+        )));
+    }
+    let skip = to.minor - from.minor;
+    if skip <= max_skip {
+        return Ok(());
+    }
+    let mut help = format!("add a version of each minor between {from} and {to} to spec.path");
+    if skip <= MAX_SUPPORTED_MINOR_SKIP {
+        help.push_str(&format!(
+            ", or set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)"
+        ));
+    }
+    Err(Error::new(format!(
+        "{from} -> {to} moves {skip} minor version{} in one hop; maxMinorSkip is {max_skip}",
+        if skip == 1 { "" } else { "s" }
+    ))
+    .with_help(help))
+}
+
+/// The versions between `from` and `to`: `spec.path` as written (each hop forward and within
+/// `maxMinorSkip`), or, when `to` is more than `maxMinorSkip` minors ahead, the newest pinned
+/// patch of the farthest minor each hop can reach. Every minor no pin covers is listed at once.
+fn resolve_path(
+    path: &[Value],
+    from: &Version,
+    to: &Version,
+    max_skip: u64,
+    pins: &BTreeMap<Version, PinSpec>,
+    at: &dyn Fn(&[Seg<'_>], Error) -> Error,
+) -> Result<Vec<Stop>> {
+    use Seg::{Index, Key};
+    if !path.is_empty() {
+        let mut stops: Vec<Stop> = Vec::new();
+        for (i, entry) in path.iter().enumerate() {
+            let seg = [Key("spec"), Key("path"), Index(i)];
+            let stop =
+                parse_stop(entry).map_err(|m| at(&seg, Error::new(format!("spec.path: {m}"))))?;
+            let (prev, prev_field) = match stops.last() {
+                Some(p) => (&p.version, format!("spec.path[{}]", i - 1)),
+                None => (from, "spec.from.version".to_string()),
+            };
+            if stop.version <= *prev {
+                return Err(at(
+                    &seg,
+                    Error::new(format!(
+                        "spec.path goes backwards: {} comes after {prev} ({prev_field})",
+                        stop.version
+                    ))
+                    .with_help("list the versions between spec.from.version and spec.to.version in ascending order"),
+                ));
+            }
+            if stop.version >= *to {
+                return Err(at(
+                    &seg,
+                    Error::new(format!(
+                        "spec.path entry {} is not before spec.to.version {to}",
+                        stop.version
+                    ))
+                    .with_help("spec.path lists only the versions between spec.from.version and spec.to.version"),
+                ));
+            }
+            check_hop_skip(prev, &stop.version, max_skip).map_err(|e| at(&seg, e))?;
+            stops.push(stop);
+        }
+        let last = stops.last().map(|s| &s.version).unwrap_or(from);
+        check_hop_skip(last, to, max_skip)
+            .map_err(|e| at(&[Key("spec"), Key("to"), Key("version")], e))?;
+        return Ok(stops);
+    }
+    let skip = to.minor - from.minor;
+    if skip <= max_skip {
+        return Ok(Vec::new());
+    }
+    if max_skip == 0 {
+        return check_hop_skip(from, to, max_skip)
+            .map(|()| Vec::new())
+            .map_err(|mut e| {
+                e.help = (skip <= MAX_SUPPORTED_MINOR_SKIP).then(|| format!(
+                    "set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)"
+                ));
+                at(&[Key("spec"), Key("to"), Key("version")], e)
+            });
+    }
+    // From each stop, the farthest minor within reach that has a pinned release.
+    let (mut stops, mut missing) = (Vec::new(), Vec::new());
+    let mut minor = from.minor;
+    while to.minor - minor > max_skip {
+        let reach = minor + 1..=minor + max_skip;
+        let best = pins
+            .keys()
+            .filter(|v| v.major == from.major && v.pre.is_empty() && reach.contains(&v.minor))
+            .max();
+        match best {
+            Some(v) => {
+                minor = v.minor;
+                stops.push(Stop {
+                    version: v.clone(),
+                    revision: None,
+                });
+            }
+            None => {
+                minor += max_skip;
+                missing.push(format!("{}.{minor}", from.major));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(stops);
+    }
+    let shown_missing = if missing.len() > MAX_HOPS_SHOWN as usize {
+        format!(
+            "{}, … ({} minors in all)",
+            missing[..MAX_HOPS_SHOWN as usize].join(", "),
+            missing.len()
+        )
+    } else {
+        missing.join(", ")
+    };
+    let mut help = format!(
+        "pin a release of each minor listed (`\"{m}.N\": {{path: vendor/istioctl-{m}.N, sha256: <sha256sum of the binary>}}` under spec.istioctl; each hop goes to the newest pinned patch of the farthest minor it may reach), or list the versions to pass through in spec.path",
+        m = missing[0]
+    );
+    if skip <= MAX_SUPPORTED_MINOR_SKIP {
+        help.push_str(&format!(
+            ", or set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)"
+        ));
+    }
+    Err(at(
+        &[Key("spec"), Key("to"), Key("version")],
+        Error::new(format!(
+            "{from} -> {to} moves {skip} minor versions, more than maxMinorSkip ({max_skip}) allows in one hop, and no istioctl is pinned for Istio {shown_missing} to pass through"
+        ))
+        .with_help(help),
+    ))
+}
+
+/// No two revisions of one path alike: `seen` holds the earlier ones with where they come from.
+fn check_distinct_revision(
+    revision: &Revision,
+    version: &Version,
+    seen: &[(Revision, String)],
+) -> Result<()> {
+    match seen.iter().find(|(r, _)| r == revision) {
+        None => Ok(()),
+        Some((_, field)) => Err(Error::new(format!(
+            "{field} and {version} would both be revision `{revision}`: every hop installs its control plane beside the previous one, so no two versions of the path may share a revision"
+        ))
+        .with_help(format!(
+            "use `revisionNaming: patch`, or give the path entry an explicit revision: `{{version: \"{version}\", revision: {}-b}}`",
+            revision.label()
+        ))),
+    }
 }
 
 /// Derives a revision name from a version.
@@ -554,43 +770,14 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
             )),
         ));
     }
-    let skip = to_version.minor - from_version.minor;
-    if skip > spec.max_minor_skip {
-        let mut ways = Vec::new();
-        if skip >= 2 {
-            // Hops of at most maxMinorSkip minors (at least one), each its own canary upgrade.
-            // Only the first few are listed, so the list stays short whatever the versions.
-            let step = spec.max_minor_skip.max(1);
-            let between = (skip - 1) / step;
-            let mut hops = vec![from_version.to_string()];
-            for i in 1..=between.min(MAX_HOPS_SHOWN) {
-                let minor = from_version.minor + i * step;
-                hops.push(format!("{}.{minor}.x", from_version.major));
-            }
-            if between > MAX_HOPS_SHOWN {
-                hops.push(format!("… ({} plans in all)", between + 1));
-            }
-            hops.push(to_version.to_string());
-            ways.push(format!(
-                "upgrade in hops, one plan each: {}",
-                hops.join(" -> ")
-            ));
-        }
-        if skip <= MAX_SUPPORTED_MINOR_SKIP {
-            ways.push(format!(
-                "set maxMinorSkip: {skip} (Istio supports at most {MAX_SUPPORTED_MINOR_SKIP} minors per canary hop)"
-            ));
-        }
-        return Err(at(
-            &[Key("spec"), Key("to"), Key("version")],
-            Error::new(format!(
-                "{from_version} -> {to_version} moves {skip} minor version{} in one hop; maxMinorSkip is {}",
-                if skip == 1 { "" } else { "s" },
-                spec.max_minor_skip
-            ))
-            .with_help(ways.join(", or ")),
-        ));
-    }
+    let stops = resolve_path(
+        &spec.path,
+        &from_version,
+        &to_version,
+        spec.max_minor_skip,
+        &pins,
+        &at,
+    )?;
 
     // Revisions.
     let derived = |side: &'static str, version: &Version| -> Result<Revision> {
@@ -634,31 +821,101 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         ));
     }
 
-    // A pin for every version the plan uses (pins for other versions are unused).
+    // The revisions between: each derived from its version unless the path entry names one, and
+    // no two revisions of the whole path alike (two control planes side by side in one hop, and
+    // an uninstall that must not delete a later hop's revision).
+    let mut via_revisions = Vec::new();
+    let mut seen: Vec<(Revision, String)> = vec![(from_revision.clone(), "spec.from".into())];
+    for (i, stop) in stops.iter().enumerate() {
+        let seg = [Key("spec"), Key("path"), Index(i)];
+        let revision = match &stop.revision {
+            Some(r) => {
+                check_revision(r, None).map_err(|e| at(&seg, e))?;
+                if r == "default" {
+                    return Err(at(
+                        &seg,
+                        Error::new(format!("path entry {}: a revision passed through cannot be `default`", stop.version))
+                            .with_help("every hop installs its new control plane as a named revision beside the old one; omit `revision` to derive it from the version"),
+                    ));
+                }
+                Revision::Named(r.clone())
+            }
+            None => {
+                let name = revision_for(&stop.version, spec.revision_naming);
+                check_revision(&name, Some(&stop.version)).map_err(|e| at(&seg, e))?;
+                Revision::Named(name)
+            }
+        };
+        check_distinct_revision(&revision, &stop.version, &seen).map_err(|e| at(&seg, e))?;
+        seen.push((
+            revision.clone(),
+            format!("spec.path[{i}] ({})", stop.version),
+        ));
+        via_revisions.push(revision);
+    }
+    if !stops.is_empty() {
+        check_distinct_revision(&to_revision, &to_version, &seen)
+            .map_err(|e| at(&[Key("spec"), Key("to"), Key("version")], e))?;
+    }
+
+    // A pin for every version the plan uses (pins for other versions are unused); every missing
+    // one is listed at once.
     let dir = path.parent().unwrap_or(Path::new(""));
-    let mut take_pin = |side: &str, version: &Version| -> Result<Pin> {
-        match pins.remove(version) {
-            Some(spec) => Ok(Pin {
-                path: dir.join(spec.path),
-                sha256: spec.sha256,
-                // A semver key prints back exactly as written, so it finds the entry's line.
-                location: at(
-                    &[Key("spec"), Key("istioctl"), Key(&version.to_string())],
-                    Error::new(""),
-                )
-                .location,
-            }),
-            None => Err(at(
-                &[Key("spec"), Key("istioctl")],
-                Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
-                    .with_help(format!(
-                        "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
-                    )),
-            )),
-        }
+    let wanted: Vec<(&Version, String)> =
+        std::iter::once((&from_version, "spec.from.version".to_string()))
+            .chain(
+                stops
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (&s.version, format!("spec.path[{i}]"))),
+            )
+            .chain(std::iter::once((
+                &to_version,
+                "spec.to.version".to_string(),
+            )))
+            .collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(v, _)| !pins.contains_key(*v))
+        .map(|(v, field)| format!("{v} ({field})"))
+        .collect();
+    if !missing.is_empty() {
+        let first = wanted
+            .iter()
+            .find(|(v, _)| !pins.contains_key(*v))
+            .map(|(v, _)| v.to_string())
+            .unwrap_or_default();
+        return Err(at(
+            &[Key("spec"), Key("istioctl")],
+            Error::new(format!("no istioctl is pinned for {}", missing.join(", ")))
+                .with_help(format!(
+                    "add `\"{first}\": {{path: vendor/istioctl-{first}, sha256: <sha256sum of the binary>}}` under spec.istioctl, one entry per version"
+                )),
+        ));
+    }
+    let take_pin = |version: &Version| -> Result<Pin> {
+        let spec = pins.get(version).ok_or_else(|| {
+            Error::new(format!(
+                "internal error: the pin of {version} was checked and is gone"
+            ))
+        })?;
+        Ok(Pin {
+            path: dir.join(&spec.path),
+            sha256: spec.sha256.clone(),
+            // A semver key prints back exactly as written, so it finds the entry's line.
+            location: at(
+                &[Key("spec"), Key("istioctl"), Key(&version.to_string())],
+                Error::new(""),
+            )
+            .location,
+        })
     };
-    let from_pin = take_pin("from", &from_version)?;
-    let to_pin = take_pin("to", &to_version)?;
+    let from_pin = take_pin(&from_version)?;
+    let via_pins = stops
+        .iter()
+        .map(|s| take_pin(&s.version))
+        .collect::<Result<Vec<Pin>>>()?;
+    let to_pin = take_pin(&to_version)?;
 
     // Waves.
     if spec.waves.is_empty() {
@@ -869,6 +1126,17 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
             operator: from_operator,
             istioctl: from_pin,
         },
+        via: stops
+            .into_iter()
+            .zip(via_revisions)
+            .zip(via_pins)
+            .map(|((stop, revision), istioctl)| Release {
+                version: stop.version,
+                revision,
+                operator: to_operator.clone(),
+                istioctl,
+            })
+            .collect(),
         to: Release {
             version: to_version,
             revision: to_revision,
@@ -1688,7 +1956,7 @@ mod tests {
         let err = check_err(&json, &[("iop.yaml", IOP)]);
         assert_eq!(
             err.message,
-            "no istioctl is pinned for 1.13.5 (spec.from.version)"
+            "no istioctl is pinned for 1.13.5 (spec.from.version), 1.14.1 (spec.to.version)"
         );
         assert_eq!(line_col(&err), (3, 3));
         let err = check_err(&json.replace("\"1.14.1\"", "1.14"), &[("iop.yaml", IOP)]);
@@ -1703,10 +1971,9 @@ mod tests {
             &[("iop.yaml", IOP)],
         );
         assert_eq!(err.message, "version `1.18446744073709551615.1` has a number above 10000; MAJOR, MINOR and PATCH may be at most 10000");
-        // At the bound, the hop list stays short.
+        // At the bound, the list of minors with no pin stays short.
         let err = check_err(&policy("1.0.0", "1.10000.0", ""), &[("iop.yaml", IOP)]);
-        let help = err.help.unwrap();
-        assert_eq!(help, "upgrade in hops, one plan each: 1.0.0 -> 1.1.x -> 1.2.x -> 1.3.x -> 1.4.x -> … (10000 plans in all) -> 1.10000.0");
+        assert_eq!(err.message, "1.0.0 -> 1.10000.0 moves 10000 minor versions, more than maxMinorSkip (1) allows in one hop, and no istioctl is pinned for Istio 1.1, 1.2, 1.3, 1.4, … (9999 minors in all) to pass through");
     }
 
     #[test]

@@ -66,3 +66,26 @@ pub fn phase(_: &mut SchemaGenerator) -> Schema {
         "examples": ["migrate-canary", 3]
     })
 }
+
+/// `spec.path`: the versions between `from` and `to`, each a version or `{version, revision}`.
+pub fn path(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": {
+            "anyOf": [
+                { "type": "string", "pattern": "^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?(\\+[0-9A-Za-z.-]+)?$" },
+                {
+                    "type": "object",
+                    "properties": {
+                        "version": { "type": "string", "pattern": "^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?(\\+[0-9A-Za-z.-]+)?$" },
+                        "revision": { "type": "string" }
+                    },
+                    "required": ["version"],
+                    "additionalProperties": false
+                }
+            ]
+        },
+        "description": "The versions the upgrade passes through, in order, one canary hop each: \"1.14.6\" or {version: \"1.14.6\", revision: 1-14-6}. Without it, a jump of more than maxMinorSkip minors goes through the newest pinned patch of each minor it needs.",
+        "examples": [["1.14.6", "1.15.3"]]
+    })
+}

@@ -78,10 +78,15 @@ pub struct SideDoc {
 /// One canary cycle (1-based).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(rename_all = "camelCase")]
 pub struct HopDoc {
     pub index: usize,
     pub from: SideDoc,
     pub to: SideDoc,
+    /// In a plan of several hops, the hop's old render against its new one (the top-level
+    /// `controlPlaneDiff` is the first hop's). Written only.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub control_plane_diff: Option<ControlPlaneDiff>,
 }
 
 /// The digests of the compile's inputs.

@@ -242,7 +242,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     let (policy, old, new) =
         inputs(c).map_err(|e| TestCaseError::fail(format!("policy refused: {e}")))?;
     let old_rev = policy.from.revision.clone();
-    let Ok(p) = plan(&policy, &old, &new) else {
+    let Ok(p) = plan(&policy, &[&old, &new]) else {
         // A refusal is an allowed outcome (exit 2).
         return Ok(());
     };
@@ -339,7 +339,7 @@ fn example_shape(waves: Vec<Vec<String>>) -> Case {
 fn the_example_shape_is_accepted() {
     let c = example_shape(vec![vec!["a".into()], vec!["b".into(), "c".into()]]);
     let (policy, old, new) = inputs(&c).unwrap();
-    let p = plan(&policy, &old, &new).unwrap();
+    let p = plan(&policy, &[&old, &new]).unwrap();
     assert_eq!(p.phases.len(), 7);
     check(&c).unwrap();
 }
@@ -349,7 +349,7 @@ fn the_example_shape_is_accepted() {
 fn phase_directories_sort_in_phase_order_past_99_phases() {
     let c = example_shape((0..99).map(|i| vec![format!("ns{i}")]).collect());
     let (policy, old, new) = inputs(&c).unwrap();
-    let p = plan(&policy, &old, &new).unwrap();
+    let p = plan(&policy, &[&old, &new]).unwrap();
     assert_eq!(p.phases.len(), 104);
     let dirs: Vec<&str> = p.phases.iter().map(|ph| ph.dir.as_str()).collect();
     let mut sorted = dirs.clone();

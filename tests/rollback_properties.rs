@@ -1,7 +1,8 @@
-//! Property test over generated policies (1 to 4 waves, 1 to 3 namespaces each, an unrevisioned or
-//! revisioned old install, the default tag on or off with `uninstallOld` consistent, gateways
-//! present or absent in the old and the new spec): the plan, built from stand-in renders computed
-//! once per variant, must satisfy what GitOps users and rollbacks rely on:
+//! Property test over generated policies (1 to 3 hops, version by version from 1.13.5; 1 to 4
+//! waves, 1 to 3 namespaces each, an unrevisioned or revisioned old install, the default tag on
+//! or off with `uninstallOld` consistent, gateways present or absent in the old and the new
+//! spec): the plan, built from stand-in renders computed once per variant, must satisfy what
+//! GitOps users and rollbacks rely on:
 //!
 //! - replaying the phases' changes on state 0 (the uninstall's deletes included) gives the
 //!   plan's states, and for every promote point `live/` (as emitted, parsed back) equals that
@@ -39,8 +40,13 @@ const GATEWAYS_SPEC: &str = "apiVersion: install.istio.io/v1alpha1\nkind: IstioO
 const MINIMAL_SPEC: &str =
     "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: minimal\n";
 
+/// The versions a generated path goes through, one minor per hop.
+const CHAIN: [&str; 4] = ["1.13.5", "1.14.1", "1.15.3", "1.16.2"];
+
 #[derive(Debug, Clone)]
 struct Case {
+    /// How many hops (1 to 3): the upgrade goes from `CHAIN[0]` to `CHAIN[hops]`.
+    hops: usize,
     waves: Vec<usize>,
     old_default: bool,
     default_tag: bool,
@@ -57,16 +63,23 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![3 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)],
     )
         .prop_map(
-            |(waves, old_default, default_tag, uninstall, old_gateways, new_gateways)| Case {
-                waves,
-                old_default,
-                default_tag,
-                // uninstallOld needs the default tag moved (the policy refuses it otherwise).
-                uninstall_old: default_tag && uninstall,
-                old_gateways,
-                new_gateways,
+            |(waves, old_default, default_tag, uninstall, old_gateways, new_gateways, hops)| {
+                // Every hop but the last deletes its old revision, which the default tag must
+                // have left: a path of several hops moves it.
+                let default_tag = default_tag || hops > 1;
+                Case {
+                    hops,
+                    waves,
+                    old_default,
+                    default_tag,
+                    // uninstallOld needs the default tag moved (the policy refuses it otherwise).
+                    uninstall_old: default_tag && uninstall,
+                    old_gateways,
+                    new_gateways,
+                }
             },
         )
 }
@@ -86,8 +99,13 @@ fn policy_text(c: &Case) -> String {
     } else {
         "[]"
     };
+    let pins: String = CHAIN[..=c.hops]
+        .iter()
+        .map(|v| format!("    \"{v}\": {{path: ../istioctl/istioctl-{v}, sha256: {sha}}}\n"))
+        .collect();
     format!(
-        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: {new}\n  from:\n    version: 1.13.5\n{rev}    istioOperator: {old}\n  to:\n    version: 1.14.1\n  istioctl:\n    \"1.13.5\": {{path: ../istioctl/istioctl-1.13.5, sha256: {sha}}}\n    \"1.14.1\": {{path: ../istioctl/istioctl-1.14.1, sha256: {sha}}}\n  waves:\n{waves}  defaultTag: {tag}\n  uninstallOld: {uninstall}\n  removeGateways: {remove}\n",
+        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: {new}\n  from:\n    version: 1.13.5\n{rev}    istioOperator: {old}\n  to:\n    version: {to}\n  istioctl:\n{pins}  waves:\n{waves}  defaultTag: {tag}\n  uninstallOld: {uninstall}\n  removeGateways: {remove}\n",
+        to = CHAIN[c.hops],
         new = if c.new_gateways { "gateways.yaml" } else { "minimal.yaml" },
         old = if c.old_gateways { "gateways.yaml" } else { "minimal.yaml" },
         rev = if c.old_default { "    revision: default\n" } else { "" },
@@ -109,10 +127,11 @@ fn load(c: &Case) -> Policy {
     load_from(policy_text(c).as_bytes(), &path, &read).unwrap()
 }
 
-/// Stand-in renders, computed once per (side, revision, spec, tags).
-fn render(policy: &Policy, new: bool, tagged: bool) -> Rendered {
+/// Stand-in renders, computed once per (side, revision, spec, tags): `release` indexes
+/// `Policy::releases` (0 is the old side).
+fn render(policy: &Policy, release: usize, tagged: bool) -> Rendered {
     static CACHE: OnceLock<Mutex<HashMap<String, Rendered>>> = OnceLock::new();
-    let side = if new { &policy.to } else { &policy.from };
+    let side = policy.releases()[release];
     let tags = if tagged {
         TagRequest {
             revision_tags: vec!["default".into()],
@@ -135,15 +154,31 @@ fn render(policy: &Policy, new: bool, tagged: bool) -> Rendered {
     r
 }
 
-/// The revision each named namespace must be injected by after the first `upto` phases.
+/// The hop the state after the first `upto` phases belongs to, and the phases of that hop done.
+fn hop_at(p: &Plan, upto: usize) -> (usize, Vec<&istio_canary::plan::Phase>) {
+    let hop = match upto {
+        0 => 0,
+        n => p.phases[n - 1].hop,
+    };
+    let done = p.phases[..upto].iter().filter(|ph| ph.hop == hop).collect();
+    (hop, done)
+}
+
+/// The revision each named namespace must be injected by after the first `upto` phases: in the
+/// hop that state belongs to, the new revision for the waves it moved, the old one for the rest.
 fn expected(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<String>> {
-    let done = p.phases[..upto]
+    let (hop, phases) = hop_at(p, upto);
+    let done = phases
         .iter()
         .filter(|ph| ph.kind == PhaseKind::Migrate)
         .count();
     let mut m = BTreeMap::new();
     for (wi, w) in policy.waves.iter().enumerate() {
-        let side = if wi < done { &policy.to } else { &policy.from };
+        let side = if wi < done {
+            &p.hops[hop].to
+        } else {
+            &p.hops[hop].from
+        };
         for ns in &w.namespaces {
             m.insert(ns.clone(), Some(side.revision.label().to_string()));
         }
@@ -258,20 +293,25 @@ fn without_crds(s: &ClusterState) -> BTreeMap<ObjectId, Object> {
         .collect()
 }
 
+/// The render of every release of the policy's path, as the pipeline makes them.
+fn renders(policy: &Policy) -> Vec<Rendered> {
+    (0..policy.releases().len())
+        .map(|i| render(policy, i, i > 0 && policy.default_tag))
+        .collect()
+}
+
 fn check(c: &Case) {
     let policy = load(c);
-    let old = render(&policy, false, false);
-    let new = render(&policy, true, policy.default_tag);
-    check_plan(c, &policy, &old, &new);
+    let renders = renders(&policy);
+    check_plan(c, &policy, &renders.iter().collect::<Vec<_>>());
 }
 
 /// The revision each named namespace must be injected by after the first `upto` phases, and
 /// (with an inventory) each namespace no wave names keeps the revision it had before the upgrade.
 fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<String>> {
     let mut m = expected(policy, p, upto);
-    let tag_moved = p.phases[..upto]
-        .iter()
-        .any(|ph| ph.kind == PhaseKind::DefaultTag);
+    let (hop, phases) = hop_at(p, upto);
+    let tag_moved = phases.iter().any(|ph| ph.kind == PhaseKind::DefaultTag);
     if policy.inventory.is_some() {
         let s0 = &p.states[0];
         for o in s0.objects.values().filter(|o| o.id.kind == "Namespace") {
@@ -282,14 +322,13 @@ fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Opti
             if let [one] = found.as_slice() {
                 if let istio_canary::mesh::Target::Revision(r) = &one.target {
                     // `istio-injection=enabled` follows the default revision: it moves when
-                    // the default tag does.
+                    // the default tag does, in every hop.
                     let follows = o.label("istio-injection").as_deref() == Some("enabled")
-                        && *r == policy.from.revision.label()
-                        && tag_moved;
-                    let rev = if follows {
-                        policy.to.revision.label().to_string()
-                    } else {
-                        r.clone()
+                        && *r == policy.from.revision.label();
+                    let rev = match (follows, tag_moved) {
+                        (false, _) => r.clone(),
+                        (true, true) => p.hops[hop].to.revision.label().to_string(),
+                        (true, false) => p.hops[hop].from.revision.label().to_string(),
                     };
                     m.insert(o.id.name.clone(), Some(rev));
                 }
@@ -299,14 +338,14 @@ fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Opti
     m
 }
 
-fn check_plan(c: &Case, policy: &Policy, old: &Rendered, new: &Rendered) -> Plan {
-    let p = plan(policy, old, new).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
+fn check_plan(c: &Case, policy: &Policy, renders: &[&Rendered]) -> Plan {
+    let p = plan(policy, renders).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
+    assert_eq!(p.hops.len(), c.hops, "{c:?}");
     // What the plan may own in live/: the renders' objects and the named namespaces (an
     // inventory's other objects, the users' workloads among them, never).
-    let rendered: BTreeSet<ObjectId> = old
-        .objects
+    let rendered: BTreeSet<ObjectId> = renders
         .iter()
-        .chain(&new.objects)
+        .flat_map(|r| &r.objects)
         .map(|o| o.id.clone())
         .collect();
     let named: BTreeSet<ObjectId> = policy
@@ -582,9 +621,9 @@ fn runs(s: &ClusterState, o: &Object) -> Option<String> {
 
 fn check_inventory(c: &Case, cl: &Cluster) {
     let mut policy = load(c);
-    let old = render(&policy, false, false);
-    let new = render(&policy, true, policy.default_tag);
-    let text = inventory_yaml(&policy, &old, cl);
+    let all = renders(&policy);
+    let old = &all[0];
+    let text = inventory_yaml(&policy, old, cl);
     policy.inventory = Some(InventoryFile {
         path: "inventory.yaml".into(),
         declared: "inventory.yaml".into(),
@@ -595,9 +634,10 @@ fn check_inventory(c: &Case, cl: &Cluster) {
     // `stray` is in no wave. Labelled `istio-injection=enabled` (an unrevisioned old install)
     // it follows the default and moves with the default tag when the plan moves it; otherwise
     // it stays on the old revision, which the plan may then not delete.
+    // (Every hop but the last deletes its old revision.)
     let follows = c.old_default && c.default_tag;
-    if cl.stray_on_old && c.uninstall_old && !follows {
-        match plan(&policy, &old, &new) {
+    if cl.stray_on_old && (c.uninstall_old || c.hops > 1) && !follows {
+        match plan(&policy, &all.iter().collect::<Vec<_>>()) {
             Err(Refusal::Forgotten { namespaces, .. }) => {
                 assert_eq!(namespaces, vec!["stray".to_string()], "{c:?} {cl:?}");
             }
@@ -605,7 +645,7 @@ fn check_inventory(c: &Case, cl: &Cluster) {
         }
         return;
     }
-    let p = check_plan(c, &policy, &old, &new);
+    let p = check_plan(c, &policy, &all.iter().collect::<Vec<_>>());
     let inventory = &policy.inventory.as_ref().unwrap().inventory;
     let users: Vec<&Object> = inventory
         .objects
@@ -707,6 +747,7 @@ proptest! {
 fn rollback_puts_an_existing_default_tag_and_validator_back() {
     for gateways in [false, true] {
         let c = Case {
+            hops: 1,
             waves: vec![2],
             old_default: false,
             default_tag: true,
@@ -715,9 +756,9 @@ fn rollback_puts_an_existing_default_tag_and_validator_back() {
             new_gateways: gateways,
         };
         let policy = load(&c);
-        let old = render(&policy, false, true);
-        let new = render(&policy, true, true);
-        let p = check_plan(&c, &policy, &old, &new);
+        let old = render(&policy, 0, true);
+        let new = render(&policy, 1, true);
+        let p = check_plan(&c, &policy, &[&old, &new]);
         let tag_phase = p
             .phases
             .iter()
@@ -754,6 +795,7 @@ fn every_variant_once() {
     for bits in 0..32u32 {
         let b = |i: u32| bits & (1 << i) != 0;
         check(&Case {
+            hops: 1,
             waves: vec![1, 2],
             old_default: b(0),
             default_tag: b(1),
@@ -764,12 +806,36 @@ fn every_variant_once() {
     }
 }
 
+/// Paths of two and three hops, each once with an unrevisioned and a revisioned old install
+/// and gateways kept, dropped and added, whatever the generator draws.
+#[test]
+fn every_path_length_once() {
+    for hops in [2, 3] {
+        for (old_default, old_gateways, new_gateways) in [
+            (false, true, true),
+            (true, true, false),
+            (false, false, true),
+        ] {
+            check(&Case {
+                hops,
+                waves: vec![1, 2],
+                old_default,
+                default_tag: true,
+                uninstall_old: hops == 2,
+                old_gateways,
+                new_gateways,
+            });
+        }
+    }
+}
+
 /// The refusals of the rollback simulation, shown on rollbacks the planner would never derive: a
 /// default-tag rollback that leaves `istiod-default-validator` on the abandoned revision
 /// (istio#43227), and install rollbacks that leave some of the new revision's objects behind.
 #[test]
 fn the_simulation_refuses_a_broken_rollback() {
     let c = Case {
+        hops: 1,
         waves: vec![1],
         old_default: false,
         default_tag: true,
@@ -778,9 +844,9 @@ fn the_simulation_refuses_a_broken_rollback() {
         new_gateways: false,
     };
     let policy = load(&c);
-    let old = render(&policy, false, true);
-    let new = render(&policy, true, true);
-    let p = plan(&policy, &old, &new).unwrap();
+    let old = render(&policy, 0, true);
+    let new = render(&policy, 1, true);
+    let p = plan(&policy, &[&old, &new]).unwrap();
     let known = violations(
         &p.states[0],
         &Expectations {

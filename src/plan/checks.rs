@@ -113,6 +113,54 @@ pub fn render(hop: &HopInput<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Every Istio of the path must support the policy's Kubernetes version. When the first does
+/// and a later one does not, the refusal says between which hops the cluster must be upgraded
+/// and to which versions (those both Istios of that hop support). Minors the support table does
+/// not know are assumptions, not refusals.
+pub fn kubernetes_path(hops: &[HopInput<'_>], k: Minor) -> Result<()> {
+    let minor = |v: &semver::Version| Minor::new(v.major, v.minor);
+    let Some(first) = hops.first() else {
+        return Ok(());
+    };
+    let unsupported =
+        |v: &semver::Version| k8s::istio_supports(minor(v)).filter(|(lo, hi)| k < *lo || k > *hi);
+    if let Some((lowest, highest)) = unsupported(&first.from.version) {
+        return Err(Refusal::IstioUnsupported {
+            istio: minor(&first.from.version),
+            lowest,
+            highest,
+            kubernetes: k,
+        });
+    }
+    for (i, hop) in hops.iter().enumerate() {
+        let Some((lowest, highest)) = unsupported(&hop.to.version) else {
+            continue;
+        };
+        if hops.len() == 1 {
+            return Err(Refusal::IstioUnsupported {
+                istio: minor(&hop.to.version),
+                lowest,
+                highest,
+                kubernetes: k,
+            });
+        }
+        let window = k8s::istio_supports(minor(&hop.from.version))
+            .map(|(lo, hi)| (lo.max(lowest), hi.min(highest)))
+            .filter(|(lo, hi)| lo <= hi);
+        return Err(Refusal::KubernetesBetweenHops {
+            kubernetes: k,
+            istio: minor(&hop.to.version),
+            lowest,
+            highest,
+            hop: i + 1,
+            from: hop.from.version.clone(),
+            to: hop.to.version.clone(),
+            window,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses Istio versions outside the support table for the cluster, and objects of the new
 /// render whose API version the cluster does not serve.
 pub fn kubernetes(hop: &HopInput<'_>, k: Minor) -> Result<()> {

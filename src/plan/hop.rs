@@ -92,8 +92,17 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
     checks::gateways_kept(hop)?;
 
     let new = &hop.to.revision;
+    // In a plan of several hops, every phase name carries its hop's new revision, so two hops'
+    // waves never share a name and `ls` shows which hop a directory belongs to.
+    let of_hop = |name: String| {
+        if hop.several {
+            format!("{name}-{new}")
+        } else {
+            name
+        }
+    };
     let mut drafts = vec![
-        Draft::new(PhaseKind::Crds, "crds".into(), applies(crds)),
+        Draft::new(PhaseKind::Crds, of_hop("crds".into()), applies(crds)),
         Draft::new(
             PhaseKind::Install,
             format!("install-{new}"),
@@ -102,6 +111,7 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
     ];
     for wave in hop.waves {
         let mut d = migrate(&wave.name, &wave.namespaces, new.label());
+        d.name = of_hop(d.name);
         d.workloads = wave.workloads.clone();
         drafts.push(d);
     }

@@ -165,7 +165,7 @@ pub struct Plan {
     /// What each phase adds, changes and deletes: `deltas[i]` is phase `i + 1`
     /// (`states[i]` -> `states[i + 1]`).
     pub deltas: Vec<crate::diff::PhaseDelta>,
-    /// One per phase before the uninstall, in phase order: what undoes it (see `rollback`).
+    /// One per phase but the uninstalls, in phase order: what undoes it (see `rollback`).
     pub rollbacks: Vec<Rollback>,
     /// For each namespace: which revision injects it after phase N, then rollback N, one cell per
     /// entry of `rollbacks`.
@@ -266,6 +266,8 @@ pub struct HopInput<'a> {
     pub kubernetes: Option<Minor>,
     /// `namespace/name` of the gateways the policy removes on purpose.
     pub remove_gateways: &'a BTreeSet<String>,
+    /// Whether the plan has several hops (phase names then carry the hop's new revision).
+    pub several: bool,
 }
 
 /// What a whole plan is made from: the policy's identity and promote point, and its hops in
@@ -286,9 +288,38 @@ pub struct PlanInput<'a> {
     pub inventory: Option<InventoryInput<'a>>,
 }
 
-/// Builds the plan from the policy and the renders of the old and the new revision. Pure: the
-/// same inputs give the same plan.
-pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
+/// Builds the plan from the policy and the render of each of its releases
+/// (`Policy::releases`, in order: hop `i` goes from `renders[i]` to `renders[i + 1]`). Every hop
+/// but the last deletes its old revision (three control planes side by side serve nobody); the
+/// last one does when the policy says so. Pure: the same inputs give the same plan.
+pub fn plan(policy: &Policy, renders: &[&Rendered]) -> Result<Plan> {
+    let releases = policy.releases();
+    if renders.len() != releases.len() {
+        return Err(Refusal::RendersMismatch {
+            releases: releases.len(),
+            renders: renders.len(),
+        });
+    }
+    let normalized: Vec<Vec<Object>> = renders
+        .iter()
+        .map(|r| r.objects.iter().map(normalize).collect())
+        .collect();
+    let last = releases.len() - 1;
+    let hops = (0..last)
+        .map(|i| HopInput {
+            from: plan_side(releases[i]),
+            to: plan_side(releases[i + 1]),
+            old: normalized[i].clone(),
+            new: normalized[i + 1].clone(),
+            spec: &releases[i + 1].operator.declared,
+            waves: &policy.waves,
+            default_tag: policy.default_tag,
+            uninstall_old: i + 1 < last || policy.uninstall_old,
+            kubernetes: policy.kubernetes_version,
+            remove_gateways: &policy.remove_gateways,
+            several: last > 1,
+        })
+        .collect();
     plan_hops(&PlanInput {
         name: policy.name.clone(),
         policy_path: policy
@@ -298,18 +329,7 @@ pub fn plan(policy: &Policy, old: &Rendered, new: &Rendered) -> Result<Plan> {
             .unwrap_or_default(),
         policy_sha256: policy.sha256.clone(),
         kubernetes_version: policy.kubernetes_version,
-        hops: vec![HopInput {
-            from: plan_side(&policy.from),
-            to: plan_side(&policy.to),
-            old: old.objects.iter().map(normalize).collect(),
-            new: new.objects.iter().map(normalize).collect(),
-            spec: &policy.to.operator.declared,
-            waves: &policy.waves,
-            default_tag: policy.default_tag,
-            uninstall_old: policy.uninstall_old,
-            kubernetes: policy.kubernetes_version,
-            remove_gateways: &policy.remove_gateways,
-        }],
+        hops,
         promote: policy.promote.as_ref(),
         default_tag_declared: policy.from_default_tag_declared,
         inventory: policy.inventory.as_ref().map(|i| InventoryInput {
@@ -340,6 +360,10 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         return Err(Refusal::UndecidableStart {
             violation: v.clone(),
         });
+    }
+
+    if let Some(k) = input.kubernetes_version {
+        checks::kubernetes_path(&input.hops, k)?;
     }
 
     // Every hop's phases are drafted first: directory numbers are padded to the width the whole

@@ -58,6 +58,9 @@ pub struct Unserved {
 pub enum Refusal {
     /// The plan has no hop: nothing moves from one revision to another.
     NoHop,
+    /// The caller gave another number of renders than the policy has releases (a defect of the
+    /// caller, never of the input).
+    RendersMismatch { releases: usize, renders: usize },
     /// istioctl rendered nothing for the new revision.
     EmptyRender {
         version: semver::Version,
@@ -108,6 +111,22 @@ pub enum Refusal {
         lowest: Minor,
         highest: Minor,
         kubernetes: Minor,
+    },
+    /// A later hop's Istio does not support the policy's Kubernetes version, which the path's
+    /// first control plane does: the cluster must be upgraded between two hops.
+    KubernetesBetweenHops {
+        kubernetes: Minor,
+        /// The first Istio of the path that does not support it, and what it supports.
+        istio: Minor,
+        lowest: Minor,
+        highest: Minor,
+        /// The 1-based hop that installs it, and the version that hop starts from.
+        hop: usize,
+        from: semver::Version,
+        to: semver::Version,
+        /// The Kubernetes versions both the hop's old and new Istio support (none: no version
+        /// lets the hop run).
+        window: Option<(Minor, Minor)>,
     },
     /// Rendered objects use API versions the policy's Kubernetes does not serve.
     ApiNotServed {

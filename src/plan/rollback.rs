@@ -230,8 +230,10 @@ pub fn simulate_rollback(
     Ok(state)
 }
 
-/// Derives and simulates the rollback of every phase before the uninstall (phase N's changes on
-/// the state before it, then the rollback's); returns them with the state each ends in.
+/// Derives and simulates the rollback of every phase but the uninstalls (phase N's changes on
+/// the state before it, then the rollback's), in every hop: a hop's phases roll back to where
+/// the hop started, never past an earlier hop's uninstall. Returns them with the state each
+/// ends in.
 pub fn plan_rollbacks(
     plan: &Plan,
     known: &BTreeSet<Violation>,
@@ -240,7 +242,7 @@ pub fn plan_rollbacks(
     let mut ends = Vec::new();
     for phase in &plan.phases {
         if phase.kind == PhaseKind::Uninstall {
-            break;
+            continue;
         }
         let n = phase.index;
         let (before, after) = (&plan.states[n - 1], &plan.states[n]);

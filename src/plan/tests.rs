@@ -121,6 +121,7 @@ impl Case {
             uninstall_old: self.uninstall_old,
             kubernetes: self.kubernetes,
             remove_gateways: &self.remove_gateways,
+            several: false,
         }
     }
 
