@@ -153,6 +153,15 @@ pub fn assumption(a: &Assumption) -> String {
             text.push_str(" Running pods are assumed to have been injected by the webhooks the inventory shows (it holds no Pods). Check: `istioctl proxy-status` lists every proxy with the istiod, and so the revision, it is connected to.");
             text
         }
+        Assumption::TagUsers { tags, revision } => {
+            let selectors: Vec<String> = tags.iter().map(|t| format!("`{REV_LABEL}={t}`")).collect();
+            format!(
+                "No cluster inventory was given: the revision tags {} are assumed to exist and point at revision `{revision}` (`istioctl tag list` shows them), and which namespaces select them ({}) is not known: moving a tag moves every namespace that selects it, and its workloads need a restart to get the new sidecars. Give an inventory (spec.inventory) to have them simulated and restarted by name. Check: `kubectl get namespaces -l '{REV_LABEL} in ({})'`.",
+                quoted_list(tags),
+                selectors.join(", "),
+                tags.join(",")
+            )
+        }
         Assumption::SupportUnknown { istio, kubernetes } => format!(
             "istio-canary's support table does not know Istio {istio}: whether it supports Kubernetes {kubernetes} (spec.kubernetesVersion) was not checked. Check the supported releases on istio.io (docs/releases/supported-releases) before applying."
         ),
@@ -400,6 +409,51 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             ],
         )
         }
+        PhaseKind::Tag => {
+            let tag = phase
+                .changes
+                .iter()
+                .find_map(|c| match c {
+                    Change::Apply(o) => crate::istio::tag_of(o),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let webhooks: Vec<String> = phase
+                .changes
+                .iter()
+                .filter(|c| matches!(c, Change::Apply(o) if o.id.kind == "MutatingWebhookConfiguration"))
+                .map(|c| c.id().name.clone())
+                .collect();
+            let restarts = template_commands(&phase.changes);
+            (
+                format!(
+                    "Point the revision tag `{tag}` at `{new}`: every namespace labelled `{REV_LABEL}={tag}` moves to it, with no relabel.{}",
+                    if phase.namespaces.is_empty() {
+                        format!(" Restart their workloads so the new sidecars are injected: `kubectl get namespaces -l {REV_LABEL}={tag}` lists them.")
+                    } else {
+                        format!(
+                            " It moves {}{}.",
+                            quoted_list(&phase.namespaces),
+                            if restarts.is_empty() {
+                                String::new()
+                            } else {
+                                "; the `kubectl patch` commands then restart their workloads".to_string()
+                            }
+                        )
+                    }
+                ),
+                [apply.clone()].into_iter().chain(restarts).collect(),
+                vec![
+                    format!("# must show {new} for the tag"),
+                    format!(
+                        "kubectl get mutatingwebhookconfiguration {} -L {REV_LABEL}",
+                        webhooks.join(" ")
+                    ),
+                    format!("# every pod of the namespaces that select the tag must show {}", new.istiod()),
+                    format!("istioctl proxy-status --revision {new}"),
+                ],
+            )
+        }
         PhaseKind::Uninstall => {
             let mut checks = vec![
                 format!("# must list nothing: namespaces still selecting revision {old}"),
@@ -604,6 +658,9 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
         PhaseKind::DefaultTag => Some(format!(
             "pods injected through the default tag since this phase keep sidecars of revision `{new}` until they restart."
         )),
+        PhaseKind::Tag => Some(format!(
+            "pods injected through the tag since this phase keep sidecars of revision `{new}` until they restart; restart the workloads of the namespaces that select it."
+        )),
         _ => None,
     };
     RollbackText {
@@ -720,6 +777,10 @@ pub fn refusal(r: &Refusal) -> Error {
             "istioctl {version} rendered no {DEFAULT_TAG_WEBHOOK} for values.revisionTags=[default]"
         ))
         .with_help("this istioctl cannot render revision tags offline; set defaultTag: false and move the tag with `istioctl tag set default` instead"),
+        Refusal::NoRevisionTag { tag, version } => Error::new(format!(
+            "istioctl {version} rendered no webhook configuration for revision tag `{tag}` (values.revisionTags)"
+        ))
+        .with_help("this istioctl cannot render revision tags offline; remove the tag from spec.tags and move it with `istioctl tag set` instead"),
         Refusal::NoDefaultValidator {
             version,
             revision,

@@ -202,6 +202,7 @@ fn injection_rows(rows: &[InjectionRow]) -> Vec<InjectionRowDoc> {
     rows.iter()
         .map(|r| InjectionRowDoc {
             namespace: r.namespace.clone(),
+            tag: r.tag.clone(),
             states: r.states.clone(),
         })
         .collect()

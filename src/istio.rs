@@ -117,6 +117,19 @@ pub fn is_tag_object(object: &Object) -> bool {
         || (id.kind == "Service" && id.name.starts_with("istiod-revision-tag-"))
 }
 
+/// The revision tag a tag object belongs to: its `istio.io/tag` label, or `default` for the
+/// default tag's webhook configuration and `istiod-default-validator` (which carry no label in
+/// some charts); `None` for anything else.
+pub fn tag_of(object: &Object) -> Option<String> {
+    if !is_tag_object(object) {
+        return None;
+    }
+    match object.label(TAG_LABEL) {
+        Some(t) => Some(t),
+        None => Some("default".to_string()),
+    }
+}
+
 /// The mutating webhook configuration of the `default` revision tag: labelled
 /// `istio.io/tag: default`, named `istio-revision-tag-default` (with `-<namespace>` appended when
 /// the control plane is not in `istio-system`).

@@ -195,7 +195,7 @@ impl Protection {
                     PhaseKind::Install => true,
                     // Only the tag objects: the legacy injector it switches off is deleted by
                     // uninstall.
-                    PhaseKind::DefaultTag => is_tag_object(object),
+                    PhaseKind::DefaultTag | PhaseKind::Tag => is_tag_object(object),
                     _ => false,
                 };
                 if applies_shared
@@ -773,6 +773,7 @@ mod tests {
         );
         p.injection = vec![InjectionRow {
             namespace: "app".into(),
+            tag: None,
             states: Vec::new(),
         }];
         p.promote = Some(2);

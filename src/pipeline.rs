@@ -148,13 +148,18 @@ fn render_requests(policy: &policy::Policy) -> Vec<RenderRequest<'_>> {
         .releases()
         .into_iter()
         .enumerate()
-        .map(|(i, release)| RenderRequest {
-            release,
-            tags: TagRequest::default_tag(if i == 0 {
+        .map(|(i, release)| {
+            let mut tags = TagRequest::default_tag(if i == 0 {
                 policy.from_default_tag
             } else {
                 policy.default_tag
-            }),
+            });
+            // The tags the plan moves exist on every control plane of the path: on the first as
+            // installed (an assumption PLAN.md states), on each later one once its hop moves
+            // them.
+            tags.revision_tags
+                .extend(policy.tags.iter().map(|t| t.name.clone()));
+            RenderRequest { release, tags }
         })
         .collect()
 }

@@ -101,6 +101,20 @@ struct Spec {
     /// The cluster as it is: the saved output of `inventory::COMMAND`; optional.
     #[serde(default)]
     inventory: Option<PathBuf>,
+    /// Revision tags other than `default` that namespaces select (`istio.io/rev=<tag>`), each
+    /// moved to the new revision in its own phase; optional.
+    #[serde(default)]
+    tags: Vec<TagSpec>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TagSpec {
+    /// The tag's name, as namespaces select it (`istio.io/rev=prod-stable`).
+    name: String,
+    /// `install` or a wave's name: the tag moves right after it (default: after the last wave).
+    #[serde(default)]
+    move_after: Option<String>,
 }
 
 /// The JSON Schema of this file format (`istio-canary schema`), derived from the types above.
@@ -320,6 +334,15 @@ pub struct Pin {
     pub location: Option<crate::error::Location>,
 }
 
+/// A revision tag the plan moves (`spec.tags`): in every hop, its webhook configuration is
+/// re-applied from the new revision's render right after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMove {
+    pub name: String,
+    /// `install` or a wave's name; `None`: after the last wave.
+    pub after: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Wave {
     pub name: String,
@@ -371,6 +394,8 @@ pub struct Policy {
     pub gitops: GitOps,
     /// `spec.inventory`: the cluster as it is (without it, state 0 is assumed).
     pub inventory: Option<InventoryFile>,
+    /// `spec.tags`: the revision tags the plan moves besides `default`, in policy order.
+    pub tags: Vec<TagMove>,
 }
 
 impl Policy {
@@ -1061,6 +1086,11 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         Some(rel) => Some(load_inventory(dir, rel, read, &at)?),
     };
     let waves = check_wave_targets(&spec.waves, inventory.as_ref(), &at)?;
+    let revisions: Vec<&Revision> = std::iter::once(&from_revision)
+        .chain(&via_revisions)
+        .chain(std::iter::once(&to_revision))
+        .collect();
+    let tags = check_tags(&spec.tags, &spec.waves, &revisions, &at)?;
 
     let to_operator = load_operator(
         dir,
@@ -1155,7 +1185,74 @@ pub fn load_from(bytes: &[u8], path: &Path, read: ReadFile<'_>) -> Result<Policy
         promote,
         gitops,
         inventory,
+        tags,
     })
+}
+
+/// `spec.tags`: each a DNS-1123 label, once, neither `default` (moved by `defaultTag`) nor named
+/// like a revision (a namespace selecting it could not tell the two apart, and a later upgrade
+/// would derive that revision), moved after `install` or a wave of the policy.
+fn check_tags(
+    specs: &[TagSpec],
+    waves: &[WaveSpec],
+    revisions: &[&Revision],
+    at: &dyn Fn(&[Seg<'_>], Error) -> Error,
+) -> Result<Vec<TagMove>> {
+    use Seg::{Index, Key};
+    let mut out: Vec<TagMove> = Vec::new();
+    for (i, t) in specs.iter().enumerate() {
+        let name_at = [Key("spec"), Key("tags"), Index(i), Key("name")];
+        check_dns1123(&t.name)
+            .map_err(|why| at(&name_at, Error::new(format!("tag name {why}"))))?;
+        if t.name == "default" {
+            return Err(at(
+                &name_at,
+                Error::new("the `default` tag is moved by spec.defaultTag, not by spec.tags")
+                    .with_help("remove it from spec.tags; defaultTag: true (the default) moves it after the waves"),
+            ));
+        }
+        let revision_like = t
+            .name
+            .split('-')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && t.name.contains('-');
+        if revisions.iter().any(|r| r.label() == t.name) || revision_like {
+            return Err(at(
+                &name_at,
+                Error::new(format!(
+                    "tag `{}` is named like a revision: `istio.io/rev={}` would not say whether it selects the tag or a revision",
+                    t.name, t.name
+                ))
+                .with_help("name tags for what they mean to the namespaces that select them, e.g. prod-stable or prod-canary"),
+            ));
+        }
+        if out.iter().any(|o| o.name == t.name) {
+            return Err(at(
+                &name_at,
+                Error::new(format!("tag `{}` is listed twice", t.name)),
+            ));
+        }
+        if let Some(after) = &t.move_after {
+            if after != "install" && !waves.iter().any(|w| w.name == *after) {
+                let mut names = vec!["install".to_string()];
+                names.extend(waves.iter().map(|w| w.name.clone()));
+                return Err(at(
+                    &[Key("spec"), Key("tags"), Index(i), Key("moveAfter")],
+                    Error::new(format!(
+                        "tag `{}` moves after {}, which is neither `install` nor a wave",
+                        t.name,
+                        shown(after)
+                    ))
+                    .with_help(format!("moveAfter takes one of: {}", names.join(", "))),
+                ));
+            }
+        }
+        out.push(TagMove {
+            name: t.name.clone(),
+            after: t.move_after.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// Reads `spec.inventory` (at most `yamlin::INVENTORY_LIMIT` bytes, a regular file) and checks

@@ -220,6 +220,10 @@ pub struct InjectionDoc {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InjectionRowDoc {
     pub namespace: String,
+    /// The revision tag the namespace selects (`istio.io/rev=<tag>`), when it follows a tag the
+    /// plan moves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     pub states: Vec<String>,
 }
 

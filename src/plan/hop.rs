@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{namespace_id, template_patch_command, Change, ClusterState, DeleteRef, Via};
-use crate::istio::{is_tag_object, neutralize_injector, INJECTION_LABEL, REV_LABEL};
+use crate::istio::{is_tag_object, neutralize_injector, tag_of, INJECTION_LABEL, REV_LABEL};
 use crate::k8s::{self, Minor, NAME_LABEL};
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::{dangling_references, violations, Expectations, Violation};
@@ -29,6 +29,8 @@ pub struct Draft {
     namespaces: Vec<String>,
     /// For a migrate phase: the workloads the wave moves one by one.
     workloads: Vec<ObjectId>,
+    /// For a tag phase: the tag it moves.
+    tag: Option<String>,
     changes: Vec<Change>,
 }
 
@@ -39,6 +41,7 @@ impl Draft {
             name,
             namespaces: Vec::new(),
             workloads: Vec::new(),
+            tag: None,
             changes,
         }
     }
@@ -63,6 +66,8 @@ pub struct Around<'a> {
     pub fixed: &'a Expected,
     /// Namespaces no wave names that follow the default tag.
     pub followers: &'a [String],
+    /// For each tag the plan moves, the namespaces no wave names that select it.
+    pub tag_followers: &'a BTreeMap<String, Vec<String>>,
 }
 
 /// What one hop produced: its phases, the state after each and what was expected of it.
@@ -80,16 +85,37 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
         checks::kubernetes(hop, k)?;
     }
     let (mut crds, mut install, mut gateways, mut tags) = (vec![], vec![], vec![], vec![]);
+    let mut moved_tags: BTreeMap<String, Vec<Object>> = BTreeMap::new();
     for (o, kind) in hop.new.iter().zip(placement(&hop.new)) {
         match kind {
             PhaseKind::Crds => crds.push(o.clone()),
-            PhaseKind::DefaultTag => tags.push(o.clone()),
+            PhaseKind::DefaultTag => match tag_of(o) {
+                Some(t) if hop.tags.iter().any(|m| m.name == t) => {
+                    moved_tags.entry(t).or_default().push(o.clone())
+                }
+                _ => tags.push(o.clone()),
+            },
             PhaseKind::Gateways => gateways.push(o.clone()),
             _ => install.push(o.clone()),
         }
     }
     checks::install_disjoint(&install, hop)?;
     checks::gateways_kept(hop)?;
+    let has_webhook = |objects: &[Object]| {
+        objects
+            .iter()
+            .any(|o| o.id.kind == "MutatingWebhookConfiguration")
+    };
+    if let Some(t) = hop
+        .tags
+        .iter()
+        .find(|t| !moved_tags.get(&t.name).is_some_and(|o| has_webhook(o)))
+    {
+        return Err(Refusal::NoRevisionTag {
+            tag: t.name.clone(),
+            version: hop.to.version.clone(),
+        });
+    }
 
     let new = &hop.to.revision;
     // In a plan of several hops, every phase name carries its hop's new revision, so two hops'
@@ -109,12 +135,28 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
             applies(install),
         ),
     ];
+    // Each tag of the policy moves in its own phase, right after what it names.
+    let mut tag_drafts = |after: Option<&str>, drafts: &mut Vec<Draft>| {
+        for t in hop.tags.iter().filter(|t| t.after.as_deref() == after) {
+            let objects = moved_tags.remove(&t.name).unwrap_or_default();
+            let mut d = Draft::new(
+                PhaseKind::Tag,
+                of_hop(format!("tag-{}", t.name)),
+                applies(objects),
+            );
+            d.tag = Some(t.name.clone());
+            drafts.push(d);
+        }
+    };
+    tag_drafts(Some("install"), &mut drafts);
     for wave in hop.waves {
         let mut d = migrate(&wave.name, &wave.namespaces, new.label());
         d.name = of_hop(d.name);
         d.workloads = wave.workloads.clone();
         drafts.push(d);
+        tag_drafts(Some(&wave.name), &mut drafts);
     }
+    tag_drafts(None, &mut drafts);
     if !gateways.is_empty() {
         drafts.push(Draft::new(
             PhaseKind::Gateways,
@@ -278,12 +320,14 @@ pub fn run(
         known,
         fixed,
         followers,
+        tag_followers,
     } = *cluster;
     let mut any_single: Expected = hop
         .waves
         .iter()
         .flat_map(|w| &w.namespaces)
         .chain(followers)
+        .chain(tag_followers.values().flatten())
         .map(|n| (n.clone(), None))
         .collect();
     any_single.extend(fixed.clone());
@@ -319,6 +363,7 @@ pub fn run(
     };
     let mut waves_done = 0;
     let mut tag_moved = false;
+    let mut tags_moved: BTreeSet<String> = BTreeSet::new();
     for (i, mut draft) in all.into_iter().enumerate() {
         let index = at.first_index + i;
         let dir = format!("{index:0width$}-{}", draft.name);
@@ -342,6 +387,13 @@ pub fn run(
                 let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
                 draft.changes.extend(more);
             }
+            PhaseKind::Tag => {
+                let t = draft.tag.clone().unwrap_or_default();
+                draft.namespaces = tag_followers.get(&t).cloned().unwrap_or_default();
+                tags_moved.insert(t);
+                let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
+                draft.changes.extend(more);
+            }
             PhaseKind::Migrate => {
                 waves_done += 1;
                 let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
@@ -359,6 +411,18 @@ pub fn run(
                 .iter()
                 .map(|n| (n.clone(), Some(follows.revision.label().to_string()))),
         );
+        for (t, namespaces) in tag_followers {
+            let side = if tags_moved.contains(t) {
+                &hop.to
+            } else {
+                &hop.from
+            };
+            end.extend(
+                namespaces
+                    .iter()
+                    .map(|n| (n.clone(), Some(side.revision.label().to_string()))),
+            );
+        }
         state = simulate::run(&state, &draft.changes, &any_single, &end, known).map_err(
             |violation| Refusal::UnsafePhase {
                 at: phase_at.clone(),
@@ -367,7 +431,7 @@ pub fn run(
         )?;
         restarted(&state, &draft, hop, running, &phase_at)?;
         let manual = match draft.kind {
-            PhaseKind::Migrate | PhaseKind::DefaultTag => {
+            PhaseKind::Migrate | PhaseKind::DefaultTag | PhaseKind::Tag => {
                 not_restartable(&before, &state, &draft.namespaces)
             }
             _ => Vec::new(),
@@ -438,7 +502,10 @@ fn restarted(
             running.insert(id.clone(), now);
         }
     }
-    if !matches!(draft.kind, PhaseKind::Migrate | PhaseKind::DefaultTag) {
+    if !matches!(
+        draft.kind,
+        PhaseKind::Migrate | PhaseKind::DefaultTag | PhaseKind::Tag
+    ) {
         return Ok(());
     }
     let moved: BTreeSet<&str> = draft.namespaces.iter().map(String::as_str).collect();

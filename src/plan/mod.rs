@@ -60,6 +60,8 @@ pub enum PhaseKind {
     Migrate,
     Gateways,
     DefaultTag,
+    /// A revision tag of `spec.tags` moved to the hop's new revision.
+    Tag,
     Uninstall,
 }
 
@@ -71,6 +73,7 @@ impl PhaseKind {
             PhaseKind::Migrate => "migrate",
             PhaseKind::Gateways => "gateways",
             PhaseKind::DefaultTag => "default-tag",
+            PhaseKind::Tag => "tag",
             PhaseKind::Uninstall => "uninstall",
         }
     }
@@ -139,6 +142,8 @@ pub struct Hop {
 #[derive(Debug, Clone, Serialize)]
 pub struct InjectionRow {
     pub namespace: String,
+    /// The revision tag it selects, when it follows a tag the plan moves.
+    pub tag: Option<String>,
     pub states: Vec<String>,
 }
 
@@ -268,6 +273,8 @@ pub struct HopInput<'a> {
     pub remove_gateways: &'a BTreeSet<String>,
     /// Whether the plan has several hops (phase names then carry the hop's new revision).
     pub several: bool,
+    /// The revision tags the hop moves besides `default` (`spec.tags`).
+    pub tags: &'a [crate::policy::TagMove],
 }
 
 /// What a whole plan is made from: the policy's identity and promote point, and its hops in
@@ -318,6 +325,7 @@ pub fn plan(policy: &Policy, renders: &[&Rendered]) -> Result<Plan> {
             kubernetes: policy.kubernetes_version,
             remove_gateways: &policy.remove_gateways,
             several: last > 1,
+            tags: &policy.tags,
         })
         .collect();
     plan_hops(&PlanInput {
@@ -397,6 +405,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
                 known: &start.known,
                 fixed: &start.fixed,
                 followers: &start.followers,
+                tag_followers: &start.tag_followers,
             },
             &mut running,
         )?;
@@ -426,7 +435,12 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         .flat_map(|h| h.old.iter().chain(&h.new))
         .map(|o| o.id.clone())
         .collect();
-    let injection = injection_table(&start.namespaces, &states);
+    let tags: BTreeMap<&str, &str> = start
+        .tag_followers
+        .iter()
+        .flat_map(|(t, nss)| nss.iter().map(move |n| (n.as_str(), t.as_str())))
+        .collect();
+    let injection = injection_table(&start.namespaces, &tags, &states);
     let deltas = crate::diff::phase_deltas(&states);
     let mut plan = Plan {
         hops: planned_hops,
@@ -445,7 +459,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         ..empty_plan(input)
     };
     let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &start.known)?;
-    plan.rollback_injection = injection_table(&start.namespaces, &ends);
+    plan.rollback_injection = injection_table(&start.namespaces, &tags, &ends);
     plan.rollbacks = rollbacks;
     plan.promote = match input.promote {
         Some(p) => Some(rollback::resolve_promote(&plan, p)?),
@@ -518,12 +532,17 @@ fn empty_plan(input: &PlanInput<'_>) -> Plan {
 }
 
 /// Which injector serves each named namespace in each state, as the injection table shows it.
-fn injection_table(named: &[String], states: &[ClusterState]) -> Vec<InjectionRow> {
+fn injection_table(
+    named: &[String],
+    tags: &BTreeMap<&str, &str>,
+    states: &[ClusterState],
+) -> Vec<InjectionRow> {
     let webhooks: Vec<_> = states.iter().map(ClusterState::injector_webhooks).collect();
     named
         .iter()
         .map(|ns| InjectionRow {
             namespace: ns.clone(),
+            tag: tags.get(ns.as_str()).map(|t| t.to_string()),
             states: states
                 .iter()
                 .zip(&webhooks)

@@ -128,6 +128,11 @@ pub enum Refusal {
         /// lets the hop run).
         window: Option<(Minor, Minor)>,
     },
+    /// The new render has no webhook configuration for a revision tag the policy moves.
+    NoRevisionTag {
+        tag: String,
+        version: semver::Version,
+    },
     /// Rendered objects use API versions the policy's Kubernetes does not serve.
     ApiNotServed {
         kubernetes: Minor,

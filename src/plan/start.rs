@@ -40,6 +40,10 @@ pub struct Start {
     /// Namespaces no wave names that follow the default revision (`istio-injection=enabled`)
     /// while the plan moves the default tag: they move, and restart, in the default-tag phase.
     pub followers: Vec<String>,
+    /// For each tag of `spec.tags`, the namespaces no wave names that select it
+    /// (`istio.io/rev=<tag>`, served by the old revision): they move, and restart, in the tag's
+    /// phase.
+    pub tag_followers: BTreeMap<String, Vec<String>>,
 }
 
 /// Something the plan believes about the cluster without having seen it (`describe` says it in
@@ -67,6 +71,12 @@ pub enum Assumption {
         path: String,
         held: Vec<String>,
         from_render: Vec<String>,
+    },
+    /// No inventory: the revision tags the plan moves exist and point at `revision`, and which
+    /// namespaces select them is not known (moving a tag moves them all).
+    TagUsers {
+        tags: Vec<String>,
+        revision: Revision,
     },
     /// The support table does not know this Istio minor: whether it supports the policy's
     /// Kubernetes version was not checked.
@@ -123,6 +133,12 @@ pub fn assumed<'a>(
         &first.from.revision,
         default_tag_declared,
     ));
+    if !first.tags.is_empty() {
+        assumptions.push(Assumption::TagUsers {
+            tags: first.tags.iter().map(|t| t.name.clone()).collect(),
+            revision: first.from.revision.clone(),
+        });
+    }
     Start {
         state,
         namespaces: named,
@@ -132,6 +148,7 @@ pub fn assumed<'a>(
         fixed: Expected::new(),
         workloads: BTreeMap::new(),
         followers: Vec::new(),
+        tag_followers: BTreeMap::new(),
     }
 }
 
@@ -274,6 +291,7 @@ pub fn from_inventory(
     let mut fixed = Expected::new();
     let mut forgotten = Vec::new();
     let mut followers = Vec::new();
+    let mut tag_followers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for o in state.objects.values().filter(|o| o.id.kind == "Namespace") {
         let ns = &o.id.name;
         if moved.contains(ns.as_str()) {
@@ -283,9 +301,18 @@ pub fn from_inventory(
         // `istio-injection=enabled` means "the default revision": when the plan moves the
         // default, such a namespace moves with it (the simulation checks that it does).
         let follows_default = o.label(INJECTION_LABEL).as_deref() == Some("enabled");
+        // `istio.io/rev=<tag>` of a tag the plan moves: such a namespace moves with the tag.
+        let follows_tag = o
+            .label(REV_LABEL)
+            .filter(|t| first.tags.iter().any(|m| m.name == *t));
         match revision_of(&found) {
             Some(r) if r == old_rev && follows_default && first.default_tag => {
                 followers.push(ns.clone())
+            }
+            Some(r) if r == old_rev && follows_tag.is_some() => {
+                if let Some(t) = follows_tag {
+                    tag_followers.entry(t).or_default().push(ns.clone());
+                }
             }
             Some(r) if r == old_rev && first.uninstall_old => forgotten.push(ns.clone()),
             Some(r) => {
@@ -308,6 +335,7 @@ pub fn from_inventory(
             && !moved_workloads.contains(&o.id)
             && !forgotten.iter().any(|f| f == ns)
             && !followers.iter().any(|f| f == ns)
+            && !tag_followers.values().flatten().any(|f| f == ns)
         {
             forgotten_workloads.push(o.id.clone());
         }
@@ -326,6 +354,7 @@ pub fn from_inventory(
         .iter()
         .flat_map(|w| &w.namespaces)
         .chain(&followers)
+        .chain(tag_followers.values().flatten())
         .cloned()
         .collect();
     let mut expected: Expected = named
@@ -368,5 +397,6 @@ pub fn from_inventory(
         fixed,
         workloads,
         followers,
+        tag_followers,
     })
 }

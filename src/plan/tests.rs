@@ -122,6 +122,7 @@ impl Case {
             kubernetes: self.kubernetes,
             remove_gateways: &self.remove_gateways,
             several: false,
+            tags: &[],
         }
     }
 
