@@ -9,6 +9,7 @@
 //! after `Config` sees clap.
 
 use std::io::Write as _;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::check;
 use crate::error::{Error, Result};
-use crate::pipeline::{compile, CompileConfig};
+use crate::pipeline::{compile_all, compile_with_progress, CompileConfig};
+use crate::render::Progress;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_DIFFERENT: i32 = 1;
@@ -40,10 +42,20 @@ enum Command {
     /// Render both revisions with their vendored istioctl and write one bundle per phase (with
     /// --check: compare with --out instead).
     Compile {
-        /// The upgrade policy (CanaryUpgrade).
+        /// The upgrade policy (CanaryUpgrade). Repeat it to compile a fleet: each policy then
+        /// writes OUT/<metadata.name>/.
         #[arg(long, value_name = "FILE", default_value = "canary.yaml")]
-        policy: PathBuf,
-        /// Where to write the bundles; replaced whole on every run.
+        policy: Vec<PathBuf>,
+        /// Compile a fleet: the canary.yaml of every subdirectory of DIR, each into
+        /// OUT/<metadata.name>/.
+        #[arg(long, value_name = "DIR", conflicts_with = "policy")]
+        policies: Option<PathBuf>,
+        /// With --policies: compile only shard I of N (0-based) of the fleet, the policies whose
+        /// place in the sorted list is I modulo N, for a CI matrix or fan-out.
+        #[arg(long, value_name = "I/N", requires = "policies", value_parser = parse_shard)]
+        shard: Option<Shard>,
+        /// Where to write the bundles; replaced whole on every run (a fleet: one directory per
+        /// policy in it).
         #[arg(long, value_name = "DIR", default_value = "bundles")]
         out: PathBuf,
         /// Replace --out even if istio-canary did not write it.
@@ -53,9 +65,11 @@ enum Command {
         /// differ.
         #[arg(long)]
         check: bool,
-        /// Stop an istioctl call that takes longer than this.
-        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-        istioctl_timeout: u64,
+        /// Print no summary (notes and warnings still go to stderr).
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        render: RenderArgs,
         /// Also write live/, the desired state after this phase (an index or a name such as
         /// migrate-canary); overrides spec.promote.
         #[arg(long, value_name = "PHASE")]
@@ -87,9 +101,8 @@ enum Command {
         /// plan.json compile would write.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
-        /// Stop an istioctl call that takes longer than this.
-        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-        istioctl_timeout: u64,
+        #[command(flatten)]
+        render: RenderArgs,
     },
     /// Check a policy and the files it names without running istioctl, and report every error
     /// and warning at once, each at its file:line:col (exit 2 on an error).
@@ -140,6 +153,41 @@ enum Command {
     },
 }
 
+/// How istioctl runs and where its renders are kept: the flags `compile` and `plan` share.
+#[derive(clap::Args, Debug)]
+struct RenderArgs {
+    /// Stop an istioctl call that takes longer than this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    istioctl_timeout: u64,
+    /// Keep renders in DIR and reuse them (default: $XDG_CACHE_HOME/istio-canary, else
+    /// ~/.cache/istio-canary).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Neither read nor write the render cache: run istioctl for every render.
+    #[arg(long)]
+    no_cache: bool,
+    /// Run at most N istioctl calls at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    jobs: Option<NonZeroUsize>,
+}
+
+impl RenderArgs {
+    /// The checked configuration, the cache directory resolved from the environment.
+    fn config(&self, policy: PathBuf, out: PathBuf) -> Result<CompileConfig> {
+        let cache_dir = match (&self.cache_dir, self.no_cache) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir.clone()),
+            (None, false) => Some(crate::cache::default_dir(|name| std::env::var_os(name))?),
+        };
+        Ok(CompileConfig {
+            istioctl_timeout: Duration::from_secs(self.istioctl_timeout),
+            cache_dir,
+            jobs: self.jobs.unwrap_or_else(crate::jobs::available),
+            ..CompileConfig::new(policy, out)
+        })
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
     Text,
@@ -184,32 +232,33 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Compile {
             policy,
+            policies,
+            shard,
             out,
             force,
             check,
-            istioctl_timeout,
+            quiet,
+            render,
             promote,
-        } => {
-            let config = CompileConfig {
-                policy,
-                out,
-                force,
-                istioctl_timeout: Duration::from_secs(istioctl_timeout),
-                promote,
-            };
-            if check {
-                run_check(&config)
-            } else {
-                run_compile(&config).map(|summary| Outcome::ok(String::new(), summary))
-            }
-        }
+        } => compile_command(
+            policy,
+            policies.map(|dir| (dir, shard)),
+            out,
+            render,
+            quiet,
+            check,
+            force,
+            promote,
+        ),
         Command::Verify { dir } => run_verify(&dir),
         Command::Show { phase, out } => run_show(&phase, &out),
         Command::Plan {
             policy,
             format,
-            istioctl_timeout,
-        } => run_plan(&policy, format, Duration::from_secs(istioctl_timeout)),
+            render,
+        } => render
+            .config(policy, PathBuf::from("bundles"))
+            .and_then(|config| run_plan(&config, format)),
         Command::Lint {
             policy,
             format,
@@ -289,25 +338,231 @@ fn print_stdout(text: &str) -> Result<()> {
     }
 }
 
-fn run_compile(config: &CompileConfig) -> Result<String> {
-    let outcome = compile(config)?;
+/// `compile` (with `--check`, `compile --check`) of one policy or of a fleet.
+#[allow(clippy::too_many_arguments)] // one per flag of `compile`, unpacked from clap's struct
+fn compile_command(
+    policy: Vec<PathBuf>,
+    policies: Option<(PathBuf, Option<Shard>)>,
+    out: PathBuf,
+    render: RenderArgs,
+    quiet: bool,
+    check: bool,
+    force: bool,
+    promote: Option<String>,
+) -> Result<Outcome> {
+    let fleet = match (policies, policy.as_slice()) {
+        (Some((dir, shard)), _) => Some(in_shard(fleet_policies(&dir)?, shard)),
+        (None, [_, _, ..]) => Some(policy.clone()),
+        (None, _) => None,
+    };
+    let first = policy.into_iter().next().unwrap_or_default();
+    let config = CompileConfig {
+        force,
+        promote,
+        ..render.config(first, out)?
+    };
+    let progress = progress_printer();
+    match (fleet, check) {
+        (None, false) => run_compile(&config, &progress, quiet),
+        (None, true) => run_check(&config, &progress),
+        (Some(list), false) => run_fleet(&list, &config, &progress, quiet),
+        (Some(list), true) => run_fleet_check(&list, &config, &progress),
+    }
+}
+
+/// `--shard I/N`: the I-th of N disjoint parts of a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((index, count)) if index < count => Ok(Shard { index, count }),
+        Some(_) => Err("I must be less than N (shards are numbered from 0)".to_string()),
+        None => Err("expected I/N, such as 0/4".to_string()),
+    }
+}
+
+/// The policies of `shard`: every N-th of the sorted list, starting at the I-th.
+fn in_shard(policies: Vec<PathBuf>, shard: Option<Shard>) -> Vec<PathBuf> {
+    match shard {
+        None => policies,
+        Some(Shard { index, count }) => policies
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % count == index)
+            .map(|(_, p)| p)
+            .collect(),
+    }
+}
+
+/// What `--policies DIR` names: `DIR/*/canary.yaml`, sorted. A directory without one is an
+/// error, so a typo never compiles an empty fleet.
+fn fleet_policies(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io("cannot read --policies", dir, &e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot read --policies", dir, &e))?;
+        let policy = entry.path().join("canary.yaml");
+        if policy.is_file() {
+            found.push(policy);
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::new(format!(
+            "--policies {}: no subdirectory holds a canary.yaml",
+            dir.display()
+        ))
+        .with_help("--policies takes a directory with one subdirectory per policy (DIR/<cluster>/canary.yaml)"));
+    }
+    Ok(found)
+}
+
+/// The progress display: each istioctl call as it starts and ends, on stderr, only when stderr is
+/// a terminal (a CI log or a redirected stderr gets the summary alone).
+fn progress_printer() -> impl Fn(&Progress) + Sync {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
+    move |p: &Progress| {
+        if !terminal {
+            return;
+        }
+        if p.finished {
+            eprintln!("istio-canary: [{}/{}] {}: done", p.done, p.total, p.what);
+        } else {
+            eprintln!("istio-canary: [{}/{}] {}…", p.done, p.total, p.what);
+        }
+    }
+}
+
+/// The summary, or with `--quiet` only its `note:` and `warning:` lines.
+fn quieted(summary: String, quiet: bool) -> String {
+    if !quiet {
+        return summary;
+    }
+    summary
+        .lines()
+        .filter(|l| l.starts_with("note: ") || l.starts_with("warning: "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn run_compile(
+    config: &CompileConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+    quiet: bool,
+) -> Result<Outcome> {
+    let outcome = compile_with_progress(config, progress)?;
     let summary = outcome.summary(&config.out)?;
     crate::write::write_atomic(&config.out, &outcome.files, config.force, &outcome.inputs)?;
-    Ok(summary)
+    Ok(Outcome::ok(String::new(), quieted(summary, quiet)))
+}
+
+/// A fleet: every policy compiled (renders shared), then each written to `OUT/<name>/`. Nothing
+/// is written unless every policy compiled.
+fn run_fleet(
+    policies: &[PathBuf],
+    config: &CompileConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+    quiet: bool,
+) -> Result<Outcome> {
+    let batch = compile_all(policies, true, config, progress, |c| {
+        let out = config.out.join(&c.plan.name);
+        let summary = c.summary(&out)?;
+        Ok((out, summary, c.files, c.inputs))
+    })?;
+    // Every policy's output is checked against every input of the fleet.
+    let inputs: Vec<PathBuf> = batch
+        .results
+        .iter()
+        .flat_map(|(_, _, _, inputs)| inputs.iter().cloned())
+        .collect();
+    let inputs = crate::write::Inputs::of(&inputs)?;
+    let mut stderr = String::new();
+    for (out, summary, files, _) in &batch.results {
+        crate::write::write_atomic_with(out, files, config.force, &inputs)?;
+        stderr.push_str(&quieted(summary.clone(), quiet));
+    }
+    let footer = format!(
+        "istio-canary: {} policies in {}/: {} distinct renders, {} from the render cache\n",
+        batch.results.len(),
+        config.out.display(),
+        batch.counts.cached + batch.counts.rendered,
+        batch.counts.cached
+    );
+    stderr.push_str(&quieted(footer, quiet));
+    for n in &batch.notes {
+        stderr.push_str(&format!("note: {n}\n"));
+    }
+    Ok(Outcome::ok(String::new(), stderr))
+}
+
+/// `compile --check` of a fleet: each policy against `OUT/<name>/`; exit 1 when any differs.
+fn run_fleet_check(
+    policies: &[PathBuf],
+    config: &CompileConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Outcome> {
+    let regenerate = regenerate_command();
+    let batch = compile_all(policies, true, config, progress, |c| {
+        let out = config.out.join(&c.plan.name);
+        check::check_out_dir(&out)?;
+        let report = check::check(&c.files, &check::read_tree(&out)?);
+        let shown = format!("{}/", out.display());
+        Ok((
+            report.is_clean(),
+            report.render(&shown, &regenerate),
+            c.files.len(),
+        ))
+    })?;
+    let notes: String = batch.notes.iter().map(|n| format!("note: {n}\n")).collect();
+    if batch.results.iter().all(|(clean, _, _)| *clean) {
+        let files: usize = batch.results.iter().map(|(_, _, n)| n).sum();
+        return Ok(Outcome::ok(
+            String::new(),
+            format!(
+                "istio-canary: {} policies in {}/ are up to date ({files} files)\n{notes}",
+                batch.results.len(),
+                config.out.display()
+            ),
+        ));
+    }
+    Ok(Outcome {
+        code: EXIT_DIFFERENT,
+        stdout: batch
+            .results
+            .iter()
+            .filter(|(clean, _, _)| !clean)
+            .map(|(_, report, _)| report.as_str())
+            .collect(),
+        stderr: notes,
+    })
 }
 
 /// `compile --check`: compile, read `--out`, compare. Writes nothing.
-fn run_check(config: &CompileConfig) -> Result<Outcome> {
+fn run_check(config: &CompileConfig, progress: &(dyn Fn(&Progress) + Sync)) -> Result<Outcome> {
     check::check_out_dir(&config.out)?;
-    let compiled = compile(config)?;
+    let compiled = compile_with_progress(config, progress)?;
     let tree = check::read_tree(&config.out)?;
     let report = check::check(&compiled.files, &tree);
     let out = format!("{}/", config.out.display());
+    let notes: String = compiled
+        .notes
+        .iter()
+        .map(|n| format!("note: {n}\n"))
+        .collect();
     if report.is_clean() {
         return Ok(Outcome::ok(
             String::new(),
             format!(
-                "istio-canary: {out} is up to date ({} files)\n",
+                "istio-canary: {out} is up to date ({} files)\n{notes}",
                 compiled.files.len()
             ),
         ));
@@ -315,7 +570,7 @@ fn run_check(config: &CompileConfig) -> Result<Outcome> {
     Ok(Outcome {
         code: EXIT_DIFFERENT,
         stdout: report.render(&out, &regenerate_command()),
-        stderr: String::new(),
+        stderr: notes,
     })
 }
 
@@ -430,17 +685,9 @@ fn run_show(query: &str, out: &Path) -> Result<Outcome> {
     Ok(Outcome::ok(stream, stderr))
 }
 
-/// `plan`: compile and print the plan. Writes nothing.
-fn run_plan(policy: &Path, format: Format, istioctl_timeout: Duration) -> Result<Outcome> {
-    let config = CompileConfig {
-        policy: policy.to_path_buf(),
-        // Not used: compile returns the file map and writes nothing.
-        out: PathBuf::from("bundles"),
-        force: false,
-        istioctl_timeout,
-        promote: None,
-    };
-    let compiled = compile(&config)?;
+/// `plan`: compile and print the plan. Writes nothing (`config.out` is not used).
+fn run_plan(config: &CompileConfig, format: Format) -> Result<Outcome> {
+    let compiled = compile_with_progress(config, &progress_printer())?;
     let json = compiled
         .files
         .get(crate::schema::PLAN_JSON)
@@ -452,5 +699,10 @@ fn run_plan(policy: &Path, format: Format, istioctl_timeout: Duration) -> Result
             json,
         )?),
     };
-    Ok(Outcome::ok(stdout, String::new()))
+    let notes: String = compiled
+        .notes
+        .iter()
+        .map(|n| format!("note: {n}\n"))
+        .collect();
+    Ok(Outcome::ok(stdout, notes))
 }

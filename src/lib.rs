@@ -3,13 +3,15 @@
 //!
 //! The pipeline, one module per stage, none reaching backwards (`tests/layers.rs` holds every
 //! module to its place in `LAYERS` below): `policy` (load and validate) -> `render` (istioctl,
-//! the only process I/O) -> `plan` (pure) -> `describe` (the plan in words) -> `layout` (the
-//! plan as files) -> `emit` (pure: to path -> text) -> `write` (atomic). Below the pipeline sit
-//! the Kubernetes model (`manifest`, `selector`, `cluster`, `k8s`, `names`), free of Istio, and
+//! the only process I/O, behind the render `cache` and run in parallel by `jobs`) -> `plan`
+//! (pure) -> `describe` (the plan in words) -> `layout` (the plan as files) -> `emit` (pure: to
+//! path -> text) -> `write` (atomic). Below the pipeline sit the Kubernetes model (`manifest`,
+//! `selector`, `cluster`, `k8s`, `names`), free of Istio, and
 //! Istio's facts (`istio`) and evaluation (`mesh`). `pipeline::compile` runs the stages; `cli` is
 //! the command line; `check` reads a written output back and writes nothing; `lint` reports
 //! every input-only finding of a policy at once.
 
+pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod cluster;
@@ -21,6 +23,7 @@ pub mod gitops;
 pub mod init;
 pub mod inventory;
 pub mod istio;
+pub mod jobs;
 pub mod k8s;
 pub mod layout;
 pub mod lint;
@@ -39,7 +42,7 @@ pub mod yamlin;
 pub mod yamlout;
 pub mod yamlpath;
 
-pub use pipeline::{compile, CompileConfig, Compiled};
+pub use pipeline::{compile, compile_all, CompileConfig, Compiled};
 
 /// The tool's version, as it appears in generated files.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -49,7 +52,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// this order, and on a module missing from it.
 #[rustfmt::skip] // one compact list: rustfmt would put each long name on a line of its own
 pub const LAYERS: &[&str] = &[
-    "error", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "inventory", "selector",
-    "cluster", "istio", "mesh", "policy_schema", "policy", "init", "lint", "render", "diff", "plan",
-    "describe", "schema", "layout", "gitops", "emit", "write", "check", "pipeline", "cli",
+    "error", "jobs", "yamlpath", "yamlin", "yamlout", "names", "k8s", "manifest", "inventory",
+    "selector", "cluster", "istio", "mesh", "policy_schema", "policy", "init", "lint", "cache",
+    "render", "diff", "plan", "describe", "schema", "layout", "gitops", "emit", "write", "check",
+    "pipeline", "cli",
 ];

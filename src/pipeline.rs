@@ -1,20 +1,26 @@
-//! The compile, stage by stage: load the policy, verify and run both pinned istioctls, plan,
-//! describe, lay out and emit. The one place the stages are chained.
+//! The compile, stage by stage: load the policies, render what they need (from the render cache
+//! or with the pinned istioctls, in parallel), plan, describe, lay out and emit. The one place
+//! the stages are chained.
 //!
-//! Owns: `CompileConfig` (what a compile needs, checked), the order of the stages, and the
-//! stderr summary of a compiled plan. Must not: write anything (`cli` calls `write`, so
-//! `compile --check` reuses this as it is), print, or decide anything a stage decides.
+//! Owns: `CompileConfig` (what a compile needs, checked), the order of the stages, the render
+//! requests a policy makes (old side, then new side), a fleet (`compile_all`: several policies in
+//! one run, one `render_all` for all of them, names that must differ), and the stderr summary of
+//! a compiled plan. Must not: write anything (`cli` calls `write`, so `compile --check` reuses
+//! this as it is), print, or decide anything a stage decides.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
-
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::Cache;
 use crate::error::Result;
-use crate::render::{Istioctl, TagRequest};
-use crate::{check, describe, emit, error, layout, plan, policy, schema, VERSION};
+use crate::render::{
+    self, Progress, RenderCounts, RenderOptions, RenderRequest, Rendered, TagRequest,
+};
+use crate::{check, describe, emit, error, jobs, layout, plan, policy, schema, VERSION};
 
 /// Everything `compile` needs, checked; built once from the command line.
 #[derive(Debug, Clone)]
@@ -25,6 +31,25 @@ pub struct CompileConfig {
     pub istioctl_timeout: Duration,
     /// `--promote`: overrides the policy's `spec.promote`.
     pub promote: Option<String>,
+    /// The render cache's directory; `None` for no cache (`--no-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// At most this many istioctl calls (and plans of a fleet) at once.
+    pub jobs: NonZeroUsize,
+}
+
+impl CompileConfig {
+    /// `policy` into `out` with the defaults of the command line, and no cache.
+    pub fn new(policy: PathBuf, out: PathBuf) -> CompileConfig {
+        CompileConfig {
+            policy,
+            out,
+            force: false,
+            istioctl_timeout: Duration::from_secs(120),
+            promote: None,
+            cache_dir: None,
+            jobs: jobs::available(),
+        }
+    }
 }
 
 /// What a compile produced, before it is written.
@@ -39,6 +64,9 @@ pub struct Compiled {
     /// For each side whose version pins one binary per platform: the version and the platform
     /// whose binary rendered it (`1.14.1`, `linux/amd64`), for the summary.
     pub platforms: Vec<(String, String)>,
+    /// What the run has to say besides the plan (the render cache could not be written, an
+    /// entry was corrupt), printed as `note:` lines.
+    pub notes: Vec<String>,
 }
 
 impl Compiled {
@@ -89,7 +117,7 @@ impl Compiled {
                 phase.dir
             );
         }
-        for n in &self.texts.notes {
+        for n in self.texts.notes.iter().chain(&self.notes) {
             let _ = writeln!(s, "note: {n}");
         }
         for w in &self.texts.warnings {
@@ -119,9 +147,132 @@ fn phase_counts(phase: &schema::PhaseDoc) -> String {
     }
 }
 
-/// Loads the policy, renders both revisions, plans and emits. Writes nothing.
+/// What a policy needs rendered, in request order: each control plane of its path once, as it
+/// is installed: the first as running (`istioctl install --revision R` also creates the default
+/// tag and validator when none exists, which `manifest generate` leaves out), every later one
+/// with the default tag when the policy moves it. A hop's old side is the previous hop's new
+/// render.
+fn render_requests(policy: &policy::Policy) -> Vec<RenderRequest<'_>> {
+    policy
+        .releases()
+        .into_iter()
+        .enumerate()
+        .map(|(i, release)| {
+            let mut tags = TagRequest::default_tag(if i == 0 {
+                policy.from_default_tag
+            } else {
+                policy.default_tag
+            });
+            // The tags the plan moves exist on every control plane of the path: on the first as
+            // installed (an assumption PLAN.md states), on each later one once its hop moves
+            // them.
+            tags.revision_tags
+                .extend(policy.tags.iter().map(|t| t.name.clone()));
+            RenderRequest { release, tags }
+        })
+        .collect()
+}
+
+/// Loads the policy, renders every release of its path, plans and emits. Writes nothing.
 pub fn compile(config: &CompileConfig) -> Result<Compiled> {
-    let mut policy = policy::load(&config.policy)?;
+    compile_with_progress(config, &|_| {})
+}
+
+/// `compile`, telling `progress` about each istioctl call.
+pub fn compile_with_progress(
+    config: &CompileConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Compiled> {
+    let batch = compile_all(
+        std::slice::from_ref(&config.policy),
+        false,
+        config,
+        progress,
+        Ok,
+    )?;
+    let mut compiled =
+        batch.results.into_iter().next().ok_or_else(|| {
+            error::Error::new("internal error: a compile of one policy gave none")
+        })?;
+    compiled.notes = batch.notes;
+    Ok(compiled)
+}
+
+/// What `compile_all` produced: `each`'s result per policy, in the policies' order, how many
+/// renders came from the cache, and what the run has to say about the cache.
+#[derive(Debug)]
+pub struct Batch<T> {
+    pub results: Vec<T>,
+    pub counts: RenderCounts,
+    pub notes: Vec<String>,
+}
+
+/// Compiles every policy (`config.policy` is not read; `config.promote` applies to each). In a
+/// `fleet` (each policy writing `OUT/<metadata.name>/`) the policies must have different names
+/// and an error names its policy. Loads them all, renders what they need in one `render::render_all` (so a render several policies
+/// share runs once), then plans, describes, lays out and emits each on at most `config.jobs`
+/// threads and hands each `Compiled` to `each` (which may write it, compare it, or keep what it
+/// needs and drop the rest). The error is the first policy's, in order. Writes nothing itself.
+pub fn compile_all<T: Send>(
+    policies: &[PathBuf],
+    fleet: bool,
+    config: &CompileConfig,
+    progress: &(dyn Fn(&Progress) + Sync),
+    each: impl Fn(Compiled) -> Result<T> + Sync,
+) -> Result<Batch<T>> {
+    let in_fleet = |path: &Path, e: error::Error| {
+        if fleet {
+            e.within(format!("policy {}", path.display()))
+        } else {
+            e
+        }
+    };
+    let mut loaded = Vec::with_capacity(policies.len());
+    for path in policies {
+        let policy = load(path, config).map_err(|e| in_fleet(path, e))?;
+        loaded.push(policy);
+    }
+    if fleet {
+        refuse_shared_names(&loaded)?;
+    }
+    let per_policy_requests: Vec<Vec<RenderRequest>> = loaded.iter().map(render_requests).collect();
+    let requests: Vec<RenderRequest> = per_policy_requests.concat();
+    let cache = match &config.cache_dir {
+        Some(dir) => Cache::at(dir.clone()),
+        None => Cache::none(),
+    };
+    let options = RenderOptions {
+        timeout: config.istioctl_timeout,
+        jobs: config.jobs,
+        cache: &cache,
+        progress,
+    };
+    let (renders, counts) = render::render_all(&requests, &options)?;
+    // Each policy's renders, in the order of its requests (as many as it made).
+    let mut rest = renders.as_slice();
+    let mut per_policy: Vec<&[Arc<Rendered>]> = Vec::with_capacity(loaded.len());
+    for made in &per_policy_requests {
+        let (mine, others) = rest.split_at(made.len().min(rest.len()));
+        per_policy.push(mine);
+        rest = others;
+    }
+    let results = jobs::map(&loaded, config.jobs, |i, policy| {
+        let sides = per_policy
+            .get(i)
+            .ok_or_else(|| error::Error::new("internal error: a policy without its renders"))?;
+        let compiled = finish(policy, sides).map_err(|e| in_fleet(&policy.path, e))?;
+        each(compiled)
+    });
+    Ok(Batch {
+        results: results.into_iter().collect::<Result<_>>()?,
+        counts,
+        notes: cache.notes(),
+    })
+}
+
+/// Reads one policy, with `--promote` applied.
+fn load(path: &Path, config: &CompileConfig) -> Result<policy::Policy> {
+    let mut policy = policy::load(path)?;
     if let Some(text) = &config.promote {
         policy.promote = Some(policy::Promote {
             phase: policy::parse_phase_text(text).map_err(|m| {
@@ -132,6 +283,29 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
             location: None,
         });
     }
+    Ok(policy)
+}
+
+/// In a fleet each policy writes `OUT/<metadata.name>/`, so two policies may not share a name.
+fn refuse_shared_names(policies: &[policy::Policy]) -> Result<()> {
+    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+    for p in policies {
+        if let Some(first) = seen.insert(&p.name, &p.path) {
+            return Err(error::Error::new(format!(
+                "policies {} and {} are both named `{}`: in a fleet each policy writes OUT/<metadata.name>/",
+                first.display(),
+                p.path.display(),
+                p.name
+            ))
+            .with_help("give each policy of the fleet its own metadata.name"));
+        }
+    }
+    Ok(())
+}
+
+/// Plans, describes, lays out and emits one policy from its renders, one per release of its
+/// path (hop i goes from render i to render i + 1).
+fn finish(policy: &policy::Policy, renders: &[Arc<Rendered>]) -> Result<Compiled> {
     let releases = policy.releases();
     let mut inputs = vec![policy.path.clone()];
     for r in &releases {
@@ -141,26 +315,8 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
     if let Some(inventory) = &policy.inventory {
         inputs.push(inventory.path.clone());
     }
-    // Each control plane of the path is rendered once, as it is installed: the first as running
-    // (`istioctl install --revision R` also creates the default tag and validator when none
-    // exists, which `manifest generate` leaves out), every later one with the default tag when
-    // the policy moves it. A hop's old side is the previous hop's new render.
-    let mut renders = Vec::with_capacity(releases.len());
-    for (i, release) in releases.iter().enumerate() {
-        let ctl = Istioctl::verify(&release.version, &release.istioctl, config.istioctl_timeout)?;
-        let mut tags = if i == 0 {
-            TagRequest::default_tag(policy.from_default_tag)
-        } else {
-            TagRequest::default_tag(policy.default_tag)
-        };
-        // The tags the plan moves exist on every control plane of the path: on the first as
-        // installed (an assumption PLAN.md states), on each later one once its hop moves them.
-        tags.revision_tags
-            .extend(policy.tags.iter().map(|t| t.name.clone()));
-        renders.push(ctl.manifest_generate(release, &tags)?);
-    }
-    let rendered: Vec<&crate::render::Rendered> = renders.iter().collect();
-    let plan = plan::plan(&policy, &rendered)?;
+    let rendered: Vec<&Rendered> = renders.iter().map(|r| &**r).collect();
+    let plan = plan::plan(policy, &rendered)?;
     let texts = describe::describe(&plan);
     let bundle = layout::layout(&plan)?;
     let files = emit::emit(
@@ -186,5 +342,6 @@ pub fn compile(config: &CompileConfig) -> Result<Compiled> {
         files,
         inputs,
         platforms,
+        notes: Vec::new(),
     })
 }

@@ -1,19 +1,27 @@
 //! Rendering each revision with its vendored istioctl: the only process I/O in the tool.
 //!
-//! Owns: checking a binary's sha256 against its pin before it ever runs (read as a regular file
-//! of at most `yamlin::ISTIOCTL_LIMIT`), checking the version it reports, preparing the
-//! IstioOperator spec for one revision (`spec.revision`, `values.revisionTags`,
-//! `values.defaultRevision`), running `istioctl manifest generate` with an argument vector (never
-//! a shell), no cluster credentials and a timeout, and parsing what it prints; istioctl's process group (killed whole when a call ends, so nothing it started is
+//! Owns: `render_all`, which turns a list of render requests into renders in request order
+//! (looked up in the render cache first, identical requests rendered once, the others on at most
+//! `--jobs` threads, the error of the first failing request reported); checking a binary's sha256
+//! against its pin before it ever runs (read as a regular file of at most
+//! `yamlin::ISTIOCTL_LIMIT`, and only when a render needs it: a cached render reads no binary),
+//! checking the version it reports, preparing the IstioOperator spec for one revision
+//! (`spec.revision`, `values.revisionTags`, `values.defaultRevision`) and the cache key of the
+//! call, running `istioctl manifest generate` with an argument vector (never a shell), no cluster
+//! credentials and a timeout, and parsing what it printed (or what the cache holds) through the
+//! same gate; istioctl's process group (killed whole when a call ends, so nothing it started is
 //! left running), the bounds on its output, and SIGINT/SIGTERM while it runs. Must not: decide
-//! what goes in which phase, or write anywhere but its own temp dir.
+//! what goes in which phase, print (progress goes to a callback), or write anywhere but its own
+//! temp dirs and, through `cache`, the cache directory.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::num::NonZeroUsize;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions};
@@ -22,8 +30,10 @@ use serde_yaml::{Mapping, Value};
 use sha2::{Digest, Sha256};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use crate::cache::{self, Cache};
 use crate::error::{io_reason, Error, Location, Result};
 use crate::istio::Revision;
+use crate::jobs;
 use crate::manifest::{parse_manifest, Object};
 use crate::policy::{hex, Pin, Release};
 use crate::yamlin;
@@ -172,12 +182,7 @@ impl Istioctl {
     }
 
     fn command_line(&self, args: &[&str]) -> String {
-        let mut s = self.shown.display().to_string();
-        for a in args {
-            s.push(' ');
-            s.push_str(a);
-        }
-        s
+        command_line(&self.shown, args)
     }
 
     /// Runs the binary with `args` in `workdir`: no shell, no inherited environment beyond PATH,
@@ -216,11 +221,7 @@ impl Istioctl {
         loop {
             if let Some(signal) = received_signal() {
                 group.stop();
-                return Err(Error::new(format!(
-                    "interrupted by {signal}: istioctl {} was stopped with its whole process group, and --out was left as it was: `{}`",
-                    self.version,
-                    self.command_line(args)
-                )));
+                return Err(interrupted(signal));
             }
             if status.is_none() && group.leader_exited()? {
                 status = Some(group.stop_and_reap()?);
@@ -332,16 +333,21 @@ impl Istioctl {
         err
     }
 
-    /// `istioctl manifest generate -f <spec>` for one revision.
+    /// `istioctl manifest generate -f <spec>` for one revision, uncached.
     pub fn manifest_generate(&self, side: &Release, tags: &TagRequest) -> Result<Rendered> {
+        let job = Job::new(side, tags)?;
+        let stdout = self.generate(&job)?;
+        job.parse(&stdout, None)
+    }
+
+    /// Runs `istioctl manifest generate` on the job's spec, in a fresh temp dir; istioctl's
+    /// stdout when it exits 0.
+    fn generate(&self, job: &Job) -> Result<Vec<u8>> {
         let workdir = workdir()?;
-        let spec_name = format!("iop-{}.yaml", side.revision);
-        let spec = operator_for(&side.operator.document, &side.revision, tags);
-        let spec_text = crate::yamlout::mapping_to_string(&spec)
-            .map_err(|e| e.within("cannot serialize the IstioOperator spec"))?;
-        std::fs::write(workdir.path().join(&spec_name), spec_text)
-            .map_err(|e| Error::io("cannot write", &workdir.path().join(&spec_name), &e))?;
-        let args = ["manifest", "generate", "-f", spec_name.as_str()];
+        let spec_path = workdir.path().join(&job.spec_name);
+        std::fs::write(&spec_path, &job.spec_text)
+            .map_err(|e| Error::io("cannot write", &spec_path, &e))?;
+        let args = job.args();
         let out = self.run(&args, workdir.path())?;
         if !out.status.success() {
             return Err(Error::new(format!(
@@ -352,15 +358,117 @@ impl Istioctl {
                 stderr_tail(&out.stderr)
             )));
         }
-        let text = String::from_utf8(out.stdout).map_err(|_| {
+        Ok(out.stdout)
+    }
+}
+
+/// One render to make: a release (its version, revision, IstioOperator spec and pinned istioctl)
+/// and the tag objects to include. A pipeline renders a list of them (two sides today, one per
+/// release of a multi-hop path, every side of every policy of a fleet).
+#[derive(Debug, Clone)]
+pub struct RenderRequest<'a> {
+    pub release: &'a Release,
+    pub tags: TagRequest,
+}
+
+/// How `render_all` runs.
+pub struct RenderOptions<'a> {
+    /// The limit of each istioctl call.
+    pub timeout: Duration,
+    /// At most this many istioctl calls run at once.
+    pub jobs: NonZeroUsize,
+    /// Where renders are looked up before istioctl runs, and stored after.
+    pub cache: &'a Cache,
+    /// Told when an istioctl call starts and ends (cli shows it on a terminal).
+    pub progress: &'a (dyn Fn(&Progress) + Sync),
+}
+
+/// An istioctl call starting or ending, for a progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// `checking istioctl 1.14.1` or `rendering 1.14.1 (1-14-1)`.
+    pub what: String,
+    /// Whether the call has ended.
+    pub finished: bool,
+    /// Calls ended so far, and calls this run makes.
+    pub done: usize,
+    pub total: usize,
+}
+
+/// What the calls of one `render_all` were: how many renders came from the cache and how many
+/// istioctl made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderCounts {
+    pub cached: usize,
+    pub rendered: usize,
+}
+
+/// One distinct render: the spec handed to istioctl, its arguments and the cache key they make.
+#[derive(Debug, Clone)]
+struct Job {
+    version: Version,
+    revision: Revision,
+    istio_namespace: String,
+    pin: Pin,
+    spec_name: String,
+    spec_text: String,
+    key: cache::Key,
+}
+
+impl Job {
+    fn new(release: &Release, tags: &TagRequest) -> Result<Job> {
+        let spec_name = format!("iop-{}.yaml", release.revision);
+        let spec = operator_for(&release.operator.document, &release.revision, tags);
+        let spec_text = crate::yamlout::mapping_to_string(&spec)
+            .map_err(|e| e.within("cannot serialize the IstioOperator spec"))?;
+        let args = ["manifest", "generate", "-f", spec_name.as_str()].join("\0");
+        // The pin is the binary's identity (a binary is hashed only when it is about to run);
+        // the version too, since one script may stand in for several versions.
+        let key = cache::key(&[
+            release.istioctl.sha256.as_bytes(),
+            release.version.to_string().as_bytes(),
+            spec_text.as_bytes(),
+            args.as_bytes(),
+        ]);
+        Ok(Job {
+            version: release.version.clone(),
+            revision: release.revision.clone(),
+            istio_namespace: release.operator.istio_namespace.clone(),
+            pin: release.istioctl.clone(),
+            spec_name,
+            spec_text,
+            key,
+        })
+    }
+
+    fn args(&self) -> [&str; 4] {
+        ["manifest", "generate", "-f", self.spec_name.as_str()]
+    }
+
+    fn command_line(&self) -> String {
+        command_line(&self.pin.path, &self.args())
+    }
+
+    fn describe(&self) -> String {
+        format!("rendering {} ({})", self.version, self.revision)
+    }
+
+    /// istioctl's stdout, from a call or from the cache, read into a render: the same checks
+    /// either way (UTF-8, the YAML gate, the manifest reader).
+    fn parse(&self, stdout: &[u8], cached: Option<&Path>) -> Result<Rendered> {
+        let origin = match cached {
+            Some(dir) => format!(" (read from the render cache {})", dir.display()),
+            None => String::new(),
+        };
+        let text = std::str::from_utf8(stdout).map_err(|_| {
             Error::new(format!(
-                "istioctl {} printed output that is not UTF-8: `{}`",
+                "istioctl {} printed output that is not UTF-8: `{}`{origin}",
                 self.version,
-                self.command_line(&args)
+                self.command_line()
             ))
         })?;
-        let source = format!("output of `{}`", self.command_line(&args));
-        let objects = parse_manifest(&text, &source).map_err(|e| {
+        let source = format!("output of `{}`{origin}", self.command_line());
+        let objects = parse_manifest(text, &source).map_err(|e| {
             e.within(format!(
                 "istioctl {} printed invalid manifest YAML",
                 self.version
@@ -368,11 +476,167 @@ impl Istioctl {
         })?;
         Ok(Rendered {
             version: self.version.clone(),
-            revision: side.revision.clone(),
-            istio_namespace: side.operator.istio_namespace.clone(),
+            revision: self.revision.clone(),
+            istio_namespace: self.istio_namespace.clone(),
             objects,
         })
     }
+}
+
+/// A pinned binary to check before it runs: version, path and digest.
+type PinId = (Version, PathBuf, String);
+
+fn pin_id(job: &Job) -> PinId {
+    (
+        job.version.clone(),
+        job.pin.path.clone(),
+        job.pin.sha256.clone(),
+    )
+}
+
+/// Renders every request and returns the renders in request order, with how many came from the
+/// cache. Requests that make the same spec for the same pin are rendered once. A render found in
+/// the cache starts no process and reads no binary; the binaries of the other renders are checked
+/// (digest, then version) before any render runs, then the renders run on at most `jobs` threads
+/// and are stored in the cache. Every render, cached or not, is parsed the same way. When several
+/// fail, the error is the one of the first request: a failed check before a failed render.
+pub fn render_all(
+    requests: &[RenderRequest],
+    options: &RenderOptions,
+) -> Result<(Vec<Arc<Rendered>>, RenderCounts)> {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut job_of_key: HashMap<cache::Key, usize> = HashMap::new();
+    let mut job_of_request = Vec::with_capacity(requests.len());
+    for request in requests {
+        let job = Job::new(request.release, &request.tags)?;
+        let at = *job_of_key.entry(job.key.clone()).or_insert_with(|| {
+            jobs.push(job);
+            jobs.len() - 1
+        });
+        job_of_request.push(at);
+    }
+    let cached: Vec<Option<Vec<u8>>> = jobs
+        .iter()
+        .map(|job| match options.cache.get(&job.key) {
+            cache::Lookup::Hit(bytes) => Some(bytes),
+            cache::Lookup::Miss | cache::Lookup::Corrupt => None,
+        })
+        .collect();
+    // The distinct pins of the renders to make, in request order, each with its first job.
+    let mut pins: Vec<PinId> = Vec::new();
+    let mut pin_at: HashMap<PinId, usize> = HashMap::new();
+    let mut first_job_of_pin = Vec::new();
+    for (i, (job, hit)) in jobs.iter().zip(&cached).enumerate() {
+        if hit.is_none() && !pin_at.contains_key(&pin_id(job)) {
+            pin_at.insert(pin_id(job), pins.len());
+            pins.push(pin_id(job));
+            first_job_of_pin.push(i);
+        }
+    }
+    let misses = cached.iter().filter(|c| c.is_none()).count();
+    let counter = Counter {
+        done: AtomicUsize::new(0),
+        total: pins.len() + misses,
+        progress: options.progress,
+    };
+    let verified = jobs::map(&pins, options.jobs, |p, id| {
+        let pin = &jobs[first_job_of_pin[p]].pin;
+        counter.run(format!("checking istioctl {}", id.0), || {
+            Istioctl::verify(&id.0, pin, options.timeout)
+        })
+    });
+    check_interrupted()?;
+    let verified: Vec<Istioctl> = verified.into_iter().collect::<Result<_>>()?;
+    let first_failed = AtomicUsize::new(usize::MAX);
+    let results = jobs::map(&jobs, options.jobs, |i, job| {
+        if i > first_failed.load(Ordering::SeqCst) {
+            // An earlier render failed: its error is the one reported.
+            return None;
+        }
+        let result = match &cached[i] {
+            Some(bytes) => job.parse(bytes, options.cache.dir()),
+            None => {
+                let istioctl = pin_at.get(&pin_id(job)).and_then(|&at| verified.get(at));
+                match istioctl {
+                    None => Err(Error::new("internal error: a render without its istioctl")),
+                    Some(istioctl) => counter
+                        .run(job.describe(), || istioctl.generate(job))
+                        .and_then(|stdout| {
+                            let rendered = job.parse(&stdout, None);
+                            // Only what reads as a render is kept.
+                            if rendered.is_ok() {
+                                options.cache.put(&job.key, &stdout);
+                            }
+                            rendered
+                        }),
+                }
+            }
+        };
+        if result.is_err() {
+            first_failed.fetch_min(i, Ordering::SeqCst);
+        }
+        Some(result.map(Arc::new))
+    });
+    check_interrupted()?;
+    let mut renders: Vec<Arc<Rendered>> = Vec::with_capacity(jobs.len());
+    for result in results {
+        match result {
+            Some(r) => renders.push(r?),
+            None => {
+                return Err(Error::new(
+                    "internal error: a render was skipped without an error before it",
+                ))
+            }
+        }
+    }
+    let counts = RenderCounts {
+        cached: jobs.len() - misses,
+        rendered: misses,
+    };
+    Ok((
+        job_of_request
+            .iter()
+            .map(|&j| Arc::clone(&renders[j]))
+            .collect(),
+        counts,
+    ))
+}
+
+/// Counts istioctl calls as they end and reports each start and end.
+struct Counter<'a> {
+    done: AtomicUsize,
+    total: usize,
+    progress: &'a (dyn Fn(&Progress) + Sync),
+}
+
+impl Counter<'_> {
+    fn run<T>(&self, what: String, call: impl FnOnce() -> T) -> T {
+        (self.progress)(&Progress {
+            what: what.clone(),
+            finished: false,
+            done: self.done.load(Ordering::SeqCst),
+            total: self.total,
+        });
+        let out = call();
+        let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+        (self.progress)(&Progress {
+            what,
+            finished: true,
+            done,
+            total: self.total,
+        });
+        out
+    }
+}
+
+/// `path args…` as a message shows a command.
+fn command_line(path: &Path, args: &[&str]) -> String {
+    let mut s = path.display().to_string();
+    for a in args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    s
 }
 
 /// A fresh directory for one istioctl call: its working directory and HOME.
@@ -508,7 +772,7 @@ fn read_capped(
 static IDLE: AtomicBool = AtomicBool::new(true);
 /// The SIGINT or SIGTERM received during a call, or 0.
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
-/// How many calls run (they run one at a time today; the count keeps `IDLE` right if not).
+/// How many calls run (`render_all` runs several at once; the last to end makes `IDLE` true).
 static RUNNING: Mutex<usize> = Mutex::new(0);
 
 /// Installs the SIGINT and SIGTERM handlers once. istioctl runs in its own process group, so a
@@ -529,6 +793,23 @@ fn install_signal_handlers() -> Result<()> {
             "cannot install the SIGINT/SIGTERM handlers that stop istioctl: {why}"
         ))
     })
+}
+
+/// The error of a run that received SIGINT or SIGTERM while istioctl ran. It names no call:
+/// every call running then is stopped, and which ones were running is a matter of timing.
+fn interrupted(signal: &str) -> Error {
+    Error::new(format!(
+        "interrupted by {signal}: every running istioctl was stopped with its whole process group, and --out was left as it was"
+    ))
+}
+
+/// The interruption, if a signal arrived during a call of this run: it wins over every other
+/// outcome, so the error does not depend on which calls saw it.
+fn check_interrupted() -> Result<()> {
+    match received_signal() {
+        Some(signal) => Err(interrupted(signal)),
+        None => Ok(()),
+    }
 }
 
 fn received_signal() -> Option<&'static str> {

@@ -2,7 +2,8 @@
 //!
 //! Owns: building the output beside `--out` in a temporary directory, swapping it in only when
 //! complete, refusing to replace a directory istio-canary did not write (unless `--force`), and
-//! leaving the previous output untouched on any error. Also owns containment: every path of the
+//! leaving the previous output untouched on any error: the new output replaces the old one by an
+//! exchange of the two names, so even a SIGKILL leaves `--out` complete, old or new. Also owns containment: every path of the
 //! file map must be relative and made of normal segments, an `--out` that is or holds an input of
 //! the compile is refused, and a symlinked `--out` is written through to its target (the link
 //! stays). `write_new` creates the one file `init` writes, and never replaces anything. Must
@@ -67,6 +68,37 @@ pub fn write_atomic(
     for rel in files.keys() {
         check_relative(rel)?;
     }
+    write_atomic_with(out, files, force, &Inputs::of(inputs)?)
+}
+
+/// The inputs of a compile, each with every path its resolution passes through (`entries_of`),
+/// resolved once for all the outputs of a fleet.
+#[derive(Debug)]
+pub struct Inputs(Vec<(PathBuf, Vec<PathBuf>)>);
+
+impl Inputs {
+    pub fn of(inputs: &[PathBuf]) -> Result<Inputs> {
+        // In the given order (the first input found inside `out` is the one named), each once.
+        let mut seen = std::collections::BTreeSet::new();
+        let resolved = inputs
+            .iter()
+            .filter(|input| seen.insert(*input))
+            .map(|input| Ok((input.clone(), entries_of(input)?)))
+            .collect::<Result<_>>()?;
+        Ok(Inputs(resolved))
+    }
+}
+
+/// `write_atomic` with the inputs resolved beforehand (`Inputs::of`).
+pub fn write_atomic_with(
+    out: &Path,
+    files: &BTreeMap<String, String>,
+    force: bool,
+    inputs: &Inputs,
+) -> Result<()> {
+    for rel in files.keys() {
+        check_relative(rel)?;
+    }
     let target = resolve_out(out)?;
     if let Some(real) = &target.existing {
         refuse_inputs_inside(out, real, inputs)?;
@@ -99,6 +131,21 @@ pub fn write_atomic(
         std::fs::write(&path, text).map_err(|e| Error::io("cannot write", &path, &e))?;
     }
     if target.existing.is_some() {
+        match exchange(staging.path(), &dest) {
+            // The staging directory's name now holds the previous output, which its guard
+            // removes when dropped.
+            Ok(()) => return Ok(()),
+            Err(e) if !exchange_unsupported(&e) => {
+                return Err(Error::io(
+                    "cannot move the new output into",
+                    out,
+                    &std::io::Error::from(e),
+                ))
+            }
+            Err(_) => {}
+        }
+        // The filesystem cannot swap two names: move the previous output aside, then the new one
+        // in (a kill between the two renames leaves `out` missing, its previous content beside).
         let trash = tempfile::Builder::new()
             .prefix(".istio-canary-old-")
             .tempdir_in(parent)
@@ -115,6 +162,20 @@ pub fn write_atomic(
     // The staging directory now is `out`; do not let its guard delete it.
     let _ = staging.keep();
     Ok(())
+}
+
+/// Swaps `staging` and `dest` in one step (`renameat2(RENAME_EXCHANGE)` on Linux,
+/// `renameatx_np(RENAME_SWAP)` on macOS): at every instant `dest` is the complete previous output
+/// or the complete new one, even if the process is killed.
+fn exchange(staging: &Path, dest: &Path) -> rustix::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, staging, CWD, dest, RenameFlags::EXCHANGE)
+}
+
+/// The errors of a filesystem or kernel that cannot exchange two names.
+fn exchange_unsupported(e: &rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    [Errno::INVAL, Errno::NOSYS, Errno::NOTSUP, Errno::OPNOTSUPP].contains(e)
 }
 
 /// Moves the previous output `dest` aside to `old`, then `staging` into `dest`. When the second
@@ -227,9 +288,8 @@ fn resolve_out(out: &Path) -> Result<Target> {
 
 /// Refuses an `out` (canonical: `real`) that is, or is an ancestor of, an input: replacing it
 /// would delete the input. Each input is checked at every path `entries_of` lists.
-fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &[PathBuf]) -> Result<()> {
-    for input in inputs {
-        let entries = entries_of(input)?;
+fn refuse_inputs_inside(out: &Path, real: &Path, inputs: &Inputs) -> Result<()> {
+    for (input, entries) in &inputs.0 {
         if let Some(hit) = entries.iter().find(|p| p.starts_with(real)) {
             let relation = if hit == real { "is" } else { "holds" };
             return Err(Error::new(format!(

@@ -89,7 +89,11 @@ fn bash_completes_commands_flags_and_values() {
     );
     assert_eq!(
         bash_complete(&["istio-canary", "compile", "--po"]),
-        ["--policy"]
+        ["--policy", "--policies"]
+    );
+    assert_eq!(
+        bash_complete(&["istio-canary", "compile", "--cache"]),
+        ["--cache-dir"]
     );
     assert_eq!(
         bash_complete(&["istio-canary", "compile", "--check", "--istioctl-t"]),

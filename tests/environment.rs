@@ -51,7 +51,9 @@ fn istioctl_sees_no_credentials_and_no_inherited_variables() {
     );
     std::fs::write(dir.join("canary.yaml"), policy).unwrap();
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_istio-canary"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_istio-canary"));
+    let _cache = common::own_cache(&mut command);
+    let out = command
         .current_dir(dir)
         .args(["compile", "--policy", "canary.yaml", "--out", "bundles"])
         .env("ISTIO_CANARY_LEAK", "1")

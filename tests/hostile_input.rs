@@ -31,7 +31,9 @@ fn run_limited(cwd: &Path, policy: &str, out: &Path) -> Outcome {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let stderr_path = out.with_extension("stderr");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    let _cache = common::own_cache(&mut command);
+    let mut child = command
         .arg("-c")
         .arg(format!("ulimit -v {MEMORY_LIMIT_KIB}; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_istio-canary"))

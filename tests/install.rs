@@ -74,6 +74,16 @@ fn evaluate(text: &str, inputs: &BTreeMap<String, String>) -> String {
         .clone()
 }
 
+/// `PATH` with the built binary's directory first, as a runner that installed it has it.
+fn path_with_binary() -> String {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_istio-canary"));
+    format!(
+        "{}:{}",
+        bin.parent().expect("the binary's directory").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 struct StepRun {
     code: Option<i32>,
     log: String,
@@ -102,13 +112,9 @@ fn run_check_step(with: &[(&str, &str)]) -> StepRun {
     let summary = runner.path().join("step-summary.md");
     std::fs::write(&summary, "").expect("create the step summary");
     let cwd = evaluate(step["working-directory"].as_str().unwrap_or("."), &inputs);
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_istio-canary"));
-    let path = format!(
-        "{}:{}",
-        bin.parent().expect("the binary's directory").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_binary();
     let mut command = Command::new("bash");
+    let _cache = common::own_cache(&mut command);
     command
         .args(["--noprofile", "--norc", "-eo", "pipefail"])
         .arg(&script)
@@ -383,4 +389,164 @@ fn ci_run_installs_every_python_module_the_tests_import() {
     }
     let run = std::fs::read_to_string(root.join(".ci/run")).expect("read .ci/run");
     assert!(run.contains("-m venv") && run.contains("-r .ci/requirements.txt"));
+}
+
+/// `--help` of `istio-canary SUBCOMMAND`.
+fn help_of(subcommand: &str) -> String {
+    let help = run(&fixtures(), &[subcommand, "--help"]);
+    assert_eq!(help.code, 0, "istio-canary has no {subcommand}");
+    help.stdout
+}
+
+/// Holds `words` (an istio-canary command line without the binary) to the CLI: a subcommand it
+/// has, and flags its `--help` lists.
+fn assert_cli_has(words: &[String]) {
+    let help = help_of(&words[0]);
+    for flag in words.iter().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag.as_str()), "{} has no {flag}", words[0]);
+    }
+}
+
+/// A temp dir laid out as the fleet examples expect: `clusters/<cluster>/canary.yaml` (the
+/// scenarios) and `bundles/<name>/`, compiled.
+fn fleet_repository() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("a temp dir");
+    std::os::unix::fs::symlink(fixtures().join("scenarios"), repo.path().join("clusters"))
+        .expect("link the scenarios as clusters/");
+    let r = run(
+        repo.path(),
+        &[
+            "compile",
+            "--policies",
+            "clusters",
+            "--out",
+            "bundles",
+            "--quiet",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    repo
+}
+
+#[test]
+fn the_fleet_workflow_runs_a_shard_per_matrix_job_with_commands_the_cli_has() {
+    let workflow = yaml(&manifest_dir().join("examples/fleet-matrix-workflow.yml"));
+    assert_eq!(
+        serde_yaml::to_string(&workflow["permissions"]).unwrap_or_default(),
+        "contents: read\n",
+        "read-only token"
+    );
+    let job = &workflow["jobs"]["bundles-up-to-date"];
+    let shards = job["strategy"]["matrix"]["shard"]
+        .as_sequence()
+        .expect("a matrix of shards")
+        .len();
+    let steps = job["steps"].as_sequence().expect("steps");
+    let check = steps
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Check this shard's bundles"))
+        .expect("the check step");
+    assert_eq!(
+        check["env"]["SHARD"].as_str(),
+        Some("${{ matrix.shard }}/${{ strategy.job-total }}")
+    );
+    let script = check["run"].as_str().expect("a script");
+    let commands: Vec<&str> = script
+        .lines()
+        .filter(|l| l.trim_start().starts_with("istio-canary "))
+        .collect();
+    assert_eq!(commands.len(), 1, "{script}");
+    let words: Vec<String> = commands[0]
+        .split_whitespace()
+        .skip(1)
+        .map(String::from)
+        .collect();
+    assert_cli_has(&words);
+    let cache = steps
+        .iter()
+        .find(|s| s["uses"].as_str() == Some("actions/cache@v4"))
+        .expect("the render cache is kept with actions/cache");
+    assert!(script.contains(&format!(
+        "--cache-dir {}",
+        cache["with"]["path"].as_str().unwrap_or_default()
+    )));
+    // Run as each matrix job runs it: every shard passes on the compiled fleet.
+    let repo = fleet_repository();
+    for shard in 0..shards {
+        let mut command = Command::new("bash");
+        let _cache = common::own_cache(&mut command);
+        let path = path_with_binary();
+        let out = command
+            .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", script])
+            .current_dir(repo.path())
+            .env("PATH", path)
+            .env("SHARD", format!("{shard}/{shards}"))
+            .output()
+            .expect("run bash");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "shard {shard}: {log}");
+        assert!(log.contains("are up to date"), "shard {shard}: {log}");
+    }
+}
+
+#[test]
+fn the_argo_template_fans_out_shards_sharing_a_cache_volume_with_commands_the_cli_has() {
+    let template = yaml(&manifest_dir().join("examples/fleet-argo-workflow.yaml"));
+    assert_eq!(template["kind"].as_str(), Some("WorkflowTemplate"));
+    let templates = template["spec"]["templates"]
+        .as_sequence()
+        .expect("templates");
+    let fan_out = &templates[0]["steps"][0][0];
+    assert_eq!(
+        fan_out["withSequence"]["count"].as_str(),
+        Some("{{workflow.parameters.shards}}")
+    );
+    let check = templates
+        .iter()
+        .find(|t| t["name"].as_str() == fan_out["template"].as_str())
+        .expect("the template the fan-out runs");
+    let args: Vec<String> = check["container"]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_cli_has(&args);
+    let mount = check["container"]["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .unwrap_or_default();
+    let cache_at = args
+        .iter()
+        .position(|a| a == "--cache-dir")
+        .expect("--cache-dir");
+    assert_eq!(
+        args[cache_at + 1],
+        mount,
+        "the cache is on the shared volume"
+    );
+    // Run each pod's arguments as Argo substitutes them, sharing one cache.
+    let shards: usize = template["spec"]["arguments"]["parameters"]
+        .as_sequence()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"].as_str() == Some("shards"))
+        .and_then(|p| p["value"].as_str())
+        .and_then(|v| v.parse().ok())
+        .expect("a default number of shards");
+    let repo = fleet_repository();
+    let cache = repo.path().join("shared-cache");
+    for shard in 0..shards {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{{inputs.parameters.shard}}", &shard.to_string())
+                    .replace("{{workflow.parameters.shards}}", &shards.to_string())
+                    .replace(mount, cache.to_str().expect("a UTF-8 temp path"))
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(repo.path(), &args);
+        assert_eq!(r.code, 0, "shard {shard}: {}", r.stderr);
+    }
+    assert!(cache.join("renders").is_dir());
 }

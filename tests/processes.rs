@@ -24,6 +24,8 @@ const MEMORY_KIB: u64 = 1 << 20;
 /// anything else runs `body` with `$PIDS` naming the file where it records pids.
 struct Case {
     dir: tempfile::TempDir,
+    /// The render caches of the runs (`common::own_cache`), kept until the case ends.
+    caches: std::sync::Mutex<Vec<tempfile::TempDir>>,
 }
 
 struct Outcome {
@@ -69,7 +71,10 @@ spec:
             sha = sha256_hex(script.as_bytes()),
         );
         std::fs::write(dir.path().join("canary.yaml"), policy).unwrap();
-        Case { dir }
+        Case {
+            dir,
+            caches: std::sync::Mutex::default(),
+        }
     }
 
     fn out(&self) -> PathBuf {
@@ -87,7 +92,10 @@ spec:
 
     /// Starts `istio-canary compile` under the memory limit, with stdout and stderr piped.
     fn start(&self, extra: &[&str]) -> std::process::Child {
-        Command::new("sh")
+        let mut command = Command::new("sh");
+        let cache = common::own_cache(&mut command);
+        self.caches.lock().unwrap().push(cache);
+        command
             .arg("-c")
             .arg(format!("ulimit -v {MEMORY_KIB} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_istio-canary"))

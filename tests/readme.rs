@@ -261,6 +261,27 @@ fn every_command_line_of_the_readme_runs() {
     )
     .unwrap();
     std::fs::copy(copy.join("example/iop.yaml"), root.join("iop.yaml")).unwrap();
+    // The fleet examples' layout: one directory per cluster policy under `clusters/`.
+    let cluster = root.join("clusters/prod");
+    std::fs::create_dir_all(&cluster).unwrap();
+    std::fs::write(
+        cluster.join("canary.yaml"),
+        example.replace("../istioctl/", "../../fixtures/istioctl/"),
+    )
+    .unwrap();
+    std::fs::copy(copy.join("example/iop.yaml"), cluster.join("iop.yaml")).unwrap();
+    for name in ["a", "b"] {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("canary.yaml"),
+            example
+                .replace("../istioctl/", "../fixtures/istioctl/")
+                .replace("name: bookinfo-cluster", &format!("name: cluster-{name}")),
+        )
+        .unwrap();
+        std::fs::copy(copy.join("example/iop.yaml"), dir.join("iop.yaml")).unwrap();
+    }
     let init_dir = root.join("init");
     std::fs::create_dir(&init_dir).unwrap();
     std::fs::copy(copy.join("example/iop.yaml"), init_dir.join("iop.yaml")).unwrap();

@@ -193,11 +193,8 @@ fn check_scenario(policy: &Path) {
 
     // Each object file holds the object the plan holds, and every planned object has a file.
     let compiled = compile(&CompileConfig {
-        policy: policy.to_path_buf(),
-        out: out.clone(),
-        force: false,
         istioctl_timeout: std::time::Duration::from_secs(60),
-        promote: None,
+        ..CompileConfig::new(policy.to_path_buf(), out.clone())
     })
     .unwrap();
     let mut expected = BTreeMap::new();

@@ -64,9 +64,22 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Gives `command` (the binary, or a shell that execs it) a render cache of its own:
+/// `XDG_CACHE_HOME` is a fresh temp dir, removed when the returned guard is dropped. Every test
+/// that runs the binary goes through here, so no test reads or fills the user's `~/.cache`, and
+/// each compile starts cold (istioctl runs) unless the test passes `--cache-dir` itself.
+#[must_use = "the cache directory is removed when the guard is dropped"]
+pub fn own_cache(command: &mut Command) -> tempfile::TempDir {
+    let cache = tempfile::tempdir().expect("a temp dir for the render cache");
+    command.env("XDG_CACHE_HOME", cache.path());
+    cache
+}
+
 /// Runs the istio-canary binary in `cwd` with `args`.
 pub fn run(cwd: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_istio-canary"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_istio-canary"));
+    let _cache = own_cache(&mut command);
+    let out = command
         .current_dir(cwd)
         .args(args)
         .output()
@@ -84,7 +97,9 @@ pub fn run(cwd: &Path, args: &[&str]) -> Run {
 pub fn run_bounded(cwd: &Path, args: &[&str], time: std::time::Duration, memory_kib: u64) -> Run {
     let scratch = tempfile::tempdir().expect("scratch dir");
     let (out_path, err_path) = (scratch.path().join("stdout"), scratch.path().join("stderr"));
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    let _cache = own_cache(&mut command);
+    let mut child = command
         .arg("-c")
         .arg(format!("ulimit -v {memory_kib}; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_istio-canary"))
@@ -114,9 +129,8 @@ pub fn run_bounded(cwd: &Path, args: &[&str], time: std::time::Duration, memory_
     }
 }
 
-/// Compiles `dir`'s `canary.yaml` into `out` with the binary, plus `extra` arguments; asserts
-/// exit 0 and returns the output tree.
-pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+/// Runs `compile` of `dir`'s `canary.yaml` into `out`, plus `extra` arguments.
+pub fn compile_run(dir: &Path, out: &Path, extra: &[&str]) -> Run {
     let mut args = vec![
         "compile",
         "--policy",
@@ -125,7 +139,13 @@ pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, 
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let r = run(dir, &args);
+    run(dir, &args)
+}
+
+/// Compiles `dir`'s `canary.yaml` into `out` with the binary, plus `extra` arguments; asserts
+/// exit 0 and returns the output tree.
+pub fn compile_into(dir: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+    let r = compile_run(dir, out, extra);
     assert_eq!(r.code, 0, "{}: {}", dir.display(), r.stderr);
     read_tree(out)
 }

@@ -1,0 +1,547 @@
+//! The render cache, parallel renders and fleets as a user meets them: a warm compile needs no
+//! istioctl binary at all (`compile --check` included), a damaged entry is never used, a cache
+//! that cannot be written is not an error, `--jobs` does not change a byte, a fleet writes one
+//! directory per policy and renders what its policies share once, and progress appears only on a
+//! terminal.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fixtures, read_tree, run, sha256_hex};
+
+/// The example in a temp dir whose pinned binaries can be taken away: `example/` holds the
+/// policy and spec, `istioctl` links to the stand-ins, `cache/` is the render cache.
+struct Example {
+    tmp: tempfile::TempDir,
+}
+
+impl Example {
+    fn new() -> Example {
+        let tmp = tempfile::tempdir().unwrap();
+        let example = tmp.path().join("example");
+        std::fs::create_dir(&example).unwrap();
+        for name in ["canary.yaml", "iop.yaml"] {
+            std::fs::copy(fixtures().join("example").join(name), example.join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(fixtures().join("istioctl"), tmp.path().join("istioctl"))
+            .unwrap();
+        Example { tmp }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("example")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// `compile` of the example with the cache (unless `extra` turns it off), plus `extra`.
+    fn compile(&self, out: &str, extra: &[&str]) -> common::Run {
+        let cache = self.cache();
+        let mut args = Vec::new();
+        if !extra.contains(&"--no-cache") {
+            args.extend(["--cache-dir", cache.to_str().unwrap()]);
+        }
+        args.extend_from_slice(extra);
+        common::compile_run(&self.dir(), &self.out(out), &args)
+    }
+
+    /// Takes the pinned binaries away: nothing can run or hash them any more.
+    fn remove_binaries(&self) {
+        std::fs::remove_file(self.tmp.path().join("istioctl")).unwrap();
+    }
+
+    /// The cache's entries, by file name.
+    fn entries(&self) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(self.cache().join("renders"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let name = e.file_name().into_string().unwrap();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect()
+    }
+}
+
+fn a_warm_compile_needs_no_istioctl_binary() {
+    let ex = Example::new();
+    let cold = ex.compile("cold", &[]);
+    assert_eq!(cold.code, 0, "{}", cold.stderr);
+    assert_eq!(ex.entries().len(), 2, "one entry per side");
+    ex.remove_binaries();
+    let warm = ex.compile("warm", &[]);
+    assert_eq!(warm.code, 0, "{}", warm.stderr);
+    assert_eq!(read_tree(&ex.out("cold")), read_tree(&ex.out("warm")));
+    assert_eq!(warm.stderr, cold.stderr.replace("/cold/", "/warm/"));
+    // compile --check, as a pull-request job with a shared cache and no binaries runs it.
+    let check = ex.compile("warm", &["--check"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        check.stderr.contains("is up to date (132 files)"),
+        "{}",
+        check.stderr
+    );
+    // Without the cache the binaries are needed, and their absence is the error it always was.
+    let uncached = ex.compile("none", &["--no-cache"]);
+    assert_eq!(uncached.code, 2);
+    assert!(
+        uncached
+            .stderr
+            .starts_with("error: cannot read istioctl 1.27.0 at ../istioctl/istioctl-1.27.0"),
+        "{}",
+        uncached.stderr
+    );
+    assert!(!ex.out("none").exists());
+}
+
+fn a_corrupt_entry_is_ignored_said_and_rewritten() {
+    let ex = Example::new();
+    assert_eq!(ex.compile("first", &[]).code, 0);
+    let good = ex.entries();
+    for (name, bytes) in &good {
+        std::fs::write(
+            ex.cache().join("renders").join(name),
+            &bytes[..bytes.len() / 2],
+        )
+        .unwrap();
+    }
+    let again = ex.compile("again", &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(read_tree(&ex.out("first")), read_tree(&ex.out("again")));
+    let note = format!(
+        "note: render cache {}: 2 entries did not match their own digest and were ignored (rendered again)\n",
+        ex.cache().display()
+    );
+    assert!(again.stderr.contains(&note), "{}", again.stderr);
+    assert_eq!(ex.entries(), good, "the entries were rewritten whole");
+}
+
+fn a_hostile_render_in_a_well_formed_entry_is_still_refused() {
+    let ex = Example::new();
+    assert_eq!(ex.compile("first", &[]).code, 0);
+    // An entry whose header matches its payload, and whose payload is what the YAML gate
+    // refuses from istioctl itself.
+    let payload = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  <<: {namespace: y}\n";
+    for name in ex.entries().keys() {
+        let header = format!(
+            "istio-canary-render-cache-v1 {name} {} {}\n",
+            payload.len(),
+            sha256_hex(payload.as_bytes())
+        );
+        std::fs::write(ex.cache().join("renders").join(name), header + payload).unwrap();
+    }
+    ex.remove_binaries();
+    let r = ex.compile("hostile", &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: istioctl 1.27.0 printed invalid manifest YAML: "),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("merge key"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "(read from the render cache {})",
+            ex.cache().display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!ex.out("hostile").exists());
+}
+
+fn a_cache_that_cannot_be_written_is_not_an_error() {
+    let ex = Example::new();
+    // A file where the cache directory would be: nothing can be stored under it.
+    std::fs::write(ex.cache(), "").unwrap();
+    let r = ex.compile("out", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(ex.out("out").join("PLAN.md").is_file());
+    let note = format!(
+        "note: render cache {} is not writable (Not a directory): 2 renders were not stored\n",
+        ex.cache().display()
+    );
+    assert!(r.stderr.contains(&note), "{}", r.stderr);
+}
+
+/// How many entries the cache in `dir` holds.
+fn entries_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("renders")).unwrap().count()
+}
+
+/// The binary with the environment `env` gives it (and nothing of the test's own cache).
+fn run_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> common::Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_istio-canary"));
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("HOME");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn the_default_cache_is_under_xdg_cache_home_else_home() {
+    let ex = Example::new();
+    let compile = ["compile", "--policy", "canary.yaml", "--out", "../out"];
+    let xdg = ex.tmp.path().join("xdg");
+    let r = run_with_env(&ex.dir(), &compile, &[("XDG_CACHE_HOME", &xdg)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(entries_in(&xdg.join("istio-canary")), 2);
+    let home = ex.tmp.path().join("home");
+    let r = run_with_env(&ex.dir(), &compile, &[("HOME", &home)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(entries_in(&home.join(".cache/istio-canary")), 2);
+    // Neither: an error saying what to pass, unless the cache is off.
+    let r = run_with_env(&ex.dir(), &compile, &[]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "error: no directory for the render cache: neither XDG_CACHE_HOME nor HOME is set to an absolute path\nhelp: pass --cache-dir DIR to keep renders there, or --no-cache to render every time\n"
+    );
+    let mut no_cache = compile.to_vec();
+    no_cache.push("--no-cache");
+    let r = run_with_env(&ex.dir(), &no_cache, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // --cache-dir and --no-cache say opposite things.
+    let r = run(&ex.dir(), &["compile", "--cache-dir", "c", "--no-cache"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.starts_with(
+            "error: the argument '--cache-dir <DIR>' cannot be used with '--no-cache'"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+fn jobs_do_not_change_a_byte() {
+    let ex = Example::new();
+    for jobs in ["1", "2", "8"] {
+        let r = ex.compile(&format!("jobs-{jobs}"), &["--no-cache", "--jobs", jobs]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let one = read_tree(&ex.out("jobs-1"));
+    assert_eq!(one, read_tree(&ex.out("jobs-2")));
+    assert_eq!(one, read_tree(&ex.out("jobs-8")));
+    let r = ex.compile("zero", &["--jobs", "0"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .starts_with("error: invalid value '0' for '--jobs <N>'"),
+        "{}",
+        r.stderr
+    );
+    // `plan` takes the same render flags.
+    let cache = ex.cache();
+    let plan = run(
+        &ex.dir(),
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--jobs",
+            "1",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert_eq!(plan.stdout, one["plan.json"]);
+    let plan = run(&ex.dir(), &["plan", "--no-cache"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+}
+
+fn quiet_prints_only_notes_and_warnings() {
+    let ex = Example::new();
+    let r = ex.compile("out", &["--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(ex.out("out").join("PLAN.md").is_file());
+    // The example has nothing to warn about: no summary, nothing at all.
+    assert_eq!(r.stderr, "");
+    // A plan with a warning (a problem already there before the upgrade) still shows it.
+    let r = common::compile_run(
+        &fixtures().join("scenarios/three-hops"),
+        &ex.out("warned"),
+        &["--quiet", "--no-cache"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    assert!(
+        lines[0].starts_with("warning: already before the upgrade: "),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Every scenario in one run, into `OUT/<name>/`.
+fn a_fleet_writes_one_directory_per_policy_and_renders_shared_sides_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, cache) = (tmp.path().join("fleet"), tmp.path().join("cache"));
+    let scenarios = fixtures().join("scenarios");
+    let fleet = |extra: &[&str]| {
+        let mut args = vec![
+            "compile",
+            "--policies",
+            scenarios.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(tmp.path(), &args)
+    };
+    let cold = fleet(&[]);
+    assert_eq!(cold.code, 0, "{}", cold.stderr);
+    let dirs = common::fixture_dirs("scenarios");
+    let renders = entries_in(&cache);
+    assert!(
+        renders < 2 * dirs.len(),
+        "{renders} renders for {} policies",
+        dirs.len()
+    );
+    let footer = format!(
+        "istio-canary: {} policies in {}/: {renders} distinct renders, 0 from the render cache\n",
+        dirs.len(),
+        out.display()
+    );
+    assert!(cold.stderr.ends_with(&footer), "{}", cold.stderr);
+    // Each directory is what compiling that policy alone writes.
+    for dir in &dirs {
+        let text = std::fs::read_to_string(dir.join("canary.yaml")).unwrap();
+        let name = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name: "))
+            .unwrap();
+        let alone = tmp.path().join("alone").join(name);
+        let cache_arg = cache.to_str().unwrap();
+        let want = common::compile_into(dir, &alone, &["--cache-dir", cache_arg]);
+        assert_eq!(read_tree(&out.join(name)), want, "{name}");
+    }
+    // Warm: every render from the cache.
+    let warm = fleet(&["--quiet"]);
+    assert_eq!(warm.code, 0, "{}", warm.stderr);
+    assert!(!warm.stderr.contains("istio-canary:"), "{}", warm.stderr);
+    let check = fleet(&["--check"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        check.stderr.starts_with(&format!(
+            "istio-canary: {} policies in {}/ are up to date (",
+            dirs.len(),
+            out.display()
+        )),
+        "{}",
+        check.stderr
+    );
+    // One file edited in one policy's directory: that policy's diff, and exit 1.
+    let plan = out.join("keep-old/PLAN.md");
+    std::fs::write(&plan, "edited\n").unwrap();
+    let check = fleet(&["--check"]);
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(
+        check.stdout.contains("changed: PLAN.md\n"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains(&format!(
+            "{}/ is out of date: 1 changed, 0 missing, 0 extra\n",
+            out.join("keep-old").display()
+        )),
+        "{}",
+        check.stdout
+    );
+    assert_eq!(check.stdout.matches("is out of date").count(), 1);
+    // Two policies named with --policy: each directory as compiling it alone writes it.
+    let pair = tmp.path().join("pair");
+    let mut args = vec!["compile", "--out", pair.to_str().unwrap()];
+    let chosen = ["keep-old", "no-default-tag"].map(|n| scenarios.join(n).join("canary.yaml"));
+    for policy in &chosen {
+        args.extend(["--policy", policy.to_str().unwrap()]);
+    }
+    args.extend(["--cache-dir", cache.to_str().unwrap()]);
+    let r = run(tmp.path(), &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for name in ["keep-old", "no-default-tag"] {
+        let alone = tmp.path().join("alone").join(name);
+        assert_eq!(read_tree(&pair.join(name)), read_tree(&alone), "{name}");
+    }
+    assert_eq!(std::fs::read_dir(&pair).unwrap().count(), 2);
+    // Three shards write the fleet's directories between them, each exactly once.
+    let sharded = tmp.path().join("sharded");
+    let mut written = Vec::new();
+    for shard in ["0/3", "1/3", "2/3"] {
+        let mut args = vec!["compile", "--policies", scenarios.to_str().unwrap()];
+        args.extend(["--shard", shard, "--out", sharded.to_str().unwrap()]);
+        args.extend(["--cache-dir", cache.to_str().unwrap(), "--quiet"]);
+        let r = run(tmp.path(), &args);
+        assert_eq!(r.code, 0, "{shard}: {}", r.stderr);
+        let names: Vec<String> = std::fs::read_dir(&sharded)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !written.contains(n))
+            .collect();
+        assert!(!names.is_empty(), "{shard} wrote nothing");
+        written.extend(names);
+    }
+    written.sort();
+    let mut all: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(written, all);
+    for (shard, why) in [
+        ("3/3", "I must be less than N (shards are numbered from 0)"),
+        ("1", "expected I/N, such as 0/4"),
+    ] {
+        let args = ["compile", "--policies", "x", "--shard", shard];
+        let r = run(tmp.path(), &args);
+        assert_eq!(r.code, 2);
+        let want = format!("error: invalid value '{shard}' for '--shard <I/N>': {why}\n");
+        assert!(r.stderr.starts_with(&want), "{}", r.stderr);
+    }
+    let r = run(tmp.path(), &["compile", "--shard", "0/2"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.starts_with(
+            "error: the following required arguments were not provided:\n  --policies <DIR>"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+fn a_fleet_refuses_two_policies_of_one_name_and_reports_the_first_error() {
+    let ex = Example::new();
+    let fleet = |args: &[&str]| {
+        let mut all = vec!["compile", "--out", "../fleet"];
+        all.extend_from_slice(args);
+        run(&ex.dir(), &all)
+    };
+    let r = fleet(&["--policy", "canary.yaml", "--policy", "./canary.yaml"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "error: policies canary.yaml and ./canary.yaml are both named `bookinfo-cluster`: in a fleet each policy writes OUT/<metadata.name>/\nhelp: give each policy of the fleet its own metadata.name\n"
+    );
+    assert!(!ex.out("fleet").exists());
+    // Two policies whose binaries are both missing: the first policy's error, every time.
+    let second = std::fs::read_to_string(ex.dir().join("canary.yaml"))
+        .unwrap()
+        .replace("name: bookinfo-cluster", "name: second")
+        .replace("../istioctl/", "../missing-istioctl/");
+    std::fs::write(ex.dir().join("second.yaml"), second).unwrap();
+    let first = std::fs::read_to_string(ex.dir().join("canary.yaml"))
+        .unwrap()
+        .replace("../istioctl/", "../gone/");
+    std::fs::write(ex.dir().join("canary.yaml"), first).unwrap();
+    for _ in 0..3 {
+        let r = fleet(&[
+            "--policy",
+            "canary.yaml",
+            "--policy",
+            "second.yaml",
+            "--no-cache",
+        ]);
+        assert_eq!(r.code, 2);
+        assert!(
+            r.stderr
+                .starts_with("error: cannot read istioctl 1.27.0 at ../gone/istioctl-1.27.0"),
+            "{}",
+            r.stderr
+        );
+    }
+    // A directory that is not there, and one with no policy in it.
+    let r = fleet(&["--policies", "no-such-dir"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "error: cannot read --policies no-such-dir: No such file or directory\n"
+    );
+    let r = fleet(&["--policies", "."]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "error: --policies .: no subdirectory holds a canary.yaml\nhelp: --policies takes a directory with one subdirectory per policy (DIR/<cluster>/canary.yaml)\n"
+    );
+    assert!(!ex.out("fleet").exists());
+}
+
+/// On a terminal each istioctl call is shown as it starts and ends; elsewhere nothing is.
+fn progress_is_shown_on_a_terminal_only() {
+    let script = Command::new("script").arg("--version").output();
+    if !script.is_ok_and(|o| o.status.success()) {
+        common::unavailable("progress on a terminal: `script` (util-linux) is not installed");
+        return;
+    }
+    let ex = Example::new();
+    let bin = env!("CARGO_BIN_EXE_istio-canary");
+    let cache = ex.cache();
+    let command = format!(
+        "'{bin}' compile --policy canary.yaml --out ../tty --cache-dir '{}' --jobs 1",
+        cache.display()
+    );
+    // `script` runs the command with a pseudo-terminal as its stdin, stdout and stderr.
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(ex.dir())
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    for line in [
+        "istio-canary: [0/4] checking istioctl 1.27.0…\n",
+        "istio-canary: [1/4] checking istioctl 1.27.0: done\n",
+        "istio-canary: [2/4] rendering 1.27.0 (1-27-0)…\n",
+        "istio-canary: [4/4] rendering 1.28.0 (1-28-0): done\n",
+    ] {
+        assert!(shown.contains(line), "{line:?} not in:\n{shown}");
+    }
+    // Warm, there is no call to show; and a redirected stderr never gets progress.
+    let warm = ex.compile("warm", &[]);
+    assert!(
+        !warm.stderr.contains("checking istioctl"),
+        "{}",
+        warm.stderr
+    );
+    let cold = ex.compile("cold", &["--no-cache"]);
+    assert!(
+        !cold.stderr.contains("checking istioctl"),
+        "{}",
+        cold.stderr
+    );
+}
+
+tests!(
+    a_warm_compile_needs_no_istioctl_binary,
+    a_corrupt_entry_is_ignored_said_and_rewritten,
+    a_hostile_render_in_a_well_formed_entry_is_still_refused,
+    a_cache_that_cannot_be_written_is_not_an_error,
+    the_default_cache_is_under_xdg_cache_home_else_home,
+    jobs_do_not_change_a_byte,
+    quiet_prints_only_notes_and_warnings,
+    a_fleet_writes_one_directory_per_policy_and_renders_shared_sides_once,
+    a_fleet_refuses_two_policies_of_one_name_and_reports_the_first_error,
+    progress_is_shown_on_a_terminal_only,
+);
