@@ -26,7 +26,7 @@ mod rollback;
 mod simulate;
 mod start;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use semver::Version;
 use serde::Serialize;
@@ -494,24 +494,23 @@ fn empty_plan(input: &PlanInput<'_>) -> Plan {
 }
 
 /// Which injector serves each named namespace in each state, as the injection table shows it.
+/// (One evaluation per distinct label set of each state: `mesh::NamespaceInjection`.)
 fn injection_table(named: &[String], states: &[ClusterState]) -> Vec<InjectionRow> {
-    let webhooks: Vec<_> = states.iter().map(ClusterState::injector_webhooks).collect();
-    named
+    let mut rows: Vec<InjectionRow> = named
         .iter()
         .map(|ns| InjectionRow {
             namespace: ns.clone(),
-            states: states
-                .iter()
-                .zip(&webhooks)
-                .map(|(s, w)| {
-                    let labels = s
-                        .labels(&crate::cluster::namespace_id(ns))
-                        .unwrap_or_default();
-                    crate::mesh::describe(&w.matching(&labels, &BTreeMap::new()))
-                })
-                .collect(),
+            states: Vec::with_capacity(states.len()),
         })
-        .collect()
+        .collect();
+    for s in states {
+        let mut injection = crate::mesh::NamespaceInjection::new(s);
+        for row in &mut rows {
+            let cell = crate::mesh::describe(injection.of_namespace(s, &row.namespace));
+            row.states.push(cell);
+        }
+    }
+    rows
 }
 
 fn applies(objects: Vec<Object>) -> Vec<Change> {
