@@ -233,7 +233,7 @@ pub fn simulate_rollback(
 }
 
 /// The identity an entry of a diff of two states is about.
-fn diff_key<'a>(
+pub(crate) fn diff_key<'a>(
     item: imbl::ordmap::DiffItem<'a, 'a, ObjectId, std::sync::Arc<Object>>,
 ) -> &'a ObjectId {
     match item {
