@@ -10,6 +10,7 @@
 //! processes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_yaml::{Mapping, Value};
@@ -73,10 +74,16 @@ impl Change {
     }
 }
 
-/// The objects the mesh is made of at one point of the plan, by identity.
+/// The objects of one state, by identity: a persistent ordered map whose clones share every
+/// node and object they do not change (`imbl::OrdMap`, each object behind an `Arc`), so the plan
+/// keeps a state per phase and rollback at the cost of what each one changed.
+pub type Objects = imbl::OrdMap<ObjectId, Arc<Object>>;
+
+/// The objects the mesh is made of at one point of the plan, by identity. Cloning a state is
+/// O(1); a change copies only the path to the object it touches.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterState {
-    pub objects: BTreeMap<ObjectId, Object>,
+    pub objects: Objects,
 }
 
 /// An object as kube-apiserver stores it after a create or update: webhook configurations get
@@ -96,7 +103,7 @@ impl ClusterState {
         ClusterState {
             objects: objects
                 .into_iter()
-                .map(|o| (o.id.clone(), as_stored(o)))
+                .map(|o| (o.id.clone(), Arc::new(as_stored(o))))
                 .collect(),
         }
     }
@@ -106,13 +113,13 @@ impl ClusterState {
     pub fn apply(&mut self, change: &Change) {
         match change {
             Change::Apply(o) => {
-                self.objects.insert(o.id.clone(), as_stored(o));
+                self.objects.insert(o.id.clone(), Arc::new(as_stored(o)));
             }
             Change::Labels {
                 id, set, remove, ..
             } => {
                 if let Some(o) = self.objects.get_mut(id) {
-                    merge_labels(o, set, remove);
+                    merge_labels(Arc::make_mut(o), set, remove);
                 }
             }
             Change::Template {
@@ -122,7 +129,7 @@ impl ClusterState {
                 ..
             } => {
                 if let Some(o) = self.objects.get_mut(id) {
-                    merge_template(o, labels, annotations);
+                    merge_template(Arc::make_mut(o), labels, annotations);
                 }
             }
             Change::Delete(d) => {
@@ -132,7 +139,43 @@ impl ClusterState {
     }
 
     pub fn labels(&self, id: &ObjectId) -> Option<BTreeMap<String, String>> {
-        self.objects.get(id).map(Object::labels)
+        self.objects.get(id).map(|o| o.labels())
+    }
+
+    /// The object with this identity, if the state holds it.
+    pub fn get(&self, id: &ObjectId) -> Option<&Object> {
+        self.objects.get(id).map(|o| &**o)
+    }
+
+    /// Puts an object in the state as it is (no server-side defaults: `apply` adds those).
+    pub fn insert(&mut self, object: Object) {
+        self.objects.insert(object.id.clone(), Arc::new(object));
+    }
+
+    /// Keeps only the objects whose identity `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&ObjectId) -> bool) {
+        self.objects = self
+            .objects
+            .iter()
+            .filter(|(id, _)| keep(id))
+            .map(|(id, o)| (id.clone(), o.clone()))
+            .collect();
+    }
+
+    /// Every object of one group and kind, in identity order: a range of the map, since
+    /// identities order by group, then kind.
+    pub fn of_kind<'a>(&'a self, group: &str, kind: &str) -> impl Iterator<Item = &'a Object> {
+        let from = ObjectId {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            namespace: None,
+            name: String::new(),
+        };
+        let (group, kind) = (from.group.clone(), from.kind.clone());
+        self.objects
+            .range(from..)
+            .take_while(move |(id, _)| id.group == group && id.kind == kind)
+            .map(|(_, o)| &**o)
     }
 }
 

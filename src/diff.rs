@@ -36,22 +36,22 @@ pub fn phase_deltas(states: &[ClusterState]) -> Vec<PhaseDelta> {
     states.windows(2).map(|w| delta(&w[0], &w[1])).collect()
 }
 
-/// What changes from `before` to `after`.
+/// What changes from `before` to `after`, in identity order. The states' diff skips what they
+/// share, so a phase costs what it changed, not the size of the cluster.
 pub fn delta(before: &ClusterState, after: &ClusterState) -> PhaseDelta {
+    use imbl::ordmap::DiffItem;
     let mut d = PhaseDelta::default();
-    for (id, o) in &after.objects {
-        match before.objects.get(id) {
-            None => d.added.push(id.clone()),
-            Some(b) if b.body != o.body => d.changed.push(id.clone()),
-            Some(_) => {}
+    for item in before.objects.diff(&after.objects) {
+        match item {
+            DiffItem::Add(id, _) => d.added.push(id.clone()),
+            DiffItem::Update {
+                old: (id, b),
+                new: (_, o),
+            } if b.body != o.body => d.changed.push(id.clone()),
+            DiffItem::Update { .. } => {}
+            DiffItem::Remove(id, _) => d.deleted.push(id.clone()),
         }
     }
-    d.deleted = before
-        .objects
-        .keys()
-        .filter(|id| !after.objects.contains_key(*id))
-        .cloned()
-        .collect();
     d
 }
 

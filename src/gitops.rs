@@ -495,12 +495,12 @@ fn live(plan: &Plan, v: &Values, header: &str, out: &mut Output) -> Result<()> {
     let all: Vec<&Object> = plan
         .states
         .iter()
-        .flat_map(|s| s.objects.values())
+        .flat_map(|s| s.objects.values().map(|o| &**o))
         .collect();
     let mut flipped: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for state in &plan.states {
-        for (name, indices) in flipped_validators(state.objects.values()) {
+        for (name, indices) in flipped_validators(state.objects.values().map(|o| &**o)) {
             // The same name in two states (the default validator before and after the move):
             // patch only the webhooks every version has, so no JSON patch misses its path.
             if seen.insert(name.clone()) {

@@ -48,7 +48,8 @@ pub fn group_of(api_version: &str) -> &str {
 }
 
 /// One Kubernetes object: its identity, the API version it was rendered with, and its full body.
-#[derive(Debug, Clone, PartialEq)]
+/// `Eq` lets two `Arc<Object>`s of shared states compare by pointer first.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
     pub api_version: String,
     pub id: ObjectId,

@@ -38,10 +38,7 @@ impl ClusterState {
     pub fn injector_webhooks(&self) -> InjectorWebhooks {
         let mut out = Vec::new();
         let mut unevaluable = Vec::new();
-        for o in self.objects.values() {
-            if o.id.kind != "MutatingWebhookConfiguration" {
-                continue;
-            }
+        for o in self.of_kind(WEBHOOK_GROUP, "MutatingWebhookConfiguration") {
             let Some(Value::Sequence(webhooks)) = o.body.get("webhooks") else {
                 continue;
             };
@@ -111,7 +108,7 @@ impl ClusterState {
         if selector.is_empty() {
             return out;
         }
-        for o in self.objects.values() {
+        for o in self.deployments() {
             // `is_istiod` is a Deployment running istiod; a Service selects pods of its own
             // namespace only.
             if o.id.namespace != service.namespace || !is_istiod(o) {
@@ -127,6 +124,12 @@ impl ClusterState {
             }
         }
         out
+    }
+
+    /// Every Deployment of the state (the API groups that serve the kind), in identity order.
+    fn deployments(&self) -> impl Iterator<Item = &crate::manifest::Object> {
+        self.of_kind("apps", "Deployment")
+            .chain(self.of_kind("extensions", "Deployment"))
     }
 
     /// The revision a webhook configuration's webhooks reach (the first reachable one), for
@@ -167,6 +170,23 @@ impl ClusterState {
     }
 }
 
+/// The API group of webhook configurations: kube-apiserver calls no other.
+const WEBHOOK_GROUP: &str = "admissionregistration.k8s.io";
+
+/// The kinds a change to which can change what a namespace's pods are injected by, or any
+/// violation other than a namespace's injection: the webhooks, the Services they call and the
+/// Deployments (istiod) those select. A change to anything else but a Namespace changes no
+/// violation.
+pub fn is_mesh_kind(id: &ObjectId) -> bool {
+    matches!(
+        id.kind.as_str(),
+        "MutatingWebhookConfiguration"
+            | "ValidatingWebhookConfiguration"
+            | "Service"
+            | "Deployment"
+    )
+}
+
 /// The injector webhooks of one state with where each leads.
 pub struct InjectorWebhooks {
     webhooks: Vec<(Webhook, Injection)>,
@@ -187,6 +207,63 @@ impl InjectorWebhooks {
             .filter(|(wh, _)| wh.calls_for_pod_create(ns_labels, pod_labels))
             .map(|(_, inj)| inj.clone())
             .collect()
+    }
+
+    /// The namespace label keys any injector's `namespaceSelector` reads: a namespace's
+    /// injection depends on its values of these keys and on nothing else of its labels.
+    fn namespace_keys(&self) -> BTreeSet<String> {
+        self.webhooks
+            .iter()
+            .flat_map(|(wh, _)| wh.namespace_selector.requirements())
+            .map(|r| r.key.clone())
+            .collect()
+    }
+}
+
+/// Which injectors serve a plain pod (no labels) of a namespace, for one state's injector
+/// webhooks, evaluated once per distinct label set: namespaces whose labels agree on every key a
+/// `namespaceSelector` reads (`kubernetes.io/metadata.name` only when a selector reads it) share
+/// one evaluation.
+pub struct NamespaceInjection {
+    webhooks: InjectorWebhooks,
+    keys: BTreeSet<String>,
+    cache: std::collections::HashMap<Vec<(String, String)>, Vec<Injection>>,
+}
+
+impl NamespaceInjection {
+    pub fn new(state: &ClusterState) -> NamespaceInjection {
+        let webhooks = state.injector_webhooks();
+        let keys = webhooks.namespace_keys();
+        NamespaceInjection {
+            webhooks,
+            keys,
+            cache: std::collections::HashMap::new(),
+        }
+    }
+
+    /// `InjectorWebhooks::matching(labels, {})`, from the cache when a namespace with the same
+    /// values of the selectors' keys was evaluated before.
+    pub fn of(&mut self, labels: &BTreeMap<String, String>) -> &[Injection] {
+        let key: Vec<(String, String)> = self
+            .keys
+            .iter()
+            .filter_map(|k| labels.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        let webhooks = &self.webhooks;
+        self.cache
+            .entry(key)
+            .or_insert_with(|| webhooks.matching(labels, &BTreeMap::new()))
+    }
+
+    /// The namespace `ns` of `state` (no labels when the state lacks it).
+    pub fn of_namespace(&mut self, state: &ClusterState, ns: &str) -> &[Injection] {
+        let labels = state.labels(&namespace_id(ns)).unwrap_or_default();
+        self.of(&labels)
+    }
+
+    /// Unevaluable injector webhooks: (configuration, webhook, why).
+    fn unevaluable(&self) -> &[(ObjectId, String, String)] {
+        &self.webhooks.unevaluable
     }
 }
 
@@ -350,42 +427,54 @@ pub struct Expectations<'a> {
 
 /// Every violation of `state`.
 pub fn violations(state: &ClusterState, expect: &Expectations<'_>) -> BTreeSet<Violation> {
+    let mut injection = NamespaceInjection::new(state);
+    let mut out = state_violations(state, &injection);
+    for (ns, expected) in expect.namespaces {
+        let found = injection.of_namespace(state, ns);
+        out.extend(injection_violation(ns, expected, found));
+    }
+    out
+}
+
+/// The violation of one named namespace injected by `found`, when it is not exactly one healthy
+/// injector of the expected revision (any revision when `expected` is `None`).
+fn injection_violation(
+    ns: &str,
+    expected: &Option<String>,
+    found: &[Injection],
+) -> Option<Violation> {
+    let ok = match found {
+        [one] => match (&one.target, expected) {
+            (Target::Revision(r), Some(e)) => r == e,
+            (Target::Revision(_), None) => true,
+            _ => false,
+        },
+        _ => false,
+    };
+    (!ok).then(|| Violation::Injection {
+        namespace: ns.to_string(),
+        expected: expected.clone(),
+        found: found.to_vec(),
+    })
+}
+
+/// Every violation of `state` but the namespaces' injection: unevaluable injectors, webhooks
+/// calling a missing Service or one that reaches no istiod or several revisions, and the default
+/// validator on another revision than the default tag. They depend only on the mesh kinds
+/// (`is_mesh_kind`).
+fn state_violations(state: &ClusterState, injection: &NamespaceInjection) -> BTreeSet<Violation> {
     let mut out = BTreeSet::new();
-    let plain_pod = BTreeMap::new();
-    let injectors = state.injector_webhooks();
-    for (config, webhook, why) in &injectors.unevaluable {
+    for (config, webhook, why) in injection.unevaluable() {
         out.insert(Violation::Unevaluable {
             config: config.clone(),
             webhook: webhook.clone(),
             why: why.clone(),
         });
     }
-    for (ns, expected) in expect.namespaces {
-        let labels = state.labels(&namespace_id(ns)).unwrap_or_default();
-        let found = injectors.matching(&labels, &plain_pod);
-        let ok = match found.as_slice() {
-            [one] => match (&one.target, expected) {
-                (Target::Revision(r), Some(e)) => r == e,
-                (Target::Revision(_), None) => true,
-                _ => false,
-            },
-            _ => false,
-        };
-        if !ok {
-            out.insert(Violation::Injection {
-                namespace: ns.clone(),
-                expected: expected.clone(),
-                found,
-            });
-        }
-    }
-    for o in state.objects.values() {
-        if !matches!(
-            o.id.kind.as_str(),
-            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
-        ) {
-            continue;
-        }
+    let configs = state
+        .of_kind(WEBHOOK_GROUP, "MutatingWebhookConfiguration")
+        .chain(state.of_kind(WEBHOOK_GROUP, "ValidatingWebhookConfiguration"));
+    for o in configs {
         let Some(Value::Sequence(webhooks)) = o.body.get("webhooks") else {
             continue;
         };
@@ -414,7 +503,7 @@ pub fn violations(state: &ClusterState, expect: &Expectations<'_>) -> BTreeSet<V
         }
     }
     let validator = ObjectId {
-        group: "admissionregistration.k8s.io".into(),
+        group: WEBHOOK_GROUP.into(),
         kind: "ValidatingWebhookConfiguration".into(),
         namespace: None,
         name: DEFAULT_VALIDATOR.into(),
@@ -431,6 +520,94 @@ pub fn violations(state: &ClusterState, expect: &Expectations<'_>) -> BTreeSet<V
         }
     }
     out
+}
+
+/// The violations of a sequence of states, each a few changes from the one before, evaluated
+/// incrementally: after a step that changed only Namespaces, only those namespaces are evaluated
+/// again; after a step that changed anything else (a webhook, Service or Deployment), every
+/// namespace is, through a new `NamespaceInjection` (one evaluation per distinct label set).
+/// `violations` stays the reference: `update` gives exactly its set, in its order.
+pub struct Watch<'e> {
+    injection: NamespaceInjection,
+    /// `state_violations` of the current state.
+    others: BTreeSet<Violation>,
+    expect: &'e Expected,
+    /// The injection violation of each named namespace that has one.
+    bad: BTreeMap<String, Violation>,
+}
+
+/// What the plan expects of the named namespaces of one state (see `Expectations`).
+pub type Expected = BTreeMap<String, Option<String>>;
+
+impl<'e> Watch<'e> {
+    /// Evaluates `state` whole.
+    pub fn new(state: &ClusterState, expect: &'e Expected) -> Watch<'e> {
+        let injection = NamespaceInjection::new(state);
+        let others = state_violations(state, &injection);
+        let mut w = Watch {
+            injection,
+            others,
+            expect,
+            bad: BTreeMap::new(),
+        };
+        w.check_all(state);
+        w
+    }
+
+    fn check_all(&mut self, state: &ClusterState) {
+        self.bad.clear();
+        for ns in self.expect.keys() {
+            self.check(state, ns);
+        }
+    }
+
+    fn check(&mut self, state: &ClusterState, ns: &str) {
+        let Some(expected) = self.expect.get(ns) else {
+            return;
+        };
+        let found = self.injection.of_namespace(state, ns);
+        match injection_violation(ns, expected, found) {
+            Some(v) => self.bad.insert(ns.to_string(), v),
+            None => self.bad.remove(ns),
+        };
+    }
+
+    /// Moves to `state`, which differs from the last state only in the objects `changed`, with
+    /// the expectations `expect`.
+    pub fn update<'a>(
+        &mut self,
+        state: &ClusterState,
+        changed: impl IntoIterator<Item = &'a ObjectId>,
+        expect: &'e Expected,
+    ) {
+        let mut namespaces = BTreeSet::new();
+        let mut whole = false;
+        for id in changed {
+            if id.kind == "Namespace" && id.group.is_empty() {
+                namespaces.insert(id.name.as_str());
+            } else {
+                whole |= is_mesh_kind(id);
+            }
+        }
+        if whole {
+            self.injection = NamespaceInjection::new(state);
+            self.others = state_violations(state, &self.injection);
+        }
+        if whole || !std::ptr::eq(self.expect, expect) {
+            self.expect = expect;
+            self.check_all(state);
+            return;
+        }
+        for ns in namespaces {
+            self.check(state, ns);
+        }
+    }
+
+    /// Every violation of the current state, in `BTreeSet<Violation>` order: the namespaces'
+    /// injection (by namespace) sort before every other kind.
+    pub fn violations(&self) -> impl Iterator<Item = &Violation> {
+        self.bad.values().chain(&self.others)
+    }
 }
 
 /// Violations a step's deletes introduce: a deleted object that an object still in the state
@@ -481,13 +658,13 @@ mod tests {
         ]);
         assert_eq!(describe(&state.injectors(&empty, &BTreeMap::new())), "none");
         // Without the istiod Deployment the Service reaches nothing.
-        state.objects.retain(|id, _| id.kind != "Deployment");
+        state.retain(|id| id.kind != "Deployment");
         assert_eq!(
             describe(&state.injectors(&ns, &BTreeMap::new())),
             "inj (Service istiod-r selects no istiod)"
         );
         // Without the Service the webhook fails closed.
-        state.objects.retain(|id, _| id.kind != "Service");
+        state.retain(|id| id.kind != "Service");
         assert_eq!(
             describe(&state.injectors(&ns, &BTreeMap::new())),
             "inj (Service istiod-r missing)"
@@ -498,9 +675,7 @@ mod tests {
     fn a_namespace_injected_by_the_wrong_revision_is_a_violation() {
         let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
         let labels = BTreeMap::from([(REV_LABEL.to_string(), "r".to_string())]);
-        state
-            .objects
-            .insert(namespace_id("shop"), namespace_object("shop", &labels));
+        state.insert(namespace_object("shop", &labels));
         let expect =
             |rev: Option<&str>| BTreeMap::from([("shop".to_string(), rev.map(str::to_string))]);
         let ok = expect(Some("r"));
@@ -643,7 +818,7 @@ mod tests {
         // The validator still calls the old revision: config the new one injects for would be
         // validated by the old istiod.
         let stale = default_validator("istiod-r");
-        state.objects.insert(stale.id.clone(), stale);
+        state.insert(stale);
         let found = no_namespaces(&state);
         assert_eq!(
             found.into_iter().collect::<Vec<_>>(),
@@ -654,17 +829,14 @@ mod tests {
         );
         // Moved with the default tag: nothing to report.
         let moved = default_validator("istiod-s");
-        state.objects.insert(moved.id.clone(), moved);
+        state.insert(moved);
         assert!(no_namespaces(&state).is_empty());
     }
 
     #[test]
     fn a_namespace_no_injector_serves_says_so() {
         let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
-        state.objects.insert(
-            namespace_id("shop"),
-            namespace_object("shop", &BTreeMap::new()),
-        );
+        state.insert(namespace_object("shop", &BTreeMap::new()));
         let expected = BTreeMap::from([("shop".to_string(), Some("r".to_string()))]);
         let found = violations(
             &state,
@@ -706,6 +878,85 @@ mod tests {
         let ns = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "shop")]);
         assert_eq!(describe(&state.injectors(&ns, &BTreeMap::new())), "r");
         assert!(no_namespaces(&state).is_empty());
+    }
+
+    /// The watch's violations after `update`, next to `violations` of the same state.
+    fn watched(w: &Watch<'_>) -> Vec<Violation> {
+        w.violations().cloned().collect()
+    }
+
+    #[test]
+    fn a_watch_sees_a_mesh_change_in_namespaces_no_step_relabelled() {
+        let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
+        let rev = |r: &str| BTreeMap::from([(REV_LABEL.to_string(), r.to_string())]);
+        state.insert(namespace_object("shop", &rev("r")));
+        state.insert(namespace_object("bank", &rev("r")));
+        let expect: Expected = ["shop", "bank"]
+            .iter()
+            .map(|n| (n.to_string(), Some("r".to_string())))
+            .collect();
+        let same = |s: &ClusterState, w: &Watch<'_>| {
+            let reference: Vec<Violation> = violations(
+                s,
+                &Expectations {
+                    namespaces: &expect,
+                },
+            )
+            .into_iter()
+            .collect();
+            assert_eq!(watched(w), reference);
+        };
+        let mut w = Watch::new(&state, &expect);
+        assert!(watched(&w).is_empty());
+        // Only `shop` is relabelled: only it is evaluated again, and its violation shows.
+        state.insert(namespace_object("shop", &rev("other")));
+        w.update(&state, [&namespace_id("shop")], &expect);
+        same(&state, &w);
+        assert_eq!(w.violations().count(), 1);
+        // The istiod Deployment goes: `bank`, which no step relabelled, is no longer injected,
+        // and the webhook reaches no istiod.
+        let istiod = one(ISTIOD).id;
+        state.retain(|id| id != &istiod);
+        w.update(&state, [&istiod], &expect);
+        same(&state, &w);
+        assert!(
+            watched(&w).iter().any(
+                |v| matches!(v, Violation::Injection { namespace, .. } if namespace == "bank")
+            ),
+            "{:?}",
+            watched(&w)
+        );
+        // It comes back, and the injector webhook is switched to another revision's Service.
+        state.insert(one(ISTIOD));
+        let moved = INJECTOR.replace("name: istiod-r,", "name: istiod-gone,");
+        state.insert(one(&moved));
+        w.update(&state, [&istiod, &one(&moved).id], &expect);
+        same(&state, &w);
+        assert!(watched(&w)
+            .iter()
+            .any(|v| matches!(v, Violation::Injection { namespace, .. } if namespace == "bank")));
+        // New expectations with no change re-check every namespace.
+        let any: Expected = expect.keys().map(|n| (n.clone(), None)).collect();
+        w.update(&state, [], &any);
+        let reference: Vec<Violation> = violations(&state, &Expectations { namespaces: &any })
+            .into_iter()
+            .collect();
+        assert_eq!(watched(&w), reference);
+    }
+
+    #[test]
+    fn namespaces_that_differ_only_in_labels_no_selector_reads_share_one_evaluation() {
+        let state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
+        let mut injection = NamespaceInjection::new(&state);
+        let a = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "a"), ("team", "x")]);
+        let b = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "b")]);
+        assert_eq!(describe(injection.of(&a)), "r");
+        assert_eq!(describe(injection.of(&b)), "r");
+        assert_eq!(injection.cache.len(), 1);
+        // A key a selector reads (even with an empty value) is another evaluation.
+        let c = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "c"), ("istio-injection", "")]);
+        assert_eq!(describe(injection.of(&c)), "none");
+        assert_eq!(injection.cache.len(), 2);
     }
 
     #[test]

@@ -474,6 +474,7 @@ fn check_plan(c: &Case, policy: &Policy, renders: &[&Rendered]) -> Plan {
             .objects
             .iter()
             .filter(|(id, _)| rendered.contains(*id) || named.contains(*id))
+            .map(|(id, o)| (id, &**o))
             .collect();
         assert_eq!(
             live.keys().collect::<BTreeSet<_>>(),
@@ -827,6 +828,7 @@ fn rollback_puts_an_existing_default_tag_and_validator_back() {
                 .objects
                 .values()
                 .find(|o| o.id.name == name)
+                .map(|o| &**o)
                 .unwrap_or_else(|| panic!("the old install has no {name}"));
             let reapplied = rb.changes.iter().find_map(|ch| match ch {
                 Change::Apply(o) if o.id.name == name => Some(o),

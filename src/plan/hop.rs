@@ -274,9 +274,10 @@ fn wave_changes(
     }
     let webhooks = after.injector_webhooks();
     let moved: BTreeSet<&str> = draft.namespaces.iter().map(String::as_str).collect();
+    let named: BTreeSet<&ObjectId> = draft.workloads.iter().collect();
     for (id, was) in running {
         let in_wave = id.namespace.as_deref().is_some_and(|ns| moved.contains(ns));
-        if !in_wave || draft.workloads.contains(id) {
+        if !in_wave || named.contains(id) {
             continue;
         }
         let Some(o) = after.objects.get(id) else {
@@ -515,10 +516,11 @@ fn restarted(
         return Ok(());
     }
     let moved: BTreeSet<&str> = draft.namespaces.iter().map(String::as_str).collect();
+    let named: BTreeSet<&ObjectId> = draft.workloads.iter().collect();
     let mut pinned = Vec::new();
     for id in running.keys() {
         let in_wave = id.namespace.as_deref().is_some_and(|ns| moved.contains(ns));
-        if !in_wave && !draft.workloads.contains(id) {
+        if !in_wave && !named.contains(id) {
             continue;
         }
         let Some(o) = state.objects.get(id) else {
@@ -548,9 +550,11 @@ fn not_restartable(
 ) -> Vec<ObjectId> {
     let (was, now) = (before.injector_webhooks(), after.injector_webhooks());
     let moved: BTreeSet<&str> = namespaces.iter().map(String::as_str).collect();
+    // Only these kinds can be what no template patch restarts (the match below says which).
     before
-        .objects
-        .values()
+        .of_kind("", "Pod")
+        .chain(before.of_kind("apps", "ReplicaSet"))
+        .chain(before.of_kind("batch", "Job"))
         .filter(|o| {
             o.id.namespace
                 .as_deref()
@@ -598,9 +602,7 @@ fn still_used(
     let old = hop.from.revision.label();
     let webhooks = state.injector_webhooks();
     let namespaces: Vec<String> = state
-        .objects
-        .values()
-        .filter(|o| o.id.kind == "Namespace")
+        .of_kind("", "Namespace")
         .filter(|o| revision_of(&webhooks.matching(&o.labels(), &BTreeMap::new())) == Some(old))
         .map(|o| o.id.name.clone())
         .collect();

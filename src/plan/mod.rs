@@ -539,29 +539,60 @@ fn empty_plan(input: &PlanInput<'_>) -> Plan {
 }
 
 /// Which injector serves each named namespace in each state, as the injection table shows it.
+/// Each state is evaluated from the one before, like the simulation does (`mesh::Watch`): when
+/// their diff changes no webhook, Service or Deployment, only the namespaces it relabels are
+/// evaluated again; otherwise every namespace is, once per distinct label set
+/// (`mesh::NamespaceInjection`).
 fn injection_table(
     named: &[String],
     tags: &BTreeMap<&str, &str>,
     states: &[ClusterState],
 ) -> Vec<InjectionRow> {
-    let webhooks: Vec<_> = states.iter().map(ClusterState::injector_webhooks).collect();
-    named
+    let mut rows: Vec<InjectionRow> = named
         .iter()
         .map(|ns| InjectionRow {
             namespace: ns.clone(),
             tag: tags.get(ns.as_str()).map(|t| t.to_string()),
-            states: states
-                .iter()
-                .zip(&webhooks)
-                .map(|(s, w)| {
-                    let labels = s
-                        .labels(&crate::cluster::namespace_id(ns))
-                        .unwrap_or_default();
-                    crate::mesh::describe(&w.matching(&labels, &BTreeMap::new()))
-                })
-                .collect(),
+            states: Vec::with_capacity(states.len()),
         })
-        .collect()
+        .collect();
+    let mut last: Option<(&ClusterState, crate::mesh::NamespaceInjection)> = None;
+    for s in states {
+        let relabelled = last.as_ref().and_then(|(prev, _)| relabelled_only(prev, s));
+        let injection = match (relabelled.is_some(), last.take()) {
+            (true, Some((_, injection))) => injection,
+            _ => crate::mesh::NamespaceInjection::new(s),
+        };
+        let injection = &mut last.insert((s, injection)).1;
+        for row in &mut rows {
+            let cell = match (&relabelled, row.states.last()) {
+                (Some(changed), Some(cell)) if !changed.contains(row.namespace.as_str()) => {
+                    cell.clone()
+                }
+                _ => crate::mesh::describe(injection.of_namespace(s, &row.namespace)),
+            };
+            row.states.push(cell);
+        }
+    }
+    rows
+}
+
+/// The namespaces `after` changes from `before`, when it changes nothing that can change
+/// another namespace's injection (`mesh::is_mesh_kind`); `None` when it does.
+fn relabelled_only<'a>(
+    before: &'a ClusterState,
+    after: &'a ClusterState,
+) -> Option<BTreeSet<&'a str>> {
+    let mut out = BTreeSet::new();
+    for id in before.objects.diff(&after.objects).map(rollback::diff_key) {
+        if crate::mesh::is_mesh_kind(id) {
+            return None;
+        }
+        if id.kind == "Namespace" && id.group.is_empty() {
+            out.insert(id.name.as_str());
+        }
+    }
+    Some(out)
 }
 
 fn applies(objects: Vec<Object>) -> Vec<Change> {

@@ -57,7 +57,7 @@ pub fn rollback_changes(
         }
         match (before.objects.get(*id), after.objects.get(*id)) {
             (Some(b), Some(a)) if b == a => {}
-            (Some(b), _) => out.push(Change::Apply(b.clone())),
+            (Some(b), _) => out.push(Change::Apply((**b).clone())),
             (None, Some(a)) => {
                 if is_webhook_config(&a.id) {
                     created_webhooks.push(a);
@@ -198,23 +198,25 @@ pub fn simulate_rollback(
             violation,
         }
     })?;
-    let stored = |s: &ClusterState| -> BTreeMap<ObjectId, Object> {
-        s.objects
-            .iter()
-            .map(|(id, o)| (id.clone(), as_stored(o)))
-            .collect()
-    };
-    let mut wanted = stored(before);
-    wanted.retain(|id, _| id.kind != "CustomResourceDefinition");
-    wanted.extend(
-        stored(after)
-            .into_iter()
-            .filter(|(id, _)| id.kind == "CustomResourceDefinition"),
-    );
-    let got = stored(&state);
-    let ids: BTreeSet<&ObjectId> = wanted.keys().chain(got.keys()).collect();
-    for id in ids {
-        let how = match (wanted.get(id), got.get(id)) {
+    // What the state must be: `before`, with the CRDs as `after` has them. Only the objects
+    // where the end state differs from that can differ (the maps' diffs skip what they share);
+    // each is compared as the API server stores it, in identity order.
+    let is_crd = |id: &ObjectId| id.kind == "CustomResourceDefinition";
+    let differing: BTreeSet<&ObjectId> = (before.objects.diff(&state.objects))
+        .map(diff_key)
+        .filter(|id| !is_crd(id))
+        .chain(
+            after
+                .objects
+                .diff(&state.objects)
+                .map(diff_key)
+                .filter(|id| is_crd(id)),
+        )
+        .collect();
+    for id in differing {
+        let wanted = if is_crd(id) { after } else { before };
+        let stored = |s: &ClusterState| s.get(id).map(as_stored);
+        let how = match (stored(wanted), stored(&state)) {
             (Some(e), Some(g)) if e == g => continue,
             (Some(_), Some(_)) => Differs::Content,
             (Some(_), None) => Differs::Missing,
@@ -228,6 +230,16 @@ pub fn simulate_rollback(
         });
     }
     Ok(state)
+}
+
+/// The identity an entry of a diff of two states is about.
+pub(crate) fn diff_key<'a>(
+    item: imbl::ordmap::DiffItem<'a, 'a, ObjectId, std::sync::Arc<Object>>,
+) -> &'a ObjectId {
+    match item {
+        imbl::ordmap::DiffItem::Add(id, _) | imbl::ordmap::DiffItem::Remove(id, _) => id,
+        imbl::ordmap::DiffItem::Update { old: (id, _), .. } => id,
+    }
 }
 
 /// Derives and simulates the rollback of every phase but the uninstalls (phase N's changes on
@@ -338,7 +350,7 @@ pub fn live_changes(plan: &Plan, n: usize) -> Vec<Change> {
                     via: Via::File,
                 }
             } else {
-                Change::Apply(o.clone())
+                Change::Apply((**o).clone())
             }
         })
         .collect();

@@ -5,15 +5,15 @@
 //! deletes) and which expectations hold after which step. Must not: decide changes, or say
 //! anything to a user (a broken step is a `Violation`; the caller makes it a `Refusal`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::cluster::{Change, ClusterState, Via};
 use crate::manifest::ObjectId;
-use crate::mesh::{dangling_references, violations, Expectations, Violation};
+use crate::mesh::{dangling_references, Violation, Watch};
 
 /// What the plan expects of the named namespaces in one state: the revision each must be
 /// injected by, or `None`: any single healthy injector (between the steps of a phase).
-pub type Expected = BTreeMap<String, Option<String>>;
+pub use crate::mesh::Expected;
 
 /// The steps a list of changes runs as: the directory (every file at once), then each label
 /// command, then the pod-template patches (restarts) together, then the deletes.
@@ -59,7 +59,12 @@ pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
 /// `between`, after the last `end`; no step may delete an object something left still
 /// references. Violations in `known` (already there before the upgrade) are not blamed; `known`
 /// never holds an undecidable one (`plan_hops` refuses such a state 0 first). Returns
-/// the end state, or the first new violation.
+/// the end state, or the first new violation (in `Violation` order, as `mesh::violations` and the
+/// step's dangling references give them together).
+///
+/// Each state is evaluated by a `mesh::Watch` from the one before: a step that relabels
+/// namespaces evaluates only those, a step that changes a webhook, Service or Deployment every
+/// namespace (once per distinct label set). Nothing is skipped that a change can affect.
 pub fn run(
     state: &ClusterState,
     changes: &[Change],
@@ -70,20 +75,33 @@ pub fn run(
     let mut state = state.clone();
     let steps = steps(changes);
     let last = steps.len() - 1;
+    let mut watch: Option<Watch<'_>> = None;
     for (si, step) in steps.iter().enumerate() {
         for c in step {
             state.apply(c);
         }
         let expect = if si == last { end } else { between };
-        let mut found = violations(&state, &Expectations { namespaces: expect });
+        let watch = match &mut watch {
+            Some(w) => {
+                w.update(&state, step.iter().map(|c| c.id()), expect);
+                w
+            }
+            None => watch.insert(Watch::new(&state, expect)),
+        };
         let deleted: Vec<&ObjectId> = step
             .iter()
             .filter(|c| matches!(c, Change::Delete(_)))
             .map(|c| c.id())
             .collect();
-        found.extend(dangling_references(&state, &deleted));
-        if let Some(v) = found.into_iter().find(|v| !known.contains(v)) {
-            return Err(v);
+        let dangling = dangling_references(&state, &deleted);
+        let new = |v: &&Violation| !known.contains(*v);
+        // The watch gives its violations in order; the dangling references sort among them.
+        let first = [watch.violations().find(new), dangling.iter().find(new)]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(v) = first {
+            return Err(v.clone());
         }
     }
     Ok(state)

@@ -107,9 +107,7 @@ pub fn assumed<'a>(
     let mut named = Vec::new();
     for ns in namespaces {
         let labels = BTreeMap::from([(key.to_string(), value.clone())]);
-        state
-            .objects
-            .insert(namespace_id(ns), namespace_object(ns, &labels));
+        state.insert(namespace_object(ns, &labels));
         named.push(ns.clone());
     }
     let revision = first.from.revision.label().to_string();

@@ -801,7 +801,7 @@ fn run_client_side(state: &mut ClusterState, commands: &[String], changes: &[Cha
                 for (id, partial) in label_files(changes) {
                     if let Some(live) = state.objects.get(id) {
                         let merged = crate::cluster::client_side_apply(live, &partial).unwrap();
-                        state.objects.insert(id.clone(), merged);
+                        state.insert(merged);
                     }
                 }
             }
@@ -833,7 +833,7 @@ fn owned(state: &ClusterState, names: &[String]) -> ClusterState {
             crate::cluster::LAST_APPLIED,
             applied
         ));
-        *o = parse_manifest(&text, "t").unwrap().remove(0);
+        *o = std::sync::Arc::new(parse_manifest(&text, "t").unwrap().remove(0));
     }
     out
 }
@@ -1414,7 +1414,7 @@ fn every_server_side_apply_keeps_the_namespace_owners_labels_and_ends_where_the_
         let mut labels: BTreeMap<String, (Object, crate::cluster::FieldOwners)> = names
             .iter()
             .map(|ns| {
-                let o = created.objects[&namespace_id(ns)].clone();
+                let o = (*created.objects[&namespace_id(ns)]).clone();
                 let owners = crate::cluster::owned_by(&o, "kubectl-client-side-apply");
                 (ns.clone(), (o, owners))
             })
