@@ -1038,6 +1038,7 @@ impl std::fmt::Display for Refusal {
 mod tests {
     use super::*;
     use crate::cluster::service_id;
+    use crate::k8s::Minor;
     use crate::manifest::ObjectId;
 
     fn webhook() -> ObjectId {
@@ -1047,6 +1048,39 @@ mod tests {
             namespace: None,
             name: "istio-sidecar-injector".into(),
         }
+    }
+
+    #[test]
+    fn path_refusals_without_a_fixture_say_what_and_how_to_fix_it() {
+        let v = |t: &str| semver::Version::parse(t).unwrap();
+        assert_eq!(
+            refusal(&Refusal::NoRevisionTag { tag: "prod-stable".into(), version: v("1.14.1") }).to_string(),
+            "error: istioctl 1.14.1 rendered no webhook configuration for revision tag `prod-stable` (values.revisionTags)\nhelp: this istioctl cannot render revision tags offline; remove the tag from spec.tags and move it with `istioctl tag set` instead"
+        );
+        assert_eq!(
+            refusal(&Refusal::RendersMismatch {
+                releases: 3,
+                renders: 2
+            })
+            .to_string(),
+            "error: internal error: 2 renders for the 3 control planes of the path"
+        );
+        let between = |window| Refusal::KubernetesBetweenHops {
+            kubernetes: Minor::new(1, 21),
+            istio: Minor::new(1, 15),
+            lowest: Minor::new(1, 22),
+            highest: Minor::new(1, 25),
+            hop: 2,
+            from: v("1.14.1"),
+            to: v("1.15.3"),
+            window,
+        };
+        let help = |r: &Refusal| refusal(r).help.unwrap_or_default();
+        assert!(help(&between(Some((Minor::new(1, 22), Minor::new(1, 22)))))
+            .starts_with("upgrade the cluster to Kubernetes 1.22 after hop 1 ends on 1.14.1 and before hop 2 starts"));
+        assert!(help(&between(None)).starts_with(
+            "no Kubernetes version is supported by both, so no cluster upgrade lets this hop run; choose other versions in spec.path after hop 1"
+        ));
     }
 
     #[test]

@@ -1176,15 +1176,12 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
             )))?
         }
     };
-    let mut take_pin = |side: &str, version: &Version| -> Result<Pin> {
+    // Every missing pin was listed above; a pin is taken once per version of the path.
+    let mut take_pin = |version: &Version| -> Result<Pin> {
         let Some((key, binaries)) = pins.remove(version) else {
-            return Err(at(
-                &[Key("spec"), Key("istioctl")],
-                Error::new(format!("no istioctl is pinned for {version} (spec.{side}.version)"))
-                    .with_help(format!(
-                        "add `\"{version}\": {{path: vendor/istioctl-{version}, sha256: <sha256sum of the binary>}}` under spec.istioctl"
-                    )),
-            ));
+            return Err(Error::new(format!(
+                "internal error: the pin of {version} was checked and is gone"
+            )));
         };
         let entry = [Key("spec"), Key("istioctl"), Key(key.as_str())];
         let (chosen, platform, recorded) = match binaries {
@@ -1235,12 +1232,12 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
     };
     let (from_pin, via_pins, to_pin) = match (&pins_missing, &from_version, &to_version) {
         (Ok(()), Ok(from), Ok(to)) => {
-            let from_pin = f.keep(take_pin("from", from))?;
+            let from_pin = f.keep(take_pin(from))?;
             let mut via_pins = Vec::new();
             for stop in &stops {
-                via_pins.push(f.keep(take_pin("path", &stop.version))?);
+                via_pins.push(f.keep(take_pin(&stop.version))?);
             }
-            (from_pin, via_pins, f.keep(take_pin("to", to))?)
+            (from_pin, via_pins, f.keep(take_pin(to))?)
         }
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             (Err(e.clone()), Vec::new(), Err(e.clone()))
@@ -2481,6 +2478,32 @@ mod tests {
             err.message,
             "cannot read IstioOperator spec dir/iop.yaml: entity not found"
         );
+    }
+
+    #[test]
+    fn each_malformed_path_entry_is_refused_at_the_entry() {
+        let pins = "    \"1.14.1\": {path: istioctl, sha256: 508cff1a1548f5e44a8c1aeb79f901e5c71ee01d78d7b5bfded49401535a1806}\n";
+        for (entry, message) in [
+            ("{revision: r}", "spec.path: a path entry needs a `version`"),
+            (
+                "{version: \"1.14.1\", revision: [a]}",
+                "spec.path: a path entry's revision must be a string like \"1-14-6\"",
+            ),
+            (
+                "{version: \"1.14.1\", revision: default}",
+                "path entry 1.14.1: a revision passed through cannot be `default`",
+            ),
+        ] {
+            let text = policy("1.13.5", "1.15.3", &format!("  path: [{entry}]\n")).replacen(
+                "  istioctl:\n",
+                &format!("  istioctl:\n{pins}"),
+                1,
+            );
+            let err = check_err(&text, &[("iop.yaml", IOP)]);
+            assert_eq!(err.message, message, "{entry}");
+            let line = text.lines().position(|l| l.starts_with("  path:")).unwrap() + 1;
+            assert_eq!(line_col(&err).0, line, "{entry}: {err}");
+        }
     }
 
     #[test]
