@@ -16,6 +16,7 @@ use crate::istio::{
     INJECTION_LABEL, REV_LABEL,
 };
 use crate::k8s::{NotServed, NAME_LABEL};
+use crate::mesh::GatewaySelects;
 use crate::mesh::{describe as injectors, Violation};
 use crate::plan::refusal::{Ambiguous, Differs, PhaseAt, Refusal};
 use crate::plan::{Assumption, Phase, PhaseKind, Plan, Rollback};
@@ -341,23 +342,32 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
                 // injection the relabel changes (one rollout each; running it again changes nothing).
                 commands.extend(restarts);
             }
-            let checks = vec![
-                format!("# must list nothing: a namespace of this wave not labelled {REV_LABEL}={new}"),
-                format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{REV_LABEL}!={new}'"),
-                format!("# must list nothing: {INJECTION_LABEL} with any value, even empty, overrides {REV_LABEL}"),
-                format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{INJECTION_LABEL}'"),
+            let mut checks = Vec::new();
+            if !phase.namespaces.is_empty() {
+                checks.extend([
+                    format!("# must list nothing: a namespace of this wave not labelled {REV_LABEL}={new}"),
+                    format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{REV_LABEL}!={new}'"),
+                    format!("# must list nothing: {INJECTION_LABEL} with any value, even empty, overrides {REV_LABEL}"),
+                    format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{INJECTION_LABEL}'"),
+                ]);
+            }
+            checks.extend([
                 format!("# every pod must show a sidecar of {}", new.istiod()),
                 format!("istioctl proxy-status --revision {new}"),
-            ];
-            (
+            ]);
+            let summary = if phase.namespaces.is_empty() {
+                format!(
+                    "Move to revision `{new}` what this wave names one by one: {}.",
+                    one_by_one(&phase.changes).join(", ")
+                )
+            } else {
                 format!(
                     "Move namespaces {} to revision `{new}`: set the label `{REV_LABEL}={new}` (a label merge: `kubectl label`, or the directory applied server-side or by Argo CD or Flux; never a client-side `kubectl apply` of the directory, whose three-way merge would delete the namespace owner's labels){}, then restart their workloads so the new sidecars are injected.",
                     quoted_list(&phase.namespaces),
                     if label_commands.is_empty() { String::new() } else { format!(", and `kubectl label` removes `{INJECTION_LABEL}`, which would otherwise keep them on the default revision") }
-                ),
-                commands,
-                checks,
-            )
+                )
+            };
+            (summary, commands, checks)
         }
         PhaseKind::Gateways => (
             {
@@ -534,6 +544,8 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         )
     });
     let mut summary = summary;
+    let mut checks = checks;
+    gateway_moves(plan, phase, &mut summary, &mut checks);
     if !phase.manual.is_empty() {
         let names: Vec<String> = phase.manual.iter().map(|id| format!("`{id}`")).collect();
         summary.push_str(&format!(
@@ -548,6 +560,88 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         checks,
         undo: None,
         controller,
+    }
+}
+
+/// What a wave without namespaces moves, one phrase per object: workloads by their pod
+/// template's `istio.io/rev`, Gateway API Gateways by their own label (a label merge, like a
+/// namespace's).
+fn one_by_one(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Template { id, labels, .. } if labels.contains_key(REV_LABEL) => Some(format!(
+                "`{}/{}/{}` (the `{REV_LABEL}` label of its pod template; the patch restarts it)",
+                id.namespace.as_deref().unwrap_or(""),
+                id.kind.to_lowercase(),
+                id.name
+            )),
+            Change::Labels { id, set, .. } if set.contains_key(REV_LABEL) => Some(format!(
+                "{} `{}/{}` (its own `{REV_LABEL}` label: a label merge, by `kubectl label` or the directory applied server-side or by Argo CD or Flux)",
+                id.kind,
+                id.namespace.as_deref().unwrap_or(""),
+                id.name
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The Gateway API Gateways whose istiod changes in `phase` (by their own label, their
+/// namespace's, a tag or the default revision: whatever the simulation says moved them), with
+/// a check each, and the outage Istio before 1.31 causes when a Gateway changes istiod.
+fn gateway_moves(plan: &Plan, phase: &Phase, summary: &mut String, checks: &mut Vec<String>) {
+    let (before, after) = (&plan.states[phase.index - 1], &plan.states[phase.index]);
+    let hop = plan.hop_of(phase);
+    let mut moved = Vec::new();
+    for gw in after.istio_gateways() {
+        let was = before
+            .objects
+            .get(&gw.id)
+            .map(|b| before.gateway_owners(b))
+            .unwrap_or_default();
+        let now = after.gateway_owners(gw);
+        if was != now && !was.is_empty() && !now.is_empty() {
+            moved.push((gw, was.join(", "), now.join(", ")));
+        }
+    }
+    if moved.is_empty() {
+        return;
+    }
+    let names: Vec<String> = moved
+        .iter()
+        .map(|(gw, was, now)| {
+            format!(
+                "`{}/{}` ({was} -> {now})",
+                gw.id.namespace.as_deref().unwrap_or(""),
+                gw.id.name
+            )
+        })
+        .collect();
+    summary.push_str(&format!(
+        " Gateway API Gateways this phase hands to another istiod (which then rolls their Deployments): {}.",
+        names.join(", ")
+    ));
+    let from = &hop.from.version;
+    if (from.major, from.minor) < (1, 31) {
+        summary.push_str(&format!(
+            " Istio {from} drops a Gateway the moment another istiod takes it and pushes an empty configuration to its running pods until the new ones are ready (istio#59959, fixed in 1.31): expect a brief outage of each, and run this phase in a quiet window."
+        ));
+    }
+    for (gw, _, now) in &moved {
+        let ns = gw.id.namespace.as_deref().unwrap_or("");
+        checks.push(format!(
+            "# every pod of Gateway {ns}/{} must show {} (its CA_ADDR names the istiod that generated it)",
+            gw.id.name,
+            now.split(", ")
+                .map(|r| format!("istiod-{r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        checks.push(format!(
+            "kubectl get pods -n {ns} -l gateway.networking.k8s.io/gateway-name={} -o jsonpath='{{range .items[*]}}{{.metadata.name}} {{.spec.containers[0].env[?(@.name==\"CA_ADDR\")].value}}{{\"\\n\"}}{{end}}'",
+            gw.id.name
+        ));
     }
 }
 
@@ -743,6 +837,22 @@ fn unsafe_phase_help(at: &PhaseAt, v: &Violation) -> String {
         Violation::SeveralRevisions { .. } => {
             "a Service in front of istiod must select one revision (its selector needs istio.io/rev): which istiod answers would otherwise depend on endpoints; fix the Service's selector in the IstioOperator spec".to_string()
         }
+        Violation::GatewayOwners { owners, selects, gateway } if owners.is_empty() && at.kind == PhaseKind::Uninstall => {
+            let ns = gateway.namespace.as_deref().unwrap_or("");
+            let how = match selects {
+                GatewaySelects::Own(v) if v == at.from.label() => format!("list `{ns}/{}` in a wave's `gateways` (its own {REV_LABEL} wins over its namespace's, so relabelling the namespace does not move it)", gateway.name),
+                GatewaySelects::Own(t) => format!("move the tag `{t}` it selects (spec.tags), or list `{ns}/{}` in a wave's `gateways`", gateway.name),
+                GatewaySelects::Namespace(v) if v.is_empty() => "it follows the default revision: move the default tag (defaultTag: true)".to_string(),
+                GatewaySelects::Namespace(v) if v == at.from.label() => format!("move its namespace `{ns}` in a wave, or list `{ns}/{}` in a wave's `gateways`", gateway.name),
+                GatewaySelects::Namespace(t) => format!("move the tag `{t}` its namespace selects (spec.tags), or list `{ns}/{}` in a wave's `gateways`", gateway.name),
+                GatewaySelects::Everyone => "create its namespace, or delete the Gateway".to_string(),
+            };
+            format!("the Gateway is still programmed by revision {} when it is deleted: {how}; or keep the old revision (uninstallOld: false)", at.from)
+        }
+        Violation::GatewayOwners { .. } => format!(
+            "istiod of a revision programs the Gateways that select it or a tag pointing at it (istio.io/rev on the Gateway, else on its namespace, else the default revision): every Gateway must select exactly one installed revision after every step; check which labels and tags the phase changes between revisions {} and {}",
+            at.from, at.to
+        ),
     }
 }
 

@@ -20,6 +20,10 @@ use crate::yamlpath::{locate, Seg};
 /// The command whose saved output is an inventory (README: "An inventory").
 pub const COMMAND: &str = "kubectl get namespaces,deployments,statefulsets,daemonsets,services,serviceaccounts,configmaps,mutatingwebhookconfigurations,validatingwebhookconfigurations -A -o yaml > inventory.yaml";
 
+/// The resource to add to `COMMAND`'s list when the cluster serves the Gateway API (kubectl
+/// refuses a resource the server does not know, so the command leaves it out).
+pub const GATEWAY_API_RESOURCE: &str = "gateways.gateway.networking.k8s.io";
+
 /// Metadata fields only the API server writes: dropped, so that an object of the inventory reads
 /// like an object of a render and nothing the server owns is ever re-applied from it.
 const SERVER_METADATA: &[&str] = &[

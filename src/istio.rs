@@ -108,6 +108,26 @@ pub fn is_gateway_workload(o: &Object) -> bool {
     })
 }
 
+/// The API group of the Kubernetes Gateway API (`Gateway`, `GatewayClass`).
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+/// The GatewayClasses istiod creates and programs itself (`istio` for gateways, `istio-waypoint`
+/// for ambient waypoints, `istio-east-west` and `istio-remote` for multicluster).
+pub const ISTIO_GATEWAY_CLASSES: &[&str] =
+    &["istio", "istio-waypoint", "istio-east-west", "istio-remote"];
+/// The prefix of the `controllerName` of a GatewayClass istiod serves
+/// (`istio.io/gateway-controller`, `istio.io/mesh-controller`, ...).
+pub const ISTIO_CONTROLLER_PREFIX: &str = "istio.io/";
+
+/// A Kubernetes Gateway API `Gateway` (a gateway or a waypoint), whatever its class.
+pub fn is_gateway_api_gateway(o: &Object) -> bool {
+    o.id.group == GATEWAY_API_GROUP && o.id.kind == "Gateway"
+}
+
+/// The `spec.gatewayClassName` of a Gateway API `Gateway`.
+pub fn gateway_class(o: &Object) -> Option<&str> {
+    str_at(&o.body, &["spec", "gatewayClassName"])
+}
+
 /// True for the objects that make up a revision tag.
 pub fn is_tag_object(object: &Object) -> bool {
     let id = &object.id;

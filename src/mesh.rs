@@ -15,8 +15,10 @@ use serde_yaml::{Mapping, Value};
 
 use crate::cluster::{self, namespace_id, pod_template_labels, scalar, service_id, ClusterState};
 use crate::istio::{
-    is_deactivated, is_injector_webhook, is_istiod, mesh_config_references, DEFAULT_REVISION,
-    DEFAULT_VALIDATOR, INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, REV_LABEL,
+    gateway_class, is_deactivated, is_gateway_api_gateway, is_injector_webhook, is_istiod,
+    mesh_config_references, DEFAULT_REVISION, DEFAULT_VALIDATOR, GATEWAY_API_GROUP,
+    INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, ISTIO_CONTROLLER_PREFIX, ISTIO_GATEWAY_CLASSES,
+    REV_LABEL, TAG_LABEL,
 };
 use crate::k8s::NAME_LABEL;
 use crate::manifest::{value_at, ObjectId};
@@ -170,6 +172,131 @@ impl ClusterState {
     }
 }
 
+/// What a Gateway API `Gateway` selects, read the way istiod's revision filter reads it
+/// (`IsMine` of istio/istio's `pkg/revisions` tag watcher): its own `istio.io/rev` label, else
+/// its namespace's, else nothing (the default revision's); a Gateway whose namespace does not
+/// exist is claimed by every istiod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GatewaySelects {
+    /// `istio.io/rev=<value>` on the Gateway itself.
+    Own(String),
+    /// `istio.io/rev=<value>` on its namespace (empty: the namespace has no such label).
+    Namespace(String),
+    /// Its namespace does not exist: every istiod takes it.
+    Everyone,
+}
+
+impl fmt::Display for GatewaySelects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewaySelects::Own(v) => write!(f, "{REV_LABEL}={v} on the Gateway"),
+            GatewaySelects::Namespace(v) if v.is_empty() => {
+                write!(f, "no {REV_LABEL} label (the default revision)")
+            }
+            GatewaySelects::Namespace(v) => write!(f, "{REV_LABEL}={v} on its namespace"),
+            GatewaySelects::Everyone => write!(f, "a namespace that does not exist"),
+        }
+    }
+}
+
+impl ClusterState {
+    /// Whether istiod programs Gateways of `class`: one of the classes istiod creates, or a
+    /// GatewayClass of the state whose `controllerName` is Istio's.
+    pub fn is_istio_gateway_class(&self, class: &str) -> bool {
+        ISTIO_GATEWAY_CLASSES.contains(&class)
+            || self.of_kind(GATEWAY_API_GROUP, "GatewayClass").any(|c| {
+                c.id.name == class
+                    && crate::manifest::str_at(&c.body, &["spec", "controllerName"])
+                        .is_some_and(|n| n.starts_with(ISTIO_CONTROLLER_PREFIX))
+            })
+    }
+
+    /// Every Gateway API `Gateway` of the state that istiod programs (by its class).
+    pub fn istio_gateways(&self) -> impl Iterator<Item = &crate::manifest::Object> {
+        self.of_kind(GATEWAY_API_GROUP, "Gateway").filter(|g| {
+            is_gateway_api_gateway(g)
+                && gateway_class(g).is_some_and(|c| self.is_istio_gateway_class(c))
+        })
+    }
+
+    /// What `gw` selects (see `GatewaySelects`).
+    pub fn gateway_selects(&self, gw: &crate::manifest::Object) -> GatewaySelects {
+        if let Some(v) = gw.label(REV_LABEL) {
+            return GatewaySelects::Own(v);
+        }
+        let ns = gw.id.namespace.as_deref().unwrap_or("");
+        match self.labels(&namespace_id(ns)) {
+            None => GatewaySelects::Everyone,
+            Some(l) => GatewaySelects::Namespace(l.get(REV_LABEL).cloned().unwrap_or_default()),
+        }
+    }
+
+    /// The revisions of the istiod Deployments that program `gw`, as each istiod decides for
+    /// itself: a revision takes what selects its own name or a tag pointing at it (a mutating
+    /// webhook configuration or Service labelled `istio.io/tag=<tag>` and `istio.io/rev=<rev>`);
+    /// what selects nothing goes to the revision the `default` tag points at, or, when no tag
+    /// `default` points elsewhere, to the revision `istiod-default-validator` is labelled with.
+    /// Exactly one is safe; none leaves the gateway's pods without configuration, two program it
+    /// twice.
+    pub fn gateway_owners(&self, gw: &crate::manifest::Object) -> Vec<String> {
+        let selects = self.gateway_selects(gw);
+        let revisions: BTreeSet<String> = self
+            .deployments()
+            .filter(|o| is_istiod(o))
+            .map(|o| {
+                pod_template_labels(o)
+                    .get(REV_LABEL)
+                    .cloned()
+                    .unwrap_or_else(|| DEFAULT_REVISION.to_string())
+            })
+            .collect();
+        let tags: Vec<(String, String)> = self
+            .of_kind(WEBHOOK_GROUP, "MutatingWebhookConfiguration")
+            .chain(self.of_kind("", "Service"))
+            .filter_map(|o| Some((o.label(TAG_LABEL)?, o.label(REV_LABEL)?)))
+            .collect();
+        let validator = ObjectId {
+            group: WEBHOOK_GROUP.into(),
+            kind: "ValidatingWebhookConfiguration".into(),
+            namespace: None,
+            name: DEFAULT_VALIDATOR.into(),
+        };
+        let validator_rev = self
+            .objects
+            .get(&validator)
+            .and_then(|v| v.label(REV_LABEL));
+        revisions
+            .into_iter()
+            .filter(|rev| {
+                let mine = |t: &str| t == rev || tags.iter().any(|(tag, r)| tag == t && r == rev);
+                let other_default = tags.iter().any(|(t, r)| t == "default" && r != rev);
+                let we_default = validator_rev.as_deref() == Some(rev.as_str());
+                let selected = match &selects {
+                    GatewaySelects::Everyone => return true,
+                    GatewaySelects::Own(v) | GatewaySelects::Namespace(v) => v,
+                };
+                mine(selected)
+                    || (selected.is_empty() && (mine("default") || (we_default && !other_default)))
+            })
+            .collect()
+    }
+}
+
+/// A violation for each Gateway istiod programs that no istiod, or more than one, takes.
+fn gateway_violations(state: &ClusterState) -> BTreeSet<Violation> {
+    state
+        .istio_gateways()
+        .filter_map(|gw| {
+            let owners = state.gateway_owners(gw);
+            (owners.len() != 1).then(|| Violation::GatewayOwners {
+                gateway: gw.id.clone(),
+                selects: state.gateway_selects(gw),
+                owners,
+            })
+        })
+        .collect()
+}
+
 /// The API group of webhook configurations: kube-apiserver calls no other.
 const WEBHOOK_GROUP: &str = "admissionregistration.k8s.io";
 
@@ -184,6 +311,8 @@ pub fn is_mesh_kind(id: &ObjectId) -> bool {
             | "ValidatingWebhookConfiguration"
             | "Service"
             | "Deployment"
+            | "Gateway"
+            | "GatewayClass"
     )
 }
 
@@ -365,6 +494,13 @@ pub enum Violation {
         service: ObjectId,
         revisions: Vec<String>,
     },
+    /// A Gateway API `Gateway` istiod programs is taken by no istiod, or by several.
+    GatewayOwners {
+        gateway: ObjectId,
+        /// What it selects.
+        selects: GatewaySelects,
+        owners: Vec<String>,
+    },
 }
 
 impl Violation {
@@ -415,6 +551,13 @@ impl fmt::Display for Violation {
                 service.name,
                 revisions.join(", ")
             ),
+            Violation::GatewayOwners { gateway, selects, owners } => {
+                let gw = format!("Gateway {}/{}", gateway.namespace.as_deref().unwrap_or(""), gateway.name);
+                match owners.as_slice() {
+                    [] => write!(f, "{gw} ({selects}) would be programmed by no istiod: its pods would lose their configuration"),
+                    _ => write!(f, "{gw} ({selects}) would be programmed by istiod of revisions {} at once", owners.join(", ")),
+                }
+            }
         }
     }
 }
@@ -519,6 +662,7 @@ fn state_violations(state: &ClusterState, injection: &NamespaceInjection) -> BTr
             });
         }
     }
+    out.extend(gateway_violations(state));
     out
 }
 
@@ -597,6 +741,18 @@ impl<'e> Watch<'e> {
             self.expect = expect;
             self.check_all(state);
             return;
+        }
+        // A relabelled namespace can move the Gateways in it that carry no label of their own.
+        let moves_gateway = !namespaces.is_empty()
+            && state.istio_gateways().any(|g| {
+                g.id.namespace
+                    .as_deref()
+                    .is_some_and(|n| namespaces.contains(n))
+            });
+        if moves_gateway {
+            self.others
+                .retain(|v| !matches!(v, Violation::GatewayOwners { .. }));
+            self.others.extend(gateway_violations(state));
         }
         for ns in namespaces {
             self.check(state, ns);
@@ -974,5 +1130,149 @@ mod tests {
             found.iter().any(|v| matches!(v, Violation::DanglingWebhook { missing: false, webhook, .. } if webhook.name == "istio-validator-r")),
             "{found:?}"
         );
+    }
+
+    /// A Gateway API Gateway of `class` in `ns`, with its own `istio.io/rev` when given.
+    fn gateway(ns: &str, name: &str, class: &str, rev: Option<&str>) -> Object {
+        let labels = rev
+            .map(|r| format!("\n  labels: {{istio.io/rev: {r}}}"))
+            .unwrap_or_default();
+        one(&format!("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  namespace: {ns}{labels}\nspec:\n  gatewayClassName: {class}\n"))
+    }
+
+    /// A revision tag's webhook configuration, labelled the way istioctl and the charts label it.
+    fn tag_webhook(tag: &str, rev: &str) -> Object {
+        one(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata:\n  name: istio-revision-tag-{tag}\n  labels: {{istio.io/tag: {tag}, istio.io/rev: {rev}}}\nwebhooks: []\n"))
+    }
+
+    fn labelled_validator(rev: &str) -> Object {
+        one(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: {DEFAULT_VALIDATOR}\n  labels: {{istio.io/rev: {rev}}}\nwebhooks: []\n"))
+    }
+
+    fn two_revisions() -> ClusterState {
+        let mut state =
+            ClusterState::from_objects(control_plane("a").iter().chain(&control_plane("b")));
+        for ns in ["edge", "shop"] {
+            state.insert(namespace_object(ns, &BTreeMap::new()));
+        }
+        state
+    }
+
+    fn owners(state: &ClusterState, gw: &Object) -> Vec<String> {
+        state.insert_clone_for_test(gw).gateway_owners(gw)
+    }
+
+    impl ClusterState {
+        fn insert_clone_for_test(&self, o: &Object) -> ClusterState {
+            let mut s = self.clone();
+            s.insert(o.clone());
+            s
+        }
+    }
+
+    #[test]
+    fn a_gateway_is_programmed_by_the_istiod_its_own_label_or_its_namespace_selects() {
+        let mut state = two_revisions();
+        // Its own label names a revision.
+        assert_eq!(
+            owners(&state, &gateway("edge", "g", "istio", Some("b"))),
+            ["b"]
+        );
+        // No label of its own: its namespace's decides, and its own wins over the namespace's.
+        let rev = |r: &str| BTreeMap::from([(REV_LABEL.to_string(), r.to_string())]);
+        state.insert(namespace_object("edge", &rev("a")));
+        assert_eq!(owners(&state, &gateway("edge", "g", "istio", None)), ["a"]);
+        assert_eq!(
+            owners(&state, &gateway("edge", "g", "istio", Some("b"))),
+            ["b"]
+        );
+        // A revision that is not installed programs nothing.
+        assert!(owners(&state, &gateway("edge", "g", "istio", Some("gone"))).is_empty());
+        // A tag is resolved through the webhook configuration labelled with it, and follows it.
+        state.insert(tag_webhook("prod-stable", "a"));
+        let tagged = gateway("shop", "g", "istio-waypoint", Some("prod-stable"));
+        assert_eq!(owners(&state, &tagged), ["a"]);
+        state.insert(tag_webhook("prod-stable", "b"));
+        assert_eq!(owners(&state, &tagged), ["b"]);
+        // A namespace that does not exist: every istiod takes it.
+        assert_eq!(
+            owners(&state, &gateway("gone", "g", "istio", None)),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn a_gateway_that_selects_nothing_goes_to_the_default_revision() {
+        let mut state = two_revisions();
+        let plain = gateway("edge", "g", "istio", None);
+        // No default tag and no labelled validator: no named revision takes it.
+        assert!(owners(&state, &plain).is_empty());
+        // The validator's label makes a revision the default...
+        state.insert(labelled_validator("a"));
+        assert_eq!(owners(&state, &plain), ["a"]);
+        // ...unless a `default` tag points elsewhere: then only the tag's revision does.
+        state.insert(tag_webhook("default", "b"));
+        assert_eq!(owners(&state, &plain), ["b"]);
+        // The unrevisioned istiod's revision is `default`: it takes what selects nothing.
+        let mut plain_install =
+            ClusterState::from_objects(&[one(&ISTIOD.replace(", istio.io/rev: r", ""))]);
+        plain_install.insert(namespace_object("edge", &BTreeMap::new()));
+        assert_eq!(owners(&plain_install, &plain), [DEFAULT_REVISION]);
+    }
+
+    #[test]
+    fn only_gateways_of_an_istio_class_are_checked() {
+        let mut state = two_revisions();
+        state.insert(gateway("edge", "nginx", "nginx", Some("gone")));
+        assert!(no_namespaces(&state).is_empty());
+        // A GatewayClass of the state whose controller is Istio's makes its Gateways Istio's.
+        state.insert(one("apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: nginx}\nspec: {controllerName: istio.io/gateway-controller}\n"));
+        let found = no_namespaces(&state);
+        assert!(
+            found
+                .iter()
+                .any(|v| matches!(v, Violation::GatewayOwners { owners, .. } if owners.is_empty())),
+            "{found:?}"
+        );
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["Gateway edge/nginx (istio.io/rev=gone on the Gateway) would be programmed by no istiod: its pods would lose their configuration"]
+        );
+    }
+
+    #[test]
+    fn a_watch_sees_a_relabelled_namespace_move_its_gateways() {
+        let mut state = two_revisions();
+        state.insert(tag_webhook("default", "a"));
+        state.insert(gateway("edge", "g", "istio", None));
+        state.insert(gateway("shop", "h", "istio", None));
+        let expect = Expected::new();
+        let mut w = Watch::new(&state, &expect);
+        assert!(watched(&w).is_empty());
+        let rev = |r: &str| BTreeMap::from([(REV_LABEL.to_string(), r.to_string())]);
+        // Relabelling `edge` to a revision that is not installed leaves its Gateway unprogrammed.
+        state.insert(namespace_object("edge", &rev("gone")));
+        w.update(&state, [&namespace_id("edge")], &expect);
+        let reference: Vec<Violation> = violations(
+            &state,
+            &Expectations {
+                namespaces: &expect,
+            },
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(watched(&w), reference);
+        assert_eq!(reference.len(), 1, "{reference:?}");
+        assert!(reference[0]
+            .to_string()
+            .contains("Gateway edge/g (istio.io/rev=gone on its namespace)"));
+        // And back to an installed one.
+        state.insert(namespace_object("edge", &rev("b")));
+        w.update(&state, [&namespace_id("edge")], &expect);
+        assert!(watched(&w).is_empty());
+        // A namespace without Gateways changes nothing for them.
+        state.insert(namespace_object("other", &rev("gone")));
+        w.update(&state, [&namespace_id("other")], &expect);
+        assert!(watched(&w).is_empty());
     }
 }

@@ -202,6 +202,10 @@ struct WaveSpec {
     /// `namespace/kind/name` of workloads moved one by one (needs an inventory).
     #[serde(default)]
     workloads: Vec<String>,
+    /// `namespace/name` of Kubernetes Gateway API Gateways (gateways and waypoints) the wave
+    /// moves by setting their own `istio.io/rev` label (needs an inventory).
+    #[serde(default)]
+    gateways: Vec<String>,
 }
 
 /// How a revision name is derived from a version when the policy does not give one.
@@ -468,6 +472,8 @@ pub struct Wave {
     pub namespaces: Vec<String>,
     /// Workloads moved one by one (their pod template relabelled), in policy order.
     pub workloads: Vec<ObjectId>,
+    /// Gateway API Gateways moved by their own `istio.io/rev` label, in policy order.
+    pub gateways: Vec<ObjectId>,
 }
 
 /// `spec.inventory`: the cluster as it is, and the file it came from.
@@ -1303,7 +1309,7 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
                 Error::new(format!("wave name `{}` is used twice", wave.name)),
             ))?;
         }
-        if wave.namespaces.is_empty() && wave.workloads.is_empty() {
+        if wave.namespaces.is_empty() && wave.workloads.is_empty() && wave.gateways.is_empty() {
             f.error(at(
                 &[Key("spec"), Key("waves"), Index(wi), Key("namespaces")],
                 Error::new(format!("wave `{}` has no namespaces", wave.name))
@@ -1870,13 +1876,131 @@ fn check_wave_targets(
             }
             workloads.push(id);
         }
+        let gateways = check_wave_gateways(wave, wi, inventory, &mut moved, at, f)?;
         out.push(Wave {
             name: wave.name.clone(),
             namespaces: wave.namespaces.clone(),
             workloads,
+            gateways,
         });
     }
     Ok(Ok(out))
+}
+
+/// A wave's `gateways`, resolved to identities: each `namespace/name` of a Gateway API Gateway
+/// of the inventory (one is needed: the plan must see a Gateway's labels and class to move it)
+/// of a class istiod programs, and moved by one wave only.
+fn check_wave_gateways(
+    wave: &WaveSpec,
+    wi: usize,
+    inventory: Option<&InventoryFile>,
+    moved: &mut BTreeMap<ObjectId, String>,
+    at: &dyn Fn(&[Seg<'_>], Error) -> Error,
+    f: &mut Findings,
+) -> Result<Vec<ObjectId>> {
+    use crate::istio::{
+        gateway_class, GATEWAY_API_GROUP, ISTIO_CONTROLLER_PREFIX, ISTIO_GATEWAY_CLASSES,
+    };
+    use Seg::{Index, Key};
+    let mut out = Vec::new();
+    for (i, g) in wave.gateways.iter().enumerate() {
+        let field = [
+            Key("spec"),
+            Key("waves"),
+            Index(wi),
+            Key("gateways"),
+            Index(i),
+        ];
+        let Some(inv) = inventory else {
+            f.error(at(
+                &field,
+                Error::new(format!(
+                    "wave `{}` moves Gateway `{g}`, which needs spec.inventory",
+                    wave.name
+                )),
+            )
+            .with_help(format!(
+                "the plan must see a Gateway's labels and class to move it: save the output of `{}` (with `{}` added to its list when the Gateway API CRDs are installed) and name it in spec.inventory",
+                inventory::COMMAND,
+                inventory::GATEWAY_API_RESOURCE
+            )))?;
+            continue;
+        };
+        let (ns, name) = match g.split('/').collect::<Vec<_>>().as_slice() {
+            [ns, name] if check_dns1123(ns).is_ok() && check_dns1123(name).is_ok() => {
+                (ns.to_string(), name.to_string())
+            }
+            _ => {
+                f.error(
+                    at(
+                        &field,
+                        Error::new(format!(
+                            "gateways entry {} is not `namespace/name` of a Gateway API Gateway",
+                            shown(g)
+                        )),
+                    )
+                    .with_help(
+                        "e.g. `edge/public` (a gateway.networking.k8s.io Gateway or waypoint)",
+                    ),
+                )?;
+                continue;
+            }
+        };
+        let id = ObjectId {
+            group: GATEWAY_API_GROUP.into(),
+            kind: "Gateway".into(),
+            namespace: Some(ns),
+            name,
+        };
+        let objects = &inv.inventory.objects;
+        let Some(gw) = objects.iter().find(|o| o.id == id) else {
+            f.error(at(
+                &field,
+                Error::new(format!("{id} is not in the inventory {}", inv.path.display())),
+            )
+            .with_help(format!(
+                "name a Gateway the inventory holds; capture Gateways with `{}` in the inventory command's list",
+                inventory::GATEWAY_API_RESOURCE
+            )))?;
+            continue;
+        };
+        let class = gateway_class(gw).unwrap_or("");
+        let istio_class = ISTIO_GATEWAY_CLASSES.contains(&class)
+            || objects.iter().any(|c| {
+                c.id.group == GATEWAY_API_GROUP
+                    && c.id.kind == "GatewayClass"
+                    && c.id.name == class
+                    && crate::manifest::str_at(&c.body, &["spec", "controllerName"])
+                        .is_some_and(|n| n.starts_with(ISTIO_CONTROLLER_PREFIX))
+            });
+        if !istio_class {
+            f.error(at(
+                &field,
+                Error::new(format!(
+                    "{id} is of class {}, which istiod does not program: its istio.io/rev label means nothing",
+                    shown(class)
+                )),
+            )
+            .with_help(format!(
+                "list only Gateways of an Istio class ({}, or a GatewayClass whose controllerName starts with `{ISTIO_CONTROLLER_PREFIX}`)",
+                ISTIO_GATEWAY_CLASSES.join(", ")
+            )))?;
+            continue;
+        }
+        if let Some(first) = moved.insert(id.clone(), wave.name.clone()) {
+            f.error(at(
+                &field,
+                Error::new(format!(
+                    "{id} is in wave `{first}` and again in wave `{}`",
+                    wave.name
+                ))
+                .with_help("each Gateway moves exactly once: keep it in one wave"),
+            ))?;
+            continue;
+        }
+        out.push(id);
+    }
+    Ok(out)
 }
 
 const MISSING_POLICY_HELP: &str =

@@ -29,6 +29,8 @@ pub struct Draft {
     namespaces: Vec<String>,
     /// For a migrate phase: the workloads the wave moves one by one.
     workloads: Vec<ObjectId>,
+    /// For a migrate phase: the Gateway API Gateways the wave relabels.
+    gateways: Vec<ObjectId>,
     /// For a tag phase: the tag it moves.
     tag: Option<String>,
     changes: Vec<Change>,
@@ -41,6 +43,7 @@ impl Draft {
             name,
             namespaces: Vec::new(),
             workloads: Vec::new(),
+            gateways: Vec::new(),
             tag: None,
             changes,
         }
@@ -164,6 +167,7 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
         let mut d = migrate(&wave.name, &wave.namespaces, new.label());
         d.name = of_hop(d.name);
         d.workloads = wave.workloads.clone();
+        d.gateways = wave.gateways.clone();
         drafts.push(d);
         tag_drafts(Some(&wave.name), &mut drafts);
         gateways_after(Some(&wave.name), &mut drafts);
@@ -251,6 +255,22 @@ fn wave_changes(
                 set: BTreeMap::new(),
                 remove: BTreeSet::from([INJECTION_LABEL.to_string()]),
                 via: Via::Command(format!("kubectl label namespace {ns} {INJECTION_LABEL}-")),
+            });
+        }
+    }
+    // The wave's Gateway API Gateways: their own `istio.io/rev` label, merged like a
+    // namespace's (istiod of the new revision then takes them and rolls their Deployments).
+    if draft.kind == PhaseKind::Migrate {
+        for id in &draft.gateways {
+            let Some(o) = state.objects.get(id) else {
+                continue;
+            };
+            out.push(Change::Labels {
+                id: id.clone(),
+                api_version: o.api_version.clone(),
+                set: BTreeMap::from([(REV_LABEL.to_string(), new_rev.to_string())]),
+                remove: BTreeSet::new(),
+                via: Via::File,
             });
         }
     }

@@ -71,6 +71,7 @@ fn waves(spec: &[(&str, &[&str])]) -> Vec<Wave> {
             name: name.to_string(),
             namespaces: namespaces.iter().map(ToString::to_string).collect(),
             workloads: Vec::new(),
+            gateways: Vec::new(),
         })
         .collect()
 }
@@ -606,6 +607,7 @@ fn directory_numbers_widen_when_a_plan_passes_99_phases() {
             name: format!("w-{n}"),
             namespaces: vec![n.clone()],
             workloads: Vec::new(),
+            gateways: Vec::new(),
         })
         .collect();
     let p = c.plan().unwrap();
