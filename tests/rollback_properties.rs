@@ -11,7 +11,13 @@
 //!   back);
 //! - the injection invariants hold after every step of both sequences: every named namespace
 //!   injected by exactly one healthy injector, and by the expected revision at the end of each
-//!   phase and each rollback.
+//!   phase and each rollback; every Gateway API Gateway of an Istio class programmed by exactly
+//!   one istiod.
+//!
+//! With a generated inventory, Gateways in every mode (moved with their namespace's wave, by
+//! their own label in a wave's `gateways`, with a tag, with the default tag, or by nothing) are
+//! refused exactly when Istio's rule says one would be left with no istiod or two, and otherwise
+//! end programmed by the revision their mover leads to.
 
 mod common;
 
@@ -532,26 +538,66 @@ proptest! {
 struct Cluster {
     workloads: Vec<Vec<bool>>,
     stray_on_old: bool,
+    /// Gateway API Gateways of the cluster, each moved (or not) its own way.
+    gateways: Vec<Gw>,
+}
+
+/// How a generated Gateway API Gateway selects its istiod, and so what moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gw {
+    /// No label of its own, in the first namespace of wave `k`: moves with the namespace.
+    InNamespaceOf(usize),
+    /// Its own `istio.io/rev=<old>`, in namespace `edge`, listed in wave `k`'s `gateways`.
+    Listed(usize),
+    /// No label of its own, in the namespace that selects the moved tag (or, without a tag,
+    /// in `quiet`, like `Default`).
+    Tag,
+    /// No label anywhere (namespace `quiet`): follows the default revision.
+    Default,
+    /// Its own `istio.io/rev=<old>` and listed nowhere: nothing moves it.
+    Unlisted,
 }
 
 fn cluster() -> impl Strategy<Value = (Case, Cluster)> {
     case().prop_flat_map(|c| {
         let n: usize = c.waves.iter().sum();
+        let waves = c.waves.len();
+        let gw = (0usize..5, 0..waves).prop_map(|(mode, k)| match mode {
+            0 => Gw::InNamespaceOf(k),
+            1 => Gw::Listed(k),
+            2 => Gw::Tag,
+            3 => Gw::Default,
+            _ => Gw::Unlisted,
+        });
         (
             Just(c),
             prop::collection::vec(prop::collection::vec(any::<bool>(), 0..=2), n),
             any::<bool>(),
+            prop::collection::vec(gw, 0..=3),
         )
-            .prop_map(|(c, workloads, stray_on_old)| {
+            .prop_map(|(c, workloads, stray_on_old, gateways)| {
                 (
                     c,
                     Cluster {
                         workloads,
                         stray_on_old,
+                        gateways,
                     },
                 )
             })
     })
+}
+
+/// The namespace and name of generated Gateway `i`, and its own `istio.io/rev` label.
+fn gateway_place(policy: &Policy, gw: Gw, i: usize) -> (String, String, Option<String>) {
+    let old = policy.from.revision.label().to_string();
+    let name = format!("gw{i}");
+    match gw {
+        Gw::InNamespaceOf(k) => (policy.waves[k].namespaces[0].clone(), name, None),
+        Gw::Listed(_) | Gw::Unlisted => ("edge".into(), name, Some(old)),
+        Gw::Tag if !policy.tags.is_empty() => ("tagged".into(), name, None),
+        Gw::Tag | Gw::Default => ("quiet".into(), name, None),
+    }
 }
 
 fn inventory_yaml(policy: &Policy, old: &Rendered, cl: &Cluster) -> String {
@@ -614,6 +660,24 @@ fn inventory_yaml(policy: &Policy, old: &Rendered, cl: &Cluster) -> String {
         }
     }
     items.push(ns("quiet", serde_json::json!({"team": "sre"})));
+    items.push(ns("edge", serde_json::json!({"team": "edge"})));
+    for (i, gw) in cl.gateways.iter().enumerate() {
+        let (namespace, name, own) = gateway_place(policy, *gw, i);
+        let mut metadata = serde_json::json!({"name": name, "namespace": namespace});
+        if let Some(r) = own {
+            metadata["labels"] = serde_json::json!({"istio.io/rev": r});
+        }
+        let class = if i % 2 == 0 {
+            "istio"
+        } else {
+            "istio-waypoint"
+        };
+        items.push(
+            serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": metadata, "spec": {"gatewayClassName": class,
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+        );
+    }
     items.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "team-settings", "namespace": "istio-system"}, "data": {"a": "b"}}));
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
@@ -629,6 +693,11 @@ fn owned_fields(o: &Object) -> Value {
             for k in ["istio.io/rev", "istio-injection"] {
                 l.remove(k);
             }
+        }
+    }
+    if o.id.kind == "Gateway" {
+        if let Some(Value::Mapping(l)) = v["metadata"].get_mut("labels") {
+            l.remove("istio.io/rev");
         }
     }
     if o.id.kind == "Deployment" {
@@ -689,7 +758,8 @@ fn check_inventory(c: &Case, cl: &Cluster) {
     // it stays on the old revision, which the plan may then not delete.
     // (Every hop but the last deletes its old revision.)
     let follows = c.old_default && c.default_tag;
-    if cl.stray_on_old && (c.uninstall_old || c.hops > 1) && !follows {
+    let old_deleted = c.uninstall_old || c.hops > 1;
+    if cl.stray_on_old && old_deleted && !follows {
         match plan(&policy, &all.iter().collect::<Vec<_>>()) {
             Err(Refusal::Forgotten { namespaces, .. }) => {
                 assert_eq!(namespaces, vec!["stray".to_string()], "{c:?} {cl:?}");
@@ -698,7 +768,64 @@ fn check_inventory(c: &Case, cl: &Cluster) {
         }
         return;
     }
+    // Gateways: a wave's `gateways` lists its own; what istiod programs each is decided here,
+    // from Istio's rule, not by the planner. A Gateway that keeps its own label of the old
+    // revision is left with no istiod when that revision goes. An unrevisioned old istiod's
+    // revision is `default`: it keeps taking what selects nothing (or `default`) after the
+    // default tag has moved, so such a Gateway would be programmed twice.
+    let mut refused = BTreeSet::new();
+    for (i, gw) in cl.gateways.iter().enumerate() {
+        let (namespace, name, _) = gateway_place(&policy, *gw, i);
+        let id = ObjectId {
+            group: "gateway.networking.k8s.io".into(),
+            kind: "Gateway".into(),
+            namespace: Some(namespace),
+            name,
+        };
+        if let Gw::Listed(k) = gw {
+            policy.waves[*k].gateways.push(id.clone());
+        }
+        let selects_default =
+            matches!(gw, Gw::Default | Gw::Unlisted) || (*gw == Gw::Tag && policy.tags.is_empty());
+        if (*gw == Gw::Unlisted && old_deleted) || (follows && selects_default) {
+            refused.insert(id);
+        }
+    }
+    if !refused.is_empty() {
+        match plan(&policy, &all.iter().collect::<Vec<_>>()) {
+            Err(Refusal::UnsafePhase {
+                violation: Violation::GatewayOwners { gateway, .. },
+                ..
+            }) => assert!(refused.contains(&gateway), "{c:?} {cl:?}: {gateway}"),
+            other => panic!("{c:?} {cl:?}: a Gateway left without exactly one istiod: {other:?}"),
+        }
+        return;
+    }
     let p = check_plan(c, &policy, &all.iter().collect::<Vec<_>>());
+    // Every Gateway ends programmed by the istiod its mover leads to: the last revision when
+    // something moves it, else the first.
+    let last = p.states.last().unwrap();
+    let new_end = p.hops.last().unwrap().to.revision.label().to_string();
+    let old_start = policy.from.revision.label().to_string();
+    for (i, gw) in cl.gateways.iter().enumerate() {
+        let (namespace, name, _) = gateway_place(&policy, *gw, i);
+        let o = last
+            .istio_gateways()
+            .find(|g| g.id.namespace.as_deref() == Some(&namespace) && g.id.name == name)
+            .unwrap_or_else(|| panic!("{c:?} {cl:?}: {namespace}/{name} is gone"));
+        let moved = match gw {
+            Gw::Default => c.default_tag,
+            Gw::Tag => !policy.tags.is_empty() || c.default_tag,
+            Gw::Unlisted => false,
+            _ => true,
+        };
+        let want = if moved { &new_end } else { &old_start };
+        assert_eq!(
+            last.gateway_owners(o),
+            vec![want.clone()],
+            "{c:?} {cl:?}: {namespace}/{name}"
+        );
+    }
     let inventory = &policy.inventory.as_ref().unwrap().inventory;
     let users: Vec<&Object> = inventory
         .objects
