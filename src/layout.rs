@@ -169,7 +169,9 @@ fn is_namespace(id: &ObjectId) -> bool {
 impl Protection {
     /// Decides protection for every identity of the plan. CRDs: pruning one deletes every
     /// resource of its kind. Namespaces: the partial ones are app teams' namespaces, and deleting
-    /// one deletes everything in it. The objects the install and default-tag phases apply that
+    /// one deletes everything in it. Every other object a phase patches a label of (the Gateways
+    /// a wave moves): the plan writes only its label, and pruning the partial object would delete
+    /// the user's whole object. The objects the install and default-tag phases apply that
     /// the running install already has (shared base objects such as
     /// `istio-reader-service-account`, the default tag and validator): removing the old
     /// install's Application, or pruning `live/`, would otherwise delete them from under the new
@@ -188,6 +190,17 @@ impl Protection {
         let mut shared = BTreeSet::new();
         for phase in &plan.phases {
             for change in &phase.changes {
+                // A label patch is a partial object of someone else's (a Gateway a wave moves):
+                // pruning it would delete the whole object.
+                if let Change::Labels {
+                    id, via: Via::File, ..
+                } = change
+                {
+                    if !deleted.contains(id) {
+                        shared.insert(id.clone());
+                    }
+                    continue;
+                }
                 let Change::Apply(object) = change else {
                     continue;
                 };

@@ -206,6 +206,10 @@ struct WaveSpec {
     /// moves by setting their own `istio.io/rev` label (needs an inventory).
     #[serde(default)]
     gateways: Vec<String>,
+    /// Revision tags (besides `default`) that move right after the wave's namespaces, each in
+    /// its own phase: the same as `spec.tags` with `moveAfter: <this wave>`.
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 /// How a revision name is derived from a version when the policy does not give one.
@@ -1309,11 +1313,15 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
                 Error::new(format!("wave name `{}` is used twice", wave.name)),
             ))?;
         }
-        if wave.namespaces.is_empty() && wave.workloads.is_empty() && wave.gateways.is_empty() {
+        if wave.namespaces.is_empty()
+            && wave.workloads.is_empty()
+            && wave.gateways.is_empty()
+            && wave.tags.is_empty()
+        {
             f.error(at(
                 &[Key("spec"), Key("waves"), Index(wi), Key("namespaces")],
                 Error::new(format!("wave `{}` has no namespaces", wave.name))
-                    .with_help("a wave moves namespaces (`namespaces`) or, with an inventory, single workloads (`workloads: [namespace/deployment/name]`)"),
+                    .with_help("a wave moves namespaces (`namespaces`), revision tags (`tags`) or, with an inventory, single workloads (`workloads: [namespace/deployment/name]`) and Gateways (`gateways: [namespace/name]`)"),
             ))?;
         }
         for (ni, ns) in wave.namespaces.iter().enumerate() {
@@ -1668,14 +1676,41 @@ fn check_tags(
     at: &dyn Fn(&[Seg<'_>], Error) -> Error,
 ) -> Result<Vec<TagMove>> {
     use Seg::{Index, Key};
+    // `spec.tags`, then each wave's `tags` (moved right after that wave), with where each is.
+    let mut entries: Vec<(TagSpec, Vec<Seg<'_>>, Option<&str>)> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                TagSpec {
+                    name: t.name.clone(),
+                    move_after: t.move_after.clone(),
+                },
+                vec![Key("spec"), Key("tags"), Index(i), Key("name")],
+                None,
+            )
+        })
+        .collect();
+    for (wi, w) in waves.iter().enumerate() {
+        for (ti, t) in w.tags.iter().enumerate() {
+            entries.push((
+                TagSpec {
+                    name: t.clone(),
+                    move_after: Some(w.name.clone()),
+                },
+                vec![Key("spec"), Key("waves"), Index(wi), Key("tags"), Index(ti)],
+                Some(w.name.as_str()),
+            ));
+        }
+    }
     let mut out: Vec<TagMove> = Vec::new();
-    for (i, t) in specs.iter().enumerate() {
-        let name_at = [Key("spec"), Key("tags"), Index(i), Key("name")];
+    let mut wave_of: BTreeMap<String, Option<&str>> = BTreeMap::new();
+    for (i, (t, name_at, in_wave)) in entries.iter().enumerate() {
         check_dns1123(&t.name)
-            .map_err(|why| at(&name_at, Error::new(format!("tag name {why}"))))?;
+            .map_err(|why| at(name_at, Error::new(format!("tag name {why}"))))?;
         if t.name == "default" {
             return Err(at(
-                &name_at,
+                name_at,
                 Error::new("the `default` tag is moved by spec.defaultTag, not by spec.tags")
                     .with_help("remove it from spec.tags; defaultTag: true (the default) moves it after the waves"),
             ));
@@ -1687,7 +1722,7 @@ fn check_tags(
             && t.name.contains('-');
         if revisions.iter().any(|r| r.label() == t.name) || revision_like {
             return Err(at(
-                &name_at,
+                name_at,
                 Error::new(format!(
                     "tag `{}` is named like a revision: `istio.io/rev={}` would not say whether it selects the tag or a revision",
                     t.name, t.name
@@ -1695,13 +1730,25 @@ fn check_tags(
                 .with_help("name tags for what they mean to the namespaces that select them, e.g. prod-stable or prod-canary"),
             ));
         }
-        if out.iter().any(|o| o.name == t.name) {
-            return Err(at(
-                &name_at,
-                Error::new(format!("tag `{}` is listed twice", t.name)),
-            ));
+        if let Some(first) = wave_of.insert(t.name.clone(), *in_wave) {
+            let place = |w: Option<&str>| match w {
+                None => "spec.tags".to_string(),
+                Some(w) => format!("wave `{w}`"),
+            };
+            let msg = if first == *in_wave {
+                format!("tag `{}` is listed twice", t.name)
+            } else {
+                format!(
+                    "tag `{}` is listed in {} and again in {}",
+                    t.name,
+                    place(first),
+                    place(*in_wave)
+                )
+            };
+            return Err(at(name_at, Error::new(msg))
+                .with_help("each tag moves exactly once: keep it in one place"));
         }
-        if let Some(after) = &t.move_after {
+        if let (Some(after), None) = (&t.move_after, in_wave) {
             check_move_after(after, waves).map_err(|e| {
                 at(
                     &[Key("spec"), Key("tags"), Index(i), Key("moveAfter")],

@@ -31,6 +31,8 @@ pub struct Draft {
     workloads: Vec<ObjectId>,
     /// For a migrate phase: the Gateway API Gateways the wave relabels.
     gateways: Vec<ObjectId>,
+    /// For a migrate phase: the index of its wave in the policy.
+    wave: usize,
     /// For a tag phase: the tag it moves.
     tag: Option<String>,
     changes: Vec<Change>,
@@ -44,6 +46,7 @@ impl Draft {
             namespaces: Vec::new(),
             workloads: Vec::new(),
             gateways: Vec::new(),
+            wave: 0,
             tag: None,
             changes,
         }
@@ -163,12 +166,16 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
     };
     tag_drafts(Some("install"), &mut drafts);
     gateways_after(Some("install"), &mut drafts);
-    for wave in hop.waves {
-        let mut d = migrate(&wave.name, &wave.namespaces, new.label());
-        d.name = of_hop(d.name);
-        d.workloads = wave.workloads.clone();
-        d.gateways = wave.gateways.clone();
-        drafts.push(d);
+    for (wi, wave) in hop.waves.iter().enumerate() {
+        // A wave that only lists tags has no migrate phase: its tags' phases are its moves.
+        if !(wave.namespaces.is_empty() && wave.workloads.is_empty() && wave.gateways.is_empty()) {
+            let mut d = migrate(&wave.name, &wave.namespaces, new.label());
+            d.name = of_hop(d.name);
+            d.workloads = wave.workloads.clone();
+            d.gateways = wave.gateways.clone();
+            d.wave = wi;
+            drafts.push(d);
+        }
         tag_drafts(Some(&wave.name), &mut drafts);
         gateways_after(Some(&wave.name), &mut drafts);
     }
@@ -422,7 +429,7 @@ pub fn run(
                 draft.changes.extend(more);
             }
             PhaseKind::Migrate => {
-                waves_done += 1;
+                waves_done = draft.wave + 1;
                 let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
                 draft.changes.extend(more);
             }

@@ -323,13 +323,22 @@ pub fn live_changes(plan: &Plan, n: usize) -> Vec<Change> {
         return Vec::new();
     };
     // The namespaces the waves relabel (not those that only follow the default tag: the plan
-    // never writes their labels).
+    // never writes their labels) and the Gateways whose own label they set.
     let named: BTreeSet<ObjectId> = plan
         .phases
         .iter()
         .filter(|p| p.kind == PhaseKind::Migrate)
-        .flat_map(|p| &p.namespaces)
-        .map(|n| crate::cluster::namespace_id(n))
+        .flat_map(|p| {
+            p.namespaces
+                .iter()
+                .map(|n| crate::cluster::namespace_id(n))
+                .chain(p.changes.iter().filter_map(|c| match c {
+                    Change::Labels {
+                        id, via: Via::File, ..
+                    } => Some(id.clone()),
+                    _ => None,
+                }))
+        })
         .collect();
     let managed = managed_labels(plan);
     let mut out: Vec<Change> = state
