@@ -369,6 +369,14 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             };
             (summary, commands, checks)
         }
+        PhaseKind::Gateways if has_cutover(plan, phase) => {
+            let (summary, checks) = canary_gateways(plan, phase, false);
+            (summary, vec![apply.clone()], checks)
+        }
+        PhaseKind::GatewayCutover => {
+            let (summary, checks) = canary_gateways(plan, phase, true);
+            (summary, vec![apply.clone()], checks)
+        }
         PhaseKind::Gateways => (
             {
                 let later: Vec<&str> = plan
@@ -561,6 +569,101 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         undo: None,
         controller,
     }
+}
+
+/// Whether the phase's hop moves its gateways as canaries (a cutover phase follows).
+fn has_cutover(plan: &Plan, phase: &Phase) -> bool {
+    plan.phases
+        .iter()
+        .any(|p| p.hop == phase.hop && p.kind == PhaseKind::GatewayCutover)
+}
+
+/// The summary and checks of a canary gateway phase (`cutover`: the Services' switch) from the
+/// Services it applies and the gateway pods each selects after it.
+fn canary_gateways(plan: &Plan, phase: &Phase, cutover: bool) -> (String, Vec<String>) {
+    let hop = plan.hop_of(phase);
+    let (old, new) = (&hop.from.revision, &hop.to.revision);
+    let after = &plan.states[phase.index];
+    let services: Vec<&crate::manifest::Object> = phase
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Apply(o) if o.id.kind == "Service" => Some(o),
+            _ => None,
+        })
+        .collect();
+    let deployments: Vec<String> = phase
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Apply(o) if o.id.kind == "Deployment" => Some(format!(
+                "`{}/{}`",
+                o.id.namespace.as_deref().unwrap_or(""),
+                o.id.name
+            )),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<String> = services
+        .iter()
+        .map(|o| {
+            format!(
+                "`{}/{}` ({})",
+                o.id.namespace.as_deref().unwrap_or(""),
+                o.id.name,
+                after
+                    .gateway_revisions(&o.id)
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            )
+        })
+        .collect();
+    let summary = if cutover {
+        format!(
+            "Cut the gateways over to revision `{new}`: the gateway Services' selectors gain `{REV_LABEL}: {new}`, so they send traffic to the pods of `{new}` only; their names, and so their load-balancer addresses, stay. Services and the revisions they then select: {}. The Deployments of `{old}` get no more traffic and are deleted with the uninstall; the rollback switches the selectors back to both revisions.",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "Deploy the gateways of revision `{new}` beside those of `{old}` (canary gateways): {} behind the unchanged Services, which now select the pods of both revisions, so traffic splits across them by ready pods. Services and the revisions they then select: {}. Watch the new pods take traffic before the cutover.",
+            deployments.join(", "),
+            names.join(", ")
+        )
+    };
+    let mut checks = Vec::new();
+    for o in &services {
+        let ns = o.id.namespace.as_deref().unwrap_or("");
+        let selector: Vec<String> = match crate::manifest::value_at(&o.body, &["spec", "selector"])
+        {
+            Some(serde_yaml::Value::Mapping(m)) => m
+                .iter()
+                .filter(|(k, _)| k.as_str() != Some(REV_LABEL))
+                .filter_map(|(k, v)| Some(format!("{}={}", k.as_str()?, v.as_str()?)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        checks.push(format!(
+            "# the ready pods behind Service {ns}/{}: {}",
+            o.id.name,
+            if cutover {
+                format!("only revision {new} receives traffic (its selector names it)")
+            } else {
+                format!("pods of both {old} and {new}")
+            }
+        ));
+        checks.push(format!(
+            "kubectl get pods -n {ns} -l '{}' -L {REV_LABEL}",
+            selector.join(",")
+        ));
+        if cutover {
+            checks.push(format!(
+                "kubectl get service -n {ns} {} -o jsonpath='{{.spec.selector}}'",
+                o.id.name
+            ));
+        }
+    }
+    (summary, checks)
 }
 
 /// What a wave without namespaces moves, one phrase per object: workloads by their pod
@@ -837,6 +940,10 @@ fn unsafe_phase_help(at: &PhaseAt, v: &Violation) -> String {
         Violation::SeveralRevisions { .. } => {
             "a Service in front of istiod must select one revision (its selector needs istio.io/rev): which istiod answers would otherwise depend on endpoints; fix the Service's selector in the IstioOperator spec".to_string()
         }
+        Violation::GatewayServiceEmpty { .. } => format!(
+            "a gateway Service must keep selecting ready gateway pods at every step: render the gateways of revision {} with the same pod labels as those of {} (or list the gateway in removeGateways, which deletes its Service with it)",
+            at.to, at.from
+        ),
         Violation::GatewayOwners { owners, selects, gateway } if owners.is_empty() && at.kind == PhaseKind::Uninstall => {
             let ns = gateway.namespace.as_deref().unwrap_or("");
             let how = match selects {

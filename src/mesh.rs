@@ -15,10 +15,10 @@ use serde_yaml::{Mapping, Value};
 
 use crate::cluster::{self, namespace_id, pod_template_labels, scalar, service_id, ClusterState};
 use crate::istio::{
-    gateway_class, is_deactivated, is_gateway_api_gateway, is_injector_webhook, is_istiod,
-    mesh_config_references, DEFAULT_REVISION, DEFAULT_VALIDATOR, GATEWAY_API_GROUP,
-    INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, ISTIO_CONTROLLER_PREFIX, ISTIO_GATEWAY_CLASSES,
-    REV_LABEL, TAG_LABEL,
+    gateway_class, is_deactivated, is_gateway_api_gateway, is_gateway_workload,
+    is_injector_webhook, is_istiod, mesh_config_references, DEFAULT_REVISION, DEFAULT_VALIDATOR,
+    GATEWAY_API_GROUP, INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, ISTIO_CONTROLLER_PREFIX,
+    ISTIO_GATEWAY_CLASSES, REV_LABEL, TAG_LABEL,
 };
 use crate::k8s::NAME_LABEL;
 use crate::manifest::{value_at, ObjectId};
@@ -96,6 +96,21 @@ impl ClusterState {
     /// The revisions of the istiod Deployments a Service selects (same namespace, selector
     /// matching the pod template's labels).
     pub fn istiod_revisions(&self, service: &ObjectId) -> BTreeSet<String> {
+        self.selected_revisions(service, is_istiod)
+    }
+
+    /// The revisions (`istio.io/rev` of the pod template, `default` without one) of the gateway
+    /// Deployments (Envoy as a router) whose pods a Service selects: where its load balancer
+    /// sends traffic.
+    pub fn gateway_revisions(&self, service: &ObjectId) -> BTreeSet<String> {
+        self.selected_revisions(service, is_gateway_workload)
+    }
+
+    fn selected_revisions(
+        &self,
+        service: &ObjectId,
+        role: fn(&crate::manifest::Object) -> bool,
+    ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         let Some(svc) = self.objects.get(service) else {
             return out;
@@ -111,9 +126,8 @@ impl ClusterState {
             return out;
         }
         for o in self.deployments() {
-            // `is_istiod` is a Deployment running istiod; a Service selects pods of its own
-            // namespace only.
-            if o.id.namespace != service.namespace || !is_istiod(o) {
+            // A Service selects pods of its own namespace only.
+            if o.id.namespace != service.namespace || !role(o) {
                 continue;
             }
             let pod = pod_template_labels(o);
@@ -494,6 +508,13 @@ pub enum Violation {
         service: ObjectId,
         revisions: Vec<String>,
     },
+    /// A Service whose selector reached gateway pods before a step reaches none after it: its
+    /// load balancer would send traffic nowhere.
+    GatewayServiceEmpty {
+        service: ObjectId,
+        /// The revisions of the gateway pods it selected before the step.
+        had: Vec<String>,
+    },
     /// A Gateway API `Gateway` istiod programs is taken by no istiod, or by several.
     GatewayOwners {
         gateway: ObjectId,
@@ -550,6 +571,13 @@ impl fmt::Display for Violation {
                 service.namespace.as_deref().unwrap_or(""),
                 service.name,
                 revisions.join(", ")
+            ),
+            Violation::GatewayServiceEmpty { service, had } => write!(
+                f,
+                "Service {}/{} would select no gateway pods (it selected those of revision {}): its load balancer would send traffic nowhere",
+                service.namespace.as_deref().unwrap_or(""),
+                service.name,
+                had.join(", ")
             ),
             Violation::GatewayOwners { gateway, selects, owners } => {
                 let gw = format!("Gateway {}/{}", gateway.namespace.as_deref().unwrap_or(""), gateway.name);
@@ -764,6 +792,50 @@ impl<'e> Watch<'e> {
     pub fn violations(&self) -> impl Iterator<Item = &Violation> {
         self.bad.values().chain(&self.others)
     }
+}
+
+/// Violations a step introduces in the gateways' Services: one that selected gateway pods
+/// before the step (`before`) and selects none after it (`after`), among the Services of the
+/// namespaces where the step changed a Service or a Deployment.
+pub fn lost_gateway_backends<'a>(
+    before: &ClusterState,
+    after: &ClusterState,
+    changed: impl IntoIterator<Item = &'a ObjectId>,
+) -> BTreeSet<Violation> {
+    // A Service changes what it selects, a gateway Deployment which pods there are; a restart
+    // of any other workload changes neither.
+    let gateway =
+        |s: &ClusterState, id: &ObjectId| s.objects.get(id).is_some_and(|o| is_gateway_workload(o));
+    let namespaces: BTreeSet<&str> = changed
+        .into_iter()
+        .filter(|id| {
+            id.kind == "Service"
+                || (id.kind == "Deployment" && (gateway(before, id) || gateway(after, id)))
+        })
+        .filter_map(|id| id.namespace.as_deref())
+        .collect();
+    let mut out = BTreeSet::new();
+    if namespaces.is_empty() {
+        return out;
+    }
+    for svc in after.of_kind("", "Service") {
+        if !svc
+            .id
+            .namespace
+            .as_deref()
+            .is_some_and(|n| namespaces.contains(n))
+        {
+            continue;
+        }
+        let had = before.gateway_revisions(&svc.id);
+        if !had.is_empty() && after.gateway_revisions(&svc.id).is_empty() {
+            out.insert(Violation::GatewayServiceEmpty {
+                service: svc.id.clone(),
+                had: had.into_iter().collect(),
+            });
+        }
+    }
+    out
 }
 
 /// Violations a step's deletes introduce: a deleted object that an object still in the state
@@ -1274,5 +1346,44 @@ mod tests {
         state.insert(namespace_object("other", &rev("gone")));
         w.update(&state, [&namespace_id("other")], &expect);
         assert!(watched(&w).is_empty());
+    }
+
+    const GATEWAY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: gw, namespace: edge}\nspec:\n  template:\n    metadata:\n      labels: {app: gw, istio.io/rev: a}\n    spec:\n      containers:\n      - name: istio-proxy\n        args: [proxy, router]\n";
+    const GATEWAY_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: edge}\nspec:\n  selector: {app: gw}\n";
+
+    #[test]
+    fn a_step_that_leaves_a_gateway_service_without_gateway_pods_is_a_violation() {
+        let before = ClusterState::from_objects(&[one(GATEWAY), one(GATEWAY_SERVICE)]);
+        let svc = one(GATEWAY_SERVICE).id;
+        assert_eq!(
+            before
+                .gateway_revisions(&svc)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        // The selector switched to a revision no gateway pod has.
+        let mut after = before.clone();
+        after.insert(one(
+            &GATEWAY_SERVICE.replace("{app: gw}", "{app: gw, istio.io/rev: b}")
+        ));
+        let found = lost_gateway_backends(&before, &after, [&svc]);
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["Service edge/gw would select no gateway pods (it selected those of revision a): its load balancer would send traffic nowhere"]
+        );
+        // The gateway Deployment deleted under it.
+        let mut gone = before.clone();
+        let gw = one(GATEWAY).id;
+        gone.retain(|id| id != &gw);
+        assert_eq!(lost_gateway_backends(&before, &gone, [&gw]).len(), 1);
+        // A second gateway of another revision keeps it served; a step that changed nothing
+        // there is not looked at.
+        let mut two = after.clone();
+        two.insert(one(&GATEWAY
+            .replace("name: gw,", "name: gw-b,")
+            .replace("istio.io/rev: a", "istio.io/rev: b")));
+        assert!(lost_gateway_backends(&before, &two, [&svc]).is_empty());
+        assert!(lost_gateway_backends(&before, &after, [&namespace_id("edge")]).is_empty());
     }
 }

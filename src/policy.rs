@@ -116,11 +116,32 @@ struct Spec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct GatewaysSpec {
-    /// `install` or a wave's name: the rendered gateways move in place right after it (default:
-    /// after the last wave).
+    /// `install` or a wave's name: the rendered gateways move right after it (default: after
+    /// the last wave).
     #[serde(default)]
     move_after: Option<String>,
+    /// `inPlace` (default): each gateway Deployment is updated where it is. `canary`: a second
+    /// Deployment per gateway for the new revision behind the same Service (and load-balancer
+    /// address), then a cutover of the Service's selector to the new revision; the old
+    /// Deployment goes with the uninstall (Istio 1.29 or later).
+    #[serde(default)]
+    mode: GatewayMode,
 }
+
+/// How the rendered gateways move to a new revision (`spec.gateways.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GatewayMode {
+    /// The gateway Deployments are updated in place.
+    #[default]
+    InPlace,
+    /// A second Deployment per gateway, then the Service's selector switched over.
+    Canary,
+}
+
+/// The first Istio minor whose gateway chart selects one revision's pods from the gateway
+/// Service (`service.selectorLabels`, istio#58561), which canary gateways rely on.
+pub const CANARY_GATEWAYS_SINCE: (u64, u64) = (1, 29);
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -528,6 +549,8 @@ pub struct Policy {
     /// `spec.gateways.moveAfter`: `install` or a wave after which the rendered gateways move
     /// (`None`: after the last wave).
     pub gateways_after: Option<String>,
+    /// `spec.gateways.mode`: in place, or a canary Deployment and a Service cutover.
+    pub gateway_mode: GatewayMode,
 }
 
 impl Policy {
@@ -1492,6 +1515,25 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
         )?,
     };
 
+    let gateway_mode = spec.gateways.as_ref().map(|g| g.mode).unwrap_or_default();
+    if gateway_mode == GatewayMode::Canary {
+        let old = stops
+            .iter()
+            .map(|s| &s.version)
+            .chain(to_version.as_ref().ok())
+            .find(|v| (v.major, v.minor) < CANARY_GATEWAYS_SINCE);
+        if let Some(v) = old {
+            f.error(at(
+                &[Key("spec"), Key("gateways"), Key("mode")],
+                Error::new(format!(
+                    "canary gateways need Istio {}.{} or later for every revision they deploy, and {v} is older",
+                    CANARY_GATEWAYS_SINCE.0, CANARY_GATEWAYS_SINCE.1
+                ))
+                .with_help("the gateway chart selects one revision's pods from the gateway Service from 1.29 on (service.selectorLabels); upgrade to 1.29 with mode: inPlace first, or leave mode out"),
+            ))?;
+        }
+    }
+
     let to_operator = match &to_revision {
         Ok(r) => f.keep(load_operator(
             dir,
@@ -1592,6 +1634,7 @@ fn check_policy(bytes: &[u8], path: &Path, read: ReadFile<'_>, f: &mut Findings)
         inventory: inventory?,
         tags: tags?,
         gateways_after: gateways_after?,
+        gateway_mode,
     })
 }
 
@@ -1706,8 +1749,7 @@ fn check_tags(
     let mut out: Vec<TagMove> = Vec::new();
     let mut wave_of: BTreeMap<String, Option<&str>> = BTreeMap::new();
     for (i, (t, name_at, in_wave)) in entries.iter().enumerate() {
-        check_dns1123(&t.name)
-            .map_err(|why| at(name_at, Error::new(format!("tag name {why}"))))?;
+        check_dns1123(&t.name).map_err(|why| at(name_at, Error::new(format!("tag name {why}"))))?;
         if t.name == "default" {
             return Err(at(
                 name_at,

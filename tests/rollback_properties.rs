@@ -397,11 +397,26 @@ fn check_plan(c: &Case, policy: &Policy, renders: &[&Rendered]) -> Plan {
     assert_eq!(p.hops.len(), c.hops, "{c:?}");
     // What the plan may own in live/: the renders' objects and the named namespaces (an
     // inventory's other objects, the users' workloads among them, never).
-    let rendered: BTreeSet<ObjectId> = renders
+    let mut rendered: BTreeSet<ObjectId> = renders
         .iter()
         .flat_map(|r| &r.objects)
         .map(|o| o.id.clone())
         .collect();
+    // Canary gateways: each revision's gateway Deployment and autoscaler carry its name.
+    if policy.gateway_mode == istio_canary::policy::GatewayMode::Canary {
+        let revisions: Vec<String> = policy
+            .releases()
+            .iter()
+            .map(|r| format!("-{}", r.revision.label()))
+            .collect();
+        rendered.extend(
+            p.rendered
+                .iter()
+                .filter(|id| revisions.iter().any(|r| id.name.ends_with(r.as_str())))
+                .filter(|id| matches!(id.kind.as_str(), "Deployment" | "HorizontalPodAutoscaler"))
+                .cloned(),
+        );
+    }
     // (and the Gateways the waves relabel: live/ holds their label too, never the rest of them)
     let named: BTreeSet<ObjectId> = policy
         .waves
@@ -1106,4 +1121,75 @@ fn the_simulation_refuses_a_broken_rollback() {
         insta::assert_snapshot!("rollback-refusal-dangling", dangling);
         insta::assert_snapshot!("rollback-refusal-left-behind", left_behind);
     });
+}
+
+/// Canary gateways (`spec.gateways.mode: canary`, 1.28.0 -> 1.29.0): replayed, rolled back and
+/// checked after every step like any plan, and each gateway Service selects the pods of the old
+/// revision, then both, then the new one only, with a second Deployment in between and the old
+/// one deleted by the uninstall.
+#[test]
+fn canary_gateways_move_the_service_to_the_new_pods_and_never_leave_it_without_any() {
+    let sha = standin_sha256();
+    let text = format!(
+        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: gateways.yaml\n  from:\n    version: 1.28.0\n  to:\n    version: 1.29.0\n  istioctl:\n    \"1.28.0\": {{path: ../istioctl/istioctl-1.28.0, sha256: {sha}}}\n    \"1.29.0\": {{path: ../istioctl/istioctl-1.29.0, sha256: {sha}}}\n  gateways:\n    mode: canary\n    moveAfter: w0\n  waves:\n  - name: w0\n    namespaces: [ns0x0]\n  - name: w1\n    namespaces: [ns1x0]\n"
+    );
+    let path: PathBuf = fixtures().join("example/prop.yaml");
+    let read =
+        |_: &Path, _: u64| -> std::io::Result<Vec<u8>> { Ok(GATEWAYS_SPEC.as_bytes().to_vec()) };
+    let policy = load_from(text.as_bytes(), &path, &read).unwrap();
+    let all = renders(&policy);
+    let c = Case {
+        hops: 1,
+        tag_after: None,
+        tag_in_wave: false,
+        waves: vec![1, 1],
+        old_default: false,
+        default_tag: true,
+        uninstall_old: true,
+        old_gateways: true,
+        new_gateways: true,
+    };
+    let p = check_plan(&c, &policy, &all.iter().collect::<Vec<_>>());
+    let svc = ObjectId {
+        group: String::new(),
+        kind: "Service".into(),
+        namespace: Some("istio-system".into()),
+        name: "istio-ingressgateway".into(),
+    };
+    let revisions =
+        |n: usize| -> Vec<String> { p.states[n].gateway_revisions(&svc).into_iter().collect() };
+    let at = |kind: PhaseKind| p.phases.iter().find(|ph| ph.kind == kind).unwrap().index;
+    let (canary, cutover) = (at(PhaseKind::Gateways), at(PhaseKind::GatewayCutover));
+    assert_eq!(cutover, canary + 1);
+    assert_eq!(revisions(canary - 1), ["1-28-0"]);
+    assert_eq!(revisions(canary), ["1-28-0", "1-29-0"]);
+    assert_eq!(revisions(cutover), ["1-29-0"]);
+    assert_eq!(revisions(p.states.len() - 1), ["1-29-0"]);
+    let deployment = |name: &str| ObjectId {
+        group: "apps".into(),
+        kind: "Deployment".into(),
+        namespace: Some("istio-system".into()),
+        name: name.into(),
+    };
+    let last = p.states.last().unwrap();
+    assert!(!last
+        .objects
+        .contains_key(&deployment("istio-ingressgateway")));
+    assert!(last
+        .objects
+        .contains_key(&deployment("istio-ingressgateway-1-29-0")));
+    // The rollback of the cutover points the Service at both revisions again.
+    let rb = p
+        .rollbacks
+        .iter()
+        .find(|r| r.phase_index == cutover)
+        .unwrap();
+    let mut s = p.states[cutover].clone();
+    for ch in &rb.changes {
+        s.apply(ch);
+    }
+    assert_eq!(
+        s.gateway_revisions(&svc).into_iter().collect::<Vec<_>>(),
+        ["1-28-0", "1-29-0"]
+    );
 }

@@ -304,9 +304,22 @@ pub fn gateways_kept(hop: &HopInput<'_>) -> Result<()> {
         if hop.remove_gateways.contains(&key) {
             continue;
         }
+        // Canary gateways: the new revision's Deployment (and its autoscaler) is the old one's,
+        // renamed for the new revision (`canary::canary_render`).
+        let renamed = |id: &ObjectId| -> bool {
+            let base = id
+                .name
+                .strip_suffix(&format!("-{}", hop.from.revision.label()))
+                .unwrap_or(&id.name);
+            let canary = ObjectId {
+                name: format!("{base}-{}", hop.to.revision.label()),
+                ..id.clone()
+            };
+            hop.canary_gateways && new_ids.contains(&canary)
+        };
         let missing: Vec<ObjectId> = objects
             .iter()
-            .filter(|id| !new_ids.contains(id))
+            .filter(|id| !new_ids.contains(id) && !renamed(id))
             .cloned()
             .collect();
         if !missing.is_empty() {

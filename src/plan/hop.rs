@@ -155,13 +155,38 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
         }
     };
     // The rendered gateways move in place after the waves, or right after what the policy
-    // names (`spec.gateways.moveAfter`); the simulation decides whether that is safe.
-    let mut gateway_draft = Some(gateways)
-        .filter(|g| !g.is_empty())
-        .map(|g| Draft::new(PhaseKind::Gateways, format!("gateways-{new}"), applies(g)));
+    // names (`spec.gateways.moveAfter`); the simulation decides whether that is safe. Canary
+    // gateways move in two phases there: the new Deployments behind Services that select both
+    // revisions, then the cutover of the Services to the new revision's pods.
+    let mut gateway_drafts: Vec<Draft> = Vec::new();
+    if !gateways.is_empty() {
+        if hop.canary_gateways {
+            let (services, rest): (Vec<Object>, Vec<Object>) =
+                gateways.into_iter().partition(|o| o.id.kind == "Service");
+            let mut canary: Vec<Object> = rest;
+            canary.extend(services.iter().map(super::canary::shared_service));
+            gateway_drafts.push(Draft::new(
+                PhaseKind::Gateways,
+                format!("gateways-canary-{new}"),
+                applies(canary),
+            ));
+            gateway_drafts.push(Draft::new(
+                PhaseKind::GatewayCutover,
+                format!("gateways-cutover-{new}"),
+                applies(services),
+            ));
+        } else {
+            gateway_drafts.push(Draft::new(
+                PhaseKind::Gateways,
+                format!("gateways-{new}"),
+                applies(gateways),
+            ));
+        }
+    }
+    let mut gateway_drafts = Some(gateway_drafts);
     let mut gateways_after = |after: Option<&str>, drafts: &mut Vec<Draft>| {
         if hop.gateways_after == after {
-            drafts.extend(gateway_draft.take());
+            drafts.extend(gateway_drafts.take().into_iter().flatten());
         }
     };
     tag_drafts(Some("install"), &mut drafts);

@@ -19,6 +19,7 @@
 // on it directly. The Ok path of these few calls is not hot.
 #![allow(clippy::result_large_err)]
 
+mod canary;
 mod checks;
 mod hop;
 pub mod refusal;
@@ -59,6 +60,8 @@ pub enum PhaseKind {
     Install,
     Migrate,
     Gateways,
+    /// Canary gateways: the gateway Services' selectors switched to the new revision's pods.
+    GatewayCutover,
     DefaultTag,
     /// A revision tag of `spec.tags` moved to the hop's new revision.
     Tag,
@@ -72,6 +75,7 @@ impl PhaseKind {
             PhaseKind::Install => "install",
             PhaseKind::Migrate => "migrate",
             PhaseKind::Gateways => "gateways",
+            PhaseKind::GatewayCutover => "gateway-cutover",
             PhaseKind::DefaultTag => "default-tag",
             PhaseKind::Tag => "tag",
             PhaseKind::Uninstall => "uninstall",
@@ -281,6 +285,9 @@ pub struct HopInput<'a> {
     /// `install` or a wave after which the rendered gateways move (`None`: after the last
     /// wave).
     pub gateways_after: Option<&'a str>,
+    /// `spec.gateways.mode: canary`: the renders are in canary form (`canary::canary_render`),
+    /// and the gateways move in a canary phase and a cutover.
+    pub canary_gateways: bool,
 }
 
 /// What a whole plan is made from: the policy's identity and promote point, and its hops in
@@ -313,9 +320,21 @@ pub fn plan(policy: &Policy, renders: &[&Rendered]) -> Result<Plan> {
             renders: renders.len(),
         });
     }
+    let canary = policy.gateway_mode == crate::policy::GatewayMode::Canary;
+    // With canary gateways, every render the plan installs is in canary form; the running
+    // cluster's (the first) is as it is.
     let normalized: Vec<Vec<Object>> = renders
         .iter()
-        .map(|r| r.objects.iter().map(normalize).collect())
+        .zip(&releases)
+        .enumerate()
+        .map(|(i, (r, release))| {
+            let objects: Vec<Object> = r.objects.iter().map(normalize).collect();
+            if canary && i > 0 {
+                canary::canary_render(&objects, release.revision.label())
+            } else {
+                objects
+            }
+        })
         .collect();
     let last = releases.len() - 1;
     let hops = (0..last)
@@ -333,6 +352,7 @@ pub fn plan(policy: &Policy, renders: &[&Rendered]) -> Result<Plan> {
             several: last > 1,
             tags: &policy.tags,
             gateways_after: policy.gateways_after.as_deref(),
+            canary_gateways: canary,
         })
         .collect();
     plan_hops(&PlanInput {

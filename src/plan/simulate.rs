@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::cluster::{Change, ClusterState, Via};
 use crate::manifest::ObjectId;
-use crate::mesh::{dangling_references, Violation, Watch};
+use crate::mesh::{dangling_references, lost_gateway_backends, Violation, Watch};
 
 /// What the plan expects of the named namespaces in one state: the revision each must be
 /// injected by, or `None`: any single healthy injector (between the steps of a phase).
@@ -57,7 +57,7 @@ pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
 
 /// Runs `changes` on `state` step by step. After every step but the last the state must meet
 /// `between`, after the last `end`; no step may delete an object something left still
-/// references. Violations in `known` (already there before the upgrade) are not blamed; `known`
+/// references, nor leave a Service that selected gateway pods selecting none. Violations in `known` (already there before the upgrade) are not blamed; `known`
 /// never holds an undecidable one (`plan_hops` refuses such a state 0 first). Returns
 /// the end state, or the first new violation (in `Violation` order, as `mesh::violations` and the
 /// step's dangling references give them together).
@@ -77,6 +77,7 @@ pub fn run(
     let last = steps.len() - 1;
     let mut watch: Option<Watch<'_>> = None;
     for (si, step) in steps.iter().enumerate() {
+        let before = state.clone();
         for c in step {
             state.apply(c);
         }
@@ -93,7 +94,12 @@ pub fn run(
             .filter(|c| matches!(c, Change::Delete(_)))
             .map(|c| c.id())
             .collect();
-        let dangling = dangling_references(&state, &deleted);
+        let mut dangling = dangling_references(&state, &deleted);
+        dangling.extend(lost_gateway_backends(
+            &before,
+            &state,
+            step.iter().map(|c| c.id()),
+        ));
         let new = |v: &&Violation| !known.contains(*v);
         // The watch gives its violations in order; the dangling references sort among them.
         let first = [watch.violations().find(new), dangling.iter().find(new)]

@@ -113,6 +113,7 @@ impl Case {
 
     fn hop(&self) -> HopInput<'_> {
         HopInput {
+            canary_gateways: false,
             from: side(self.versions.0, &self.old),
             to: side(self.versions.1, &self.new),
             old: self.old_objects.clone(),
@@ -1568,4 +1569,40 @@ fn a_dangling_webhook_before_the_upgrade_is_called_harmless_only_when_it_cannot_
             texts.warnings[0]
         );
     }
+}
+
+/// The one simulation refuses a step after which a gateway Service that had gateway pods behind
+/// it selects none (a cutover to a revision whose gateways are not there), and lets through the
+/// same switch once they are.
+#[test]
+fn the_simulation_refuses_a_step_that_leaves_a_gateway_service_without_pods() {
+    let objects = parse_manifest(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: gw, namespace: edge}\nspec:\n  template:\n    metadata:\n      labels: {app: gw, istio.io/rev: a}\n    spec:\n      containers:\n      - name: istio-proxy\n        args: [proxy, router]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: edge}\nspec:\n  selector: {app: gw}\n",
+        "t",
+    )
+    .unwrap();
+    let state = ClusterState::from_objects(&objects);
+    let cutover = parse_manifest(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: edge}\nspec:\n  selector: {app: gw, istio.io/rev: b}\n",
+        "t",
+    )
+    .unwrap()
+    .remove(0);
+    let none = simulate::Expected::new();
+    let changes = vec![Change::Apply(cutover.clone())];
+    match simulate::run(&state, &changes, &none, &none, &BTreeSet::new()) {
+        Err(Violation::GatewayServiceEmpty { service, had }) => {
+            assert_eq!(service, cutover.id);
+            assert_eq!(had, ["a"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let canary = parse_manifest(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: gw-b, namespace: edge}\nspec:\n  template:\n    metadata:\n      labels: {app: gw, istio.io/rev: b}\n    spec:\n      containers:\n      - name: istio-proxy\n        args: [proxy, router]\n",
+        "t",
+    )
+    .unwrap()
+    .remove(0);
+    let with_canary = vec![Change::Apply(canary), Change::Apply(cutover)];
+    assert!(simulate::run(&state, &with_canary, &none, &none, &BTreeSet::new()).is_ok());
 }
