@@ -39,6 +39,10 @@ pub struct PhaseText {
     /// What an Argo CD or Flux user must know beyond "the controller applies the directory":
     /// a label removal no controller runs, if the phase has one.
     pub controller: Option<String>,
+    /// The earlier phases (directories) whose files apply an object this phase changes or
+    /// deletes: under Flux their Kustomizations, once resumed, re-apply those files every
+    /// interval and would undo this phase, so they are suspended first.
+    pub flux_suspend: Vec<String>,
 }
 
 /// What a reviewer reads about one rollback.
@@ -568,7 +572,80 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         checks,
         undo: None,
         controller,
+        flux_suspend: superseded(plan, phase),
     }
+}
+
+/// The earlier phases with files holding an object this phase writes differently (another
+/// body, other labels), deletes, or changes by command so that it no longer is as they wrote
+/// it. A resumed Flux Kustomization re-applies its files every interval, server-side with the
+/// field manager every Kustomization shares (so it also removes what a later phase's files
+/// added) and `prune: false` (so it recreates what was deleted): it would undo this phase.
+fn superseded(plan: &Plan, phase: &Phase) -> Vec<String> {
+    let after = &plan.states[phase.index];
+    // What this phase leaves as each object it touches: its written form, or `None` for one
+    // it deletes or changes by command (compared with the state after it instead).
+    let mut written: std::collections::BTreeMap<&crate::manifest::ObjectId, Written<'_>> =
+        std::collections::BTreeMap::new();
+    for c in &phase.changes {
+        let w = match c {
+            Change::Apply(o) => Written::Body(as_stored(o).body),
+            Change::Labels {
+                set,
+                via: Via::File,
+                ..
+            } => Written::Labels(set),
+            Change::Delete(_) => Written::Deleted,
+            _ => Written::ByCommand,
+        };
+        written.insert(c.id(), w);
+    }
+    plan.phases[..phase.index - 1]
+        .iter()
+        .filter(|q| {
+            q.changes.iter().any(|c| match (c, written.get(c.id())) {
+                (_, None) => false,
+                (_, Some(Written::Deleted)) => true,
+                (Change::Apply(o), Some(Written::Body(b))) => as_stored(o).body != *b,
+                (
+                    Change::Labels {
+                        set,
+                        via: Via::File,
+                        ..
+                    },
+                    Some(Written::Labels(l)),
+                ) => set != *l,
+                (Change::Apply(o), Some(Written::ByCommand)) => {
+                    after.objects.get(&o.id).map(|x| &x.body) != Some(&as_stored(o).body)
+                }
+                (
+                    Change::Labels {
+                        id,
+                        set,
+                        via: Via::File,
+                        ..
+                    },
+                    Some(Written::ByCommand),
+                ) => {
+                    let now = after.labels(id).unwrap_or_default();
+                    set.iter().any(|(k, v)| now.get(k) != Some(v))
+                }
+                // A file of `q` and another form in this phase (a whole object over a label
+                // patch, or the reverse): the two writes differ.
+                (Change::Apply(_) | Change::Labels { via: Via::File, .. }, Some(_)) => true,
+                _ => false,
+            })
+        })
+        .map(|q| q.dir.clone())
+        .collect()
+}
+
+/// How a phase leaves an object it touches (see `superseded`).
+enum Written<'a> {
+    Body(serde_yaml::Mapping),
+    Labels(&'a std::collections::BTreeMap<String, String>),
+    Deleted,
+    ByCommand,
 }
 
 /// Whether the phase's hop moves its gateways as canaries (a cutover phase follows).

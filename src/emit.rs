@@ -250,6 +250,7 @@ pub fn emit(
             checks: text.checks.clone(),
             undo: text.undo.clone(),
             controller: text.controller.clone(),
+            flux_suspend: text.flux_suspend.clone(),
             apply,
             patch,
             delete,

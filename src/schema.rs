@@ -131,6 +131,10 @@ pub struct PhaseDoc {
     /// What an Argo CD or Flux user must run by hand in this phase, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<String>,
+    /// Earlier phases (directories) whose Flux Kustomizations must be suspended before this
+    /// phase runs: their files would put back what it changes or deletes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flux_suspend: Vec<String>,
     pub apply: Vec<EntryDoc>,
     pub patch: Vec<PatchDoc>,
     pub delete: Vec<EntryDoc>,

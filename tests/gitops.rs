@@ -7,7 +7,9 @@
 //! need, and a `Kustomization` listing the phase objects; no phase object runs by itself (no
 //! automated sync, `suspend: true`); every path a GitOps object or a kustomize file names exists
 //! in the output, and every name fits a label value; and the Flux patches, built by kustomize
-//! over the phase directory, take out exactly the `failurePolicy` istiod flips.
+//! over the phase directory, take out exactly the `failurePolicy` istiod flips; and no Flux phase
+//! left resumed holds an older version of what a later phase writes or deletes (PLAN.md says which
+//! to suspend first).
 
 mod common;
 
@@ -693,6 +695,83 @@ fn flux_patches_drop_exactly_the_flipped_failure_policies() {
     }
 }
 
+/// What a phase's files write, by identity (group, kind, namespace, name).
+type Written = BTreeMap<(String, String, String, String), Value>;
+
+/// Under Flux a resumed phase re-applies its files every interval (one field manager for every
+/// Kustomization, `prune: false`). Replayed from the files alone, for every scenario: before a
+/// phase runs, every earlier phase still resumed whose files hold an object this phase writes
+/// differently or deletes must be among those PLAN.md and plan.json say to suspend first, and
+/// the commands are in PLAN.md.
+fn no_resumed_flux_phase_holds_an_older_version_of_what_a_later_phase_writes() {
+    let out = tempfile::tempdir().unwrap();
+    let mut suspends = 0;
+    for dir in scenarios() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let files = compile(&dir, &out.path().join(&name));
+        let plan: serde_json::Value = serde_json::from_str(&files["plan.json"]).unwrap();
+        let written =
+            |phase: &serde_json::Value| -> BTreeMap<(String, String, String, String), Value> {
+                let pdir = phase["dir"].as_str().unwrap();
+                let mut m = BTreeMap::new();
+                for key in ["apply", "patch"] {
+                    for e in phase[key].as_array().into_iter().flatten() {
+                        let Some(file) = e["file"].as_str() else {
+                            continue;
+                        };
+                        for doc in docs(&files[&format!("{pdir}/{file}")]) {
+                            m.insert(identity(&doc), without_git_metadata(&doc));
+                        }
+                    }
+                }
+                m
+            };
+        let mut resumed: Vec<(String, Written)> = Vec::new();
+        for phase in plan["phases"].as_array().unwrap() {
+            let pdir = phase["dir"].as_str().unwrap().to_string();
+            let mine = written(phase);
+            let deleted: BTreeSet<(String, String, String, String)> = phase["delete"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let file = d["file"].as_str().unwrap();
+                    identity(&docs(&files[&format!("{pdir}/{file}")])[0])
+                })
+                .collect();
+            let suspend: BTreeSet<String> = phase["fluxSuspend"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d.as_str().unwrap().to_string())
+                .collect();
+            for (q, theirs) in &resumed {
+                let conflict = theirs.iter().any(|(id, doc)| {
+                    deleted.contains(id) || mine.get(id).is_some_and(|m| m != doc)
+                });
+                assert_eq!(
+                    conflict,
+                    suspend.contains(q),
+                    "{name}: {pdir} and the resumed {q} (suspend listed: {suspend:?})"
+                );
+            }
+            for q in &suspend {
+                assert!(
+                    files["PLAN.md"].contains(&format!("flux suspend kustomization {name}-{q} ")),
+                    "{name}: PLAN.md does not suspend {q} before {pdir}"
+                );
+            }
+            suspends += suspend.len();
+            resumed.retain(|(q, _)| !suspend.contains(q));
+            if !mine.is_empty() {
+                resumed.push((pdir, mine));
+            }
+        }
+    }
+    // Several scenarios (three hops, canary gateways) have phases that supersede earlier ones.
+    assert!(suspends > 3, "{suspends}");
+}
+
 tests!(
     no_object_holds_a_null_or_a_ca_bundle,
     crds_namespaces_and_shared_objects_are_protected_from_pruning,
@@ -700,4 +779,5 @@ tests!(
     argocd_and_flux_sync_every_apply_phase_without_drift,
     every_path_a_gitops_object_or_kustomization_names_exists,
     flux_patches_drop_exactly_the_flipped_failure_policies,
+    no_resumed_flux_phase_holds_an_older_version_of_what_a_later_phase_writes,
 );
