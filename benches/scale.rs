@@ -11,8 +11,9 @@
 //! `fixtures/istioctl` behind a wrapper this benchmark writes into its temp dir: the wrapper
 //! sleeps `--istioctl-delay SECONDS` (default 0.5) before each `manifest generate`, pads the
 //! manifest with YAML comments to `--manifest-kib KIB` (default 900, the size of Istio's
-//! recorded all-on render) and logs each call's start and end, so each row shows the number,
-//! sum and maximum of the istioctl calls it made.
+//! recorded all-on render) and logs each call's start and end, so each row shows wall time, CPU
+//! time (`wait4`: user + system, istioctl's included), peak memory and the number, sum and
+//! maximum of the istioctl calls it made.
 //!
 //! `cargo bench --bench scale -- 5000x20` instead runs the stage breakdown of the cases named
 //! (`NAMESPACESxWAVES`, one hop 1.13.5 to 1.14.1; `stages` names the default set): a compile
@@ -126,6 +127,8 @@ fn wrapper_options(args: &[String]) -> Result<Wrapper, String> {
 /// its children's when higher: istioctl's on a cold run) and the istioctl calls it made.
 struct Run {
     wall: Duration,
+    /// User and system CPU time (its istioctl children's included).
+    cpu: Duration,
     peak_kib: u64,
     calls: Vec<Duration>,
 }
@@ -137,6 +140,7 @@ impl Run {
         calls.extend(other.calls);
         Run {
             wall: self.wall + other.wall,
+            cpu: self.cpu + other.cpu,
             peak_kib: self.peak_kib.max(other.peak_kib),
             calls,
         }
@@ -249,8 +253,12 @@ impl Bench {
                 Some(Duration::from_nanos(b.saturating_sub(a)))
             })
             .collect();
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
         Ok(Run {
             wall,
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
             peak_kib: usage.ru_maxrss as u64,
             calls,
         })
@@ -281,8 +289,8 @@ fn targets(wrapper: &Wrapper) -> Result<(), String> {
         wrapper.delay, wrapper.manifest_kib
     );
     println!(
-        "{:<22} {:<15} {:>9} {:>6} {:>10} {:>10} {:>9}",
-        "case", "command", "wall", "calls", "calls sum", "calls max", "peak"
+        "{:<26} {:<13} {:>9} {:>9} {:>6} {:>10} {:>10} {:>9}",
+        "case", "command", "wall", "cpu", "calls", "calls sum", "calls max", "peak"
     );
     // The bundled example, its pins pointed at the wrapper.
     let example = bench.case_dir("example")?;
@@ -412,8 +420,9 @@ fn run_row(case: &str, command: &str, run: &Run) {
     let sum: Duration = run.calls.iter().sum();
     let max = run.calls.iter().max().copied().unwrap_or_default();
     println!(
-        "{case:<22} {command:<15} {:>8.3}s {:>6} {:>9.3}s {:>9.3}s {:>6} MB",
+        "{case:<26} {command:<13} {:>8.3}s {:>8.3}s {:>6} {:>9.3}s {:>9.3}s {:>6} MB",
         run.wall.as_secs_f64(),
+        run.cpu.as_secs_f64(),
         run.calls.len(),
         sum.as_secs_f64(),
         max.as_secs_f64(),

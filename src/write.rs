@@ -6,7 +6,8 @@
 //! exchange of the two names, so even a SIGKILL leaves `--out` complete, old or new. A SIGKILL can
 //! still leave a staging directory beside `--out`: each is named with its compile's process id and
 //! locked (`flock`) while that compile runs, and the next write into the same directory removes
-//! those whose process is gone and whose lock is free (`remove_stale`), saying so. Also owns containment: every path of the
+//! those whose process is gone and whose lock is free (`remove_stale`), saying so. An `--out`
+//! that already holds exactly the files is left as it is (`holds_exactly`). Also owns containment: every path of the
 //! file map must be relative and made of normal segments, an `--out` that is or holds an input of
 //! the compile is refused, and a symlinked `--out` is written through to its target (the link
 //! stays). `write_new` creates the one file `init` writes, and never replaces anything. Must
@@ -124,6 +125,12 @@ pub fn write_atomic_with(
     std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, &e))?;
     let dest = parent.join(&target.file_name);
     let notes = remove_stale(parent, std::process::id(), &|p| std::fs::remove_dir_all(p));
+    if let Some(real) = &target.existing {
+        // Already exactly this output (a warm re-run): nothing to replace.
+        if holds_exactly(real, files) {
+            return Ok(notes);
+        }
+    }
     let (staging, _lock) = staging_dir(parent, STAGING_NEW)?;
     for (rel, text) in files {
         let path = staging.path().join(rel);
@@ -161,6 +168,50 @@ pub fn write_atomic_with(
     // The staging directory now is `out`; do not let its guard delete it.
     let _ = staging.keep();
     Ok(notes)
+}
+
+/// Whether `dir` holds exactly `files`: the same paths, as regular files with the same bytes,
+/// and nothing else (no other file, link or empty directory). Anything unreadable is a
+/// difference, so the output is written as usual.
+fn holds_exactly(dir: &Path, files: &BTreeMap<String, String>) -> bool {
+    fn walk(dir: &Path, rel: &str, files: &BTreeMap<String, String>, seen: &mut usize) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut any = false;
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            any = true;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                return false;
+            };
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(kind) = entry.file_type() else {
+                return false;
+            };
+            let same = if kind.is_dir() {
+                walk(&entry.path(), &path, files, seen)
+            } else if kind.is_file() {
+                *seen += 1;
+                files.get(&path).is_some_and(|text| {
+                    std::fs::read(entry.path()).is_ok_and(|bytes| bytes == text.as_bytes())
+                })
+            } else {
+                false
+            };
+            if !same {
+                return false;
+            }
+        }
+        // An empty directory is not something a write makes (the root aside).
+        any || rel.is_empty()
+    }
+    let mut seen = 0;
+    walk(dir, "", files, &mut seen) && seen == files.len()
 }
 
 /// The name prefixes of the directories a write makes beside `--out`: the new output being
@@ -536,6 +587,48 @@ mod tests {
             )]
         );
         assert!(locked.is_dir());
+    }
+
+    #[test]
+    fn an_output_already_in_place_is_recognised_only_when_exactly_equal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let want = files(&[
+            (MARKER_FILE, "m\n"),
+            ("PLAN.md", "plan\n"),
+            ("a/b.yaml", "b\n"),
+        ]);
+        write_atomic(&out, &want, false, &[]).unwrap();
+        assert!(holds_exactly(&out, &want));
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&out.join("PLAN.md"));
+        // Written again unchanged: the files are the ones already there.
+        write_atomic(&out, &want, false, &[]).unwrap();
+        assert_eq!(inode(&out.join("PLAN.md")), before);
+        // Each difference is one: bytes, a missing file, an extra file, an empty directory, a
+        // link in place of a file.
+        let mut other = want.clone();
+        other.insert("PLAN.md".into(), "plan 2\n".into());
+        assert!(!holds_exactly(&out, &other));
+        let mut fewer = want.clone();
+        fewer.remove("a/b.yaml");
+        assert!(!holds_exactly(&out, &fewer));
+        let mut more = want.clone();
+        more.insert("c.yaml".into(), "c\n".into());
+        assert!(!holds_exactly(&out, &more));
+        std::fs::create_dir(out.join("empty")).unwrap();
+        assert!(!holds_exactly(&out, &want));
+        std::fs::remove_dir(out.join("empty")).unwrap();
+        std::fs::remove_file(out.join("PLAN.md")).unwrap();
+        std::fs::write(tmp.path().join("plan"), "plan\n").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("plan"), out.join("PLAN.md")).unwrap();
+        assert!(!holds_exactly(&out, &want));
+        // Then the write replaces it whole.
+        write_atomic(&out, &want, false, &[]).unwrap();
+        assert!(holds_exactly(&out, &want));
+        assert!(std::fs::symlink_metadata(out.join("PLAN.md"))
+            .unwrap()
+            .is_file());
     }
 
     #[test]
