@@ -12,6 +12,13 @@
 //! parses what the cache returns exactly as it parses istioctl's stdout), start a process, write
 //! anywhere but its own directory, or fail a compile: a cache that cannot be read is a miss, and
 //! one that cannot be written (read-only, shared between CI runners) is noted and skipped.
+//!
+//! Also owns keeping the cache bounded (`prune`, the `cache prune` command): a hit marks its
+//! entry used (its modification time), and a prune removes entries unused for longer than a
+//! maximum age, then the least recently used until the entries fit a maximum size, and the
+//! temporary files of stores that were killed. Removing is one `unlink` per entry, so a compile
+//! reading an entry at that moment reads it whole, and one looking it up after sees a miss and
+//! renders again: an entry is never used half-deleted.
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -141,7 +148,10 @@ impl Cache {
             Err(()) => return self.corrupt(),
         };
         match decode(key, &bytes) {
-            Some(payload) => Lookup::Hit(payload.to_vec()),
+            Some(payload) => {
+                mark_used(&path);
+                Lookup::Hit(payload.to_vec())
+            }
             None => self.corrupt(),
         }
     }
@@ -262,6 +272,184 @@ fn store(path: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Marks the entry at `path` used now (its modification time), for `prune`'s least recently
+/// used order. A cache that cannot be written (read-only, shared) keeps the store's time: the
+/// lookup does not fail for it.
+fn mark_used(path: &Path) {
+    if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// How far `prune` shrinks the cache: entries unused for longer than `max_age` go, then the
+/// least recently used until the rest take at most `max_size` bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_size: Option<u64>,
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// What `prune` did: entries (and killed stores' temporary files) removed, and what is kept.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    pub removed_bytes: u64,
+    pub temporary: usize,
+    pub kept: usize,
+    pub kept_bytes: u64,
+}
+
+impl Pruned {
+    /// The line `cache prune` prints.
+    pub fn summary(&self, dir: &Path) -> String {
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let entries = |n: usize| if n == 1 { "entry" } else { "entries" };
+        let mut line = format!(
+            "istio-canary: render cache {}: removed {} {} ({:.1} MiB), kept {} ({:.1} MiB)",
+            dir.display(),
+            self.removed,
+            entries(self.removed),
+            mib(self.removed_bytes),
+            self.kept,
+            mib(self.kept_bytes),
+        );
+        if self.temporary > 0 {
+            line.push_str(&format!(
+                ", and {} temporary file{} of killed stores",
+                self.temporary,
+                if self.temporary == 1 { "" } else { "s" }
+            ));
+        }
+        line.push('\n');
+        line
+    }
+}
+
+/// A temporary file of a store older than this was left by a killed compile (a store takes
+/// well under a second).
+const TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Shrinks the cache in `dir` to `limits`, as of `now`: removes every entry last used more than
+/// `max_age` ago, then the least recently used (oldest modification time, then name) until the
+/// rest fit `max_size`, and the temporary files of stores older than an hour. Only the entries'
+/// directory is read; anything in it that is not an entry or a store's temporary file (by name
+/// and kind) is left alone. A cache that was never written is empty, not an error.
+pub fn prune(dir: &Path, limits: Limits, now: std::time::SystemTime) -> Result<Pruned> {
+    prune_with(dir, limits, now, &|p| std::fs::remove_file(p))
+}
+
+fn prune_with(
+    dir: &Path,
+    limits: Limits,
+    now: std::time::SystemTime,
+    remove: &dyn Fn(&Path) -> std::io::Result<()>,
+) -> Result<Pruned> {
+    let entries_dir = dir.join(ENTRIES);
+    let listing = match std::fs::read_dir(&entries_dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_file() => {
+            return Ok(Pruned::default())
+        }
+        Err(e) => return Err(Error::io("cannot read the render cache", &entries_dir, &e)),
+    };
+    let age = |modified: std::time::SystemTime| now.duration_since(modified).unwrap_or_default();
+    // (last used, name, size) of every entry; the temporary files to remove.
+    let mut entries = Vec::new();
+    let mut temporary = Vec::new();
+    for item in listing {
+        let item = item.map_err(|e| Error::io("cannot read the render cache", &entries_dir, &e))?;
+        let Ok(meta) = item.metadata() else {
+            continue; // gone since the listing: another prune, or a store's rename
+        };
+        let name = item.file_name().to_string_lossy().into_owned();
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(now);
+        if name.starts_with(".tmp-") {
+            if age(modified) > TEMPORARY_AGE {
+                temporary.push(item.path());
+            }
+        } else if name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            entries.push((modified, name, meta.len()));
+        }
+    }
+    entries.sort();
+    let mut total: u64 = entries.iter().map(|(_, _, size)| size).sum();
+    let mut pruned = Pruned::default();
+    let mut failed: Vec<(PathBuf, std::io::Error)> = Vec::new();
+    for (modified, name, size) in &entries {
+        let too_old = limits.max_age.is_some_and(|max| age(*modified) > max);
+        let too_big = limits.max_size.is_some_and(|max| total > max);
+        if !(too_old || too_big) {
+            pruned.kept += 1;
+            pruned.kept_bytes += size;
+            continue;
+        }
+        let path = entries_dir.join(name);
+        match remove(&path) {
+            Ok(()) => {
+                pruned.removed += 1;
+                pruned.removed_bytes += size;
+                total -= size;
+            }
+            // Another prune took it first: it is gone all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => total -= size,
+            Err(e) => {
+                pruned.kept += 1;
+                pruned.kept_bytes += size;
+                failed.push((path, e));
+            }
+        }
+    }
+    for path in temporary {
+        match remove(&path) {
+            Ok(()) => pruned.temporary += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => failed.push((path, e)),
+        }
+    }
+    if let Some((path, e)) = failed.first() {
+        return Err(Error::new(format!(
+            "cannot remove {} file{} of the render cache {} (the first, {}: {})",
+            failed.len(),
+            if failed.len() == 1 { "" } else { "s" },
+            dir.display(),
+            path.display(),
+            io_reason(e)
+        ))
+        .with_help(
+            "check the cache directory's owner and permissions; what could be removed was",
+        ));
+    }
+    Ok(pruned)
+}
+
+/// `--max-size`: a number of bytes, or one with a K, M or G suffix (powers of 1024, an optional
+/// `i`/`iB`/`B` after it).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let shift = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => u32::MAX,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift != u32::MAX)
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| {
+            format!("`{text}` is not a size: give bytes, or a number with K, M or G (500M, 2G)")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +548,51 @@ mod tests {
                 tmp.path().display()
             )]
         );
+    }
+
+    #[test]
+    fn sizes_take_k_m_g_suffixes_and_nothing_else() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("10b"), Ok(10));
+        for bad in ["", "M", "1.5G", "-1", "1T", "99999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_entry_prune_cannot_remove_is_an_error_after_it_removed_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().to_path_buf());
+        let (a, b) = (key(&[b"a"]), key(&[b"b"]));
+        cache.put(&a, b"first");
+        cache.put(&b, b"second");
+        let stuck = tmp.path().join(ENTRIES).join(a.as_str());
+        let limits = Limits {
+            max_size: Some(0),
+            max_age: None,
+        };
+        let remove = |p: &Path| {
+            if p == stuck {
+                Err(std::io::Error::from_raw_os_error(13))
+            } else {
+                std::fs::remove_file(p)
+            }
+        };
+        let err =
+            prune_with(tmp.path(), limits, std::time::SystemTime::now(), &remove).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "error: cannot remove 1 file of the render cache {} (the first, {}: Permission denied)\nhelp: check the cache directory's owner and permissions; what could be removed was",
+                tmp.path().display(),
+                stuck.display()
+            )
+        );
+        assert_eq!(cache.get(&b), Lookup::Miss);
+        assert_eq!(cache.get(&a), Lookup::Hit(b"first".to_vec()));
     }
 
     #[test]

@@ -141,6 +141,11 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = "canary.yaml")]
         policy: PathBuf,
     },
+    /// Keep the render cache bounded (README: Render cache).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print the JSON Schema of the policy file (canary.yaml), generated from the types that
     /// load it, for editors and CI (README: Editor support).
     Schema,
@@ -150,6 +155,25 @@ enum Command {
         /// The shell to complete in.
         #[arg(value_enum)]
         shell: CompletionShell,
+    },
+}
+
+/// What `cache` does.
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// Remove the renders unused for more than --max-age days, then the least recently used
+    /// until the rest fit --max-size, and what killed compiles left; a compile may run meanwhile.
+    #[command(group(clap::ArgGroup::new("limit").required(true).multiple(true).args(["max_size", "max_age"])))]
+    Prune {
+        /// The render cache (default: $XDG_CACHE_HOME/istio-canary, else ~/.cache/istio-canary).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Keep at most this much: bytes, or a number with K, M or G (500M, 2G).
+        #[arg(long, value_name = "SIZE", value_parser = crate::cache::parse_size)]
+        max_size: Option<u64>,
+        /// Remove the renders no compile used in the last DAYS days.
+        #[arg(long, value_name = "DAYS")]
+        max_age: Option<u64>,
     },
 }
 
@@ -280,6 +304,20 @@ pub fn main() -> i32 {
                 namespaces,
             },
             &policy,
+        ),
+        Command::Cache {
+            command:
+                CacheCommand::Prune {
+                    cache_dir,
+                    max_size,
+                    max_age,
+                },
+        } => run_prune(
+            cache_dir,
+            crate::cache::Limits {
+                max_size,
+                max_age: max_age.map(|days| Duration::from_secs(days.saturating_mul(86_400))),
+            },
         ),
         Command::Schema => Ok(Outcome::ok(crate::policy::json_schema(), String::new())),
         Command::Completions { shell } => Ok(Outcome::ok(completions(shell), String::new())),
@@ -461,8 +499,11 @@ fn run_compile(
 ) -> Result<Outcome> {
     let outcome = compile_with_progress(config, progress)?;
     let summary = outcome.summary(&config.out)?;
-    crate::write::write_atomic(&config.out, &outcome.files, config.force, &outcome.inputs)?;
-    Ok(Outcome::ok(String::new(), quieted(summary, quiet)))
+    let notes =
+        crate::write::write_atomic(&config.out, &outcome.files, config.force, &outcome.inputs)?;
+    let mut stderr: String = notes.iter().map(|n| format!("{n}\n")).collect();
+    stderr.push_str(&quieted(summary, quiet));
+    Ok(Outcome::ok(String::new(), stderr))
 }
 
 /// A fleet: every policy compiled (renders shared), then each written to `OUT/<name>/`. Nothing
@@ -487,7 +528,8 @@ fn run_fleet(
     let inputs = crate::write::Inputs::of(&inputs)?;
     let mut stderr = String::new();
     for (out, summary, files, _) in &batch.results {
-        crate::write::write_atomic_with(out, files, config.force, &inputs)?;
+        let notes = crate::write::write_atomic_with(out, files, config.force, &inputs)?;
+        stderr.extend(notes.iter().map(|n| format!("{n}\n")));
         stderr.push_str(&quieted(summary.clone(), quiet));
     }
     let footer = format!(
@@ -634,6 +676,16 @@ fn run_init(starter: &crate::init::Starter, policy: &Path) -> Result<Outcome> {
 }
 
 /// `verify DIR`: the directory against its plan.json's digests. Reads only.
+/// `cache prune`: the cache shrunk to its limits, and what was removed and kept.
+fn run_prune(dir: Option<PathBuf>, limits: crate::cache::Limits) -> Result<Outcome> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => crate::cache::default_dir(|name| std::env::var_os(name))?,
+    };
+    let pruned = crate::cache::prune(&dir, limits, std::time::SystemTime::now())?;
+    Ok(Outcome::ok(String::new(), pruned.summary(&dir)))
+}
+
 fn run_verify(dir: &Path) -> Result<Outcome> {
     let plan = check::load_plan(dir)?;
     let tree = check::read_tree(dir)?;

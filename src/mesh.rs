@@ -765,7 +765,7 @@ impl<'e> Watch<'e> {
             self.injection = NamespaceInjection::new(state);
             self.others = state_violations(state, &self.injection);
         }
-        if whole || !std::ptr::eq(self.expect, expect) {
+        if whole {
             self.expect = expect;
             self.check_all(state);
             return;
@@ -781,6 +781,18 @@ impl<'e> Watch<'e> {
             self.others
                 .retain(|v| !matches!(v, Violation::GatewayOwners { .. }));
             self.others.extend(gateway_violations(state));
+        }
+        if !std::ptr::eq(self.expect, expect) {
+            // Only the namespaces whose expectation changed are judged again (with the ones the
+            // step relabelled): the others' injection and expectation are what they were.
+            let old = std::mem::replace(&mut self.expect, expect);
+            for ns in changed_expectations(old, expect) {
+                if expect.contains_key(ns) {
+                    namespaces.insert(ns);
+                } else {
+                    self.bad.remove(ns);
+                }
+            }
         }
         for ns in namespaces {
             self.check(state, ns);
@@ -836,6 +848,43 @@ pub fn lost_gateway_backends<'a>(
         }
     }
     out
+}
+
+/// The namespaces `a` and `b` expect differently (named in one only, or with another revision),
+/// in order: one walk over both sorted maps.
+fn changed_expectations<'m>(a: &'m Expected, b: &'m Expected) -> Vec<&'m str> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    let mut out = Vec::new();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => return out,
+            (Some((ka, _)), None) => {
+                out.push(ka.as_str());
+                a.next();
+            }
+            (None, Some((kb, _))) => {
+                out.push(kb.as_str());
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    out.push(ka.as_str());
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(kb.as_str());
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va != vb {
+                        out.push(ka.as_str());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
 }
 
 /// Violations a step's deletes introduce: a deleted object that an object still in the state
@@ -1163,13 +1212,34 @@ mod tests {
         assert!(watched(&w)
             .iter()
             .any(|v| matches!(v, Violation::Injection { namespace, .. } if namespace == "bank")));
-        // New expectations with no change re-check every namespace.
+        // New expectations with no change judge again the namespaces whose expectation
+        // changed: every one, then one of two (`bank` expected elsewhere, `shop` no longer
+        // named, `pay` named anew) together with a relabel, then back.
         let any: Expected = expect.keys().map(|n| (n.clone(), None)).collect();
-        w.update(&state, [], &any);
-        let reference: Vec<Violation> = violations(&state, &Expectations { namespaces: &any })
-            .into_iter()
+        state.insert(namespace_object("pay", &rev("r")));
+        let shifted: Expected = [("bank", Some("other")), ("pay", Some("r"))]
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.map(str::to_string)))
             .collect();
-        assert_eq!(watched(&w), reference);
+        let steps: [(&Expected, Option<(&str, &str)>); 4] = [
+            (&any, None),
+            (&shifted, Some(("pay", "other"))),
+            (&shifted, Some(("pay", "r"))),
+            (&expect, None),
+        ];
+        for (i, (now, relabel)) in steps.into_iter().enumerate() {
+            let mut changed = Vec::new();
+            if let Some((ns, r)) = relabel {
+                state.insert(namespace_object(ns, &rev(r)));
+                changed.push(namespace_id(ns));
+            }
+            w.update(&state, &changed, now);
+            let reference: Vec<Violation> = violations(&state, &Expectations { namespaces: now })
+                .into_iter()
+                .collect();
+            assert_eq!(watched(&w), reference, "step {i}");
+        }
+        assert_eq!(w.violations().count(), 3, "{:?}", watched(&w));
     }
 
     #[test]

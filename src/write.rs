@@ -3,7 +3,11 @@
 //! Owns: building the output beside `--out` in a temporary directory, swapping it in only when
 //! complete, refusing to replace a directory istio-canary did not write (unless `--force`), and
 //! leaving the previous output untouched on any error: the new output replaces the old one by an
-//! exchange of the two names, so even a SIGKILL leaves `--out` complete, old or new. Also owns containment: every path of the
+//! exchange of the two names, so even a SIGKILL leaves `--out` complete, old or new. A SIGKILL can
+//! still leave a staging directory beside `--out`: each is named with its compile's process id and
+//! locked (`flock`) while that compile runs, and the next write into the same directory removes
+//! those whose process is gone and whose lock is free (`remove_stale`), saying so. An `--out`
+//! that already holds exactly the files is left as it is (`holds_exactly`). Also owns containment: every path of the
 //! file map must be relative and made of normal segments, an `--out` that is or holds an input of
 //! the compile is refused, and a symlinked `--out` is written through to its target (the link
 //! stays). `write_new` creates the one file `init` writes, and never replaces anything. Must
@@ -64,7 +68,7 @@ pub fn write_atomic(
     files: &BTreeMap<String, String>,
     force: bool,
     inputs: &[PathBuf],
-) -> Result<()> {
+) -> Result<Vec<String>> {
     for rel in files.keys() {
         check_relative(rel)?;
     }
@@ -89,13 +93,14 @@ impl Inputs {
     }
 }
 
-/// `write_atomic` with the inputs resolved beforehand (`Inputs::of`).
+/// `write_atomic` with the inputs resolved beforehand (`Inputs::of`). Returns the notes of what
+/// it removed beside `out` (`remove_stale`).
 pub fn write_atomic_with(
     out: &Path,
     files: &BTreeMap<String, String>,
     force: bool,
     inputs: &Inputs,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     for rel in files.keys() {
         check_relative(rel)?;
     }
@@ -119,10 +124,14 @@ pub fn write_atomic_with(
     let parent = &target.parent;
     std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, &e))?;
     let dest = parent.join(&target.file_name);
-    let staging = tempfile::Builder::new()
-        .prefix(".istio-canary-new-")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io("cannot create a staging directory in", parent, &e))?;
+    let notes = remove_stale(parent, std::process::id(), &|p| std::fs::remove_dir_all(p));
+    if let Some(real) = &target.existing {
+        // Already exactly this output (a warm re-run): nothing to replace.
+        if holds_exactly(real, files) {
+            return Ok(notes);
+        }
+    }
+    let (staging, _lock) = staging_dir(parent, STAGING_NEW)?;
     for (rel, text) in files {
         let path = staging.path().join(rel);
         if let Some(dir) = path.parent() {
@@ -134,7 +143,7 @@ pub fn write_atomic_with(
         match exchange(staging.path(), &dest) {
             // The staging directory's name now holds the previous output, which its guard
             // removes when dropped.
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(notes),
             Err(e) if !exchange_unsupported(&e) => {
                 return Err(Error::io(
                     "cannot move the new output into",
@@ -146,10 +155,7 @@ pub fn write_atomic_with(
         }
         // The filesystem cannot swap two names: move the previous output aside, then the new one
         // in (a kill between the two renames leaves `out` missing, its previous content beside).
-        let trash = tempfile::Builder::new()
-            .prefix(".istio-canary-old-")
-            .tempdir_in(parent)
-            .map_err(|e| Error::io("cannot create a staging directory in", parent, &e))?;
+        let (trash, _trash_lock) = staging_dir(parent, STAGING_OLD)?;
         let old = trash.path().join("previous");
         swap_in(staging.path(), &dest, &old, out, &|a, b| {
             std::fs::rename(a, b)
@@ -161,7 +167,152 @@ pub fn write_atomic_with(
     }
     // The staging directory now is `out`; do not let its guard delete it.
     let _ = staging.keep();
-    Ok(())
+    Ok(notes)
+}
+
+/// Whether `dir` holds exactly `files`: the same paths, as regular files with the same bytes,
+/// and nothing else (no other file, link or empty directory). Anything unreadable is a
+/// difference, so the output is written as usual.
+fn holds_exactly(dir: &Path, files: &BTreeMap<String, String>) -> bool {
+    fn walk(dir: &Path, rel: &str, files: &BTreeMap<String, String>, seen: &mut usize) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut any = false;
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            any = true;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                return false;
+            };
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(kind) = entry.file_type() else {
+                return false;
+            };
+            let same = if kind.is_dir() {
+                walk(&entry.path(), &path, files, seen)
+            } else if kind.is_file() {
+                *seen += 1;
+                files.get(&path).is_some_and(|text| {
+                    std::fs::read(entry.path()).is_ok_and(|bytes| bytes == text.as_bytes())
+                })
+            } else {
+                false
+            };
+            if !same {
+                return false;
+            }
+        }
+        // An empty directory is not something a write makes (the root aside).
+        any || rel.is_empty()
+    }
+    let mut seen = 0;
+    walk(dir, "", files, &mut seen) && seen == files.len()
+}
+
+/// The name prefixes of the directories a write makes beside `--out`: the new output being
+/// built, and (where names cannot be exchanged) the previous one moved aside. The process id and
+/// a random part follow: `.istio-canary-new-<pid>-<random>`.
+const STAGING_NEW: &str = ".istio-canary-new-";
+const STAGING_OLD: &str = ".istio-canary-old-";
+
+/// A staging directory in `parent`, named `<prefix><pid>-<random>`, and the open directory that
+/// holds its lock until the write ends (a killed process's lock is released by the kernel).
+fn staging_dir(parent: &Path, prefix: &str) -> Result<(tempfile::TempDir, std::fs::File)> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir_in(parent)
+        .map_err(|e| Error::io("cannot create a staging directory in", parent, &e))?;
+    let lock = std::fs::File::open(dir.path())
+        .map_err(|e| Error::io("cannot open the staging directory", dir.path(), &e))?;
+    // Blocking: another compile may hold it for the moment it takes to see this one is alive.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        Error::io(
+            "cannot lock the staging directory",
+            dir.path(),
+            &std::io::Error::from(e),
+        )
+    })?;
+    Ok((dir, lock))
+}
+
+/// Removes the staging directories in `parent` that a killed compile left: only a directory
+/// (not a link) named as `staging_dir` names them, whose process id is not `own` and is gone
+/// from this machine's process table, and whose lock is free (so a compile in another PID
+/// namespace sharing the directory, or one that just made its directory, is left alone).
+/// Returns one note per directory removed or that could not be removed. Anything else in
+/// `parent` is never touched.
+fn remove_stale(
+    parent: &Path,
+    own: u32,
+    remove: &dyn Fn(&Path) -> std::io::Result<()>,
+) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        // Nothing to clean where nothing can be listed; the staging directory's own creation
+        // reports a directory that cannot be written.
+        return Vec::new();
+    };
+    let mut stale: Vec<(PathBuf, u32)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            let rest = [STAGING_NEW, STAGING_OLD]
+                .iter()
+                .find_map(|prefix| name.strip_prefix(prefix))?;
+            let (pid, random) = rest.split_once('-')?;
+            let pid: u32 = pid.parse().ok().filter(|p| *p != own)?;
+            (!random.is_empty() && !process_alive(pid)).then(|| (entry.path(), pid))
+        })
+        .collect();
+    stale.sort();
+    let mut notes = Vec::new();
+    for (path, pid) in stale {
+        // Opened without following a link, as a directory; held locked while it is removed.
+        let Ok(dir) = rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) else {
+            continue;
+        };
+        if rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        notes.push(match remove(&path) {
+            Ok(()) => format!(
+                "note: removed {}, left by a compile that was killed (process {pid} is gone)",
+                path.display()
+            ),
+            Err(e) => format!(
+                "note: could not remove {}, left by a compile that was killed (process {pid} is gone): {}",
+                path.display(),
+                crate::error::io_reason(&e)
+            ),
+        });
+    }
+    notes
+}
+
+/// Whether process `pid` exists on this machine (one that exists but is not ours counts).
+fn process_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 /// Swaps `staging` and `dest` in one step (`renameat2(RENAME_EXCHANGE)` on Linux,
@@ -353,6 +504,131 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// A pid no process has: a child that was started and reaped (Linux hands pids out in
+    /// order, so it is not reused within the test).
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn only_a_dead_compiles_unlocked_staging_directory_is_removed_and_each_is_noted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        let own = std::process::id();
+        for name in [
+            format!(".istio-canary-new-{dead}-abc"),
+            format!(".istio-canary-old-{dead}-def"),
+            // Its process is alive (this test): another compile still writing.
+            format!(".istio-canary-new-{own}-ghi"),
+            // Not a name a compile makes.
+            format!(".istio-canary-new-{dead}-"),
+            ".istio-canary-new-xyz".to_string(),
+            format!("istio-canary-new-{dead}-abc"),
+            "bundles".to_string(),
+        ] {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        // A dead pid's directory still locked: a compile in another PID namespace.
+        let locked = tmp.path().join(format!(".istio-canary-new-{dead}-lck"));
+        std::fs::create_dir(&locked).unwrap();
+        let lock = std::fs::File::open(&locked).unwrap();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        // A link with a stale name: never followed, never removed.
+        let target = tmp.path().join("bundles");
+        std::os::unix::fs::symlink(
+            &target,
+            tmp.path().join(format!(".istio-canary-new-{dead}-lnk")),
+        )
+        .unwrap();
+        let notes = remove_stale(tmp.path(), own, &|p| std::fs::remove_dir_all(p));
+        let shown = |name: &str| tmp.path().join(name).display().to_string();
+        assert_eq!(
+            notes,
+            [
+                format!(
+                    "note: removed {}, left by a compile that was killed (process {dead} is gone)",
+                    shown(&format!(".istio-canary-new-{dead}-abc"))
+                ),
+                format!(
+                    "note: removed {}, left by a compile that was killed (process {dead} is gone)",
+                    shown(&format!(".istio-canary-old-{dead}-def"))
+                ),
+            ]
+        );
+        let mut left = entries(tmp.path());
+        left.sort();
+        let mut expected = vec![
+            format!(".istio-canary-new-{dead}-"),
+            format!(".istio-canary-new-{dead}-lck"),
+            format!(".istio-canary-new-{dead}-lnk"),
+            format!(".istio-canary-new-{own}-ghi"),
+            ".istio-canary-new-xyz".to_string(),
+            "bundles".to_string(),
+            format!("istio-canary-new-{dead}-abc"),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+        // Once the lock is released, the next write's cleanup takes it; a removal that fails is
+        // said, and the directory stays.
+        drop(lock);
+        let notes = remove_stale(tmp.path(), own, &|_| {
+            Err(std::io::Error::from_raw_os_error(13))
+        });
+        assert_eq!(
+            notes,
+            [format!(
+                "note: could not remove {}, left by a compile that was killed (process {dead} is gone): Permission denied",
+                locked.display()
+            )]
+        );
+        assert!(locked.is_dir());
+    }
+
+    #[test]
+    fn an_output_already_in_place_is_recognised_only_when_exactly_equal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let want = files(&[
+            (MARKER_FILE, "m\n"),
+            ("PLAN.md", "plan\n"),
+            ("a/b.yaml", "b\n"),
+        ]);
+        write_atomic(&out, &want, false, &[]).unwrap();
+        assert!(holds_exactly(&out, &want));
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&out.join("PLAN.md"));
+        // Written again unchanged: the files are the ones already there.
+        write_atomic(&out, &want, false, &[]).unwrap();
+        assert_eq!(inode(&out.join("PLAN.md")), before);
+        // Each difference is one: bytes, a missing file, an extra file, an empty directory, a
+        // link in place of a file.
+        let mut other = want.clone();
+        other.insert("PLAN.md".into(), "plan 2\n".into());
+        assert!(!holds_exactly(&out, &other));
+        let mut fewer = want.clone();
+        fewer.remove("a/b.yaml");
+        assert!(!holds_exactly(&out, &fewer));
+        let mut more = want.clone();
+        more.insert("c.yaml".into(), "c\n".into());
+        assert!(!holds_exactly(&out, &more));
+        std::fs::create_dir(out.join("empty")).unwrap();
+        assert!(!holds_exactly(&out, &want));
+        std::fs::remove_dir(out.join("empty")).unwrap();
+        std::fs::remove_file(out.join("PLAN.md")).unwrap();
+        std::fs::write(tmp.path().join("plan"), "plan\n").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("plan"), out.join("PLAN.md")).unwrap();
+        assert!(!holds_exactly(&out, &want));
+        // Then the write replaces it whole.
+        write_atomic(&out, &want, false, &[]).unwrap();
+        assert!(holds_exactly(&out, &want));
+        assert!(std::fs::symlink_metadata(out.join("PLAN.md"))
+            .unwrap()
+            .is_file());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! istioctl binary at all (`compile --check` included), a damaged entry is never used, a cache
 //! that cannot be written is not an error, `--jobs` does not change a byte, a fleet writes one
 //! directory per policy and renders what its policies share once, and progress appears only on a
-//! terminal.
+//! terminal. `cache prune` keeps the cache bounded: least recently used first, while compiles
+//! run.
 
 mod common;
 
@@ -533,6 +534,224 @@ fn progress_is_shown_on_a_terminal_only() {
     );
 }
 
+/// Sets the last-used time of the cache entry `name` to `days` days ago.
+fn age_entry(cache: &Path, name: &str, days: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cache.join("renders").join(name))
+        .unwrap();
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    file.set_modified(when).unwrap();
+}
+
+fn prune(ex: &Example, limits: &[&str]) -> common::Run {
+    let cache = ex.cache();
+    let mut args = vec!["cache", "prune", "--cache-dir", cache.to_str().unwrap()];
+    args.extend_from_slice(limits);
+    run(&ex.dir(), &args)
+}
+
+fn prune_removes_the_least_recently_used_first_and_a_compile_marks_what_it_uses() {
+    let ex = Example::new();
+    let reference = ex.compile("out", &[]);
+    assert_eq!(reference.code, 0, "{}", reference.stderr);
+    let reference = read_tree(&ex.out("out"));
+    let names: Vec<String> = ex.entries().into_keys().collect();
+    assert_eq!(names.len(), 2);
+    let sizes: Vec<u64> = names
+        .iter()
+        .map(|n| {
+            std::fs::metadata(ex.cache().join("renders").join(n))
+                .unwrap()
+                .len()
+        })
+        .collect();
+    // Both unused for ten days; a warm compile uses both, so an age limit keeps both.
+    age_entry(&ex.cache(), &names[0], 10);
+    age_entry(&ex.cache(), &names[1], 10);
+    assert_eq!(ex.compile("out", &[]).code, 0);
+    let r = prune(&ex, &["--max-age", "1"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .ends_with(": removed 0 entries (0.0 MiB), kept 2 (0.1 MiB)\n"),
+        "{}",
+        r.stderr
+    );
+    // The first used two days ago, the second one day ago: a size that holds one keeps the
+    // second.
+    age_entry(&ex.cache(), &names[0], 2);
+    age_entry(&ex.cache(), &names[1], 1);
+    let r = prune(&ex, &["--max-size", &sizes[1].to_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "istio-canary: render cache {}: removed 1 entry (0.0 MiB), kept 1 (0.0 MiB)\n",
+            ex.cache().display()
+        )
+    );
+    assert_eq!(
+        ex.entries().into_keys().collect::<Vec<_>>(),
+        [names[1].clone()]
+    );
+    // Older than a day: it goes too. The next compile renders both again, the same bytes.
+    age_entry(&ex.cache(), &names[1], 3);
+    let r = prune(&ex, &["--max-age", "2", "--max-size", "1G"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(ex.entries().is_empty());
+    assert_eq!(ex.compile("out", &[]).code, 0);
+    assert_eq!(read_tree(&ex.out("out")), reference);
+    assert_eq!(ex.entries().len(), 2);
+    // A cache never written is empty, not an error.
+    let r = run(
+        &ex.dir(),
+        &[
+            "cache",
+            "prune",
+            "--cache-dir",
+            "../none",
+            "--max-size",
+            "0",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("removed 0 entries (0.0 MiB), kept 0 (0.0 MiB)"),
+        "{}",
+        r.stderr
+    );
+}
+
+fn prune_removes_killed_stores_temporary_files_and_nothing_it_did_not_write() {
+    let ex = Example::new();
+    assert_eq!(ex.compile("out", &[]).code, 0);
+    let renders = ex.cache().join("renders");
+    for name in [".tmp-killed", ".tmp-running", "notes.txt"] {
+        std::fs::write(renders.join(name), "x").unwrap();
+    }
+    std::fs::create_dir(renders.join("a".repeat(64))).unwrap();
+    age_entry(&ex.cache(), ".tmp-killed", 1);
+    age_entry(&ex.cache(), "notes.txt", 30);
+    let r = prune(&ex, &["--max-size", "0"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.ends_with(": removed 2 entries (0.1 MiB), kept 0 (0.0 MiB), and 1 temporary file of killed stores\n"),
+        "{}",
+        r.stderr
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&renders)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ".tmp-running".to_string(),
+            "a".repeat(64),
+            "notes.txt".to_string()
+        ]
+    );
+}
+
+fn prune_refusals_say_what_to_give() {
+    let ex = Example::new();
+    let r = prune(&ex, &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.starts_with("error: the following required arguments were not provided:\n  <--max-size <SIZE>|--max-age <DAYS>>\n"),
+        "{}",
+        r.stderr
+    );
+    let r = prune(&ex, &["--max-size", "1.5G"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.starts_with("error: invalid value '1.5G' for '--max-size <SIZE>': `1.5G` is not a size: give bytes, or a number with K, M or G (500M, 2G)\n"),
+        "{}",
+        r.stderr
+    );
+    let file = ex.tmp.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let r = run(
+        &ex.dir(),
+        &[
+            "cache",
+            "prune",
+            "--cache-dir",
+            file.to_str().unwrap(),
+            "--max-age",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot read the render cache {}/renders: Not a directory\n",
+            file.display()
+        )
+    );
+    // No --cache-dir and no default: the default directory's error.
+    let r = run_with_env(&ex.dir(), &["cache", "prune", "--max-age", "1"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .starts_with("error: no directory for the render cache"),
+        "{}",
+        r.stderr
+    );
+    let xdg = ex.tmp.path().join("xdg");
+    let r = run_with_env(
+        &ex.dir(),
+        &["cache", "prune", "--max-age", "1"],
+        &[("XDG_CACHE_HOME", &xdg)],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&xdg.join("istio-canary").display().to_string()),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A prune that empties the cache while compiles read it: every compile gives the same bytes
+/// and none sees a damaged entry.
+fn prune_during_compiles_never_hands_out_a_partial_entry() {
+    let ex = Example::new();
+    assert_eq!(ex.compile("ref", &[]).code, 0);
+    let reference = read_tree(&ex.out("ref"));
+    for round in 0..6 {
+        let cache = ex.cache();
+        let out = ex.out("out");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_istio-canary"));
+        let _own = common::own_cache(&mut command);
+        let child = command
+            .current_dir(ex.dir())
+            .args([
+                "compile",
+                "--out",
+                out.to_str().unwrap(),
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(round * 15));
+        let r = prune(&ex, &["--max-size", "0"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "round {round}: {stderr}");
+        assert!(!stderr.contains("did not match"), "round {round}: {stderr}");
+        assert_eq!(read_tree(&out), reference, "round {round}");
+    }
+}
+
 tests!(
     a_warm_compile_needs_no_istioctl_binary,
     a_corrupt_entry_is_ignored_said_and_rewritten,
@@ -544,4 +763,8 @@ tests!(
     a_fleet_writes_one_directory_per_policy_and_renders_shared_sides_once,
     a_fleet_refuses_two_policies_of_one_name_and_reports_the_first_error,
     progress_is_shown_on_a_terminal_only,
+    prune_removes_the_least_recently_used_first_and_a_compile_marks_what_it_uses,
+    prune_removes_killed_stores_temporary_files_and_nothing_it_did_not_write,
+    prune_refusals_say_what_to_give,
+    prune_during_compiles_never_hands_out_a_partial_entry,
 );

@@ -1,7 +1,9 @@
 //! A compile killed with SIGKILL at any point, as a CI runner cancelling a job does: `--out` is
 //! always the complete previous output or the complete new one, never a mix or nothing, and a
 //! render cache it was writing never hands out a partial entry (the exhaustive, byte-by-byte
-//! version of that is the unit test in `src/cache.rs`).
+//! version of that is the unit test in `src/cache.rs`). What a killed write leaves beside `--out`
+//! (its staging directory) the next compile removes, and says so, while a compile still running
+//! keeps its own.
 
 mod common;
 
@@ -105,10 +107,14 @@ fn a_compile_killed_while_writing_leaves_the_old_or_the_new_output_whole() {
         let promote: &[&str] = if next == 1 { &["--promote", "3"] } else { &[] };
         let mut args = vec!["--cache-dir", "../cache", "--out", "../out"];
         args.extend_from_slice(promote);
+        // What earlier killed runs left stays until a compile gets as far as writing.
+        let before = named(tmp.path(), ".istio-canary-");
         let (mut child, _own) = start(&ex, &args);
-        // The staging directory beside --out: the write has begun.
+        // A staging directory of this run beside --out: the write has begun.
         let writing = wait_until(&mut child, || {
-            !named(tmp.path(), ".istio-canary-new-").is_empty()
+            named(tmp.path(), ".istio-canary-new-")
+                .iter()
+                .any(|p| !before.contains(p))
         });
         std::thread::sleep(Duration::from_millis(delay_ms));
         if kill(&mut child) && writing {
@@ -122,13 +128,62 @@ fn a_compile_killed_while_writing_leaves_the_old_or_the_new_output_whole() {
                 found.len()
             ),
         };
-        // What a killed run leaves beside --out (its staging directory) is its own; a user
-        // deletes it, here the next round starts without it.
-        for left in named(tmp.path(), ".istio-canary-") {
-            std::fs::remove_dir_all(left).unwrap();
-        }
     }
     assert!(killed_while_writing > 0, "no kill landed during a write");
+    // The next compile that writes removes every staging directory the killed runs left, and
+    // names each on stderr.
+    let left = named(tmp.path(), ".istio-canary-");
+    assert!(!left.is_empty(), "no killed run left a staging directory");
+    let run = common::compile_run(&ex, &out, &["--cache-dir", "../cache", "--quiet"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for dir in &left {
+        assert!(
+            run.stderr.contains(&format!(
+                "note: removed {}, left by a compile that was killed (process ",
+                dir.display()
+            )),
+            "{} not named: {}",
+            dir.display(),
+            run.stderr
+        );
+    }
+    assert_eq!(named(tmp.path(), ".istio-canary-"), Vec::<PathBuf>::new());
+    assert_eq!(read_tree(&out), outputs[0]);
+}
+
+/// Two compiles writing beside the same --out: neither removes the other's staging directory
+/// while it runs, and both finish with a whole output.
+#[test]
+fn a_running_compiles_staging_directory_is_not_removed_by_another() {
+    let tmp = large_policy();
+    let ex = tmp.path().join("ex");
+    let reference =
+        common::compile_into(&ex, &tmp.path().join("ref"), &["--cache-dir", "../cache"]);
+    for round in 0..4 {
+        let (mut first, _a) = start(&ex, &["--cache-dir", "../cache", "--out", "../out"]);
+        // Once the first is writing, the second starts its own write beside it.
+        wait_until(&mut first, || {
+            !named(tmp.path(), ".istio-canary-new-").is_empty()
+        });
+        let second = common::compile_run(
+            &ex,
+            &tmp.path().join("out"),
+            &["--cache-dir", "../cache", "--quiet"],
+        );
+        assert_eq!(second.code, 0, "round {round}: {}", second.stderr);
+        assert!(
+            !second.stderr.contains("note: removed"),
+            "round {round}: {}",
+            second.stderr
+        );
+        assert!(first.wait().unwrap().success(), "round {round}");
+        assert_eq!(
+            read_tree(&tmp.path().join("out")),
+            reference,
+            "round {round}"
+        );
+        assert_eq!(named(tmp.path(), ".istio-canary-"), Vec::<PathBuf>::new());
+    }
 }
 
 #[test]

@@ -201,14 +201,24 @@ fn every_flag_the_readme_shows_is_one_its_command_takes() {
         let mut synopsis: Option<String> = None;
         for line in &block {
             if let Some(words) = command_in(line, &subcommands) {
-                synopsis = Some(words[1].clone());
+                // A command with subcommands of its own (`cache prune`) is named by both words.
+                let nested = words.len() > 2
+                    && common::run(&manifest_dir(), &[&words[1], "--help"])
+                        .stdout
+                        .contains("\nCommands:\n");
+                let command = if nested {
+                    format!("{} {}", words[1], words[2])
+                } else {
+                    words[1].clone()
+                };
+                synopsis = Some(command.clone());
                 let flags = words
                     .iter()
                     .map(|w| w.trim_matches(|c| c == '[' || c == ']'))
                     .filter(|w| w.starts_with("--"));
                 for flag in flags {
                     let flag = flag.split('=').next().unwrap_or(flag);
-                    shown.push((words[1].clone(), flag.to_string()));
+                    shown.push((command.clone(), flag.to_string()));
                 }
             } else if let (Some(sub), Some(flag)) = (
                 &synopsis,
@@ -228,7 +238,9 @@ fn every_flag_the_readme_shows_is_one_its_command_takes() {
     }
     assert!(shown.len() > 20, "{shown:?}");
     for (sub, flag) in shown {
-        let help = common::run(&manifest_dir(), &[&sub, "--help"]).stdout;
+        let mut args: Vec<&str> = sub.split(' ').collect();
+        args.push("--help");
+        let help = common::run(&manifest_dir(), &args).stdout;
         assert!(
             help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
             "the README shows `istio-canary {sub} {flag}`, which `{sub} --help` does not list"
