@@ -450,8 +450,10 @@ fn restart_commands(changes: &[Change], names: &[String], dir: &str) -> Vec<Stri
 /// read from the directory by a command substitution.
 fn names_selector(changes: &[Change], names: &[&str], dir: &str, rest: &str) -> String {
     if whole_dir(changes, names) {
+        // Single quotes around the selector (`!` stays literal in every shell), double quotes
+        // around the substitution.
         format!(
-            "\"{NAME_LABEL} in ($({} | paste -sd, -)),{rest}\"",
+            "'{NAME_LABEL} in ('\"$({} | paste -sd, -)\"'),{rest}'",
             dir_names(dir)
         )
     } else {

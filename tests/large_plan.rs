@@ -102,6 +102,82 @@ fn a_large_plan_stays_readable_and_plan_json_keeps_every_namespace() {
         assert!(md.contains(&command), "PLAN.md lacks {command}");
     }
 
+    // Run as written, in bash, against a stand-in kubectl that logs each call and answers
+    // `get -f DIR/ -o name` from the directory's files: each namespace of the wave is restarted
+    // once and the checks select exactly the wave.
+    let phase = compiled
+        .plan
+        .phases
+        .iter()
+        .position(|p| p.dir == wave.dir)
+        .unwrap();
+    let text = &compiled.texts.phases[phase];
+    let out = dir.path().join("bundle");
+    for (path, body) in compiled
+        .files
+        .iter()
+        .filter(|(p, _)| p.starts_with(&wave.dir))
+    {
+        let path = out.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    // A stand-in on PATH, so that `xargs` finds it too.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        ("istioctl", "#!/bin/sh\n"),
+        (
+            "kubectl",
+            "#!/bin/sh\nif [ \"$1 $2 $4 $5\" = 'get -f -o name' ]; then sed -n 's/^  name: /namespace\\//p' \"$3\"*.yaml; else (IFS='|'; echo \"$*\"); fi\n",
+        ),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let script = format!("{}\n{}\n", text.commands.join("\n"), text.checks.join("\n"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let log = String::from_utf8(run.stdout).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    let restarted: Vec<&str> = calls
+        .iter()
+        .filter_map(|c| c.strip_prefix("rollout|restart|deployment,statefulset,daemonset|-n|"))
+        .collect();
+    assert_eq!(restarted, wave.namespaces, "{log}");
+    let selector = format!(
+        "kubernetes.io/metadata.name in ({})",
+        wave.namespaces.join(",")
+    );
+    assert!(
+        calls.contains(&format!("get|namespaces|-l|{selector},istio.io/rev!=1-14-1").as_str()),
+        "{log}"
+    );
+    assert!(
+        calls.contains(&format!("get|namespaces|-l|{selector},istio-injection").as_str()),
+        "{log}"
+    );
+    assert!(
+        calls.contains(&format!("label|-f|{}/|istio.io/rev=1-14-1|--overwrite", wave.dir).as_str()),
+        "{log}"
+    );
+
     // plan.json: every namespace once, with the plan's own row, in both tables.
     let doc = parse_plan(Path::new(PLAN_JSON), json).unwrap();
     for (table, rows) in [
