@@ -17,7 +17,10 @@ use std::path::Path;
 use crate::emit::MARKER_FILE;
 use crate::error::{Error, Result};
 use crate::policy::sha256_hex;
-use crate::schema::{PhaseDoc, PlanDoc, PLAN_API_VERSION, PLAN_JSON, PLAN_KIND};
+use crate::schema::{
+    InjectionDoc, InjectionGroupDoc, InjectionRowDoc, PhaseDoc, PlanDoc, PLAN_API_VERSION,
+    PLAN_API_VERSION_V1ALPHA1, PLAN_JSON, PLAN_KIND,
+};
 use crate::yamlin;
 
 /// One entry of a directory tree as read from disk.
@@ -270,7 +273,10 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<PlanDoc> {
         None => "none".to_string(),
     };
     let (api_version, kind) = (field("apiVersion"), field("kind"));
-    if api_version != format!("`{PLAN_API_VERSION}`") || kind != format!("`{PLAN_KIND}`") {
+    let known = [PLAN_API_VERSION, PLAN_API_VERSION_V1ALPHA1]
+        .iter()
+        .any(|v| api_version == format!("`{v}`"));
+    if !known || kind != format!("`{PLAN_KIND}`") {
         return Err(Error::new(format!(
             "{} is not an istio-canary plan: it has apiVersion {api_version} and kind {kind}, not `{PLAN_API_VERSION}` and `{PLAN_KIND}`",
             path.display()
@@ -454,6 +460,40 @@ fn object_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The injection table of a `plan.json` as one row per namespace, in the order the file gives
+/// them: each group's namespaces (`v1alpha2`'s `rows`), or the `v1alpha1` rows as they are.
+pub fn injection_rows(doc: &InjectionDoc) -> Vec<InjectionRowDoc> {
+    let mut out = doc.namespaces.clone();
+    for g in &doc.rows {
+        out.extend(g.namespaces.iter().map(|ns| InjectionRowDoc {
+            namespace: ns.clone(),
+            tag: g.tag.clone(),
+            states: g.states.clone(),
+        }));
+    }
+    out
+}
+
+/// The injection table of a `plan.json` grouped: its `rows` as they are, or a `v1alpha1` table's
+/// namespaces gathered by row, in the order of each row's first namespace.
+pub fn injection_groups(doc: &InjectionDoc) -> Vec<InjectionGroupDoc> {
+    let mut out: Vec<InjectionGroupDoc> = doc.rows.clone();
+    for row in &doc.namespaces {
+        match out
+            .iter_mut()
+            .find(|g| g.tag == row.tag && g.states == row.states)
+        {
+            Some(g) => g.namespaces.push(row.namespace.clone()),
+            None => out.push(InjectionGroupDoc {
+                tag: row.tag.clone(),
+                states: row.states.clone(),
+                namespaces: vec![row.namespace.clone()],
+            }),
+        }
+    }
+    out
+}
+
 /// The plan as text: the upgrade, each phase with its changes and commands, the injection
 /// table and the input digests.
 pub fn plan_text(plan: &PlanDoc) -> String {
@@ -520,8 +560,17 @@ pub fn plan_text(plan: &PlanDoc) -> String {
 
     let _ = writeln!(
         s,
-        "\nInjection (the revision injecting new pods, by state):"
+        "\nInjection (the revision injecting new pods, by state; namespaces alike share a column):"
     );
+    let groups = injection_groups(&plan.injection);
+    let heads: Vec<String> = groups
+        .iter()
+        .map(|g| match g.namespaces.as_slice() {
+            [one] => one.clone(),
+            [first, rest @ ..] => format!("{first} +{}", rest.len()),
+            [] => String::new(),
+        })
+        .collect();
     let first = plan
         .injection
         .states
@@ -530,31 +579,40 @@ pub fn plan_text(plan: &PlanDoc) -> String {
         .max()
         .unwrap_or(0)
         .max("state".len());
-    let widths: Vec<usize> = plan
-        .injection
-        .namespaces
+    let widths: Vec<usize> = groups
         .iter()
-        .map(|row| {
-            row.states
+        .zip(&heads)
+        .map(|(g, head)| {
+            g.states
                 .iter()
                 .map(String::len)
-                .chain([row.namespace.len()])
+                .chain([head.len()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
     let mut header = format!("  {:<first$}", "state");
-    for (row, w) in plan.injection.namespaces.iter().zip(&widths) {
-        let _ = write!(header, "  {:<w$}", row.namespace);
+    for (head, w) in heads.iter().zip(&widths) {
+        let _ = write!(header, "  {head:<w$}");
     }
     let _ = writeln!(s, "{}", header.trim_end());
     for (i, state) in plan.injection.states.iter().enumerate() {
         let mut line = format!("  {state:<first$}");
-        for (row, w) in plan.injection.namespaces.iter().zip(&widths) {
-            let cell = row.states.get(i).map(String::as_str).unwrap_or("?");
+        for (g, w) in groups.iter().zip(&widths) {
+            let cell = g.states.get(i).map(String::as_str).unwrap_or("?");
             let _ = write!(line, "  {cell:<w$}");
         }
         let _ = writeln!(s, "{}", line.trim_end());
+    }
+    for (g, head) in groups.iter().zip(&heads) {
+        if g.namespaces.len() > 1 || g.tag.is_some() {
+            let tag = g
+                .tag
+                .as_ref()
+                .map(|t| format!(" (tag {t})"))
+                .unwrap_or_default();
+            let _ = writeln!(s, "  {head}{tag}: {}", g.namespaces.join(" "));
+        }
     }
 
     let _ = writeln!(s, "\nInputs (sha256):");
@@ -594,6 +652,27 @@ mod tests {
             .iter()
             .map(|(p, t)| (p.to_string(), Entry::File(t.as_bytes().to_vec())))
             .collect()
+    }
+
+    #[test]
+    fn a_v1alpha1_plan_still_reads_with_one_injection_row_per_namespace() {
+        let text = r#"{"apiVersion": "istio-canary.dev/v1alpha1", "kind": "CanaryUpgradePlan",
+            "name": "p", "toolVersion": "1", "from": {"version": "1", "revision": "a"},
+            "to": {"version": "2", "revision": "b"},
+            "inputs": {"policy": {"path": "c", "sha256": "d"}, "istioOperators": {}, "istioctl": {}},
+            "phases": [],
+            "injection": {"states": ["before", "01-m"], "namespaces": [
+              {"namespace": "x", "states": ["a", "b"]},
+              {"namespace": "y", "tag": "t", "states": ["a", "b"]},
+              {"namespace": "z", "states": ["a", "b"]}]}, "files": {}}"#;
+        let doc = parse_plan(Path::new("plan.json"), text).unwrap();
+        let rows = injection_rows(&doc.injection);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].tag.as_deref(), Some("t"));
+        let groups = injection_groups(&doc.injection);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].namespaces, ["x", "z"]);
+        assert!(plan_text(&doc).contains("x +1: x z"), "{}", plan_text(&doc));
     }
 
     #[test]

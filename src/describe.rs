@@ -70,7 +70,23 @@ pub struct Texts {
     pub warnings: Vec<String>,
     /// What the stderr summary says besides the warnings: the checks that could not be made.
     pub notes: Vec<String>,
+    /// PLAN.md's injection table, namespaces that behave alike on one row (`injection_groups`).
+    pub injection: Vec<InjectionGroup>,
+    /// The same for "phase N, then rollback N".
+    pub rollback_injection: Vec<InjectionGroup>,
 }
+
+/// One row of PLAN.md's injection table: the namespaces it stands for, in words, and the cell of
+/// each state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InjectionGroup {
+    pub label: String,
+    pub states: Vec<String>,
+}
+
+/// Up to this many names, a list of namespaces is shown name by name; past it, by its count and
+/// where the full list is.
+pub const NAMES_SHOWN: usize = 10;
 
 /// Every text of the plan.
 pub fn describe(plan: &Plan) -> Texts {
@@ -99,7 +115,122 @@ pub fn describe(plan: &Plan) -> Texts {
             .filter(|a| matches!(a, Assumption::SupportUnknown { .. }))
             .map(assumption)
             .collect(),
+        injection: injection_groups(plan, &plan.injection),
+        rollback_injection: injection_groups(plan, &plan.rollback_injection),
     }
+}
+
+/// Where a namespace of the injection table comes from: the wave that moves it (by the name and
+/// directory of its first migrate phase), or no wave: it follows a tag, or the default revision.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    Wave { name: String, dir: String },
+    Default,
+    Tag(String),
+}
+
+/// The wave name of a migrate phase: `migrate-<wave>`, with `-<revision>` after it in a plan of
+/// several hops.
+fn wave_name(plan: &Plan, phase: &Phase) -> String {
+    let name = phase.name.strip_prefix("migrate-").unwrap_or(&phase.name);
+    let suffix = format!("-{}", plan.hop_of(phase).to.revision.label());
+    match name.strip_suffix(&suffix) {
+        Some(wave) if plan.hops.len() > 1 => wave.to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// PLAN.md's injection table, grouped. Namespaces behave alike when their whole row is the same
+/// (the tag they follow and the cell of every state). Rows are gathered by origin (each wave, in
+/// plan order; namespaces in no wave that follow the default revision; those that follow each
+/// tag), and within an origin the row most of its namespaces have (the first, on a tie) is its
+/// usual row: one table row, naming its namespaces when there are at most `NAMES_SHOWN`, else
+/// their count and the wave's directory, which holds a file per namespace. Every other row of the
+/// origin is an exception and names every namespace it has, as does every row of tag followers.
+pub fn injection_groups(plan: &Plan, rows: &[crate::plan::InjectionRow]) -> Vec<InjectionGroup> {
+    let mut wave_of: BTreeMap<&str, Origin> = BTreeMap::new();
+    for p in plan.phases.iter().filter(|p| p.kind == PhaseKind::Migrate) {
+        for ns in &p.namespaces {
+            wave_of.entry(ns.as_str()).or_insert_with(|| Origin::Wave {
+                name: wave_name(plan, p),
+                dir: p.dir.clone(),
+            });
+        }
+    }
+    // Origins in order of their first namespace; within each, distinct rows in order of their
+    // first namespace, with their namespaces.
+    // A row: the tag and the cells.
+    type Row<'a> = (&'a Option<String>, &'a Vec<String>);
+    // Each distinct row of an origin, with its namespaces.
+    type Rows<'a> = Vec<(Row<'a>, Vec<&'a str>)>;
+    let mut origins: Vec<(Origin, Rows<'_>)> = Vec::new();
+    let mut origin_index: BTreeMap<Origin, usize> = BTreeMap::new();
+    let mut row_index: BTreeMap<(usize, Row<'_>), usize> = BTreeMap::new();
+    for r in rows {
+        let origin = match (wave_of.get(r.namespace.as_str()), &r.tag) {
+            (Some(o), _) => o.clone(),
+            (None, Some(t)) => Origin::Tag(t.clone()),
+            (None, None) => Origin::Default,
+        };
+        let o = *origin_index.entry(origin.clone()).or_insert_with(|| {
+            origins.push((origin, Vec::new()));
+            origins.len() - 1
+        });
+        let key = (&r.tag, &r.states);
+        let list = &mut origins[o].1;
+        let i = *row_index.entry((o, key)).or_insert_with(|| {
+            list.push((key, Vec::new()));
+            list.len() - 1
+        });
+        list[i].1.push(r.namespace.as_str());
+    }
+    let mut out = Vec::new();
+    for (origin, list) in &origins {
+        // The usual row: the most namespaces, the first on a tie.
+        let usual = list.iter().enumerate().fold(0, |best, (i, (_, nss))| {
+            if nss.len() > list[best].1.len() {
+                i
+            } else {
+                best
+            }
+        });
+        let who = match origin {
+            Origin::Wave { name, .. } => format!("wave `{name}`"),
+            Origin::Default => "in no wave, follows the default revision".to_string(),
+            Origin::Tag(t) => format!("in no wave, follows tag `{t}`"),
+        };
+        let order = std::iter::once(usual).chain((0..list.len()).filter(|&i| i != usual));
+        for i in order {
+            let ((_, states), nss) = &list[i];
+            let names: Vec<String> = nss.iter().map(|n| n.to_string()).collect();
+            let label = if i != usual {
+                format!("{who}, unlike the rest of it: {}", quoted_list(&names))
+            } else if nss.len() <= NAMES_SHOWN || matches!(origin, Origin::Tag(_)) {
+                format!("{who}: {}", quoted_list(&names))
+            } else {
+                let but = if list.len() > 1 {
+                    ", all but the exceptions below"
+                } else {
+                    ""
+                };
+                match origin {
+                    Origin::Wave { dir, .. } => format!(
+                        "{who}: {} namespaces (one file each in `{dir}/`{but})",
+                        nss.len()
+                    ),
+                    _ => format!(
+                        "{who}: {} namespaces (plan.json's `injection.rows` lists them{but})",
+                        nss.len()
+                    ),
+                }
+            };
+            out.push(InjectionGroup {
+                label,
+                states: states.to_vec(),
+            });
+        }
+    }
+    out
 }
 
 /// A problem state 0 already has, in words, with what it means when that is knowable: a webhook
@@ -269,6 +400,146 @@ pub fn file_label_commands(changes: &[Change]) -> Vec<String> {
         .collect()
 }
 
+/// The namespaces whose label patches are files of the directory (`Via::File`), when the
+/// directory holds nothing else: what `kubectl get -f DIR/` and `kubectl label -f DIR/` visit.
+fn dir_namespaces(changes: &[Change]) -> Option<std::collections::BTreeSet<&str>> {
+    if !only_label_files(changes) {
+        return None;
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for c in changes {
+        if let Change::Labels {
+            id, via: Via::File, ..
+        } = c
+        {
+            if id.kind != "Namespace" || !id.group.is_empty() {
+                return None;
+            }
+            out.insert(id.name.as_str());
+        }
+    }
+    Some(out)
+}
+
+/// Whether `names` are more than `NAMES_SHOWN` and exactly the namespaces of the directory's
+/// files: then a command over the directory (`-f DIR/`) stands for one command per name.
+fn whole_dir(changes: &[Change], names: &[&str]) -> bool {
+    names.len() > NAMES_SHOWN
+        && dir_namespaces(changes)
+            .is_some_and(|d| d.len() == names.len() && names.iter().all(|n| d.contains(n)))
+}
+
+/// The shell words that print the namespace of every file of `dir`, one per line.
+fn dir_names(dir: &str) -> String {
+    format!("kubectl get -f {dir}/ -o name | cut -d/ -f2")
+}
+
+/// The restart of every workload of the namespaces `names`: one command each, or, for the whole
+/// directory's namespaces past `NAMES_SHOWN`, one loop over the directory.
+fn restart_commands(changes: &[Change], names: &[String], dir: &str) -> Vec<String> {
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    if whole_dir(changes, &refs) {
+        return vec![format!(
+            "{} | xargs -n1 kubectl rollout restart deployment,statefulset,daemonset -n",
+            dir_names(dir)
+        )];
+    }
+    names
+        .iter()
+        .map(|ns| format!("kubectl rollout restart deployment,statefulset,daemonset -n {ns}"))
+        .collect()
+}
+
+/// A label selector `kubernetes.io/metadata.name in (…),<rest>` for `names`, quoted for the
+/// shell: the names as they are, or, for the whole directory's namespaces past `NAMES_SHOWN`,
+/// read from the directory by a command substitution.
+fn names_selector(changes: &[Change], names: &[&str], dir: &str, rest: &str) -> String {
+    if whole_dir(changes, names) {
+        // Single quotes around the selector (`!` stays literal in every shell), double quotes
+        // around the substitution.
+        format!(
+            "'{NAME_LABEL} in ('\"$({} | paste -sd, -)\"'),{rest}'",
+            dir_names(dir)
+        )
+    } else {
+        format!("'{NAME_LABEL} in ({}),{rest}'", names.join(","))
+    }
+}
+
+/// Namespaces in a sentence: by name up to `NAMES_SHOWN`, else their count and `listed` (where
+/// the whole list is).
+fn names_or_count(names: &[String], listed: &str) -> String {
+    if names.len() <= NAMES_SHOWN {
+        quoted_list(names)
+    } else {
+        format!("{} namespaces ({listed})", names.len())
+    }
+}
+
+/// The client-side `kubectl label` commands of a directory's label files and of its label
+/// commands. Past `NAMES_SHOWN` namespaces, when every file sets the same labels (and every
+/// label command of the namespaces does the same), one `kubectl label -f DIR/` stands for each.
+fn dir_label_commands(changes: &[Change], dir: &str) -> (Vec<String>, Vec<String>) {
+    let files = file_label_commands(changes);
+    let commands = label_commands(changes);
+    let Some(names) = dir_namespaces(changes) else {
+        return (files, commands);
+    };
+    if names.len() <= NAMES_SHOWN {
+        return (files, commands);
+    }
+    let args = |set: &BTreeMap<String, String>, remove: &std::collections::BTreeSet<String>| {
+        let mut words: Vec<String> = set
+            .iter()
+            .map(|(k, v)| shell_word(&format!("{k}={v}")))
+            .collect();
+        words.extend(remove.iter().map(|k| shell_word(&format!("{k}-"))));
+        words.join(" ")
+    };
+    // Every file sets the same labels.
+    let sets: std::collections::BTreeSet<&BTreeMap<String, String>> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Labels {
+                set,
+                via: Via::File,
+                ..
+            } => Some(set),
+            _ => None,
+        })
+        .collect();
+    let files = match sets.iter().next() {
+        Some(set) if sets.len() == 1 && !set.is_empty() => vec![format!(
+            "kubectl label -f {dir}/ {} --overwrite",
+            args(set, &Default::default())
+        )],
+        _ => files,
+    };
+    // Every namespace of the directory has the same label command, and nothing else has one.
+    let by_command: Vec<(&str, String)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Labels {
+                id,
+                set,
+                remove,
+                via: Via::Command(_),
+                ..
+            } => Some((id.name.as_str(), args(set, remove))),
+            _ => None,
+        })
+        .collect();
+    let same: std::collections::BTreeSet<&String> = by_command.iter().map(|(_, a)| a).collect();
+    let covered: Vec<&str> = by_command.iter().map(|(n, _)| *n).collect();
+    let commands = match same.iter().next() {
+        Some(a) if same.len() == 1 && whole_dir(changes, &covered) => {
+            vec![format!("kubectl label -f {dir}/ {a}")]
+        }
+        _ => commands,
+    };
+    (files, commands)
+}
+
 /// Whether every file a list of changes writes is a label patch (no whole object).
 fn only_label_files(changes: &[Change]) -> bool {
     !changes.iter().any(|c| matches!(c, Change::Apply(_)))
@@ -332,15 +603,14 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             vec![format!("kubectl -n {istio_ns} rollout status deployment/{} --timeout=300s", new.istiod())],
         ),
         PhaseKind::Migrate => {
-            let ns_list = phase.namespaces.join(",");
-            // Client-side: `kubectl label` for each relabel (see `file_label_commands`).
-            let mut commands = file_label_commands(&phase.changes);
-            commands.extend(label_commands.iter().cloned());
+            let names: Vec<&str> = phase.namespaces.iter().map(String::as_str).collect();
+            // Client-side: `kubectl label` for each relabel (see `file_label_commands`), or one
+            // over the directory for a wave past `NAMES_SHOWN`.
+            let (mut commands, removals) = dir_label_commands(&phase.changes, dir);
+            commands.extend(removals);
             let restarts = template_commands(&phase.changes);
             if restarts.is_empty() {
-                for ns in &phase.namespaces {
-                    commands.push(format!("kubectl rollout restart deployment,statefulset,daemonset -n {ns}"));
-                }
+                commands.extend(restart_commands(&phase.changes, &phase.namespaces, dir));
             } else {
                 // With an inventory: one deterministic pod-template patch per workload whose
                 // injection the relabel changes (one rollout each; running it again changes nothing).
@@ -350,9 +620,9 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             if !phase.namespaces.is_empty() {
                 checks.extend([
                     format!("# must list nothing: a namespace of this wave not labelled {REV_LABEL}={new}"),
-                    format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{REV_LABEL}!={new}'"),
+                    format!("kubectl get namespaces -l {}", names_selector(&phase.changes, &names, dir, &format!("{REV_LABEL}!={new}"))),
                     format!("# must list nothing: {INJECTION_LABEL} with any value, even empty, overrides {REV_LABEL}"),
-                    format!("kubectl get namespaces -l '{NAME_LABEL} in ({ns_list}),{INJECTION_LABEL}'"),
+                    format!("kubectl get namespaces -l {}", names_selector(&phase.changes, &names, dir, INJECTION_LABEL)),
                 ]);
             }
             checks.extend([
@@ -366,8 +636,12 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
                 )
             } else {
                 format!(
-                    "Move namespaces {} to revision `{new}`: set the label `{REV_LABEL}={new}` (a label merge: `kubectl label`, or the directory applied server-side or by Argo CD or Flux; never a client-side `kubectl apply` of the directory, whose three-way merge would delete the namespace owner's labels){}, then restart their workloads so the new sidecars are injected.",
-                    quoted_list(&phase.namespaces),
+                    "Move {} to revision `{new}`: set the label `{REV_LABEL}={new}` (a label merge: `kubectl label`, or the directory applied server-side or by Argo CD or Flux; never a client-side `kubectl apply` of the directory, whose three-way merge would delete the namespace owner's labels){}, then restart their workloads so the new sidecars are injected.",
+                    if phase.namespaces.len() <= NAMES_SHOWN {
+                        format!("namespaces {}", quoted_list(&phase.namespaces))
+                    } else {
+                        format!("the {} namespaces of this wave (one file each in `{dir}/`; plan.json's `namespaces` lists them)", phase.namespaces.len())
+                    },
                     if label_commands.is_empty() { String::new() } else { format!(", and `kubectl label` removes `{INJECTION_LABEL}`, which would otherwise keep them on the default revision") }
                 )
             };
@@ -428,7 +702,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             } else {
                 format!(
                     " Namespaces in no wave that follow the default move with it: {}{}.",
-                    quoted_list(&phase.namespaces),
+                    names_or_count(&phase.namespaces, "plan.json's `namespaces` lists them"),
                     if template_commands(&phase.changes).is_empty() {
                         String::new()
                     } else {
@@ -470,7 +744,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
                     } else {
                         format!(
                             " It moves {}{}.",
-                            quoted_list(&phase.namespaces),
+                            names_or_count(&phase.namespaces, "plan.json's `namespaces` lists them"),
                             if restarts.is_empty() {
                                 String::new()
                             } else {
@@ -529,7 +803,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
     } else if only_label_files(&phase.changes) {
         // The label commands that stand for the directory's files are replaced by the
         // directory, applied server-side.
-        let set = file_label_commands(&phase.changes).len();
+        let set = dir_label_commands(&phase.changes, dir).0.len();
         let mut v = vec![server_side_apply(dir, takes_over)];
         v.extend(commands.iter().skip(set).cloned());
         v
@@ -540,7 +814,9 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
     };
     // Removing a label another manager co-owns is not something a server-side apply can do
     // (it removes only what its manager alone owns): the command stays a command.
-    let removals: Vec<&String> = label_commands
+    // (One command over the directory when it stands for every namespace's.)
+    let dir_commands = dir_label_commands(&phase.changes, dir).1;
+    let removals: Vec<&String> = dir_commands
         .iter()
         .filter(|c| c.trim_end().ends_with(&format!("{INJECTION_LABEL}-")))
         .collect();
@@ -550,7 +826,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             removals.len(),
             if removals.len() == 1 { "" } else { "s" },
             if removals.len() == 1 { "it has" } else { "they have" },
-            quoted_list(&phase.namespaces),
+            names_or_count(&phase.namespaces, &format!("one file each in `{dir}/`")),
             if phase.namespaces.len() == 1 { "stays" } else { "stay" },
             if removals.len() == 1 { "it" } else { "them" },
         )
@@ -845,7 +1121,6 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
         .iter()
         .any(|c| matches!(c, Change::Apply(_) | Change::Labels { via: Via::File, .. }));
     let has_deletes = rb.deletes().next().is_some();
-    let label_commands = label_commands(changes);
     let takes_over = changes.iter().any(|c| match c {
         Change::Apply(o) => after.objects.get(&o.id).is_some_and(|a| a.body != o.body),
         Change::Labels {
@@ -855,9 +1130,10 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
     });
     let mut commands = Vec::new();
     let mut server_side = Vec::new();
+    let (file_commands, label_commands) = dir_label_commands(changes, dir);
     if has_files {
         if only_label_files(changes) {
-            commands.extend(file_label_commands(changes));
+            commands.extend(file_commands);
         } else {
             commands.push(format!("kubectl apply -k {dir}"));
         }
@@ -920,9 +1196,10 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
         checks.push(format!(
             "# must list nothing: the label {key} is removed again"
         ));
+        let names: Vec<&str> = namespaces.iter().map(String::as_str).collect();
         checks.push(format!(
-            "kubectl get namespaces -l '{NAME_LABEL} in ({}),{key}'",
-            namespaces.join(",")
+            "kubectl get namespaces -l {}",
+            names_selector(changes, &names, dir, key)
         ));
     }
     if has_deletes {
@@ -937,6 +1214,20 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
             "nothing to roll back: CRDs are never rolled back. Revision `{old}` keeps working with the CRDs of Istio {}, and deleting or downgrading a CRD would delete or break every Istio resource of that kind in the cluster.",
             hop.to.version
         )),
+        PhaseKind::Migrate
+            if restarts.is_empty()
+                && whole_dir(
+                    &phase.changes,
+                    &phase.namespaces.iter().map(String::as_str).collect::<Vec<_>>(),
+                ) =>
+        {
+            Some(format!(
+            "after the rollback, restart the workloads of the {} namespaces of `{}/` again (`{}`) so their pods get sidecars of revision `{old}`.",
+            phase.namespaces.len(),
+            phase.dir,
+            restart_commands(&phase.changes, &phase.namespaces, &phase.dir).join("; ")
+        ))
+        }
         PhaseKind::Migrate if restarts.is_empty() => Some(format!(
             "after the rollback, restart the workloads of {} again (`kubectl rollout restart deployment,statefulset,daemonset -n NAMESPACE`) so their pods get sidecars of revision `{old}`.",
             quoted_list(&phase.namespaces)

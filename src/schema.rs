@@ -18,7 +18,10 @@ use crate::diff::{ControlPlaneDiff, PhaseDelta};
 /// The machine-readable plan; it records the sha256 of every other file of the output.
 pub const PLAN_JSON: &str = "plan.json";
 /// What `plan.json` says it is, and what a reader requires.
-pub const PLAN_API_VERSION: &str = "istio-canary.dev/v1alpha1";
+pub const PLAN_API_VERSION: &str = "istio-canary.dev/v1alpha2";
+/// The apiVersion of plans written before the injection tables were grouped (`injection.rows`):
+/// they hold one `injection.namespaces` entry per namespace, and still read.
+pub const PLAN_API_VERSION_V1ALPHA1: &str = "istio-canary.dev/v1alpha1";
 pub const PLAN_KIND: &str = "CanaryUpgradePlan";
 
 /// The whole `plan.json`.
@@ -213,22 +216,42 @@ pub struct PatchDoc {
 }
 
 /// Which revision injects each namespace, by state.
+///
+/// Since `v1alpha2` the table is written compactly: `rows` holds each distinct row once (the
+/// cells and the tag), with every namespace that has it. A `v1alpha1` plan holds `namespaces`
+/// instead, one row per namespace; a reader takes either (`check::injection_rows`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InjectionDoc {
     /// `before`, then each phase's directory (or, for rollbacks, `<dir>, then rollback`).
     pub states: Vec<String>,
+    /// One row per namespace (`v1alpha1` only; never written now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<InjectionRowDoc>,
+    /// Each distinct row once, with its namespaces (`v1alpha2`), in the order of the row's first
+    /// namespace in the plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<InjectionGroupDoc>,
 }
 
 /// One namespace: the revision injecting it in each state, one cell per state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InjectionRowDoc {
     pub namespace: String,
     /// The revision tag the namespace selects (`istio.io/rev=<tag>`), when it follows a tag the
     /// plan moves.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     pub states: Vec<String>,
+}
+
+/// The namespaces whose rows are the same: the same tag, and the same cell in every state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectionGroupDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub states: Vec<String>,
+    /// In plan order.
+    pub namespaces: Vec<String>,
 }
 
 #[cfg(test)]

@@ -800,6 +800,21 @@ fn run_client_side(state: &mut ClusterState, commands: &[String], changes: &[Cha
                     via: Via::File,
                 });
             }
+            // A whole directory's label files: every namespace one of them names.
+            ["kubectl", "label", "-f", d, rest @ ..] if *d == format!("{dir}/") => {
+                let (set, remove) = label_args(rest);
+                let ids: Vec<ObjectId> = label_files(changes).map(|(id, _)| id.clone()).collect();
+                assert!(!ids.is_empty(), "{cmd}: the directory has no label file");
+                for id in ids {
+                    state.apply(&Change::Labels {
+                        id,
+                        api_version: "v1".into(),
+                        set: set.clone(),
+                        remove: remove.clone(),
+                        via: Via::File,
+                    });
+                }
+            }
             ["kubectl", "apply", "-k", d] if *d == dir => {
                 for (id, partial) in label_files(changes) {
                     if let Some(live) = state.objects.get(id) {
@@ -843,9 +858,54 @@ fn owned(state: &ClusterState, names: &[String]) -> ClusterState {
 
 #[test]
 fn every_client_side_command_keeps_the_namespace_owners_labels() {
-    for old in [Revision::Default, named("1-13-5")] {
-        let p = Case::new(old, named("1-14-1")).plan().unwrap();
+    // A wave past `describe::NAMES_SHOWN` is relabelled by one command over its directory.
+    let big: Vec<String> = (0..=crate::describe::NAMES_SHOWN)
+        .map(|i| format!("team-{i:02}"))
+        .collect();
+    let big: Vec<&str> = big.iter().map(String::as_str).collect();
+    for (old, wide) in [
+        (Revision::Default, false),
+        (named("1-13-5"), false),
+        (Revision::Default, true),
+        (named("1-13-5"), true),
+    ] {
+        let mut case = Case::new(old, named("1-14-1"));
+        if wide {
+            case.waves = waves(&[("canary", &["shop"]), ("rest", &big)]);
+        }
+        let p = case.plan().unwrap();
         let texts = crate::describe::describe(&p);
+        if wide {
+            let rest = p
+                .phases
+                .iter()
+                .position(|ph| ph.name == "migrate-rest")
+                .unwrap();
+            let dir = format!("{}/", p.phases[rest].dir);
+            for commands in [
+                &texts.phases[rest].commands,
+                &texts.rollbacks[rest].commands,
+            ] {
+                assert!(
+                    commands.iter().any(|c| c.starts_with("kubectl label -f ")),
+                    "{commands:?}"
+                );
+                assert!(commands.len() <= 3, "{commands:?}");
+            }
+            assert!(
+                texts.phases[rest].commands[0].contains(&dir),
+                "{:?}",
+                texts.phases[rest].commands
+            );
+            if p.from().revision == Revision::Default {
+                // Argo CD and Flux users are told of the one removal command over the directory.
+                let note = texts.phases[rest].controller.as_deref().unwrap_or_default();
+                assert!(
+                    note.contains("the 1 `kubectl label … istio-injection-` command above"),
+                    "{note}"
+                );
+            }
+        }
         let names: Vec<String> = p.injection.iter().map(|r| r.namespace.clone()).collect();
         let check = |what: &str,
                      start: &ClusterState,
@@ -1605,4 +1665,58 @@ fn the_simulation_refuses_a_step_that_leaves_a_gateway_service_without_pods() {
     .remove(0);
     let with_canary = vec![Change::Apply(canary), Change::Apply(cutover)];
     assert!(simulate::run(&state, &with_canary, &none, &none, &BTreeSet::new()).is_ok());
+}
+
+#[test]
+fn the_injection_table_groups_each_wave_and_names_every_exception() {
+    let names: Vec<String> = (0..=crate::describe::NAMES_SHOWN + 2)
+        .map(|i| format!("team-{i:02}"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut case = Case::new(named("1-13-5"), named("1-14-1"));
+    case.waves = waves(&[("canary", &["shop"]), ("rest", &refs)]);
+    let p = case.plan().unwrap();
+    let rest = p
+        .phases
+        .iter()
+        .find(|ph| ph.name == "migrate-rest")
+        .unwrap();
+    let groups = crate::describe::injection_groups(&p, &p.injection);
+    let labels: Vec<&str> = groups.iter().map(|g| g.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "wave `canary`: `shop`".to_string(),
+            format!(
+                "wave `rest`: {} namespaces (one file each in `{}/`)",
+                names.len(),
+                rest.dir
+            ),
+        ]
+    );
+    // One namespace of the wave behaves unlike the rest of it (its last cell differs), and a
+    // namespace in no wave follows a tag: both are named, the wave's usual row is counted.
+    let mut rows = p.injection.clone();
+    let odd = rows.iter_mut().find(|r| r.namespace == "team-05").unwrap();
+    *odd.states.last_mut().unwrap() = "none".into();
+    let mut follower = rows[0].clone();
+    follower.namespace = "checkout".into();
+    follower.tag = Some("prod".into());
+    rows.push(follower);
+    let groups = crate::describe::injection_groups(&p, &rows);
+    let labels: Vec<&str> = groups.iter().map(|g| g.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "wave `canary`: `shop`".to_string(),
+            format!(
+                "wave `rest`: {} namespaces (one file each in `{}/`, all but the exceptions below)",
+                names.len() - 1,
+                rest.dir
+            ),
+            "wave `rest`, unlike the rest of it: `team-05`".to_string(),
+            "in no wave, follows tag `prod`: `checkout`".to_string(),
+        ]
+    );
+    assert_eq!(groups[2].states.last().map(String::as_str), Some("none"));
 }
