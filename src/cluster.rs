@@ -604,6 +604,19 @@ pub fn references(o: &Object) -> BTreeSet<ObjectId> {
             }
         }
         for c in containers(o) {
+            // `envFrom` a ConfigMap (istio-cni's settings): required unless optional.
+            if let Some(Value::Sequence(from)) = c.get("envFrom") {
+                for f in from.iter().filter_map(Value::as_mapping) {
+                    if let Some(Value::Mapping(cm)) = f.get("configMapRef") {
+                        let optional = cm.get("optional").and_then(Value::as_bool) == Some(true);
+                        if let (Some(name), false) =
+                            (cm.get("name").and_then(Value::as_str), optional)
+                        {
+                            out.insert(id("", "ConfigMap", ns.clone(), name));
+                        }
+                    }
+                }
+            }
             if let Some(Value::Sequence(env)) = c.get("env") {
                 for e in env.iter().filter_map(Value::as_mapping) {
                     if let Some(v) = e.get("value").and_then(Value::as_str) {

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use crate::cluster::{as_stored, kubectl_ref, Change, ClusterState, Via};
 use crate::error::Error;
 use crate::istio::{
-    is_default_tag_webhook, is_tag_object, Revision, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR,
+    is_default_tag_webhook, is_tag_object, NodeAgent, Revision, AMBIENT_MODE,
+    AMBIENT_UPGRADE_SINCE, DATAPLANE_MODE_LABEL, DEFAULT_TAG_WEBHOOK, DEFAULT_VALIDATOR,
     INJECTION_LABEL, REV_LABEL,
 };
 use crate::k8s::{NotServed, NAME_LABEL};
@@ -298,6 +299,9 @@ pub fn assumption(a: &Assumption) -> String {
                 tags.join(",")
             )
         }
+        Assumption::AmbientUnknown => format!(
+            "No cluster inventory was given: which namespaces are in ambient mode is not known. Namespaces labelled `{DATAPLANE_MODE_LABEL}={AMBIENT_MODE}` (and no sidecar injection label: a pod that gets a sidecar is not captured by ambient) are served by ztunnel, not an injector: they follow ztunnel to the new revision in the ztunnel phase, with no relabel and no restart. Never put them in a wave: its `{REV_LABEL}` label would make the sidecar injector match them. Check: `kubectl get namespaces -l {DATAPLANE_MODE_LABEL}={AMBIENT_MODE} -L {REV_LABEL},{INJECTION_LABEL}`."
+        ),
         Assumption::SupportUnknown { istio, kubernetes } => format!(
             "istio-canary's support table does not know Istio {istio}: whether it supports Kubernetes {kubernetes} (spec.kubernetesVersion) was not checked. Check the supported releases on istio.io (docs/releases/supported-releases) before applying."
         ),
@@ -602,6 +606,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             vec![apply.clone()],
             vec![format!("kubectl -n {istio_ns} rollout status deployment/{} --timeout=300s", new.istiod())],
         ),
+        PhaseKind::Cni | PhaseKind::Ztunnel => node_agent_phase(phase, before, hop, &apply),
         PhaseKind::Migrate => {
             let names: Vec<&str> = phase.namespaces.iter().map(String::as_str).collect();
             // Client-side: `kubectl label` for each relabel (see `file_label_commands`), or one
@@ -1241,6 +1246,15 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
         PhaseKind::Tag => Some(format!(
             "pods injected through the tag since this phase keep sidecars of revision `{new}` until they restart; restart the workloads of the namespaces that select it."
         )),
+        PhaseKind::Cni => Some(format!(
+            "the DaemonSet rolls istio-cni back to Istio {} node by node on its own; pods started meanwhile keep the network setup the new agent made.",
+            hop.from.version
+        )),
+        PhaseKind::Ztunnel => Some(format!(
+            "this puts the ztunnel DaemonSet back as it was (connected to `{}` again); with its earlier update strategy it may restart every node's ztunnel by itself. Where it does not (`OnDelete`), repeat the node-by-node procedure of the phase to bring each node's ztunnel back to Istio {}.",
+            old.istiod(),
+            hop.from.version
+        )),
         _ => None,
     };
     RollbackText {
@@ -1586,8 +1600,68 @@ pub fn refusal(r: &Refusal) -> Error {
                 at.from,
                 lines.join("\n  ")
             ))
-            .with_help(format!("move what still uses it in a wave before the uninstall; point a revision tag still on it at the new revision (`istioctl tag set TAG --revision {} --overwrite`) and capture the inventory again; or keep the old revision (uninstallOld: false)", at.to))
+            .with_help(format!("move what still uses it in a wave before the uninstall; point a revision tag still on it at the new revision (`istioctl tag set TAG --revision {} --overwrite`) and capture the inventory again; or keep the old revision (uninstallOld: false){}", at.to,
+                // A node agent the plan does not manage (installed by Helm, say) connects to one
+                // istiod: it moves only when its owner re-points it.
+                if references.iter().any(|v| matches!(v, Violation::DeletedButReferenced { by, .. } if by.kind == "DaemonSet")) {
+                    format!(". A DaemonSet such as ztunnel that the IstioOperator spec does not render is not upgraded by this plan: upgrade it where it is managed (for ztunnel, the Helm chart with `revision: {}`) before the uninstall, or render it from the spec (components.ztunnel)", at.to)
+                } else {
+                    String::new()
+                }))
         }
+        Refusal::NodeAgentDropped {
+            agent,
+            object,
+            revision,
+            spec,
+        } => Error::new(format!(
+            "the render of revision {revision} has no {agent}, but the running install has {object}: its uninstall would remove {agent} from every node"
+        ))
+        .with_help(format!("{agent} is upgraded in place, never by revision: keep it enabled in {spec} (components.{}.enabled: true); removing it is a change of its own, not part of an upgrade", agent_component(*agent))),
+        Refusal::NodeAgentMoved {
+            agent,
+            from,
+            to,
+            version,
+        } => Error::new(format!(
+            "istioctl {version} renders {agent} as {to}, but the running one is {from}: two of it would run on every node while the upgrade lasts"
+        ))
+        .with_help(format!("keep {agent} where it runs: set components.{}.namespace: {} in the new IstioOperator spec (Istio 1.24 moved istio-cni's default from kube-system to istio-system)", agent_component(*agent), from.namespace.as_deref().unwrap_or(""))),
+        Refusal::AmbientTooEarly { version } => Error::new(format!(
+            "ztunnel runs on Istio {version}, before ambient mode's beta ({}.{}): Istio documents no upgrade of ambient mode from or to it",
+            AMBIENT_UPGRADE_SINCE.0, AMBIENT_UPGRADE_SINCE.1
+        ))
+        .with_help(format!("reinstall ambient mode on Istio {}.{} or later instead of upgrading it, or disable components.ztunnel", AMBIENT_UPGRADE_SINCE.0, AMBIENT_UPGRADE_SINCE.1)),
+        Refusal::NodeAgentSkew { agent, from, to } => {
+            let (lo, hi) = agent.skew();
+            Error::new(format!(
+                "{agent} cannot be upgraded in place from {from} to {to}: it runs beside both control planes while the hop lasts, and Istio supports {agent} only from {} minor below to {} minor above a control plane",
+                -lo, hi
+            ))
+            .with_help("upgrade one minor per hop: list the minor in between in spec.path, or leave maxMinorSkip at 1")
+        }
+        Refusal::ZtunnelElsewhere {
+            revision,
+            service,
+            spec,
+        } => Error::new(format!(
+            "the ztunnel of revision {revision} connects to {}, not to {}: ztunnel must follow the new control plane",
+            service.as_ref().map(|s| format!("Service {}/{}", s.namespace.as_deref().unwrap_or(""), s.name)).unwrap_or_else(|| "no Service of the cluster".to_string()),
+            revision.istiod()
+        ))
+        .with_help(format!("remove values.ztunnel.xdsAddress and values.ztunnel.caAddress from {spec}: the chart then connects ztunnel to the revision's istiod")),
+        Refusal::ZtunnelRollsItself { strategy, spec } => Error::new(format!(
+            "the new ztunnel DaemonSet has update strategy {strategy}: applying it would restart ztunnel on every node by itself, cutting each node's ambient connections with no drain"
+        ))
+        .with_help(format!("set values.ztunnel.updateStrategy: {{type: OnDelete}} in {spec}: the ztunnel phase then upgrades one node at a time (cordon, drain, delete the old ztunnel pod, uncordon)")),
+        Refusal::AmbientInWave {
+            inventory,
+            namespaces,
+        } => Error::new(format!(
+            "the inventory `{inventory}` shows namespaces in ambient mode, served by ztunnel, in a wave: {}",
+            namespaces.join(", ")
+        ))
+        .with_help(format!("remove them from the waves: they follow ztunnel to the new revision in its phase; a wave's {REV_LABEL} label would make the sidecar injector match them")),
         Refusal::PromoteUnknown {
             source,
             phase,
@@ -1616,6 +1690,100 @@ impl From<Refusal> for Error {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         refusal(self).fmt(f)
+    }
+}
+
+/// The IstioOperator component of a node agent.
+fn agent_component(agent: NodeAgent) -> &'static str {
+    match agent {
+        NodeAgent::Cni => "cni",
+        NodeAgent::Ztunnel => "ztunnel",
+    }
+}
+
+/// Summary, commands and checks of a node-agent phase: istio-cni rolls out by itself; ztunnel
+/// (`OnDelete`) is replaced node by node.
+fn node_agent_phase(
+    phase: &Phase,
+    before: &ClusterState,
+    hop: &crate::plan::Hop,
+    apply: &str,
+) -> (String, Vec<String>, Vec<String>) {
+    let new = &hop.to.revision;
+    let daemonset = phase.changes.iter().find_map(|c| match c {
+        Change::Apply(o) if o.id.kind == "DaemonSet" => Some(o),
+        _ => None,
+    });
+    let (ns, name) = daemonset
+        .map(|o| {
+            (
+                o.id.namespace.clone().unwrap_or_default(),
+                o.id.name.clone(),
+            )
+        })
+        .unwrap_or_default();
+    // The DaemonSet's own pod selector, as `-l` takes it.
+    let pods = daemonset
+        .and_then(|o| {
+            match crate::manifest::value_at(&o.body, &["spec", "selector", "matchLabels"]) {
+                Some(serde_yaml::Value::Mapping(m)) => Some(
+                    m.iter()
+                        .filter_map(|(k, v)| Some(format!("{}={}", k.as_str()?, v.as_str()?)))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                _ => None,
+            }
+        })
+        .unwrap_or_default();
+    let existed = daemonset.is_some_and(|o| before.objects.contains_key(&o.id));
+    match phase.kind {
+        PhaseKind::Cni => (
+            format!(
+                "Upgrade istio-cni in place to Istio {} (`{ns}/{name}`), after the new control plane and never ahead of it: istio-cni cannot be canaried, even with revisions. Its DaemonSet rolls node by node by itself; pods keep their network setup. Run it before any wave, so the new revision's sidecars meet the new CNI.",
+                hop.to.version
+            ),
+            vec![apply.to_string()],
+            vec![
+                format!("kubectl -n {ns} rollout status daemonset/{name} --timeout=600s"),
+                format!("# must show Istio {} on every node", hop.to.version),
+                format!("kubectl -n {ns} get pods -l {pods} -o 'custom-columns=NODE:.spec.nodeName,IMAGE:.spec.containers[0].image'"),
+            ],
+        ),
+        _ => {
+            let mut commands = vec![apply.to_string()];
+            if existed {
+                commands.extend([
+                    "# then one node at a time (OnDelete: nothing restarts until its pod is deleted):".to_string(),
+                    "kubectl cordon NODE".to_string(),
+                    "kubectl drain NODE --ignore-daemonsets --delete-emptydir-data".to_string(),
+                    format!("kubectl -n {ns} delete pod -l {pods} --field-selector spec.nodeName=NODE"),
+                    format!("until kubectl -n {ns} wait pod -l {pods} --field-selector spec.nodeName=NODE --for condition=Ready --timeout=300s; do sleep 5; done"),
+                    "kubectl uncordon NODE".to_string(),
+                ]);
+            }
+            (
+                format!(
+                    "Upgrade ztunnel in place to Istio {} and point it at `{}` (`{ns}/{name}`), after istio-cni: ztunnel cannot be canaried, even with revisions. The DaemonSet is `OnDelete`, so applying it restarts nothing; {}Namespaces in ambient mode follow it to revision `{new}` with no relabel and no restart.",
+                    hop.to.version,
+                    new.istiod(),
+                    if existed {
+                        "replace each node's ztunnel one node at a time: cordon and drain the node (its ambient pods move away), delete its old ztunnel pod, wait for the new one to be ready, uncordon. "
+                    } else {
+                        "this is its first install, so each node's ztunnel starts as it comes. "
+                    }
+                ),
+                commands,
+                vec![
+                    format!("# must list nothing once every node is done: a ztunnel pod not yet on Istio {}", hop.to.version),
+                    format!("kubectl -n {ns} get pods -l {pods} -o 'custom-columns=NODE:.spec.nodeName,IMAGE:.spec.containers[0].image' --no-headers | grep -v ':{}$'", hop.to.version),
+                    "# must show the same number twice: every node's ztunnel pod is of the new DaemonSet".to_string(),
+                    format!("kubectl -n {ns} get daemonset/{name} -o jsonpath='{{.status.updatedNumberScheduled}} {{.status.desiredNumberScheduled}}'"),
+                    format!("# every ztunnel must show {}", new.istiod()),
+                    "istioctl ztunnel-config workloads".to_string(),
+                ],
+            )
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! policy or phases, read files or run processes. The Kubernetes model below it (`cluster`,
 //! `selector`, `manifest`, `k8s`) knows nothing of Istio.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_yaml::{Mapping, Value};
@@ -241,4 +241,118 @@ pub fn neutralize_injector(injector: &Object) -> Object {
         }
     }
     o
+}
+
+/// The namespace (or pod) label that enrolls pods in ambient mode: `ambient` hands their traffic
+/// to the node's ztunnel (set up by istio-cni) instead of a sidecar; `none` opts a pod out.
+/// A pod that gets a sidecar is not captured by ambient: istio-cni skips pods with a sidecar
+/// (istio.io "Ambient and sidecar interoperability"), so an injector wins over this label.
+pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
+/// The value of `DATAPLANE_MODE_LABEL` that enrolls in ambient mode.
+pub const AMBIENT_MODE: &str = "ambient";
+/// The `gatewayClassName` of ambient waypoint proxies (Gateway API `Gateway` objects istiod
+/// deploys for; they follow the revision or tag in their `istio.io/rev` label).
+pub const WAYPOINT_CLASS: &str = "istio-waypoint";
+/// The first Istio minor whose ambient mode is beta and upgradable: before it ambient was alpha
+/// and Istio documents no upgrade of it (istio.io 1.22 release announcement).
+pub const AMBIENT_UPGRADE_SINCE: (u64, u64) = (1, 22);
+
+/// A node agent: a per-node DaemonSet that Istio upgrades in place, never by revision ("even
+/// with the use of revisions", istio.io's ambient upgrade guide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeAgent {
+    /// istio-cni: installs the CNI plugin on every node (and, in ambient mode, redirects enrolled
+    /// pods' traffic to ztunnel).
+    Cni,
+    /// ztunnel: ambient mode's node proxy, connected to one istiod (`CA_ADDRESS`,
+    /// `XDS_ADDRESS`).
+    Ztunnel,
+}
+
+impl NodeAgent {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeAgent::Cni => "istio-cni",
+            NodeAgent::Ztunnel => "ztunnel",
+        }
+    }
+
+    /// Istio's supported skew of this agent against a control plane it runs beside, in minors
+    /// (agent minus control plane): istio-cni 1.x works with control planes 1.x-1 to 1.x+1;
+    /// ztunnel 1.x with control planes 1.x and 1.x+1 (istio.io supported releases, sail-operator
+    /// update strategy).
+    pub fn skew(self) -> (i64, i64) {
+        match self {
+            NodeAgent::Cni => (-1, 1),
+            NodeAgent::Ztunnel => (-1, 0),
+        }
+    }
+}
+
+impl fmt::Display for NodeAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which node agent a workload is, by what it runs: istio-cni is a DaemonSet running the
+/// `install-cni` container (its image in every istio-cni chart); ztunnel a DaemonSet running
+/// `proxy ztunnel` (the ztunnel chart's args since 1.18).
+pub fn node_agent(o: &Object) -> Option<NodeAgent> {
+    if o.id.kind != "DaemonSet" {
+        return None;
+    }
+    let cs = containers(o);
+    if cs.iter().any(|c| {
+        let a = args(c);
+        a.first() == Some(&"proxy") && a.get(1) == Some(&"ztunnel")
+    }) {
+        return Some(NodeAgent::Ztunnel);
+    }
+    let image = |c: &Mapping| {
+        c.get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    cs.iter()
+        .any(|c| {
+            let img = image(c);
+            let name = img.rsplit('/').next().unwrap_or("");
+            name.split([':', '@']).next() == Some("install-cni")
+        })
+        .then_some(NodeAgent::Cni)
+}
+
+/// Whether a namespace (or pod) label set enrolls in ambient mode: the pod's own
+/// `istio.io/dataplane-mode` wins over its namespace's.
+pub fn is_ambient(
+    ns_labels: &BTreeMap<String, String>,
+    pod_labels: &BTreeMap<String, String>,
+) -> bool {
+    pod_labels
+        .get(DATAPLANE_MODE_LABEL)
+        .or_else(|| ns_labels.get(DATAPLANE_MODE_LABEL))
+        .is_some_and(|m| m == AMBIENT_MODE)
+}
+
+/// The istiod Service a ztunnel DaemonSet connects to for its configuration (`XDS_ADDRESS`, which
+/// the chart renders as `istiod-<rev>.<ns>.svc:15012`); `None` when it names no cluster Service.
+pub fn ztunnel_istiod(o: &Object) -> Option<ObjectId> {
+    containers(o).iter().find_map(|c| {
+        let env = c.get("env")?.as_sequence()?;
+        env.iter().filter_map(Value::as_mapping).find_map(|e| {
+            (e.get("name")?.as_str()? == "XDS_ADDRESS")
+                .then(|| e.get("value")?.as_str().and_then(service_address))
+                .flatten()
+        })
+    })
+}
+
+/// An ambient waypoint: a Gateway API `Gateway` of class `istio-waypoint`.
+pub fn is_waypoint(o: &Object) -> bool {
+    o.id.kind == "Gateway"
+        && o.id.group == "gateway.networking.k8s.io"
+        && str_at(&o.body, &["spec", "gatewayClassName"]) == Some(WAYPOINT_CLASS)
 }

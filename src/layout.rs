@@ -206,6 +206,8 @@ impl Protection {
                 };
                 let applies_shared = match phase.kind {
                     PhaseKind::Install => true,
+                    // The node agents are shared by every revision, like the base objects.
+                    PhaseKind::Cni | PhaseKind::Ztunnel => true,
                     // Only the tag objects: the legacy injector it switches off is deleted by
                     // uninstall.
                     PhaseKind::DefaultTag | PhaseKind::Tag => is_tag_object(object),

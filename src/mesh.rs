@@ -15,10 +15,10 @@ use serde_yaml::{Mapping, Value};
 
 use crate::cluster::{self, namespace_id, pod_template_labels, scalar, service_id, ClusterState};
 use crate::istio::{
-    gateway_class, is_deactivated, is_gateway_api_gateway, is_gateway_workload,
-    is_injector_webhook, is_istiod, mesh_config_references, DEFAULT_REVISION, DEFAULT_VALIDATOR,
-    GATEWAY_API_GROUP, INJECTION_LABEL, INJECTOR_WEBHOOK_SUFFIX, ISTIO_CONTROLLER_PREFIX,
-    ISTIO_GATEWAY_CLASSES, REV_LABEL, TAG_LABEL,
+    gateway_class, is_ambient, is_deactivated, is_gateway_api_gateway, is_gateway_workload,
+    is_injector_webhook, is_istiod, mesh_config_references, node_agent, ztunnel_istiod, NodeAgent,
+    DATAPLANE_MODE_LABEL, DEFAULT_REVISION, DEFAULT_VALIDATOR, GATEWAY_API_GROUP, INJECTION_LABEL,
+    INJECTOR_WEBHOOK_SUFFIX, ISTIO_CONTROLLER_PREFIX, ISTIO_GATEWAY_CLASSES, REV_LABEL, TAG_LABEL,
 };
 use crate::k8s::NAME_LABEL;
 use crate::manifest::{value_at, ObjectId};
@@ -69,7 +69,36 @@ impl ClusterState {
         InjectorWebhooks {
             webhooks: out,
             unevaluable,
+            ztunnels: self.ztunnels(),
         }
+    }
+
+    /// Every ztunnel of the state, each as the node agent that serves ambient pods, with the
+    /// revision of the istiod its `XDS_ADDRESS` Service reaches.
+    pub fn ztunnels(&self) -> Vec<Injection> {
+        self.of_kind("apps", "DaemonSet")
+            .filter(|o| node_agent(o) == Some(NodeAgent::Ztunnel))
+            .map(|o| {
+                let target = match ztunnel_istiod(o) {
+                    None => Target::NoService,
+                    Some(svc) if !self.objects.contains_key(&svc) => Target::MissingService(svc),
+                    Some(svc) => {
+                        let revisions: Vec<String> =
+                            self.istiod_revisions(&svc).into_iter().collect();
+                        match revisions.as_slice() {
+                            [] => Target::NoIstiod(svc),
+                            [one] => Target::NodeAgent(one.clone()),
+                            _ => Target::SeveralRevisions(svc, revisions),
+                        }
+                    }
+                };
+                Injection {
+                    config: format!("{}/{}", o.id.namespace.as_deref().unwrap_or(""), o.id.name),
+                    webhook: NodeAgent::Ztunnel.name().to_string(),
+                    target,
+                }
+            })
+            .collect()
     }
 
     fn injection(&self, config: &ObjectId, webhook: &str, wh: &Mapping) -> Injection {
@@ -316,7 +345,7 @@ const WEBHOOK_GROUP: &str = "admissionregistration.k8s.io";
 
 /// The kinds a change to which can change what a namespace's pods are injected by, or any
 /// violation other than a namespace's injection: the webhooks, the Services they call and the
-/// Deployments (istiod) those select. A change to anything else but a Namespace changes no
+/// Deployments (istiod) those select, and the DaemonSets (ztunnel, which serves ambient pods). A change to anything else but a Namespace changes no
 /// violation.
 pub fn is_mesh_kind(id: &ObjectId) -> bool {
     matches!(
@@ -327,6 +356,7 @@ pub fn is_mesh_kind(id: &ObjectId) -> bool {
             | "Deployment"
             | "Gateway"
             | "GatewayClass"
+            | "DaemonSet"
     )
 }
 
@@ -335,6 +365,8 @@ pub struct InjectorWebhooks {
     webhooks: Vec<(Webhook, Injection)>,
     /// Injector webhooks the evaluation cannot read: (configuration, webhook, why).
     unevaluable: Vec<(ObjectId, String, String)>,
+    /// The ztunnels, which serve ambient pods no injector matches (`ClusterState::ztunnels`).
+    ztunnels: Vec<Injection>,
 }
 
 impl InjectorWebhooks {
@@ -345,11 +377,25 @@ impl InjectorWebhooks {
         ns_labels: &BTreeMap<String, String>,
         pod_labels: &BTreeMap<String, String>,
     ) -> Vec<Injection> {
-        self.webhooks
+        let found: Vec<Injection> = self
+            .webhooks
             .iter()
             .filter(|(wh, _)| wh.calls_for_pod_create(ns_labels, pod_labels))
             .map(|(_, inj)| inj.clone())
-            .collect()
+            .collect();
+        // A pod that gets a sidecar is not captured by ambient (istio-cni skips it): only a pod
+        // no injector matches is served by its node's ztunnel.
+        if !found.is_empty() || !is_ambient(ns_labels, pod_labels) {
+            return found;
+        }
+        if self.ztunnels.is_empty() {
+            return vec![Injection {
+                config: NodeAgent::Ztunnel.name().to_string(),
+                webhook: NodeAgent::Ztunnel.name().to_string(),
+                target: Target::NoNodeAgent,
+            }];
+        }
+        self.ztunnels.clone()
     }
 
     /// The namespace label keys any injector's `namespaceSelector` reads: a namespace's
@@ -359,6 +405,7 @@ impl InjectorWebhooks {
             .iter()
             .flat_map(|(wh, _)| wh.namespace_selector.requirements())
             .map(|r| r.key.clone())
+            .chain([DATAPLANE_MODE_LABEL.to_string()])
             .collect()
     }
 }
@@ -424,6 +471,10 @@ pub enum Target {
     /// It calls a Service that selects istiod Deployments of several revisions: which one
     /// answers is up to the Service's endpoints.
     SeveralRevisions(ObjectId, Vec<String>),
+    /// An ambient pod served by its node's ztunnel, connected to istiod of this revision.
+    NodeAgent(String),
+    /// An ambient pod, and no ztunnel to serve it: its traffic is not captured.
+    NoNodeAgent,
 }
 
 /// One injector webhook that matches a pod.
@@ -443,6 +494,8 @@ impl fmt::Display for Injection {
                 write!(f, "{} (Service {} selects no istiod)", self.config, s.name)
             }
             Target::NoService => write!(f, "{} (calls a URL)", self.config),
+            Target::NodeAgent(r) => write!(f, "{r} (ztunnel)"),
+            Target::NoNodeAgent => write!(f, "ambient, with no ztunnel"),
             Target::SeveralRevisions(s, revs) => write!(
                 f,
                 "{} (Service {} selects istiod of revisions {})",
@@ -616,8 +669,8 @@ fn injection_violation(
 ) -> Option<Violation> {
     let ok = match found {
         [one] => match (&one.target, expected) {
-            (Target::Revision(r), Some(e)) => r == e,
-            (Target::Revision(_), None) => true,
+            (Target::Revision(r) | Target::NodeAgent(r), Some(e)) => r == e,
+            (Target::Revision(_) | Target::NodeAgent(_), None) => true,
             _ => false,
         },
         _ => false,
@@ -1255,6 +1308,53 @@ mod tests {
         let c = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "c"), ("istio-injection", "")]);
         assert_eq!(describe(injection.of(&c)), "none");
         assert_eq!(injection.cache.len(), 2);
+    }
+
+    const ZTUNNEL: &str = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ztunnel, namespace: istio-system}\nspec:\n  template:\n    spec:\n      containers:\n      - name: istio-proxy\n        args: [proxy, ztunnel]\n        env:\n        - {name: CA_ADDRESS, value: 'istiod-r.istio-system.svc:15012'}\n        - {name: XDS_ADDRESS, value: 'istiod-r.istio-system.svc:15012'}\n";
+
+    #[test]
+    fn an_ambient_namespace_is_served_by_ztunnel_unless_an_injector_matches() {
+        let mut state =
+            ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD), one(ZTUNNEL)]);
+        let ambient = labels(&[(DATAPLANE_MODE_LABEL, "ambient"), (NAME_LABEL, "shop")]);
+        let found = state.injectors(&ambient, &BTreeMap::new());
+        assert_eq!(describe(&found), "r (ztunnel)");
+        assert!(injection_violation("shop", &Some("r".into()), &found).is_none());
+        assert!(injection_violation("shop", &Some("s".into()), &found).is_some());
+        // A pod opted out of ambient is served by nothing.
+        let none = labels(&[(DATAPLANE_MODE_LABEL, "none")]);
+        assert_eq!(describe(&state.injectors(&ambient, &none)), "none");
+        // Labelled for a revision too: the injector wins (a pod with a sidecar is not captured).
+        let both = labels(&[
+            (DATAPLANE_MODE_LABEL, "ambient"),
+            (REV_LABEL, "r"),
+            (NAME_LABEL, "shop"),
+        ]);
+        let found = state.injectors(&both, &BTreeMap::new());
+        assert!(matches!(found.as_slice(), [i] if i.target == Target::Revision("r".into())));
+        // ztunnel's istiod gone: the ambient namespace is served by a broken node agent.
+        let istiod = one(ISTIOD).id;
+        state.retain(|id| id != &istiod);
+        let found = state.injectors(&ambient, &BTreeMap::new());
+        assert!(matches!(found.as_slice(), [i] if matches!(i.target, Target::NoIstiod(_))));
+        // No ztunnel at all.
+        state.retain(|id| id.kind != "DaemonSet");
+        let found = state.injectors(&ambient, &BTreeMap::new());
+        assert_eq!(describe(&found), "ambient, with no ztunnel");
+        assert!(injection_violation("shop", &None, &found).is_some());
+    }
+
+    #[test]
+    fn ztunnel_references_the_istiod_it_connects_to() {
+        let z = one(ZTUNNEL);
+        assert_eq!(node_agent(&z), Some(NodeAgent::Ztunnel));
+        assert_eq!(
+            ztunnel_istiod(&z),
+            Some(service_id("istio-system", "istiod-r"))
+        );
+        let state = ClusterState::from_objects(&[z, one(SERVICE), one(ISTIOD)]);
+        let svc = service_id("istio-system", "istiod-r");
+        assert_eq!(dangling_references(&state, &[&svc]).len(), 1);
     }
 
     #[test]

@@ -2647,7 +2647,7 @@ mod tests {
 
     const IOP: &str =
         "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: default\n";
-    const PIN: &str = "{path: istioctl, sha256: 508cff1a1548f5e44a8c1aeb79f901e5c71ee01d78d7b5bfded49401535a1806}";
+    const PIN: &str = "{path: istioctl, sha256: c34db1783223b51f5dc0076dbc8b231f655fc0303c5478d8e641d7b9ccdf2d60}";
 
     /// A valid policy with `from`/`to` versions and extra lines under `spec`.
     fn policy(from: &str, to: &str, extra: &str) -> String {
@@ -2695,7 +2695,7 @@ mod tests {
 
     #[test]
     fn each_malformed_path_entry_is_refused_at_the_entry() {
-        let pins = "    \"1.14.1\": {path: istioctl, sha256: 508cff1a1548f5e44a8c1aeb79f901e5c71ee01d78d7b5bfded49401535a1806}\n";
+        let pins = "    \"1.14.1\": {path: istioctl, sha256: c34db1783223b51f5dc0076dbc8b231f655fc0303c5478d8e641d7b9ccdf2d60}\n";
         for (entry, message) in [
             ("{revision: r}", "spec.path: a path entry needs a `version`"),
             (

@@ -1,7 +1,9 @@
 //! Property test over generated policies (1 to 3 hops, version by version from 1.13.5; 1 to 4
 //! waves, 1 to 3 namespaces each, an unrevisioned or revisioned old install, the default tag on
 //! or off with `uninstallOld` consistent, gateways present or absent in the old and the new
-//! spec, a revision tag moved after install or any wave, or none): the plan, built from stand-in renders computed once per variant, must satisfy what
+//! spec, a revision tag moved after install or any wave, or none; no node agent, istio-cni, or
+//! ambient mode with istio-cni and ztunnel, on 1.24 to 1.27, with an ambient namespace and a
+//! wave namespace labelled for both in the inventory): the plan, built from stand-in renders computed once per variant, must satisfy what
 //! GitOps users and rollbacks rely on:
 //!
 //! - replaying the phases' changes on state 0 (the uninstall's deletes included) gives the
@@ -10,7 +12,8 @@
 //! - phase N, then rollback N, returns to the state before phase N (CRDs aside: never rolled
 //!   back);
 //! - the injection invariants hold after every step of both sequences: every named namespace
-//!   injected by exactly one healthy injector, and by the expected revision at the end of each
+//!   injected by exactly one healthy injector (an ambient one served by exactly one healthy
+//!   ztunnel), and by the expected revision at the end of each
 //!   phase and each rollback; every Gateway API Gateway of an Istio class programmed by exactly
 //!   one istiod.
 //!
@@ -48,6 +51,48 @@ const MINIMAL_SPEC: &str =
 
 /// The versions a generated path goes through, one minor per hop.
 const CHAIN: [&str; 4] = ["1.13.5", "1.14.1", "1.15.3", "1.16.2"];
+/// The same for a mesh with node agents (istio-cni in istio-system from 1.24; ambient mode
+/// upgradable from 1.22).
+const AGENT_CHAIN: [&str; 4] = ["1.24.0", "1.25.0", "1.26.0", "1.27.0"];
+
+/// The node agents of a generated mesh: none, istio-cni, or ambient mode (istio-cni and
+/// ztunnel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agents {
+    None,
+    Cni,
+    Ambient,
+}
+
+/// The IstioOperator spec of a generated side: gateways or not, with its node agents.
+fn spec_text(gateways: bool, agents: Agents) -> String {
+    let base = if gateways {
+        GATEWAYS_SPEC
+    } else {
+        MINIMAL_SPEC
+    };
+    match agents {
+        Agents::None => base.to_string(),
+        Agents::Cni => {
+            let mut t = base.to_string();
+            if !gateways {
+                t.push_str("  components:\n");
+            }
+            t.push_str("    cni:\n      enabled: true\n");
+            t
+        }
+        Agents::Ambient => {
+            let mut t = base
+                .replace("profile: default", "profile: ambient")
+                .replace("profile: minimal", "profile: ambient");
+            if !gateways {
+                t.push_str("  components: {}\n");
+            }
+            t.push_str("  values:\n    ztunnel:\n      updateStrategy:\n        type: OnDelete\n");
+            t
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -65,6 +110,17 @@ struct Case {
     uninstall_old: bool,
     old_gateways: bool,
     new_gateways: bool,
+    /// The node agents of both sides (every hop keeps them; dropping one is refused).
+    agents: Agents,
+}
+
+impl Case {
+    fn chain(&self) -> [&'static str; 4] {
+        match self.agents {
+            Agents::None => CHAIN,
+            _ => AGENT_CHAIN,
+        }
+    }
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -77,6 +133,7 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         prop_oneof![3 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)],
         (prop::option::of(0usize..=4), any::<bool>()),
+        prop_oneof![2 => Just(Agents::None), 1 => Just(Agents::Cni), 1 => Just(Agents::Ambient)],
     )
         .prop_map(
             |(
@@ -88,6 +145,7 @@ fn case() -> impl Strategy<Value = Case> {
                 new_gateways,
                 hops,
                 (tag, tag_in_wave),
+                agents,
             )| {
                 // Every hop but the last deletes its old revision, which the default tag must
                 // have left: a path of several hops moves it.
@@ -104,6 +162,7 @@ fn case() -> impl Strategy<Value = Case> {
                     uninstall_old: default_tag && uninstall,
                     old_gateways,
                     new_gateways,
+                    agents,
                 }
             },
         )
@@ -136,18 +195,29 @@ fn policy_text(c: &Case) -> String {
             k - 1
         ),
     };
-    let pins: String = CHAIN[..=c.hops]
+    let chain = c.chain();
+    let pins: String = chain[..=c.hops]
         .iter()
         .map(|v| format!("    \"{v}\": {{path: ../istioctl/istioctl-{v}, sha256: {sha}}}\n"))
         .collect();
     format!(
-        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: {new}\n  from:\n    version: 1.13.5\n{rev}    istioOperator: {old}\n  to:\n    version: {to}\n  istioctl:\n{pins}  waves:\n{waves}  defaultTag: {tag}\n  uninstallOld: {uninstall}\n  removeGateways: {remove}\n{tags}",
-        to = CHAIN[c.hops],
-        new = if c.new_gateways { "gateways.yaml" } else { "minimal.yaml" },
-        old = if c.old_gateways { "gateways.yaml" } else { "minimal.yaml" },
+        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: {new}\n  from:\n    version: {from}\n{rev}    istioOperator: {old}\n  to:\n    version: {to}\n  istioctl:\n{pins}  waves:\n{waves}  defaultTag: {tag}\n  uninstallOld: {uninstall}\n  removeGateways: {remove}\n{tags}",
+        from = chain[0],
+        to = chain[c.hops],
+        new = spec_name(c.new_gateways, c.agents),
+        old = spec_name(c.old_gateways, c.agents),
         rev = if c.old_default { "    revision: default\n" } else { "" },
         tag = c.default_tag,
         uninstall = c.uninstall_old,
+    )
+}
+
+/// The file name a generated spec is read as.
+fn spec_name(gateways: bool, agents: Agents) -> String {
+    format!(
+        "{}-{}.yaml",
+        if gateways { "gateways" } else { "minimal" },
+        format!("{agents:?}").to_lowercase()
     )
 }
 
@@ -155,11 +225,15 @@ fn load(c: &Case) -> Policy {
     // A policy held in memory, as if it were beside the example (so the pins resolve).
     let path: PathBuf = fixtures().join("example/prop.yaml");
     let read = |p: &Path, _: u64| -> std::io::Result<Vec<u8>> {
-        match p.file_name().and_then(|n| n.to_str()) {
-            Some("gateways.yaml") => Ok(GATEWAYS_SPEC.as_bytes().to_vec()),
-            Some("minimal.yaml") => Ok(MINIMAL_SPEC.as_bytes().to_vec()),
-            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        for gateways in [false, true] {
+            for agents in [Agents::None, Agents::Cni, Agents::Ambient] {
+                if name == spec_name(gateways, agents) {
+                    return Ok(spec_text(gateways, agents).into_bytes());
+                }
+            }
         }
+        Err(std::io::Error::from(std::io::ErrorKind::NotFound))
     };
     load_from(policy_text(c).as_bytes(), &path, &read).unwrap()
 }
@@ -363,6 +437,19 @@ fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Opti
                 continue;
             }
             let found = s0.injectors(&o.labels(), &BTreeMap::new());
+            // Served by ztunnel: it follows ztunnel, which moves in the hop's ztunnel phase.
+            if let [one] = found.as_slice() {
+                if let istio_canary::mesh::Target::NodeAgent(_) = &one.target {
+                    let moved = phases.iter().any(|ph| ph.kind == PhaseKind::Ztunnel);
+                    let side = if moved {
+                        &p.hops[hop].to
+                    } else {
+                        &p.hops[hop].from
+                    };
+                    m.insert(o.id.name.clone(), Some(side.revision.label().to_string()));
+                    continue;
+                }
+            }
             if let [one] = found.as_slice() {
                 if let istio_canary::mesh::Target::Revision(r) = &one.target {
                     // `istio-injection=enabled` follows the default revision: it moves when
@@ -662,17 +749,32 @@ fn inventory_yaml(policy: &Policy, old: &Rendered, cl: &Cluster) -> String {
     if tagged.is_some() {
         names.push("tagged".into());
     }
+    // In ambient mode: a namespace served by ztunnel, in no wave (it follows ztunnel).
+    let ambient = policy.from.version.minor >= 24
+        && old
+            .objects
+            .iter()
+            .any(|o| o.id.kind == "DaemonSet" && o.id.name == "ztunnel");
+    if ambient {
+        names.push("amb".into());
+    }
     for (i, name) in names.iter().enumerate() {
-        let labels = match &tagged {
+        let mut labels = match &tagged {
             Some(t) if name == "tagged" => {
                 serde_json::json!({"istio.io/rev": t, "team": format!("t{i}")})
             }
+            _ if name == "amb" => serde_json::json!({"team": format!("t{i}")}),
             _ => serde_json::json!({key: value, "team": format!("t{i}")}),
         };
+        // The ambient namespace, and the first of the waves too: a namespace labelled for both
+        // gets sidecars (ambient does not capture them), so it moves with its wave.
+        if ambient && (name == "amb" || i == 0) {
+            labels["istio.io/dataplane-mode"] = "ambient".into();
+        }
         items.push(ns(name, labels));
         items.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "settings", "namespace": name}, "data": {"a": "b"}}));
-        let workloads = if name == "tagged" {
+        let workloads = if name == "tagged" || name == "amb" {
             vec![false]
         } else {
             cl.workloads.get(i).cloned().unwrap_or_default()
@@ -980,6 +1082,7 @@ fn rollback_puts_an_existing_default_tag_and_validator_back() {
             uninstall_old: true,
             old_gateways: gateways,
             new_gateways: gateways,
+            agents: Agents::None,
         };
         let policy = load(&c);
         let old = render(&policy, 0, true);
@@ -1031,6 +1134,7 @@ fn every_variant_once() {
             uninstall_old: b(1) && b(2),
             old_gateways: b(3),
             new_gateways: b(4),
+            agents: Agents::None,
         });
     }
 }
@@ -1055,7 +1159,75 @@ fn every_path_length_once() {
                 uninstall_old: hops == 2,
                 old_gateways,
                 new_gateways,
+                agents: Agents::None,
             });
+        }
+    }
+}
+
+/// istio-cni and ambient mode on paths of one to three hops, with and without gateways and an
+/// inventory (ambient namespaces, a namespace labelled for both ambient and a revision), each
+/// once: every node-agent phase comes right after its hop's install, istio-cni before ztunnel,
+/// and no uninstall deletes them.
+#[test]
+fn node_agents_once_per_path_length() {
+    for agents in [Agents::Cni, Agents::Ambient] {
+        for hops in [1, 2, 3] {
+            let c = Case {
+                hops,
+                tag_after: None,
+                tag_in_wave: false,
+                waves: vec![1, 2],
+                old_default: hops == 2,
+                default_tag: true,
+                uninstall_old: true,
+                old_gateways: hops != 1,
+                new_gateways: hops != 1,
+                agents,
+            };
+            let policy = load(&c);
+            let all = renders(&policy);
+            let p = check_plan(&c, &policy, &all.iter().collect::<Vec<_>>());
+            for (h, _) in p.hops.iter().enumerate() {
+                let kinds: Vec<PhaseKind> = p
+                    .phases
+                    .iter()
+                    .filter(|ph| ph.hop == h)
+                    .map(|ph| ph.kind)
+                    .collect();
+                let want: &[PhaseKind] = match agents {
+                    Agents::Cni => &[PhaseKind::Crds, PhaseKind::Install, PhaseKind::Cni],
+                    _ => &[
+                        PhaseKind::Crds,
+                        PhaseKind::Install,
+                        PhaseKind::Cni,
+                        PhaseKind::Ztunnel,
+                    ],
+                };
+                assert_eq!(&kinds[..want.len()], want, "{c:?}: hop {h}");
+            }
+            let agent_ids: BTreeSet<ObjectId> = all[0]
+                .objects
+                .iter()
+                .filter(|o| o.id.kind == "DaemonSet")
+                .map(|o| o.id.clone())
+                .collect();
+            assert!(!agent_ids.is_empty(), "{c:?}");
+            for ph in &p.phases {
+                assert!(
+                    ph.deletes().all(|d| !agent_ids.contains(&d.id)),
+                    "{c:?}: {} deletes a node agent",
+                    ph.dir
+                );
+            }
+            check_inventory(
+                &c,
+                &Cluster {
+                    workloads: vec![vec![true, false], vec![false], vec![]],
+                    stray_on_old: false,
+                    gateways: vec![Gw::InNamespaceOf(1), Gw::Default],
+                },
+            );
         }
     }
 }
@@ -1075,6 +1247,7 @@ fn the_simulation_refuses_a_broken_rollback() {
         uninstall_old: true,
         old_gateways: false,
         new_gateways: false,
+        agents: Agents::None,
     };
     let policy = load(&c);
     let old = render(&policy, 0, true);
@@ -1148,6 +1321,7 @@ fn canary_gateways_move_the_service_to_the_new_pods_and_never_leave_it_without_a
         uninstall_old: true,
         old_gateways: true,
         new_gateways: true,
+        agents: Agents::None,
     };
     let p = check_plan(&c, &policy, &all.iter().collect::<Vec<_>>());
     let svc = ObjectId {

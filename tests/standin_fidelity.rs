@@ -147,7 +147,84 @@ fn stand_in_renders_revisions_and_tags_like_the_charts() {
     assert_eq!(gateway.label("istio.io/rev").as_deref(), Some("1-14-1"));
 }
 
+/// The recordings hold no istio-cni or ztunnel object (their inputs disable istio-cni, which the
+/// identity comparison above checks), but from 1.24 the recorded istiod names the ztunnel it
+/// trusts to ask for certificates on behalf of the node's pods (`CA_TRUSTED_NODE_ACCOUNTS`,
+/// `<namespace>/<service account>`): the stand-in's ztunnel for the same input, with
+/// `components.ztunnel` enabled, must run as that account.
+fn stand_in_ztunnel_runs_as_the_account_the_recorded_istiod_trusts() {
+    let Some(dir) = recordings("comparing the stand-in's ztunnel with the recorded istiod") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (recording, version) in MIRRORS {
+        let golden_text =
+            std::fs::read_to_string(dir.join(format!("{recording}/all_on.golden.yaml"))).unwrap();
+        let golden = parse_manifest(&golden_text, "all_on").unwrap();
+        let trusted = golden
+            .iter()
+            .filter(|o| o.id.kind == "Deployment" && o.id.name == "istiod")
+            .flat_map(|o| env_values(o, "CA_TRUSTED_NODE_ACCOUNTS"))
+            .next();
+        let Some(trusted) = trusted else {
+            continue;
+        };
+        let input_text =
+            std::fs::read_to_string(dir.join(format!("{recording}/all_on.input.yaml"))).unwrap();
+        let mut input: serde_yaml::Value = serde_yaml::from_str(&input_text).unwrap();
+        input["spec"]["components"]["ztunnel"] = serde_yaml::from_str("{enabled: true}").unwrap();
+        let path = tmp.path().join(format!("{version}.yaml"));
+        std::fs::write(&path, serde_yaml::to_string(&input).unwrap()).unwrap();
+        let ours = render(version, &path);
+        let ztunnel = ours
+            .iter()
+            .find(|o| o.id.kind == "DaemonSet" && o.id.name == "ztunnel")
+            .unwrap_or_else(|| panic!("stand-in {version}: no ztunnel DaemonSet"));
+        let account = value_at(
+            &ztunnel.body,
+            &["spec", "template", "spec", "serviceAccountName"],
+        )
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+        let runs_as = format!(
+            "{}/{account}",
+            ztunnel.id.namespace.as_deref().unwrap_or("")
+        );
+        assert_eq!(
+            runs_as, trusted,
+            "{recording} vs stand-in {version}: ztunnel's account"
+        );
+        assert!(
+            ours.iter().any(|o| o.id.kind == "ServiceAccount"
+                && format!("{}/{}", o.id.namespace.as_deref().unwrap_or(""), o.id.name) == trusted),
+            "stand-in {version}: no ServiceAccount {trusted}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "the recordings from 1.24 on name ztunnel's account"
+    );
+}
+
+/// The values of a container env variable of a workload.
+fn env_values(o: &Object, name: &str) -> Vec<String> {
+    let Some(serde_yaml::Value::Sequence(cs)) =
+        value_at(&o.body, &["spec", "template", "spec", "containers"])
+    else {
+        return Vec::new();
+    };
+    cs.iter()
+        .filter_map(|c| c.get("env").and_then(|e| e.as_sequence()))
+        .flatten()
+        .filter(|e| e.get("name").and_then(|n| n.as_str()) == Some(name))
+        .filter_map(|e| e.get("value").and_then(|v| v.as_str()).map(str::to_string))
+        .collect()
+}
+
 tests!(
     stand_in_matches_every_recording,
     stand_in_renders_revisions_and_tags_like_the_charts,
+    stand_in_ztunnel_runs_as_the_account_the_recorded_istiod_trusts,
 );

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{namespace_id, template_patch_command, Change, ClusterState, DeleteRef, Via};
-use crate::istio::{is_tag_object, neutralize_injector, tag_of, INJECTION_LABEL, REV_LABEL};
+use crate::istio::{
+    is_tag_object, neutralize_injector, tag_of, NodeAgent, INJECTION_LABEL, REV_LABEL,
+};
 use crate::k8s::{self, Minor, NAME_LABEL};
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::{dangling_references, violations, Expectations, Violation};
@@ -19,7 +21,8 @@ use crate::plan::refusal::{PhaseAt, Refusal};
 use crate::plan::simulate::{self, Expected};
 use crate::plan::start::{revision_of, workload_injectors};
 use crate::plan::{
-    applies, checks, ids, sort_changes, Hop, HopInput, Phase, PhaseKind, Result, RESTART_ANNOTATION,
+    agents, applies, checks, ids, sort_changes, Hop, HopInput, Phase, PhaseKind, Result,
+    RESTART_ANNOTATION,
 };
 
 /// A phase before it is simulated (the uninstall's changes are derived during the simulation).
@@ -74,6 +77,9 @@ pub struct Around<'a> {
     pub followers: &'a [String],
     /// For each tag the plan moves, the namespaces no wave names that select it.
     pub tag_followers: &'a BTreeMap<String, Vec<String>>,
+    /// Namespaces in ambient mode, served by ztunnel: they follow ztunnel's revision, which
+    /// moves in the hop's ztunnel phase.
+    pub ambient: &'a [String],
 }
 
 /// What one hop produced: its phases, the state after each and what was expected of it.
@@ -87,10 +93,12 @@ pub struct HopOut {
 /// The hop's phases before the uninstall, after every check its renders must pass.
 pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
     checks::render(hop)?;
+    agents::check(hop)?;
     if let Some(k) = hop.kubernetes {
         checks::kubernetes(hop, k)?;
     }
     let (mut crds, mut install, mut gateways, mut tags) = (vec![], vec![], vec![], vec![]);
+    let (mut cni, mut ztunnel) = (vec![], vec![]);
     let mut moved_tags: BTreeMap<String, Vec<Object>> = BTreeMap::new();
     for (o, kind) in hop.new.iter().zip(placement(&hop.new)) {
         match kind {
@@ -102,6 +110,8 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
                 _ => tags.push(o.clone()),
             },
             PhaseKind::Gateways => gateways.push(o.clone()),
+            PhaseKind::Cni => cni.push(o.clone()),
+            PhaseKind::Ztunnel => ztunnel.push(o.clone()),
             _ => install.push(o.clone()),
         }
     }
@@ -141,6 +151,18 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
             applies(install),
         ),
     ];
+    // The node agents, in place, right after the new control plane and in the order Istio
+    // documents: istio-cni (never ahead of the control plane), then ztunnel, re-pointed at the
+    // new istiod.
+    for (kind, objects) in [(PhaseKind::Cni, cni), (PhaseKind::Ztunnel, ztunnel)] {
+        if !objects.is_empty() {
+            drafts.push(Draft::new(
+                kind,
+                format!("{}-{new}", kind.as_str()),
+                applies(objects),
+            ));
+        }
+    }
     // Each tag of the policy moves in its own phase, right after what it names.
     let mut tag_drafts = |after: Option<&str>, drafts: &mut Vec<Draft>| {
         for t in hop.tags.iter().filter(|t| t.after.as_deref() == after) {
@@ -218,14 +240,21 @@ pub fn drafts(hop: &HopInput<'_>) -> Result<Vec<Draft>> {
 
 /// The phase each object of a new render goes to, in render order: CRDs first, revision-tag
 /// objects with the default tag, the objects of each gateway workload (found by what they select
-/// and reference, `checks::gateway_objects`) with the gateways, everything else with the install.
+/// and reference, `checks::gateway_objects`) with the gateways, the objects of each node agent
+/// (`agents::objects`) with its phase, everything else with the install.
 /// (Tag objects land in no phase when the policy leaves the default tag alone.)
 pub fn placement(new: &[Object]) -> Vec<PhaseKind> {
     let gateway_ids = checks::gateway_objects(new);
+    let agent_ids = agents::objects(new);
     new.iter()
         .map(|o| {
             if o.id.kind == "CustomResourceDefinition" {
                 PhaseKind::Crds
+            } else if let Some(agent) = agent_ids.get(&o.id) {
+                match agent {
+                    NodeAgent::Cni => PhaseKind::Cni,
+                    NodeAgent::Ztunnel => PhaseKind::Ztunnel,
+                }
             } else if is_tag_object(o) {
                 PhaseKind::DefaultTag
             } else if gateway_ids.contains(&o.id) {
@@ -380,6 +409,7 @@ pub fn run(
         fixed,
         followers,
         tag_followers,
+        ambient,
     } = *cluster;
     let mut any_single: Expected = hop
         .waves
@@ -387,6 +417,7 @@ pub fn run(
         .flat_map(|w| &w.namespaces)
         .chain(followers)
         .chain(tag_followers.values().flatten())
+        .chain(ambient)
         .map(|n| (n.clone(), None))
         .collect();
     any_single.extend(fixed.clone());
@@ -423,6 +454,7 @@ pub fn run(
     let mut waves_done = 0;
     let mut tag_moved = false;
     let mut tags_moved: BTreeSet<String> = BTreeSet::new();
+    let mut ztunnel_moved = false;
     for (i, mut draft) in all.into_iter().enumerate() {
         let index = at.first_index + i;
         let dir = format!("{index:0width$}-{}", draft.name);
@@ -453,6 +485,7 @@ pub fn run(
                 let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
                 draft.changes.extend(more);
             }
+            PhaseKind::Ztunnel => ztunnel_moved = true,
             PhaseKind::Migrate => {
                 waves_done = draft.wave + 1;
                 let more = wave_changes(&state, &draft, hop.to.revision.label(), running);
@@ -469,6 +502,12 @@ pub fn run(
             followers
                 .iter()
                 .map(|n| (n.clone(), Some(follows.revision.label().to_string()))),
+        );
+        let serves = if ztunnel_moved { &hop.to } else { &hop.from };
+        end.extend(
+            ambient
+                .iter()
+                .map(|n| (n.clone(), Some(serves.revision.label().to_string()))),
         );
         for (t, namespaces) in tag_followers {
             let side = if tags_moved.contains(t) {

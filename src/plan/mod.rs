@@ -19,6 +19,7 @@
 // on it directly. The Ok path of these few calls is not hot.
 #![allow(clippy::result_large_err)]
 
+mod agents;
 mod canary;
 mod checks;
 mod hop;
@@ -58,6 +59,10 @@ pub const RESTART_ANNOTATION: &str = "istio-canary.dev/restarted-for";
 pub enum PhaseKind {
     Crds,
     Install,
+    /// istio-cni upgraded in place, right after the new control plane (never ahead of it).
+    Cni,
+    /// ztunnel upgraded in place and re-pointed at the new istiod, after istio-cni, node by node.
+    Ztunnel,
     Migrate,
     Gateways,
     /// Canary gateways: the gateway Services' selectors switched to the new revision's pods.
@@ -73,6 +78,8 @@ impl PhaseKind {
         match self {
             PhaseKind::Crds => "crds",
             PhaseKind::Install => "install",
+            PhaseKind::Cni => "cni",
+            PhaseKind::Ztunnel => "ztunnel",
             PhaseKind::Migrate => "migrate",
             PhaseKind::Gateways => "gateways",
             PhaseKind::GatewayCutover => "gateway-cutover",
@@ -433,6 +440,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
                 fixed: &start.fixed,
                 followers: &start.followers,
                 tag_followers: &start.tag_followers,
+                ambient: &start.ambient,
             },
             &mut running,
         )?;

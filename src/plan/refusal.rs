@@ -6,7 +6,7 @@
 //! here) or decide anything.
 
 use crate::error::Location;
-use crate::istio::Revision;
+use crate::istio::{NodeAgent, Revision};
 use crate::k8s::{Minor, NotServed};
 use crate::manifest::ObjectId;
 use crate::mesh::{Injection, Violation};
@@ -199,6 +199,46 @@ pub enum Refusal {
         namespaces: Vec<String>,
         workloads: Vec<ObjectId>,
         references: Vec<Violation>,
+    },
+    /// The old install runs a node agent the new render lacks: the uninstall would delete it
+    /// from every node.
+    NodeAgentDropped {
+        agent: NodeAgent,
+        object: ObjectId,
+        revision: Revision,
+        spec: String,
+    },
+    /// The new render puts a node agent in another namespace: two of it would run on every node
+    /// (two CNI plugins chained, two ztunnels), which no in-place upgrade allows.
+    NodeAgentMoved {
+        agent: NodeAgent,
+        from: ObjectId,
+        to: ObjectId,
+        version: semver::Version,
+    },
+    /// ztunnel on an Istio before ambient mode's beta: no documented upgrade exists.
+    AmbientTooEarly { version: semver::Version },
+    /// A node agent would run beside a control plane outside Istio's supported skew during the
+    /// hop (istio-cni across a two-minor hop).
+    NodeAgentSkew {
+        agent: NodeAgent,
+        from: semver::Version,
+        to: semver::Version,
+    },
+    /// The new ztunnel does not connect to the new revision's istiod (`XDS_ADDRESS`).
+    ZtunnelElsewhere {
+        revision: Revision,
+        service: Option<ObjectId>,
+        spec: String,
+    },
+    /// The new ztunnel DaemonSet is not `OnDelete`: applying it would restart every node's
+    /// ztunnel at once, cutting every ambient pod's connections on each node.
+    ZtunnelRollsItself { strategy: String, spec: String },
+    /// Namespaces in ambient mode (served by ztunnel, not an injector) that a wave would label
+    /// for a revision, which makes the sidecar injector match them.
+    AmbientInWave {
+        inventory: String,
+        namespaces: Vec<String>,
     },
     /// `spec.promote` or `--promote` names no phase.
     PromoteUnknown {

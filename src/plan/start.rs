@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{namespace_id, namespace_object, pod_template_labels, ClusterState};
 use crate::inventory::Inventory;
-use crate::istio::{is_tag_object, normalize, Revision, INJECTION_LABEL, REV_LABEL};
+use crate::istio::{
+    is_tag_object, node_agent, normalize, NodeAgent, Revision, INJECTION_LABEL, REV_LABEL,
+};
 use crate::manifest::{Object, ObjectId};
 use crate::mesh::{violations, Expectations, Injection, InjectorWebhooks, Target, Violation};
 use crate::plan::refusal::{Ambiguous, Refusal};
@@ -44,6 +46,9 @@ pub struct Start {
     /// (`istio.io/rev=<tag>`, served by the old revision): they move, and restart, in the tag's
     /// phase.
     pub tag_followers: BTreeMap<String, Vec<String>>,
+    /// Namespaces in ambient mode that ztunnel serves (only known with an inventory): they
+    /// follow ztunnel, which moves to each hop's new revision in its ztunnel phase.
+    pub ambient: Vec<String>,
 }
 
 /// Something the plan believes about the cluster without having seen it (`describe` says it in
@@ -84,6 +89,9 @@ pub enum Assumption {
         istio: crate::k8s::Minor,
         kubernetes: crate::k8s::Minor,
     },
+    /// No inventory, and the path runs ztunnel: which namespaces are in ambient mode is not
+    /// known (they follow ztunnel to the new revision in its phase, with no restart).
+    AmbientUnknown,
 }
 
 /// The label that puts a namespace on `revision` the canonical way: `istio-injection=enabled`
@@ -131,6 +139,14 @@ pub fn assumed<'a>(
         &first.from.revision,
         default_tag_declared,
     ));
+    let ztunnel = |objects: &[Object]| {
+        objects
+            .iter()
+            .any(|o| node_agent(o) == Some(NodeAgent::Ztunnel))
+    };
+    if ztunnel(&first.old) || ztunnel(&first.new) {
+        assumptions.push(Assumption::AmbientUnknown);
+    }
     if !first.tags.is_empty() {
         assumptions.push(Assumption::TagUsers {
             tags: first.tags.iter().map(|t| t.name.clone()).collect(),
@@ -147,6 +163,7 @@ pub fn assumed<'a>(
         workloads: BTreeMap::new(),
         followers: Vec::new(),
         tag_followers: BTreeMap::new(),
+        ambient: Vec::new(),
     }
 }
 
@@ -290,12 +307,24 @@ pub fn from_inventory(
     let mut forgotten = Vec::new();
     let mut followers = Vec::new();
     let mut tag_followers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ambient = Vec::new();
+    let mut ambient_in_waves = Vec::new();
     for o in state.objects.values().filter(|o| o.id.kind == "Namespace") {
         let ns = &o.id.name;
+        let found = webhooks.matching(&o.labels(), &BTreeMap::new());
+        // Served by ztunnel, not by an injector (`mesh`: an injector wins over ambient).
+        let by_ztunnel =
+            matches!(found.as_slice(), [one] if matches!(one.target, Target::NodeAgent(_)));
         if moved.contains(ns.as_str()) {
+            if by_ztunnel {
+                ambient_in_waves.push(ns.clone());
+            }
             continue;
         }
-        let found = webhooks.matching(&o.labels(), &BTreeMap::new());
+        if by_ztunnel {
+            ambient.push(ns.clone());
+            continue;
+        }
         // `istio-injection=enabled` means "the default revision": when the plan moves the
         // default, such a namespace moves with it (the simulation checks that it does).
         let follows_default = o.label(INJECTION_LABEL).as_deref() == Some("enabled");
@@ -318,6 +347,12 @@ pub fn from_inventory(
             }
             None => {}
         }
+    }
+    if !ambient_in_waves.is_empty() {
+        return Err(Refusal::AmbientInWave {
+            inventory: input.path.clone(),
+            namespaces: ambient_in_waves,
+        });
     }
     let mut workloads = BTreeMap::new();
     let mut forgotten_workloads = Vec::new();
@@ -353,6 +388,7 @@ pub fn from_inventory(
         .flat_map(|w| &w.namespaces)
         .chain(&followers)
         .chain(tag_followers.values().flatten())
+        .chain(&ambient)
         .cloned()
         .collect();
     let mut expected: Expected = named
@@ -396,5 +432,6 @@ pub fn from_inventory(
         workloads,
         followers,
         tag_followers,
+        ambient,
     })
 }

@@ -1720,3 +1720,162 @@ fn the_injection_table_groups_each_wave_and_names_every_exception() {
     );
     assert_eq!(groups[2].states.last().map(String::as_str), Some("none"));
 }
+
+/// istio-cni and ztunnel of revision `rev`, as the charts render them, cut to what the planner
+/// reads: the DaemonSets, their accounts, istio-cni's ConfigMap and binding.
+fn node_agents(rev: &Revision, version: &str, strategy: &str) -> Vec<Object> {
+    let istiod = rev.istiod();
+    let docs = [
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: istio-cni, namespace: istio-system}\n".to_string(),
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: istio-cni}\nrules: []\n".to_string(),
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: istio-cni}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: istio-cni}\nsubjects: [{kind: ServiceAccount, name: istio-cni, namespace: istio-system}]\n".to_string(),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio-cni-config, namespace: istio-system}}\ndata: {{v: '{version}'}}\n"),
+        format!("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: istio-cni-node, namespace: istio-system}}\nspec:\n  template:\n    spec:\n      serviceAccountName: istio-cni\n      containers:\n      - name: install-cni\n        image: docker.io/istio/install-cni:{version}\n        envFrom: [{{configMapRef: {{name: istio-cni-config}}}}]\n"),
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: ztunnel, namespace: istio-system}\n".to_string(),
+        format!("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: ztunnel, namespace: istio-system}}\nspec:\n  updateStrategy: {{type: {strategy}}}\n  template:\n    spec:\n      serviceAccountName: ztunnel\n      containers:\n      - name: istio-proxy\n        image: docker.io/istio/ztunnel:{version}\n        args: [proxy, ztunnel]\n        env:\n        - {{name: CA_ADDRESS, value: '{istiod}.istio-system.svc:15012'}}\n        - {{name: XDS_ADDRESS, value: '{istiod}.istio-system.svc:15012'}}\n"),
+    ];
+    parse_manifest(&docs.join("---\n"), "test")
+        .unwrap()
+        .iter()
+        .map(normalize)
+        .collect()
+}
+
+#[test]
+fn node_agents_move_in_place_after_the_install_cni_first_and_are_never_uninstalled() {
+    let (old, new) = (named("1-23-1"), named("1-24-0"));
+    let mut c = Case::new(old.clone(), new.clone());
+    c.versions = ("1.23.1", "1.24.0");
+    c.old_objects
+        .extend(node_agents(&old, "1.23.1", "OnDelete"));
+    c.new_objects
+        .extend(node_agents(&new, "1.24.0", "OnDelete"));
+    let p = c.plan().unwrap();
+    assert_eq!(
+        kinds(&p)[..4],
+        [
+            (PhaseKind::Crds, "01-crds"),
+            (PhaseKind::Install, "02-install-1-24-0"),
+            (PhaseKind::Cni, "03-cni-1-24-0"),
+            (PhaseKind::Ztunnel, "04-ztunnel-1-24-0"),
+        ]
+    );
+    let names = |kind: PhaseKind| -> BTreeSet<String> {
+        p.phases
+            .iter()
+            .filter(|ph| ph.kind == kind)
+            .flat_map(|ph| ph.changes.iter().map(|c| c.id().name.clone()))
+            .collect()
+    };
+    assert_eq!(
+        names(PhaseKind::Cni),
+        BTreeSet::from(["istio-cni", "istio-cni-config", "istio-cni-node"].map(String::from))
+    );
+    assert_eq!(
+        names(PhaseKind::Ztunnel),
+        BTreeSet::from(["ztunnel"].map(String::from))
+    );
+    assert!(names(PhaseKind::Install)
+        .iter()
+        .all(|n| !n.contains("cni") && n != "ztunnel"));
+    assert!(names(PhaseKind::Uninstall)
+        .iter()
+        .all(|n| !n.contains("cni") && n != "ztunnel"));
+    // The ztunnel phase re-points ztunnel at the new istiod: the uninstall may delete the old.
+    let ztunnel = p
+        .phases
+        .iter()
+        .find(|ph| ph.kind == PhaseKind::Ztunnel)
+        .unwrap();
+    let after = &p.states[ztunnel.index];
+    let z = after
+        .objects
+        .values()
+        .find(|o| o.id.name == "ztunnel" && o.id.kind == "DaemonSet")
+        .unwrap();
+    assert_eq!(
+        crate::istio::ztunnel_istiod(z).unwrap().name,
+        "istiod-1-24-0"
+    );
+    // Each rollback puts the previous versions back.
+    let rb = p
+        .rollbacks
+        .iter()
+        .find(|rb| rb.phase_index == ztunnel.index)
+        .unwrap();
+    let before = &p.states[ztunnel.index - 1];
+    assert!(rb.changes.iter().any(
+        |c| matches!(c, Change::Apply(o) if Some(&**before.objects.get(&o.id).unwrap()) == Some(o))
+    ));
+}
+
+#[test]
+fn node_agents_the_hop_cannot_upgrade_are_refused_by_kind() {
+    let (old, new) = (named("1-23-1"), named("1-24-0"));
+    let case = |old_agents: Vec<Object>, new_agents: Vec<Object>, versions| {
+        let mut c = Case::new(old.clone(), new.clone());
+        c.versions = versions;
+        c.old_objects.extend(old_agents);
+        c.new_objects.extend(new_agents);
+        c.plan().unwrap_err()
+    };
+    let v = ("1.23.1", "1.24.0");
+    let cni_only = |agents: Vec<Object>| -> Vec<Object> {
+        agents
+            .into_iter()
+            .filter(|o| !o.id.name.contains("ztunnel"))
+            .collect()
+    };
+    assert!(matches!(
+        case(
+            node_agents(&old, "1.23.1", "OnDelete"),
+            cni_only(node_agents(&new, "1.24.0", "OnDelete")),
+            v
+        ),
+        Refusal::NodeAgentDropped {
+            agent: crate::istio::NodeAgent::Ztunnel,
+            ..
+        }
+    ));
+    assert!(matches!(
+        case(
+            node_agents(&old, "1.23.1", "OnDelete"),
+            node_agents(&new, "1.24.0", "RollingUpdate"),
+            v
+        ),
+        Refusal::ZtunnelRollsItself { .. }
+    ));
+    let elsewhere: Vec<Object> = node_agents(&new, "1.24.0", "OnDelete")
+        .into_iter()
+        .map(|o| {
+            let text = o
+                .to_yaml()
+                .unwrap()
+                .replace("istiod-1-24-0", "istiod-1-23-1");
+            parse_manifest(&text, "t").unwrap().remove(0)
+        })
+        .collect();
+    assert!(matches!(
+        case(node_agents(&old, "1.23.1", "OnDelete"), elsewhere, v),
+        Refusal::ZtunnelElsewhere { .. }
+    ));
+    assert!(matches!(
+        case(
+            cni_only(node_agents(&old, "1.22.1", "OnDelete")),
+            cni_only(node_agents(&new, "1.24.0", "OnDelete")),
+            ("1.22.1", "1.24.0")
+        ),
+        Refusal::NodeAgentSkew {
+            agent: crate::istio::NodeAgent::Cni,
+            ..
+        }
+    ));
+    assert!(matches!(
+        case(
+            node_agents(&old, "1.21.1", "OnDelete"),
+            node_agents(&new, "1.22.0", "OnDelete"),
+            ("1.21.1", "1.22.0")
+        ),
+        Refusal::AmbientTooEarly { .. }
+    ));
+}
