@@ -1481,6 +1481,23 @@ pub fn refusal(r: &Refusal) -> Error {
             Error::new(format!("after phase {}, {violation}", at.dir))
                 .with_help(unsafe_phase_help(at, violation))
         }
+        Refusal::GatewayServiceRevisions {
+            at,
+            service,
+            expected,
+            found,
+        } => Error::new(format!(
+            "after phase {}, Service {}/{} would send traffic to the gateway pods of {} instead of revision {}",
+            at.dir,
+            service.namespace.as_deref().unwrap_or(""),
+            service.name,
+            if found.is_empty() { "no revision".to_string() } else { format!("revision {}", found.join(" + ")) },
+            expected.join(" + ")
+        ))
+        .with_help(format!(
+            "canary gateways keep one Service for both revisions' gateway Deployments: the gateway's pods must carry the same labels the Service selects in revisions {} and {} (the gateway's name and `label` in the IstioOperator spec), so that it selects both until the cutover and only {} after it",
+            at.from, at.to, at.to
+        )),
         Refusal::UndecidableRender { revision, violation } => {
             Error::new(format!("in the render of revision {revision}, {violation}")).with_help(
                 "istio-canary evaluates webhooks the way kube-apiserver does and refuses to guess what it cannot evaluate: check the IstioOperator spec of the new revision",

@@ -1367,3 +1367,58 @@ fn canary_gateways_move_the_service_to_the_new_pods_and_never_leave_it_without_a
         ["1-28-0", "1-29-0"]
     );
 }
+
+/// Canary gateways whose new Service selects a label only the new revision's pods carry: after
+/// the canary phase it would send no traffic to the old pods, which the plan must refuse (the
+/// Service must select both revisions until the cutover), naming the phase and the Service.
+#[test]
+fn canary_gateways_refuse_a_service_that_leaves_the_old_pods_before_the_cutover() {
+    let sha = standin_sha256();
+    let text = format!(
+        "apiVersion: istio-canary.dev/v1alpha1\nkind: CanaryUpgrade\nmetadata:\n  name: prop\nspec:\n  istioOperator: gateways.yaml\n  from:\n    version: 1.28.0\n  to:\n    version: 1.29.0\n  istioctl:\n    \"1.28.0\": {{path: ../istioctl/istioctl-1.28.0, sha256: {sha}}}\n    \"1.29.0\": {{path: ../istioctl/istioctl-1.29.0, sha256: {sha}}}\n  gateways:\n    mode: canary\n  waves:\n  - name: w0\n    namespaces: [ns0x0]\n"
+    );
+    let path: PathBuf = fixtures().join("example/prop.yaml");
+    let read =
+        |_: &Path, _: u64| -> std::io::Result<Vec<u8>> { Ok(GATEWAYS_SPEC.as_bytes().to_vec()) };
+    let policy = load_from(text.as_bytes(), &path, &read).unwrap();
+    let mut all = renders(&policy);
+    let version = Value::from("v2");
+    for o in &mut all[1].objects {
+        if o.id.name != "istio-ingressgateway" {
+            continue;
+        }
+        let path: &[&str] = match o.id.kind.as_str() {
+            "Service" => &["spec", "selector"],
+            "Deployment" => &["spec", "template", "metadata", "labels"],
+            _ => continue,
+        };
+        let mut at = &mut o.body;
+        for key in path {
+            at = at.get_mut(*key).and_then(Value::as_mapping_mut).unwrap();
+        }
+        at.insert("version".into(), version.clone());
+    }
+    match plan(&policy, &all.iter().collect::<Vec<_>>()) {
+        Err(e @ Refusal::GatewayServiceRevisions { .. }) => {
+            let Refusal::GatewayServiceRevisions {
+                at,
+                service,
+                expected,
+                found,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(at.kind, PhaseKind::Gateways);
+            assert_eq!(service.name, "istio-ingressgateway");
+            assert_eq!(expected, &["1-28-0", "1-29-0"]);
+            assert_eq!(found, &["1-29-0"]);
+            let message = istio_canary::describe::refusal(&e).to_string();
+            assert!(
+                message.contains("Service istio-system/istio-ingressgateway would send traffic to the gateway pods of revision 1-29-0 instead of revision 1-28-0 + 1-29-0"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -434,6 +434,13 @@ pub fn run(
             Vec::new(),
         ));
     }
+    // Canary gateways: the Services the cutover applies select the gateway pods of the old
+    // revision before the canary phase, of both after it, of the new one only from the cutover.
+    let cutover_services: Vec<ObjectId> = all
+        .iter()
+        .filter(|d| d.kind == PhaseKind::GatewayCutover)
+        .flat_map(|d| d.changes.iter().map(|c| c.id().clone()))
+        .collect();
     let width = at.width;
     let mut state = start.clone();
     let mut out = HopOut {
@@ -528,6 +535,25 @@ pub fn run(
             },
         )?;
         restarted(&state, &draft, hop, running, &phase_at)?;
+        if matches!(draft.kind, PhaseKind::Gateways | PhaseKind::GatewayCutover) {
+            let (old, new) = (hop.from.revision.label(), hop.to.revision.label());
+            let expected: BTreeSet<String> = if draft.kind == PhaseKind::Gateways {
+                [old, new].into_iter().map(str::to_string).collect()
+            } else {
+                BTreeSet::from([new.to_string()])
+            };
+            for service in &cutover_services {
+                let found = state.gateway_revisions(service);
+                if found != expected {
+                    return Err(Refusal::GatewayServiceRevisions {
+                        at: phase_at,
+                        service: service.clone(),
+                        expected: expected.into_iter().collect(),
+                        found: found.into_iter().collect(),
+                    });
+                }
+            }
+        }
         let manual = match draft.kind {
             PhaseKind::Migrate | PhaseKind::DefaultTag | PhaseKind::Tag => {
                 not_restartable(&before, &state, &draft.namespaces)

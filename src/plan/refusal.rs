@@ -157,6 +157,14 @@ pub enum Refusal {
     UndecidableStart { violation: Violation },
     /// A step of a phase breaks a safety invariant.
     UnsafePhase { at: PhaseAt, violation: Violation },
+    /// Canary gateways: after the canary phase or the cutover, a gateway Service selects the
+    /// gateway pods of other revisions than the phase moves it to.
+    GatewayServiceRevisions {
+        at: PhaseAt,
+        service: ObjectId,
+        expected: Vec<String>,
+        found: Vec<String>,
+    },
     /// A step of a derived rollback breaks a safety invariant (a defect of the tool).
     UnsafeRollback { dir: String, violation: Violation },
     /// A derived rollback does not return the cluster to the state before its phase.
