@@ -151,10 +151,7 @@ fn a_compile_killed_while_writing_leaves_the_old_or_the_new_output_whole() {
     assert!(!left.is_empty(), "no killed run left a staging directory");
     // Whatever the kills hit, --out is one of the two outputs.
     let found = read_tree(&out);
-    assert!(
-        outputs.iter().any(|o| *o == found),
-        "--out is neither output"
-    );
+    assert!(outputs.contains(&found), "--out is neither output");
     let run = common::compile_run(&ex, &out, &["--cache-dir", "../cache", "--quiet"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     for dir in &left {
