@@ -123,6 +123,22 @@ pub fn is_gateway_api_gateway(o: &Object) -> bool {
     o.id.group == GATEWAY_API_GROUP && o.id.kind == "Gateway"
 }
 
+/// Whether istiod programs Gateways of `class`: one of the classes it creates itself, or one of
+/// `classes` (the GatewayClass objects at hand) whose `controllerName` is Istio's.
+pub fn is_istio_gateway_class<'a>(
+    class: &str,
+    classes: impl IntoIterator<Item = &'a Object>,
+) -> bool {
+    ISTIO_GATEWAY_CLASSES.contains(&class)
+        || classes.into_iter().any(|c| {
+            c.id.group == GATEWAY_API_GROUP
+                && c.id.kind == "GatewayClass"
+                && c.id.name == class
+                && str_at(&c.body, &["spec", "controllerName"])
+                    .is_some_and(|n| n.starts_with(ISTIO_CONTROLLER_PREFIX))
+        })
+}
+
 /// The `spec.gatewayClassName` of a Gateway API `Gateway`.
 pub fn gateway_class(o: &Object) -> Option<&str> {
     str_at(&o.body, &["spec", "gatewayClassName"])
@@ -250,9 +266,6 @@ pub fn neutralize_injector(injector: &Object) -> Object {
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 /// The value of `DATAPLANE_MODE_LABEL` that enrolls in ambient mode.
 pub const AMBIENT_MODE: &str = "ambient";
-/// The `gatewayClassName` of ambient waypoint proxies (Gateway API `Gateway` objects istiod
-/// deploys for; they follow the revision or tag in their `istio.io/rev` label).
-pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 /// The first Istio minor whose ambient mode is beta and upgradable: before it ambient was alpha
 /// and Istio documents no upgrade of it (istio.io 1.22 release announcement).
 pub const AMBIENT_UPGRADE_SINCE: (u64, u64) = (1, 22);
@@ -348,11 +361,4 @@ pub fn ztunnel_istiod(o: &Object) -> Option<ObjectId> {
                 .flatten()
         })
     })
-}
-
-/// An ambient waypoint: a Gateway API `Gateway` of class `istio-waypoint`.
-pub fn is_waypoint(o: &Object) -> bool {
-    o.id.kind == "Gateway"
-        && o.id.group == "gateway.networking.k8s.io"
-        && str_at(&o.body, &["spec", "gatewayClassName"]) == Some(WAYPOINT_CLASS)
 }

@@ -18,7 +18,7 @@ use crate::istio::{
     gateway_class, is_ambient, is_deactivated, is_gateway_api_gateway, is_gateway_workload,
     is_injector_webhook, is_istiod, mesh_config_references, node_agent, ztunnel_istiod, NodeAgent,
     DATAPLANE_MODE_LABEL, DEFAULT_REVISION, DEFAULT_VALIDATOR, GATEWAY_API_GROUP, INJECTION_LABEL,
-    INJECTOR_WEBHOOK_SUFFIX, ISTIO_CONTROLLER_PREFIX, ISTIO_GATEWAY_CLASSES, REV_LABEL, TAG_LABEL,
+    INJECTOR_WEBHOOK_SUFFIX, REV_LABEL, TAG_LABEL,
 };
 use crate::k8s::NAME_LABEL;
 use crate::manifest::{value_at, ObjectId};
@@ -246,12 +246,7 @@ impl ClusterState {
     /// Whether istiod programs Gateways of `class`: one of the classes istiod creates, or a
     /// GatewayClass of the state whose `controllerName` is Istio's.
     pub fn is_istio_gateway_class(&self, class: &str) -> bool {
-        ISTIO_GATEWAY_CLASSES.contains(&class)
-            || self.of_kind(GATEWAY_API_GROUP, "GatewayClass").any(|c| {
-                c.id.name == class
-                    && crate::manifest::str_at(&c.body, &["spec", "controllerName"])
-                        .is_some_and(|n| n.starts_with(ISTIO_CONTROLLER_PREFIX))
-            })
+        crate::istio::is_istio_gateway_class(class, self.of_kind(GATEWAY_API_GROUP, "GatewayClass"))
     }
 
     /// Every Gateway API `Gateway` of the state that istiod programs (by its class).

@@ -2054,14 +2054,7 @@ fn check_wave_gateways(
             continue;
         };
         let class = gateway_class(gw).unwrap_or("");
-        let istio_class = ISTIO_GATEWAY_CLASSES.contains(&class)
-            || objects.iter().any(|c| {
-                c.id.group == GATEWAY_API_GROUP
-                    && c.id.kind == "GatewayClass"
-                    && c.id.name == class
-                    && crate::manifest::str_at(&c.body, &["spec", "controllerName"])
-                        .is_some_and(|n| n.starts_with(ISTIO_CONTROLLER_PREFIX))
-            });
+        let istio_class = crate::istio::is_istio_gateway_class(class, objects);
         if !istio_class {
             f.error(at(
                 &field,
