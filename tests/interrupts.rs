@@ -134,13 +134,17 @@ fn a_compile_killed_while_writing_leaves_the_old_or_the_new_output_whole() {
     // names each on stderr.
     // The runs above may all have been cleaned up by the next one (it depends on how fast
     // this machine is): kill more runs the moment their staging directory appears until one
-    // is left behind.
+    // is left behind. They alternate between the two outputs: a compile whose --out already
+    // holds exactly its output writes nothing, so only every other one has a write to kill.
     let mut left = named(tmp.path(), ".istio-canary-");
-    for _ in 0..20 {
+    for attempt in 0..20 {
         if !left.is_empty() {
             break;
         }
-        let args = ["--cache-dir", "../cache", "--out", "../out"];
+        let mut args = vec!["--cache-dir", "../cache", "--out", "../out"];
+        if attempt % 2 == 0 {
+            args.extend_from_slice(&["--promote", "3"]);
+        }
         let (mut child, _own) = start(&ex, &args);
         wait_until(&mut child, || {
             !named(tmp.path(), ".istio-canary-new-").is_empty()
