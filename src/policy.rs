@@ -1952,18 +1952,9 @@ fn check_wave_targets(
                 )?;
                 continue;
             }
-            if let Some(first) = moved.insert(id.clone(), wave.name.clone()) {
-                f.error(at(
-                    &field,
-                    Error::new(format!(
-                        "{id} is in wave `{first}` and again in wave `{}`",
-                        wave.name
-                    ))
-                    .with_help("each workload moves exactly once: keep it in one wave"),
-                ))?;
-                continue;
+            if first_move(&mut moved, &id, &wave.name, "workload", &field, at, f)? {
+                workloads.push(id);
             }
-            workloads.push(id);
         }
         let gateways = check_wave_gateways(wave, wi, inventory, &mut moved, at, f)?;
         out.push(Wave {
@@ -1974,6 +1965,32 @@ fn check_wave_targets(
         });
     }
     Ok(Ok(out))
+}
+
+/// Records that wave `wave` moves `id` (a workload or a Gateway, `what`); false, with an error at
+/// `field`, when an earlier wave already moves it.
+fn first_move(
+    moved: &mut BTreeMap<ObjectId, String>,
+    id: &ObjectId,
+    wave: &str,
+    what: &str,
+    field: &[Seg<'_>],
+    at: &dyn Fn(&[Seg<'_>], Error) -> Error,
+    f: &mut Findings,
+) -> Result<bool> {
+    let Some(first) = moved.insert(id.clone(), wave.to_string()) else {
+        return Ok(true);
+    };
+    f.error(at(
+        field,
+        Error::new(format!(
+            "{id} is in wave `{first}` and again in wave `{wave}`"
+        ))
+        .with_help(format!(
+            "each {what} moves exactly once: keep it in one wave"
+        )),
+    ))?;
+    Ok(false)
 }
 
 /// A wave's `gateways`, resolved to identities: each `namespace/name` of a Gateway API Gateway
@@ -2069,18 +2086,9 @@ fn check_wave_gateways(
             )))?;
             continue;
         }
-        if let Some(first) = moved.insert(id.clone(), wave.name.clone()) {
-            f.error(at(
-                &field,
-                Error::new(format!(
-                    "{id} is in wave `{first}` and again in wave `{}`",
-                    wave.name
-                ))
-                .with_help("each Gateway moves exactly once: keep it in one wave"),
-            ))?;
-            continue;
+        if first_move(moved, &id, &wave.name, "Gateway", &field, at, f)? {
+            out.push(id);
         }
-        out.push(id);
     }
     Ok(out)
 }
