@@ -92,11 +92,13 @@ pub const NAMES_SHOWN: usize = 10;
 /// Every text of the plan.
 pub fn describe(plan: &Plan) -> Texts {
     let rollbacks: Vec<RollbackText> = plan.rollbacks.iter().map(|rb| rollback(plan, rb)).collect();
+    let writes = Writes::of(plan);
     let phases = plan
         .phases
         .iter()
         .map(|p| {
             let mut text = phase(plan, p);
+            text.flux_suspend = writes.superseded(plan, p);
             // A phase with a rollback is undone by it: its undo line is what the rollback
             // cannot do.
             if let Some(i) = plan.rollbacks.iter().position(|r| r.phase_index == p.index) {
@@ -161,7 +163,7 @@ pub fn injection_groups(plan: &Plan, rows: &[crate::plan::InjectionRow]) -> Vec<
     // Origins in order of their first namespace; within each, distinct rows in order of their
     // first namespace, with their namespaces.
     // A row: the tag and the cells.
-    type Row<'a> = (&'a Option<String>, &'a Vec<String>);
+    type Row<'a> = (&'a Option<String>, &'a Vec<std::sync::Arc<str>>);
     // Each distinct row of an origin, with its namespaces.
     type Rows<'a> = Vec<(Row<'a>, Vec<&'a str>)>;
     let mut origins: Vec<(Origin, Rows<'_>)> = Vec::new();
@@ -227,7 +229,7 @@ pub fn injection_groups(plan: &Plan, rows: &[crate::plan::InjectionRow]) -> Vec<
             };
             out.push(InjectionGroup {
                 label,
-                states: states.to_vec(),
+                states: states.iter().map(|c| c.to_string()).collect(),
             });
         }
     }
@@ -853,72 +855,107 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
         checks,
         undo: None,
         controller,
-        flux_suspend: superseded(plan, phase),
+        // Filled in by `describe`, from every phase's writes at once (`Writes`).
+        flux_suspend: Vec::new(),
     }
 }
 
-/// The earlier phases with files holding an object this phase writes differently (another
-/// body, other labels), deletes, or changes by command so that it no longer is as they wrote
-/// it. A resumed Flux Kustomization re-applies its files every interval, server-side with the
-/// field manager every Kustomization shares (so it also removes what a later phase's files
-/// added) and `prune: false` (so it recreates what was deleted): it would undo this phase.
-fn superseded(plan: &Plan, phase: &Phase) -> Vec<String> {
-    let after = &plan.states[phase.index];
-    // What this phase leaves as each object it touches: its written form, or `None` for one
-    // it deletes or changes by command (compared with the state after it instead).
-    let mut written: std::collections::BTreeMap<&crate::manifest::ObjectId, Written<'_>> =
-        std::collections::BTreeMap::new();
-    for c in &phase.changes {
-        let w = match c {
-            Change::Apply(o) => Written::Body(as_stored(o).body),
+/// Every change of every phase, by the object it is about: (phase position, change), in phase
+/// order. `superseded` compares a phase's changes with the earlier ones about the same objects
+/// only, so its cost is the changes that meet, not phases × changes.
+struct Writes<'p> {
+    by_id: std::collections::HashMap<&'p crate::manifest::ObjectId, Vec<(usize, &'p Change)>>,
+}
+
+impl<'p> Writes<'p> {
+    fn of(plan: &'p Plan) -> Writes<'p> {
+        let mut by_id: std::collections::HashMap<_, Vec<(usize, &Change)>> =
+            std::collections::HashMap::new();
+        for (i, p) in plan.phases.iter().enumerate() {
+            for c in &p.changes {
+                by_id.entry(c.id()).or_default().push((i, c));
+            }
+        }
+        Writes { by_id }
+    }
+
+    /// The earlier phases with files holding an object this phase writes differently (another
+    /// body, other labels), deletes, or changes by command so that it no longer is as they
+    /// wrote it. A resumed Flux Kustomization re-applies its files every interval, server-side
+    /// with the field manager every Kustomization shares (so it also removes what a later
+    /// phase's files added) and `prune: false` (so it recreates what was deleted): it would
+    /// undo this phase.
+    fn superseded(&self, plan: &Plan, phase: &Phase) -> Vec<String> {
+        let after = &plan.states[phase.index];
+        // What this phase leaves as each object it touches: its written form, or `None` for
+        // one it deletes or changes by command (compared with the state after it instead).
+        let mut written: std::collections::BTreeMap<&crate::manifest::ObjectId, Written<'_>> =
+            std::collections::BTreeMap::new();
+        for c in &phase.changes {
+            let w = match c {
+                Change::Apply(o) => Written::Body(as_stored(o).body),
+                Change::Labels {
+                    set,
+                    via: Via::File,
+                    ..
+                } => Written::Labels(set),
+                Change::Delete(_) => Written::Deleted,
+                _ => Written::ByCommand,
+            };
+            written.insert(c.id(), w);
+        }
+        let mut found = std::collections::BTreeSet::new();
+        for (id, w) in &written {
+            let Some(earlier) = self.by_id.get(id) else {
+                continue;
+            };
+            for (q, c) in earlier.iter().take_while(|(q, _)| *q + 1 < phase.index) {
+                if !found.contains(q) && rewrites(c, w, after) {
+                    found.insert(*q);
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|q| plan.phases[q].dir.clone())
+            .collect()
+    }
+}
+
+/// Whether an earlier phase's change `c`, re-applied, would undo how a later phase leaves the
+/// same object (`w`; `after`: the state after the later phase).
+fn rewrites(c: &Change, w: &Written<'_>, after: &crate::cluster::ClusterState) -> bool {
+    match (c, w) {
+        (_, Written::Deleted) => true,
+        (Change::Apply(o), Written::Body(b)) => as_stored(o).body != *b,
+        (
             Change::Labels {
                 set,
                 via: Via::File,
                 ..
-            } => Written::Labels(set),
-            Change::Delete(_) => Written::Deleted,
-            _ => Written::ByCommand,
-        };
-        written.insert(c.id(), w);
+            },
+            Written::Labels(l),
+        ) => set != *l,
+        (Change::Apply(o), Written::ByCommand) => {
+            after.objects.get(&o.id).map(|x| &x.body) != Some(&as_stored(o).body)
+        }
+        (
+            Change::Labels {
+                id,
+                set,
+                via: Via::File,
+                ..
+            },
+            Written::ByCommand,
+        ) => {
+            let now = after.labels(id).unwrap_or_default();
+            set.iter().any(|(k, v)| now.get(k) != Some(v))
+        }
+        // A file of the earlier phase and another form in this one (a whole object over a
+        // label patch, or the reverse): the two writes differ.
+        (Change::Apply(_) | Change::Labels { via: Via::File, .. }, _) => true,
+        _ => false,
     }
-    plan.phases[..phase.index - 1]
-        .iter()
-        .filter(|q| {
-            q.changes.iter().any(|c| match (c, written.get(c.id())) {
-                (_, None) => false,
-                (_, Some(Written::Deleted)) => true,
-                (Change::Apply(o), Some(Written::Body(b))) => as_stored(o).body != *b,
-                (
-                    Change::Labels {
-                        set,
-                        via: Via::File,
-                        ..
-                    },
-                    Some(Written::Labels(l)),
-                ) => set != *l,
-                (Change::Apply(o), Some(Written::ByCommand)) => {
-                    after.objects.get(&o.id).map(|x| &x.body) != Some(&as_stored(o).body)
-                }
-                (
-                    Change::Labels {
-                        id,
-                        set,
-                        via: Via::File,
-                        ..
-                    },
-                    Some(Written::ByCommand),
-                ) => {
-                    let now = after.labels(id).unwrap_or_default();
-                    set.iter().any(|(k, v)| now.get(k) != Some(v))
-                }
-                // A file of `q` and another form in this phase (a whole object over a label
-                // patch, or the reverse): the two writes differ.
-                (Change::Apply(_) | Change::Labels { via: Via::File, .. }, Some(_)) => true,
-                _ => false,
-            })
-        })
-        .map(|q| q.dir.clone())
-        .collect()
 }
 
 /// How a phase leaves an object it touches (see `superseded`).

@@ -202,12 +202,12 @@ fn write_kustomization(
 /// the order of each row's first namespace. Lossless: every namespace is in exactly one group.
 fn injection_doc(states: Vec<String>, rows: &[InjectionRow]) -> InjectionDoc {
     let mut groups: Vec<InjectionGroupDoc> = Vec::new();
-    let mut index: BTreeMap<(&Option<String>, &Vec<String>), usize> = BTreeMap::new();
+    let mut index: BTreeMap<(&Option<String>, &Vec<std::sync::Arc<str>>), usize> = BTreeMap::new();
     for r in rows {
         let i = *index.entry((&r.tag, &r.states)).or_insert_with(|| {
             groups.push(InjectionGroupDoc {
                 tag: r.tag.clone(),
-                states: r.states.clone(),
+                states: r.states.iter().map(|c| c.to_string()).collect(),
                 namespaces: Vec::new(),
             });
             groups.len() - 1

@@ -21,7 +21,7 @@ use crate::istio::{
     INJECTOR_WEBHOOK_SUFFIX, REV_LABEL, TAG_LABEL,
 };
 use crate::k8s::NAME_LABEL;
-use crate::manifest::{value_at, ObjectId};
+use crate::manifest::{value_at, Object, ObjectId};
 use crate::selector::{webhook_service, Webhook};
 
 impl ClusterState {
@@ -356,6 +356,7 @@ pub fn is_mesh_kind(id: &ObjectId) -> bool {
 }
 
 /// The injector webhooks of one state with where each leads.
+#[derive(Clone)]
 pub struct InjectorWebhooks {
     webhooks: Vec<(Webhook, Injection)>,
     /// Injector webhooks the evaluation cannot read: (configuration, webhook, why).
@@ -409,6 +410,7 @@ impl InjectorWebhooks {
 /// webhooks, evaluated once per distinct label set: namespaces whose labels agree on every key a
 /// `namespaceSelector` reads (`kubernetes.io/metadata.name` only when a selector reads it) share
 /// one evaluation.
+#[derive(Clone)]
 pub struct NamespaceInjection {
     webhooks: InjectorWebhooks,
     keys: BTreeSet<String>,
@@ -442,8 +444,30 @@ impl NamespaceInjection {
 
     /// The namespace `ns` of `state` (no labels when the state lacks it).
     pub fn of_namespace(&mut self, state: &ClusterState, ns: &str) -> &[Injection] {
-        let labels = state.labels(&namespace_id(ns)).unwrap_or_default();
-        self.of(&labels)
+        self.of_object(state.get(&namespace_id(ns)))
+    }
+
+    /// A Namespace object (no labels when there is none), as `of` its labels: only the values
+    /// of the keys a selector reads are copied when a namespace with the same values was
+    /// evaluated before.
+    pub fn of_object(&mut self, namespace: Option<&Object>) -> &[Injection] {
+        let labels = namespace.and_then(|o| match value_at(&o.body, &["metadata", "labels"]) {
+            Some(Value::Mapping(m)) => Some(m),
+            _ => None,
+        });
+        let key: Vec<(String, String)> = match labels {
+            Some(m) => self
+                .keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), scalar(m.get(k.as_str())?)?)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let webhooks = &self.webhooks;
+        self.cache.entry(key).or_insert_with(|| {
+            let all = namespace.map(Object::labels).unwrap_or_default();
+            webhooks.matching(&all, &BTreeMap::new())
+        })
     }
 
     /// Unevaluable injector webhooks: (configuration, webhook, why).
@@ -748,10 +772,18 @@ fn state_violations(state: &ClusterState, injection: &NamespaceInjection) -> BTr
 /// namespace is, through a new `NamespaceInjection` (one evaluation per distinct label set).
 /// `violations` stays the reference: `update` gives exactly its set, in its order.
 pub struct Watch<'e> {
-    injection: NamespaceInjection,
-    /// `state_violations` of the current state.
-    others: BTreeSet<Violation>,
+    seen: Evaluated,
     expect: &'e Expected,
+}
+
+/// What a `Watch` knows of one state, without the expectations it was judged by: kept with a
+/// state so that the next sequence starting there (the next phase, or a rollback back from it)
+/// resumes from it instead of evaluating every namespace again.
+#[derive(Clone)]
+pub struct Evaluated {
+    injection: NamespaceInjection,
+    /// `state_violations` of the state.
+    others: BTreeSet<Violation>,
     /// The injection violation of each named namespace that has one.
     bad: BTreeMap<String, Violation>,
 }
@@ -765,30 +797,58 @@ impl<'e> Watch<'e> {
         let injection = NamespaceInjection::new(state);
         let others = state_violations(state, &injection);
         let mut w = Watch {
-            injection,
-            others,
+            seen: Evaluated {
+                injection,
+                others,
+                bad: BTreeMap::new(),
+            },
             expect,
-            bad: BTreeMap::new(),
         };
         w.check_all(state);
         w
     }
 
+    /// Resumes from what a watch knew of `state` (`seen`, judged by `was`), judged by `expect`
+    /// from now on: only the namespaces whose expectation differs are judged again.
+    pub fn resume(
+        state: &ClusterState,
+        seen: Evaluated,
+        was: &Expected,
+        expect: &'e Expected,
+    ) -> Watch<'e> {
+        let mut w = Watch { seen, expect };
+        let again: Vec<&str> = changed_expectations(was, expect);
+        let mut namespaces = NamespaceCursor::new(state);
+        for ns in again {
+            match expect.get(ns) {
+                Some(expected) => w.check(namespaces.get(ns), ns, expected),
+                None => {
+                    w.seen.bad.remove(ns);
+                }
+            }
+        }
+        w
+    }
+
+    /// What the watch knows of the current state, to resume from later.
+    pub fn into_evaluated(self) -> Evaluated {
+        self.seen
+    }
+
     fn check_all(&mut self, state: &ClusterState) {
-        self.bad.clear();
-        for ns in self.expect.keys() {
-            self.check(state, ns);
+        self.seen.bad.clear();
+        let mut namespaces = NamespaceCursor::new(state);
+        let expect = self.expect;
+        for (ns, expected) in expect {
+            self.check(namespaces.get(ns), ns, expected);
         }
     }
 
-    fn check(&mut self, state: &ClusterState, ns: &str) {
-        let Some(expected) = self.expect.get(ns) else {
-            return;
-        };
-        let found = self.injection.of_namespace(state, ns);
+    fn check(&mut self, namespace: Option<&Object>, ns: &str, expected: &Option<String>) {
+        let found = self.seen.injection.of_object(namespace);
         match injection_violation(ns, expected, found) {
-            Some(v) => self.bad.insert(ns.to_string(), v),
-            None => self.bad.remove(ns),
+            Some(v) => self.seen.bad.insert(ns.to_string(), v),
+            None => self.seen.bad.remove(ns),
         };
     }
 
@@ -810,10 +870,8 @@ impl<'e> Watch<'e> {
             }
         }
         if whole {
-            self.injection = NamespaceInjection::new(state);
-            self.others = state_violations(state, &self.injection);
-        }
-        if whole {
+            self.seen.injection = NamespaceInjection::new(state);
+            self.seen.others = state_violations(state, &self.seen.injection);
             self.expect = expect;
             self.check_all(state);
             return;
@@ -826,9 +884,10 @@ impl<'e> Watch<'e> {
                     .is_some_and(|n| namespaces.contains(n))
             });
         if moves_gateway {
-            self.others
+            self.seen
+                .others
                 .retain(|v| !matches!(v, Violation::GatewayOwners { .. }));
-            self.others.extend(gateway_violations(state));
+            self.seen.others.extend(gateway_violations(state));
         }
         if !std::ptr::eq(self.expect, expect) {
             // Only the namespaces whose expectation changed are judged again (with the ones the
@@ -838,19 +897,54 @@ impl<'e> Watch<'e> {
                 if expect.contains_key(ns) {
                     namespaces.insert(ns);
                 } else {
-                    self.bad.remove(ns);
+                    self.seen.bad.remove(ns);
                 }
             }
         }
+        let mut objects = NamespaceCursor::new(state);
         for ns in namespaces {
-            self.check(state, ns);
+            if let Some(expected) = self.expect.get(ns) {
+                self.check(objects.get(ns), ns, expected);
+            }
         }
     }
 
     /// Every violation of the current state, in `BTreeSet<Violation>` order: the namespaces'
     /// injection (by namespace) sort before every other kind.
     pub fn violations(&self) -> impl Iterator<Item = &Violation> {
-        self.bad.values().chain(&self.others)
+        self.seen.bad.values().chain(&self.seen.others)
+    }
+}
+
+/// The Namespace objects of one state looked up by name in ascending order, as one walk of the
+/// state's Namespaces (a name asked out of order is looked up on its own).
+pub struct NamespaceCursor<'s> {
+    state: &'s ClusterState,
+    walk: std::iter::Peekable<Box<dyn Iterator<Item = &'s Object> + 's>>,
+    passed: Option<&'s str>,
+}
+
+impl<'s> NamespaceCursor<'s> {
+    pub fn new(state: &'s ClusterState) -> NamespaceCursor<'s> {
+        let walk: Box<dyn Iterator<Item = &'s Object> + 's> =
+            Box::new(state.of_kind("", "Namespace"));
+        NamespaceCursor {
+            state,
+            walk: walk.peekable(),
+            passed: None,
+        }
+    }
+
+    /// The Namespace `name`, if the state holds it.
+    pub fn get(&mut self, name: &str) -> Option<&'s Object> {
+        // `passed`: the greatest name the walk went by; a name up to it is behind the walk.
+        if self.passed.is_some_and(|p| name <= p) {
+            return self.state.get(&namespace_id(name));
+        }
+        while let Some(o) = self.walk.next_if(|o| o.id.name.as_str() < name) {
+            self.passed = Some(o.id.name.as_str());
+        }
+        self.walk.peek().copied().filter(|o| o.id.name == name)
     }
 }
 
@@ -1208,6 +1302,67 @@ mod tests {
     /// The watch's violations after `update`, next to `violations` of the same state.
     fn watched(w: &Watch<'_>) -> Vec<Violation> {
         w.violations().cloned().collect()
+    }
+
+    #[test]
+    fn a_resumed_watch_judges_the_namespaces_whose_expectation_changed() {
+        // What a watch knew of a state, resumed under other expectations, is exactly what a
+        // whole evaluation under them finds: a namespace expected elsewhere now, one no longer
+        // named, one named anew (and one that is not in the state at all).
+        let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
+        let rev = |r: &str| BTreeMap::from([(REV_LABEL.to_string(), r.to_string())]);
+        for ns in ["bank", "pay", "shop"] {
+            state.insert(namespace_object(ns, &rev("r")));
+        }
+        state.insert(namespace_object("old", &rev("gone")));
+        let expected = |pairs: &[(&str, Option<&str>)]| -> Expected {
+            pairs
+                .iter()
+                .map(|(n, r)| (n.to_string(), r.map(str::to_string)))
+                .collect()
+        };
+        let was = expected(&[("bank", Some("r")), ("old", None), ("shop", Some("r"))]);
+        let now = expected(&[
+            ("absent", Some("r")),
+            ("bank", Some("other")),
+            ("pay", None),
+            ("shop", Some("r")),
+        ]);
+        let seen = Watch::new(&state, &was).into_evaluated();
+        for (from, to) in [(&was, &now), (&now, &was), (&was, &was)] {
+            let start = Watch::new(&state, from).into_evaluated();
+            let w = Watch::resume(&state, start, from, to);
+            let reference: Vec<Violation> = violations(&state, &Expectations { namespaces: to })
+                .into_iter()
+                .collect();
+            assert_eq!(watched(&w), reference);
+        }
+        let w = Watch::resume(&state, seen, &was, &now);
+        let bad: Vec<String> = watched(&w)
+            .iter()
+            .filter_map(|v| match v {
+                Violation::Injection { namespace, .. } => Some(namespace.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bad, ["absent", "bank"]);
+    }
+
+    #[test]
+    fn a_namespace_cursor_finds_what_a_lookup_finds_in_any_order() {
+        let mut state = ClusterState::default();
+        for ns in ["b", "d", "f"] {
+            state.insert(namespace_object(ns, &BTreeMap::new()));
+        }
+        let asks = ["a", "b", "b", "c", "d", "b", "e", "f", "d", "g", "a", "f"];
+        let mut cursor = NamespaceCursor::new(&state);
+        for name in asks {
+            assert_eq!(
+                cursor.get(name).map(|o| o.id.name.as_str()),
+                state.get(&namespace_id(name)).map(|o| o.id.name.as_str()),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::render::{
     self, Progress, RenderCounts, RenderOptions, RenderRequest, Rendered, TagRequest,
 };
-use crate::{check, describe, emit, error, jobs, layout, plan, policy, schema, VERSION};
+use crate::{describe, emit, error, jobs, layout, plan, policy, VERSION};
 
 /// Everything `compile` needs, checked; built once from the command line.
 #[derive(Debug, Clone)]
@@ -67,19 +67,16 @@ pub struct Compiled {
     /// What the run has to say besides the plan (the render cache could not be written, an
     /// entry was corrupt), printed as `note:` lines.
     pub notes: Vec<String>,
+    /// Each phase's directory and its apply, patch and delete counts: the lengths of the
+    /// bundle's lists, which `plan.json`'s `apply`, `patch` and `delete` entries (and PLAN.md's
+    /// phase table) hold one for one.
+    pub counts: Vec<(String, [usize; 3])>,
 }
 
 impl Compiled {
-    /// The short phase summary printed on stderr. Each phase's counts are read from the
-    /// compiled `plan.json` (its `apply`, `patch` and `delete` entries), the same entries
-    /// PLAN.md's phase table counts, so the two cannot disagree.
+    /// The short phase summary printed on stderr, each phase's counts those of `counts`.
     pub fn summary(&self, out: &Path) -> Result<String> {
         let p = &self.plan;
-        let json = self
-            .files
-            .get(schema::PLAN_JSON)
-            .ok_or_else(|| error::Error::new("internal error: compile produced no plan.json"))?;
-        let doc = check::parse_plan(Path::new(schema::PLAN_JSON), json)?;
         let hops = match p.hops.len() {
             1 => String::new(),
             n => format!(" in {n} hops"),
@@ -91,7 +88,7 @@ impl Compiled {
             p.from().revision,
             p.to().version,
             p.to().revision,
-            doc.phases.len(),
+            self.counts.len(),
             out.display()
         );
         for (version, platform) in &self.platforms {
@@ -100,15 +97,15 @@ impl Compiled {
                 "  istioctl {version}: the {platform} binary of its pin (plan.json records every platform's)"
             );
         }
-        let width = doc
-            .phases
+        let width = self
+            .counts
             .iter()
-            .map(|p| p.dir.len() + 1)
+            .map(|(dir, _)| dir.len() + 1)
             .max()
             .unwrap_or(0)
             .max(28);
-        for phase in &doc.phases {
-            let _ = writeln!(s, "  {:<width$} {}", phase.dir, phase_counts(phase));
+        for (dir, counts) in &self.counts {
+            let _ = writeln!(s, "  {dir:<width$} {}", phase_counts(counts));
         }
         if let Some(phase) = p.promote.and_then(|n| p.phases.get(n - 1)) {
             let _ = writeln!(
@@ -129,12 +126,8 @@ impl Compiled {
 }
 
 /// A phase's counts as PLAN.md's table heads them (`apply 2, patch 1`), zeros left out.
-fn phase_counts(phase: &schema::PhaseDoc) -> String {
-    let counts = [
-        ("apply", phase.apply.len()),
-        ("patch", phase.patch.len()),
-        ("delete", phase.delete.len()),
-    ];
+fn phase_counts(&[apply, patch, delete]: &[usize; 3]) -> String {
+    let counts = [("apply", apply), ("patch", patch), ("delete", delete)];
     let what: Vec<String> = counts
         .iter()
         .filter(|(_, n)| *n > 0)
@@ -319,6 +312,16 @@ fn finish(policy: &policy::Policy, renders: &[Arc<Rendered>]) -> Result<Compiled
     let plan = plan::plan(policy, &rendered)?;
     let texts = describe::describe(&plan);
     let bundle = layout::layout(&plan)?;
+    let counts = bundle
+        .phases
+        .iter()
+        .map(|d| {
+            (
+                d.path.clone(),
+                [d.apply.len(), d.patch.len(), d.delete.len()],
+            )
+        })
+        .collect();
     let files = emit::emit(
         &plan,
         &texts,
@@ -343,5 +346,6 @@ fn finish(policy: &policy::Policy, renders: &[Arc<Rendered>]) -> Result<Compiled
         inputs,
         platforms,
         notes: Vec::new(),
+        counts,
     })
 }

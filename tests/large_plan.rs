@@ -195,7 +195,10 @@ fn a_large_plan_stays_readable_and_plan_json_keeps_every_namespace() {
         for r in rows {
             assert_eq!(
                 read.get(&r.namespace),
-                Some(&(r.tag.clone(), r.states.clone())),
+                Some(&(
+                    r.tag.clone(),
+                    r.states.iter().map(|c| c.to_string()).collect()
+                )),
                 "{}",
                 r.namespace
             );

@@ -296,7 +296,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     for row in &p.injection {
         for (i, cell) in row.states.iter().enumerate() {
             prop_assert!(
-                cell == "1-14-1" || cell == old_rev.label(),
+                &**cell == "1-14-1" || &**cell == old_rev.label(),
                 "namespace {} in state {i}: injected by `{cell}`",
                 row.namespace
             );

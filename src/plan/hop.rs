@@ -16,7 +16,7 @@ use crate::istio::{
 };
 use crate::k8s::{self, Minor, NAME_LABEL};
 use crate::manifest::{Object, ObjectId};
-use crate::mesh::{dangling_references, violations, Expectations, Violation};
+use crate::mesh::{dangling_references, violations, Evaluated, Expectations, Violation};
 use crate::plan::refusal::{PhaseAt, Refusal};
 use crate::plan::simulate::{self, Expected};
 use crate::plan::start::{revision_of, workload_injectors};
@@ -82,12 +82,21 @@ pub struct Around<'a> {
     pub ambient: &'a [String],
 }
 
-/// What one hop produced: its phases, the state after each and what was expected of it.
+/// What one hop produced: its phases, the state after each, what was expected of it and what
+/// the simulation knew of it (to resume from).
 pub struct HopOut {
     pub hop: Hop,
     pub phases: Vec<Phase>,
     pub states: Vec<ClusterState>,
     pub expected: Vec<Expected>,
+    pub evaluated: Vec<Evaluated>,
+}
+
+/// Where a hop starts: the state, what was expected of it and what the simulation knew of it.
+pub struct Start<'a> {
+    pub state: &'a ClusterState,
+    pub expected: &'a Expected,
+    pub evaluated: &'a Evaluated,
 }
 
 /// The hop's phases before the uninstall, after every check its renders must pass.
@@ -397,7 +406,7 @@ pub fn expected(hop: &HopInput<'_>, waves_done: usize) -> Expected {
 /// `fixed` holds the namespaces no wave moves, each with the revision it must keep; `running`
 /// the revision each known workload's pods run, updated by every restart.
 pub fn run(
-    start: &ClusterState,
+    start: Start<'_>,
     hop: &HopInput<'_>,
     drafts: Vec<Draft>,
     at: At,
@@ -442,7 +451,7 @@ pub fn run(
         .flat_map(|d| d.changes.iter().map(|c| c.id().clone()))
         .collect();
     let width = at.width;
-    let mut state = start.clone();
+    let mut state = start.state.clone();
     let mut out = HopOut {
         hop: Hop {
             from: hop.from.clone(),
@@ -457,6 +466,7 @@ pub fn run(
         phases: Vec::new(),
         states: Vec::new(),
         expected: Vec::new(),
+        evaluated: Vec::new(),
     };
     let mut waves_done = 0;
     let mut tag_moved = false;
@@ -528,12 +538,17 @@ pub fn run(
                     .map(|n| (n.clone(), Some(side.revision.label().to_string()))),
             );
         }
-        state = simulate::run(&state, &draft.changes, &any_single, &end, known).map_err(
-            |violation| Refusal::UnsafePhase {
-                at: phase_at.clone(),
-                violation,
-            },
-        )?;
+        let seen = (
+            out.evaluated.last().unwrap_or(start.evaluated),
+            out.expected.last().unwrap_or(start.expected),
+        );
+        let (next, evaluated) =
+            simulate::run_from(&state, Some(seen), &draft.changes, &any_single, &end, known)
+                .map_err(|violation| Refusal::UnsafePhase {
+                    at: phase_at.clone(),
+                    violation,
+                })?;
+        state = next;
         restarted(&state, &draft, hop, running, &phase_at)?;
         if matches!(draft.kind, PhaseKind::Gateways | PhaseKind::GatewayCutover) {
             let (old, new) = (hop.from.revision.label(), hop.to.revision.label());
@@ -572,6 +587,7 @@ pub fn run(
         });
         out.states.push(state.clone());
         out.expected.push(end);
+        out.evaluated.push(evaluated);
     }
     Ok(out)
 }

@@ -4,7 +4,7 @@
 //!
 //! A plan is a fold over hops: `start` makes state 0 (the one place it is made), `hop::plan_hop`
 //! takes a start state and one hop and returns the hop's phases and end state, every step of
-//! every phase checked by the one simulation function (`simulate::run`), which also checks every
+//! every phase checked by the one simulation function (`simulate::run_from`), which also checks every
 //! rollback (`rollback`). What the renders must hold before any phase is built is in `checks`;
 //! why a plan is refused is a typed `Refusal`.
 //!
@@ -158,7 +158,8 @@ pub struct InjectionRow {
     pub namespace: String,
     /// The revision tag it selects, when it follows a tag the plan moves.
     pub tag: Option<String>,
-    pub states: Vec<String>,
+    /// One cell per state; a cell that does not change is shared, not copied.
+    pub states: Vec<std::sync::Arc<str>>,
 }
 
 /// The whole upgrade.
@@ -420,18 +421,30 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
 
     let mut states = vec![start.state.clone()];
     let mut expected = vec![start.expected.clone()];
+    // What the simulation knew of each state: the next phase, and the rollback back from it,
+    // resume from there instead of evaluating every namespace again.
+    let mut evaluated =
+        vec![crate::mesh::Watch::new(&start.state, &start.expected).into_evaluated()];
     let mut phases: Vec<Phase> = Vec::new();
     let mut planned_hops = Vec::new();
     let mut running = start.workloads.clone();
     for (h, (hop_input, drafts)) in input.hops.iter().zip(drafted).enumerate() {
-        let from = states.last().cloned().unwrap_or_default();
+        let (Some(from), Some(from_expected), Some(from_seen)) =
+            (states.last(), expected.last(), evaluated.last())
+        else {
+            return Err(Refusal::NoHop);
+        };
         let at = hop::At {
             hop: h,
             first_index: phases.len() + 1,
             width,
         };
         let out = hop::run(
-            &from,
+            hop::Start {
+                state: from,
+                expected: from_expected,
+                evaluated: from_seen,
+            },
             hop_input,
             drafts,
             at,
@@ -447,6 +460,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         phases.extend(out.phases);
         states.extend(out.states);
         expected.extend(out.expected);
+        evaluated.extend(out.evaluated);
         planned_hops.push(out.hop);
     }
 
@@ -493,7 +507,7 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
             .map(|i| (i.path.clone(), i.sha256.clone())),
         ..empty_plan(input)
     };
-    let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &start.known)?;
+    let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &evaluated, &start.known)?;
     plan.rollback_injection = injection_table(&start.namespaces, &tags, &ends);
     plan.rollbacks = rollbacks;
     plan.promote = match input.promote {
@@ -592,12 +606,13 @@ fn injection_table(
             _ => crate::mesh::NamespaceInjection::new(s),
         };
         let injection = &mut last.insert((s, injection)).1;
+        let mut objects = crate::mesh::NamespaceCursor::new(s);
         for row in &mut rows {
             let cell = match (&relabelled, row.states.last()) {
                 (Some(changed), Some(cell)) if !changed.contains(row.namespace.as_str()) => {
                     cell.clone()
                 }
-                _ => crate::mesh::describe(injection.of_namespace(s, &row.namespace)),
+                _ => crate::mesh::describe(injection.of_object(objects.get(&row.namespace))).into(),
             };
             row.states.push(cell);
         }

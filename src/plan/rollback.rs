@@ -14,7 +14,7 @@ use crate::cluster::{
 };
 use crate::k8s::{self, Minor};
 use crate::manifest::{Object, ObjectId};
-use crate::mesh::Violation;
+use crate::mesh::{Evaluated, Violation};
 use crate::plan::refusal::{Differs, Refusal};
 use crate::plan::simulate::{self, Expected};
 use crate::plan::{rollback_dir, sort_changes, Phase, PhaseKind, Plan, Result, Rollback};
@@ -192,12 +192,29 @@ pub fn simulate_rollback(
     expect: &Expected,
     known: &BTreeSet<Violation>,
 ) -> Result<ClusterState> {
-    let state = simulate::run(after, changes, expect, expect, known).map_err(|violation| {
-        Refusal::UnsafeRollback {
-            dir: dir.to_string(),
-            violation,
-        }
-    })?;
+    rollback_from(dir, changes, (before, after, None), expect, known)
+}
+
+/// `simulate_rollback`, resuming from what the simulation knew of `after` (and the
+/// expectations it was judged by) when `seen` holds it.
+fn rollback_from(
+    dir: &str,
+    changes: &[Change],
+    (before, after, seen): (
+        &ClusterState,
+        &ClusterState,
+        Option<(&Evaluated, &Expected)>,
+    ),
+    expect: &Expected,
+    known: &BTreeSet<Violation>,
+) -> Result<ClusterState> {
+    let (state, _) =
+        simulate::run_from(after, seen, changes, expect, expect, known).map_err(|violation| {
+            Refusal::UnsafeRollback {
+                dir: dir.to_string(),
+                violation,
+            }
+        })?;
     // What the state must be: `before`, with the CRDs as `after` has them. Only the objects
     // where the end state differs from that can differ (the maps' diffs skip what they share);
     // each is compared as the API server stores it, in identity order.
@@ -246,8 +263,11 @@ pub(crate) fn diff_key<'a>(
 /// the state before it, then the rollback's), in every hop: a hop's phases roll back to where
 /// the hop started, never past an earlier hop's uninstall. Returns them with the state each
 /// ends in.
+/// `evaluated[n]`: what the simulation knew of `plan.states[n]` (each rollback resumes from the
+/// state it starts at).
 pub fn plan_rollbacks(
     plan: &Plan,
+    evaluated: &[Evaluated],
     known: &BTreeSet<Violation>,
 ) -> Result<(Vec<Rollback>, Vec<ClusterState>)> {
     let mut rollbacks = Vec::new();
@@ -263,11 +283,11 @@ pub fn plan_rollbacks(
             dir: rollback_dir(phase),
             changes: rollback_changes(phase, before, after, plan.kubernetes_version),
         };
-        ends.push(simulate_rollback(
+        let seen = evaluated.get(n).map(|e| (e, &plan.expected[n]));
+        ends.push(rollback_from(
             &rollback.dir,
             &rollback.changes,
-            before,
-            after,
+            (before, after, seen),
             &plan.expected[n - 1],
             known,
         )?);

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::cluster::{Change, ClusterState, Via};
 use crate::manifest::ObjectId;
-use crate::mesh::{dangling_references, lost_gateway_backends, Violation, Watch};
+use crate::mesh::{dangling_references, lost_gateway_backends, Evaluated, Violation, Watch};
 
 /// What the plan expects of the named namespaces in one state: the revision each must be
 /// injected by, or `None`: any single healthy injector (between the steps of a phase).
@@ -57,21 +57,26 @@ pub fn steps(changes: &[Change]) -> Vec<Vec<&Change>> {
 
 /// Runs `changes` on `state` step by step. After every step but the last the state must meet
 /// `between`, after the last `end`; no step may delete an object something left still
-/// references, nor leave a Service that selected gateway pods selecting none. Violations in `known` (already there before the upgrade) are not blamed; `known`
-/// never holds an undecidable one (`plan_hops` refuses such a state 0 first). Returns
-/// the end state, or the first new violation (in `Violation` order, as `mesh::violations` and the
-/// step's dangling references give them together).
+/// references, nor leave a Service that selected gateway pods selecting none. Violations in
+/// `known` (already there before the upgrade) are not blamed; `known` never holds an
+/// undecidable one (`plan_hops` refuses such a state 0 first). Returns the end state and what
+/// the simulation knows of it (judged by `end`, for the next run from there), or the first new
+/// violation (in `Violation` order, as `mesh::violations` and the step's dangling references
+/// give them together). With `seen` (what an earlier run knew of `state`, and the
+/// expectations it was judged by) it resumes from there instead of evaluating `state` whole.
 ///
 /// Each state is evaluated by a `mesh::Watch` from the one before: a step that relabels
 /// namespaces evaluates only those, a step that changes a webhook, Service or Deployment every
-/// namespace (once per distinct label set). Nothing is skipped that a change can affect.
-pub fn run(
+/// namespace (once per distinct label set), and new expectations only the namespaces whose
+/// expectation changed. Nothing is skipped that a change can affect.
+pub fn run_from(
     state: &ClusterState,
+    seen: Option<(&Evaluated, &Expected)>,
     changes: &[Change],
     between: &Expected,
     end: &Expected,
     known: &BTreeSet<Violation>,
-) -> Result<ClusterState, Violation> {
+) -> Result<(ClusterState, Evaluated), Violation> {
     let mut state = state.clone();
     let steps = steps(changes);
     let last = steps.len() - 1;
@@ -82,12 +87,18 @@ pub fn run(
             state.apply(c);
         }
         let expect = if si == last { end } else { between };
-        let watch = match &mut watch {
-            Some(w) => {
-                w.update(&state, step.iter().map(|c| c.id()), expect);
+        let ids = step.iter().map(|c| c.id());
+        let watch = match (&mut watch, seen) {
+            (Some(w), _) => {
+                w.update(&state, ids, expect);
                 w
             }
-            None => watch.insert(Watch::new(&state, expect)),
+            (None, Some((seen, was))) => {
+                let mut w = Watch::resume(&before, seen.clone(), was, expect);
+                w.update(&state, ids, expect);
+                watch.insert(w)
+            }
+            (None, None) => watch.insert(Watch::new(&state, expect)),
         };
         let deleted: Vec<&ObjectId> = step
             .iter()
@@ -110,5 +121,10 @@ pub fn run(
             return Err(v.clone());
         }
     }
-    Ok(state)
+    // `steps` is never empty, so the watch was made.
+    let seen = match watch {
+        Some(w) => w.into_evaluated(),
+        None => Watch::new(&state, end).into_evaluated(),
+    };
+    Ok((state, seen))
 }

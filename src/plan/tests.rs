@@ -227,8 +227,8 @@ fn a_migrate_phase_relabels_only_its_wave_by_a_label_merge() {
     assert_eq!(labels_of(&p, 3, "shop")[REV_LABEL], "1-14-1");
     assert_eq!(labels_of(&p, 3, "cart")[REV_LABEL], "1-13-5");
     assert_eq!(p.injection[0].namespace, "shop");
-    assert_eq!(p.injection[0].states[2], "1-13-5");
-    assert_eq!(p.injection[0].states[3], "1-14-1");
+    assert_eq!(&*p.injection[0].states[2], "1-13-5");
+    assert_eq!(&*p.injection[0].states[3], "1-14-1");
 }
 
 #[test]
@@ -1650,7 +1650,7 @@ fn the_simulation_refuses_a_step_that_leaves_a_gateway_service_without_pods() {
     .remove(0);
     let none = simulate::Expected::new();
     let changes = vec![Change::Apply(cutover.clone())];
-    match simulate::run(&state, &changes, &none, &none, &BTreeSet::new()) {
+    match simulate::run_from(&state, None, &changes, &none, &none, &BTreeSet::new()).map(|_| ()) {
         Err(Violation::GatewayServiceEmpty { service, had }) => {
             assert_eq!(service, cutover.id);
             assert_eq!(had, ["a"]);
@@ -1664,7 +1664,7 @@ fn the_simulation_refuses_a_step_that_leaves_a_gateway_service_without_pods() {
     .unwrap()
     .remove(0);
     let with_canary = vec![Change::Apply(canary), Change::Apply(cutover)];
-    assert!(simulate::run(&state, &with_canary, &none, &none, &BTreeSet::new()).is_ok());
+    assert!(simulate::run_from(&state, None, &with_canary, &none, &none, &BTreeSet::new()).is_ok());
 }
 
 #[test]
