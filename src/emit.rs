@@ -18,7 +18,7 @@ use minijinja::{context, Environment, UndefinedBehavior};
 use crate::describe::Texts;
 use crate::error::{Error, Result};
 use crate::gitops;
-use crate::layout::{Bundle, Dir, PatchVia, KUSTOMIZATION_FILE, LIVE_DIR};
+use crate::layout::{Bundle, Dir, ObjectFile, PatchVia, KUSTOMIZATION_FILE, LIVE_DIR};
 use crate::manifest::ObjectId;
 use crate::plan::{InjectionRow, Plan};
 use crate::policy::sha256_hex;
@@ -111,23 +111,19 @@ fn render(env: &Environment<'_>, name: &str, ctx: minijinja::Value) -> Result<St
         .map_err(|e| Error::new(format!("rendering template {name}: {e}")))
 }
 
-fn entry(object: &crate::manifest::Object, file: &str) -> EntryDoc {
+fn entry(f: &ObjectFile) -> EntryDoc {
     EntryDoc {
-        api_version: object.api_version.clone(),
-        kind: object.id.kind.clone(),
-        namespace: object.id.namespace.clone(),
-        name: object.id.name.clone(),
-        file: file.to_string(),
+        api_version: f.api_version.clone(),
+        kind: f.id.kind.clone(),
+        namespace: f.id.namespace.clone(),
+        name: f.id.name.clone(),
+        file: f.file.clone(),
     }
 }
 
 /// plan.json's entries for a directory: files to apply, label patches, delete stubs.
 fn entries(dir: &Dir) -> (Vec<EntryDoc>, Vec<PatchDoc>, Vec<EntryDoc>) {
-    let apply = dir
-        .apply
-        .iter()
-        .map(|f| entry(&f.object, &f.file))
-        .collect();
+    let apply = dir.apply.iter().map(entry).collect();
     let patch = dir
         .patch
         .iter()
@@ -147,11 +143,7 @@ fn entries(dir: &Dir) -> (Vec<EntryDoc>, Vec<PatchDoc>, Vec<EntryDoc>) {
             },
         })
         .collect();
-    let delete = dir
-        .delete
-        .iter()
-        .map(|f| entry(&f.object, &f.file))
-        .collect();
+    let delete = dir.delete.iter().map(entry).collect();
     (apply, patch, delete)
 }
 
@@ -166,13 +158,13 @@ fn write_dir(
     for f in dir.object_files() {
         files.insert(
             format!("{}/{}", dir.path, f.file),
-            format!("{header}{}", f.object.to_yaml()?),
+            format!("{header}{}", f.yaml),
         );
     }
     for f in &dir.delete {
         files.insert(
             format!("{}/{}", dir.path, f.file),
-            format!("{delete_header}{}", f.object.to_yaml()?),
+            format!("{delete_header}{}", f.yaml),
         );
     }
     Ok(())

@@ -415,7 +415,16 @@ pub fn files(plan: &Plan, bundle: &Bundle, gitops: &GitOps, header: &str) -> Res
             continue;
         }
         let name = object_name(&plan.name, &dir.path);
-        let objects: Vec<&Object> = dir.apply.iter().map(|f| &f.object).collect();
+        // The objects its files apply whole (their Git form strips nulls and adds annotations,
+        // neither of which the webhook rules read).
+        let objects: Vec<&Object> = phase
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                crate::cluster::Change::Apply(o) => Some(o),
+                _ => None,
+            })
+            .collect();
         let flipped = flipped_validators(objects.iter().copied());
         let rules = ignore_differences(
             has_kind(objects.iter().copied(), MUTATING),

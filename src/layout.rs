@@ -95,7 +95,31 @@ pub struct Dir {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectFile {
     pub file: String,
-    pub object: Object,
+    pub id: ObjectId,
+    pub api_version: String,
+    /// The object as written (its Git form as `Object::to_yaml` writes it, without the file's
+    /// header): the text, not the object, so that a bundle of thousands of files holds their
+    /// bytes, not a parsed tree of each.
+    pub yaml: String,
+}
+
+impl ObjectFile {
+    fn new(file: String, object: &Object) -> Result<ObjectFile> {
+        Ok(ObjectFile {
+            file,
+            id: object.id.clone(),
+            api_version: object.api_version.clone(),
+            yaml: object.to_yaml()?,
+        })
+    }
+
+    /// The object the file holds, read back from its text (for the tests).
+    #[cfg(test)]
+    fn object(&self) -> Object {
+        let mut objects = crate::manifest::parse_manifest(&self.yaml, &self.file).unwrap();
+        assert_eq!(objects.len(), 1, "{}", self.file);
+        objects.remove(0)
+    }
 }
 
 /// A label merge on one object: set some labels, remove some.
@@ -371,18 +395,21 @@ fn file_names(ids: &[(u8, &ObjectId)]) -> Vec<String> {
 
 /// The files of `changes` (whole objects and file label patches, each in its Git form) and the
 /// command label patches, for the directory `path`; no delete stubs, no `Kustomization`.
-fn change_dir(path: &str, changes: &[Change], protection: &Protection) -> Dir {
-    let written: Vec<(&Change, Object)> = changes
+fn change_dir(path: &str, changes: &[Change], protection: &Protection) -> Result<Dir> {
+    let written: Vec<(&Change, std::borrow::Cow<'_, Object>)> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::Apply(o) => Some((c, o.clone())),
+            Change::Apply(o) => Some((c, std::borrow::Cow::Borrowed(o))),
             Change::Labels {
                 id,
                 api_version,
                 set,
                 via: Via::File,
                 ..
-            } => Some((c, label_patch_object(api_version, id, set))),
+            } => Some((
+                c,
+                std::borrow::Cow::Owned(label_patch_object(api_version, id, set)),
+            )),
             _ => None,
         })
         .collect();
@@ -398,10 +425,7 @@ fn change_dir(path: &str, changes: &[Change], protection: &Protection) -> Dir {
         kustomization: None,
     };
     for ((change, object), file) in written.iter().zip(file_names(&ids)) {
-        let written = ObjectFile {
-            file,
-            object: protection.git_form(object),
-        };
+        let written = ObjectFile::new(file, &protection.git_form(object))?;
         match change {
             Change::Labels {
                 id,
@@ -456,12 +480,12 @@ fn change_dir(path: &str, changes: &[Change], protection: &Protection) -> Dir {
             _ => {}
         }
     }
-    dir
+    Ok(dir)
 }
 
 /// One delete stub per object, named like the files of a phase (in reverse rank order, like the
 /// uninstall's), under `sub` of the directory.
-fn stubs<'a>(deletes: impl Iterator<Item = &'a DeleteRef>, sub: &str) -> Vec<ObjectFile> {
+fn stubs<'a>(deletes: impl Iterator<Item = &'a DeleteRef>, sub: &str) -> Result<Vec<ObjectFile>> {
     let deletes: Vec<&DeleteRef> = deletes.collect();
     let ids: Vec<(u8, &ObjectId)> = deletes
         .iter()
@@ -470,10 +494,7 @@ fn stubs<'a>(deletes: impl Iterator<Item = &'a DeleteRef>, sub: &str) -> Vec<Obj
     deletes
         .iter()
         .zip(file_names(&ids))
-        .map(|(d, file)| ObjectFile {
-            file: format!("{sub}{file}"),
-            object: stub_object(d),
-        })
+        .map(|(d, file)| ObjectFile::new(format!("{sub}{file}"), &stub_object(d)))
         .collect()
 }
 
@@ -500,8 +521,8 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
     let protection = Protection::of(plan);
     let mut phases = Vec::new();
     for phase in &plan.phases {
-        let mut dir = change_dir(&phase.dir, &phase.changes, &protection);
-        dir.delete = stubs(phase.deletes(), "");
+        let mut dir = change_dir(&phase.dir, &phase.changes, &protection)?;
+        dir.delete = stubs(phase.deletes(), "")?;
         if phase.kind != PhaseKind::Uninstall {
             dir.kustomization = Some(dir.object_file_names());
         }
@@ -517,8 +538,8 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
         else {
             continue;
         };
-        let mut dir = change_dir(&rb.dir, &rb.changes, &protection);
-        dir.delete = stubs(rb.deletes(), ROLLBACK_DELETE_DIR);
+        let mut dir = change_dir(&rb.dir, &rb.changes, &protection)?;
+        dir.delete = stubs(rb.deletes(), ROLLBACK_DELETE_DIR)?;
         let names = dir.object_file_names();
         if !names.is_empty() {
             dir.kustomization = Some(names);
@@ -532,7 +553,7 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
     }
     let live = match plan.promote {
         Some(n) => {
-            let mut dir = change_dir(LIVE_DIR, &live_changes(plan, n), &protection);
+            let mut dir = change_dir(LIVE_DIR, &live_changes(plan, n), &protection)?;
             let mut names = dir.object_file_names();
             names.sort();
             dir.kustomization = Some(names);
@@ -662,7 +683,8 @@ mod tests {
                 },
             ],
             &Protection::default(),
-        );
+        )
+        .unwrap();
         let err = check_unique(&dir).unwrap_err();
         assert!(
             err.message.contains("01-namespace_a.yaml"),
@@ -745,10 +767,10 @@ mod tests {
             .phases
             .iter()
             .flat_map(|d| d.files())
-            .filter(|f| f.object.id == reader.id)
+            .filter(|f| f.id == reader.id)
             .collect();
         assert_eq!(readers.len(), 1);
-        assert!(is_protected(&readers[0].object));
+        assert!(is_protected(&readers[0].object()));
         assert!(
             bundle.phases[3].kustomization.is_none(),
             "uninstall only deletes"
@@ -807,7 +829,7 @@ mod tests {
         let rollback = &bundle.rollbacks[0];
         assert_eq!(rollback.phase_dir, "02-migrate");
         let rollback_ns = rollback.dir.patch[0].file().unwrap();
-        assert!(is_protected(&rollback_ns.object), "a rollback's relabel");
+        assert!(is_protected(&rollback_ns.object()), "a rollback's relabel");
         assert_eq!(
             rollback.dir.kustomization.as_deref(),
             Some(&["01-namespace_app.yaml".to_string()][..])
@@ -818,12 +840,12 @@ mod tests {
         let in_live = |id: &ObjectId| {
             live.dir
                 .object_files()
-                .find(|f| f.object.id == *id)
+                .find(|f| f.id == *id)
                 .unwrap()
                 .clone()
         };
         let phase_ns = bundle.phases[1].patch[0].file().unwrap();
-        assert!(is_protected(&phase_ns.object));
+        assert!(is_protected(&phase_ns.object()));
         assert_eq!(
             in_live(&namespace_id("app")),
             *phase_ns,
