@@ -441,6 +441,44 @@ pub fn phase_stream(
     Ok(stream)
 }
 
+/// `show --restarts`: the directory `query` names (a phase, by index, directory or name, or
+/// `rollback/<phase directory>`) and its pod-template patch commands, in plan order.
+pub fn restart_commands<'a>(plan: &'a PlanDoc, query: &str) -> Result<(&'a str, Vec<&'a str>)> {
+    let patches = match query.strip_prefix("rollback/") {
+        Some(_) => {
+            let found = plan.phases.iter().find_map(|p| {
+                let rb = p.rollback.as_ref()?;
+                let dir = rb.dir.as_deref().filter(|d| *d == query)?;
+                Some((dir, &rb.patch))
+            });
+            let Some(found) = found else {
+                let list: Vec<String> = plan
+                    .phases
+                    .iter()
+                    .filter_map(|p| p.rollback.as_ref()?.dir.as_ref())
+                    .map(|d| format!("  {d}"))
+                    .collect();
+                return Err(
+                    Error::new(format!("no rollback {query:?} in plan {:?}", plan.name))
+                        .with_help(format!("give a rollback directory:\n{}", list.join("\n"))),
+                );
+            };
+            found
+        }
+        None => {
+            let phase = find_phase(plan, query)?;
+            (phase.dir.as_str(), &phase.patch)
+        }
+    };
+    let (dir, patches) = patches;
+    let commands = patches
+        .iter()
+        .filter(|p| !p.template_labels.is_empty() || !p.template_annotations.is_empty())
+        .filter_map(|p| p.command.as_deref())
+        .collect();
+    Ok((dir, commands))
+}
+
 /// What `show` must add on stderr: the label commands of a phase that no file carries.
 pub fn phase_commands_outside_stream(phase: &PhaseDoc) -> Vec<&str> {
     phase

@@ -86,11 +86,17 @@ enum Command {
     /// (the uninstall phase: its delete stubs, for `| kubectl delete -f -`).
     Show {
         /// The phase: its index (`3`, `03`), directory (`03-migrate-canary`) or name
-        /// (`migrate-canary`).
+        /// (`migrate-canary`); with `--restarts`, also a rollback directory
+        /// (`rollback/03-migrate-canary`).
         phase: String,
         /// The output directory.
         #[arg(long, value_name = "DIR", default_value = "bundles")]
         out: PathBuf,
+        /// Print instead the phase's (or rollback's) pod-template patches, one `kubectl patch`
+        /// command per line in plan order, for `| sh -e`: how PLAN.md runs a directory's
+        /// restarts when they are too many to list.
+        #[arg(long)]
+        restarts: bool,
     },
     /// Compile and print the plan without writing anything.
     Plan {
@@ -275,7 +281,16 @@ pub fn main() -> i32 {
             promote,
         ),
         Command::Verify { dir } => run_verify(&dir),
-        Command::Show { phase, out } => run_show(&phase, &out),
+        Command::Show {
+            phase,
+            out,
+            restarts: false,
+        } => run_show(&phase, &out),
+        Command::Show {
+            phase,
+            out,
+            restarts: true,
+        } => run_show_restarts(&phase, &out),
         Command::Plan {
             policy,
             format,
@@ -735,6 +750,23 @@ fn run_show(query: &str, out: &Path) -> Result<Outcome> {
         }
     }
     Ok(Outcome::ok(stream, stderr))
+}
+
+/// `show --restarts`: the pod-template patch commands of a phase or rollback directory.
+fn run_show_restarts(query: &str, out: &Path) -> Result<Outcome> {
+    let plan = check::load_plan(out)?;
+    let (dir, commands) = check::restart_commands(&plan, query)?;
+    let mut stdout = String::new();
+    for c in &commands {
+        stdout.push_str(c);
+        stdout.push('\n');
+    }
+    let stderr = if commands.is_empty() {
+        format!("istio-canary: {dir} has no pod-template patches\n")
+    } else {
+        String::new()
+    };
+    Ok(Outcome::ok(stdout, stderr))
 }
 
 /// `plan`: compile and print the plan. Writes nothing (`config.out` is not used).

@@ -352,15 +352,27 @@ fn label_commands(changes: &[Change]) -> Vec<String> {
         .collect()
 }
 
-/// The `kubectl patch` of each pod-template change (restarts and per-workload moves), in order.
-fn template_commands(changes: &[Change]) -> Vec<String> {
-    changes
+/// The `kubectl patch` of each pod-template change (restarts and per-workload moves), in order;
+/// past `NAMES_SHOWN` of them, one line that runs them all from plan.json, which lists each
+/// (`istio-canary show DIR --restarts`), so PLAN.md does not grow with the workloads.
+fn template_commands(changes: &[Change], dir: &str) -> Vec<String> {
+    let commands: Vec<String> = changes
         .iter()
         .filter_map(|c| match c {
             Change::Template { command, .. } => Some(command.clone()),
             _ => None,
         })
-        .collect()
+        .collect();
+    if commands.len() <= NAMES_SHOWN {
+        return commands;
+    }
+    vec![
+        format!(
+            "# the {} pod-template patches of {dir}/, a `kubectl patch` each (plan.json lists them), in order:",
+            commands.len()
+        ),
+        format!("istio-canary show {dir} --out . --restarts | sh -e"),
+    ]
 }
 
 /// A word of a shell command: as it is when it holds only characters no shell reads specially,
@@ -615,7 +627,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             // over the directory for a wave past `NAMES_SHOWN`.
             let (mut commands, removals) = dir_label_commands(&phase.changes, dir);
             commands.extend(removals);
-            let restarts = template_commands(&phase.changes);
+            let restarts = template_commands(&phase.changes, dir);
             if restarts.is_empty() {
                 commands.extend(restart_commands(&phase.changes, &phase.namespaces, dir));
             } else {
@@ -710,7 +722,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
                 format!(
                     " Namespaces in no wave that follow the default move with it: {}{}.",
                     names_or_count(&phase.namespaces, "plan.json's `namespaces` lists them"),
-                    if template_commands(&phase.changes).is_empty() {
+                    if template_commands(&phase.changes, dir).is_empty() {
                         String::new()
                     } else {
                         "; the `kubectl patch` commands then restart their workloads".to_string()
@@ -719,7 +731,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
             },
             [apply.clone()]
                 .into_iter()
-                .chain(template_commands(&phase.changes))
+                .chain(template_commands(&phase.changes, dir))
                 .collect(),
             vec![
                 format!("# must show {new} for both"),
@@ -742,7 +754,7 @@ pub fn phase(plan: &Plan, phase: &Phase) -> PhaseText {
                 .filter(|c| matches!(c, Change::Apply(o) if o.id.kind == "MutatingWebhookConfiguration"))
                 .map(|c| c.id().name.clone())
                 .collect();
-            let restarts = template_commands(&phase.changes);
+            let restarts = template_commands(&phase.changes, dir);
             (
                 format!(
                     "Point the revision tag `{tag}` at `{new}`: every namespace labelled `{REV_LABEL}={tag}` moves to it, with no relabel.{}",
@@ -1183,7 +1195,7 @@ pub fn rollback(plan: &Plan, rb: &Rollback) -> RollbackText {
     }
     commands.extend(label_commands.iter().cloned());
     server_side.extend(label_commands.iter().cloned());
-    let restarts = template_commands(changes);
+    let restarts = template_commands(changes, dir);
     commands.extend(restarts.iter().cloned());
     server_side.extend(restarts.iter().cloned());
     if has_deletes {

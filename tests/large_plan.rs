@@ -19,6 +19,12 @@ const WAVES: usize = 20;
 const PLAN_MD_LIMIT: usize = 120_000;
 
 fn setup(dir: &Path) -> std::path::PathBuf {
+    setup_with(dir, 0)
+}
+
+/// `setup`, with a StatefulSet `app` in each of the first `workloads` namespaces of wave 3 (a
+/// kind the renders hold none of, so the inventory need not hold the control plane's).
+fn setup_with(dir: &Path, workloads: usize) -> std::path::PathBuf {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let standin = fixtures.join("istioctl");
     let digest =
@@ -52,6 +58,13 @@ fn setup(dir: &Path) -> std::path::PathBuf {
         for name in &names {
             namespace(&mut inventory, name, &[("istio.io/rev", "1-13-5")]);
         }
+    }
+    for i in 0..workloads {
+        let _ = write!(
+            inventory,
+            "- apiVersion: apps/v1\n  kind: StatefulSet\n  metadata: {{name: app, namespace: ns-{:05}}}\n  spec:\n    serviceName: app\n    selector: {{matchLabels: {{app: app}}}}\n    template:\n      metadata: {{labels: {{app: app}}}}\n      spec: {{containers: [{{name: app, image: example.com/app:1.0}}]}}\n",
+            3 * per + i
+        );
     }
     // In no wave: follows the tag, moves in the tag's phase.
     namespace(
@@ -124,37 +137,14 @@ fn a_large_plan_stays_readable_and_plan_json_keeps_every_namespace() {
     }
     // A stand-in on PATH, so that `xargs` finds it too.
     let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for (name, body) in [
-        ("istioctl", "#!/bin/sh\n"),
-        (
-            "kubectl",
-            "#!/bin/sh\nif [ \"$1 $2 $4 $5\" = 'get -f -o name' ]; then sed -n 's/^  name: /namespace\\//p' \"$3\"*.yaml; else (IFS='|'; echo \"$*\"); fi\n",
-        ),
-    ] {
-        let path = bin.join(name);
-        std::fs::write(&path, body).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-    }
+    stand_in(&bin, "istioctl", "#!/bin/sh\n");
+    stand_in(
+        &bin,
+        "kubectl",
+        "#!/bin/sh\nif [ \"$1 $2 $4 $5\" = 'get -f -o name' ]; then sed -n 's/^  name: /namespace\\//p' \"$3\"*.yaml; else (IFS='|'; echo \"$*\"); fi\n",
+    );
     let script = format!("{}\n{}\n", text.commands.join("\n"), text.checks.join("\n"));
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let run = std::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
-        .env("PATH", path)
-        .current_dir(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let log = String::from_utf8(run.stdout).unwrap();
+    let log = run_bash(&script, &[&bin], &out);
     let calls: Vec<&str> = log.lines().collect();
     let restarted: Vec<&str> = calls
         .iter()
@@ -204,4 +194,123 @@ fn a_large_plan_stays_readable_and_plan_json_keeps_every_namespace() {
             );
         }
     }
+}
+
+/// With an inventory, a wave restarts each workload whose injection it changes with one
+/// `kubectl patch`. Past ten, PLAN.md runs them from plan.json (`istio-canary show DIR
+/// --restarts | sh -e`) instead of listing each: run as written, every workload of the wave is
+/// patched once, and so is each by the rollback.
+#[test]
+fn many_restarts_run_from_plan_json_not_one_line_each() {
+    const WORKLOADS: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = setup_with(dir.path(), WORKLOADS);
+    let out = dir.path().join("out");
+    let config = istio_canary::CompileConfig::new(policy, out.clone());
+    let compiled = istio_canary::compile(&config).unwrap_or_else(|e| panic!("{e}"));
+    let md = &compiled.files["PLAN.md"];
+    assert!(
+        !md.contains("kubectl patch statefulset"),
+        "one line per workload"
+    );
+    let phase = compiled
+        .plan
+        .phases
+        .iter()
+        .position(|p| p.name == "migrate-wave-03")
+        .unwrap();
+    let wave = &compiled.plan.phases[phase];
+    let rollback = format!("rollback/{}", wave.dir);
+    for d in [&wave.dir, &rollback] {
+        let line = format!("istio-canary show {d} --out . --restarts | sh -e");
+        assert!(md.contains(&line), "PLAN.md lacks {line}");
+    }
+    istio_canary::write::write_atomic(&out, &compiled.files, false, &[]).unwrap();
+
+    // A stand-in kubectl that logs each call; the real binary on PATH.
+    let bin = dir.path().join("bin");
+    stand_in(&bin, "kubectl", "#!/bin/sh\n(IFS='|'; echo \"$*\")\n");
+    let tool = Path::new(env!("CARGO_BIN_EXE_istio-canary"));
+    let tools = tool.parent().unwrap();
+    let rollback_text = compiled
+        .texts
+        .rollbacks
+        .iter()
+        .find(|r| r.phase_index == wave.index)
+        .unwrap();
+    for (commands, value) in [
+        (&compiled.texts.phases[phase].commands, "\"1-14-1\""),
+        (&rollback_text.commands, "null"),
+    ] {
+        let script: Vec<&str> = commands
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.starts_with('#') || c.starts_with("istio-canary"))
+            .collect();
+        assert_eq!(script.len(), 2, "{commands:?}");
+        let log = run_bash(&script.join("\n"), &[&bin, tools], &out);
+        let patched: Vec<String> = log
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("patch|statefulset.apps|-n|")?;
+                let (ns, rest) = rest.split_once('|')?;
+                rest.contains(&format!("\"istio-canary.dev/restarted-for\":{value}"))
+                    .then(|| ns.to_string())
+            })
+            .collect();
+        let expected: Vec<String> = wave.namespaces[..WORKLOADS].to_vec();
+        assert_eq!(patched, expected, "{log}");
+    }
+
+    // A rollback directory that does not exist is an error naming the ones that do.
+    let r = std::process::Command::new(tool)
+        .args(["show", "rollback/nope", "--out", ".", "--restarts"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    let stderr = String::from_utf8(r.stderr).unwrap();
+    assert!(
+        stderr.contains("no rollback \"rollback/nope\" in plan \"large\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("  {rollback}\n")), "{stderr}");
+    // A phase without pod-template patches says so, and prints nothing.
+    let r = std::process::Command::new(tool)
+        .args(["show", "01", "--out", ".", "--restarts"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0));
+    assert!(r.stdout.is_empty());
+    assert!(String::from_utf8(r.stderr)
+        .unwrap()
+        .ends_with("has no pod-template patches\n"));
+}
+
+/// Writes an executable stand-in `name` into `bin`.
+fn stand_in(bin: &Path, name: &str, body: &str) {
+    std::fs::create_dir_all(bin).unwrap();
+    let path = bin.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// Runs `script` in bash (`-euo pipefail`) in `cwd` with `dirs` first on PATH; it must succeed.
+/// Returns what it printed on stdout.
+fn run_bash(script: &str, dirs: &[&Path], cwd: &Path) -> String {
+    let mut path: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    path.push(std::env::var("PATH").unwrap_or_default());
+    let run = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .env("PATH", path.join(":"))
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8(run.stdout).unwrap()
 }
