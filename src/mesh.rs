@@ -665,7 +665,7 @@ impl fmt::Display for Violation {
 /// What the plan expects of one state: the namespaces it moves and the revision each must be
 /// injected by (None: any single healthy injector, for states inside a phase).
 pub struct Expectations<'a> {
-    pub namespaces: &'a BTreeMap<String, Option<String>>,
+    pub namespaces: &'a Expected,
 }
 
 /// Every violation of `state`.
@@ -789,7 +789,7 @@ pub struct Evaluated {
 }
 
 /// What the plan expects of the named namespaces of one state (see `Expectations`).
-pub type Expected = BTreeMap<String, Option<String>>;
+pub type Expected = imbl::OrdMap<String, Option<String>>;
 
 impl<'e> Watch<'e> {
     /// Evaluates `state` whole.
@@ -993,40 +993,17 @@ pub fn lost_gateway_backends<'a>(
 }
 
 /// The namespaces `a` and `b` expect differently (named in one only, or with another revision),
-/// in order: one walk over both sorted maps.
+/// in order.
 fn changed_expectations<'m>(a: &'m Expected, b: &'m Expected) -> Vec<&'m str> {
-    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
-    let mut out = Vec::new();
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => return out,
-            (Some((ka, _)), None) => {
-                out.push(ka.as_str());
-                a.next();
-            }
-            (None, Some((kb, _))) => {
-                out.push(kb.as_str());
-                b.next();
-            }
-            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
-                std::cmp::Ordering::Less => {
-                    out.push(ka.as_str());
-                    a.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push(kb.as_str());
-                    b.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if va != vb {
-                        out.push(ka.as_str());
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-        }
-    }
+    // The maps share what did not change (`plan::hop` rebases each phase's expectations on the
+    // one before), and their diff skips it.
+    a.diff(b)
+        .map(|d| match d {
+            imbl::ordmap::DiffItem::Add(k, _)
+            | imbl::ordmap::DiffItem::Remove(k, _)
+            | imbl::ordmap::DiffItem::Update { new: (k, _), .. } => k.as_str(),
+        })
+        .collect()
 }
 
 /// Violations a step's deletes introduce: a deleted object that an object still in the state
@@ -1095,8 +1072,9 @@ mod tests {
         let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
         let labels = BTreeMap::from([(REV_LABEL.to_string(), "r".to_string())]);
         state.insert(namespace_object("shop", &labels));
-        let expect =
-            |rev: Option<&str>| BTreeMap::from([("shop".to_string(), rev.map(str::to_string))]);
+        let expect = |rev: Option<&str>| {
+            Expected::from_iter([("shop".to_string(), rev.map(str::to_string))])
+        };
         let ok = expect(Some("r"));
         assert!(violations(&state, &Expectations { namespaces: &ok }).is_empty());
         let any = expect(None);
@@ -1157,7 +1135,7 @@ mod tests {
         let found = violations(
             &state,
             &Expectations {
-                namespaces: &BTreeMap::new(),
+                namespaces: &Expected::new(),
             },
         );
         let v: Vec<&Violation> = found.iter().filter(|v| v.is_undecidable()).collect();
@@ -1184,7 +1162,7 @@ mod tests {
         let found = violations(
             &state,
             &Expectations {
-                namespaces: &BTreeMap::new(),
+                namespaces: &Expected::new(),
             },
         );
         assert!(
@@ -1222,7 +1200,7 @@ mod tests {
         violations(
             state,
             &Expectations {
-                namespaces: &BTreeMap::new(),
+                namespaces: &Expected::new(),
             },
         )
     }
@@ -1256,7 +1234,7 @@ mod tests {
     fn a_namespace_no_injector_serves_says_so() {
         let mut state = ClusterState::from_objects(&[one(INJECTOR), one(SERVICE), one(ISTIOD)]);
         state.insert(namespace_object("shop", &BTreeMap::new()));
-        let expected = BTreeMap::from([("shop".to_string(), Some("r".to_string()))]);
+        let expected = Expected::from_iter([("shop".to_string(), Some("r".to_string()))]);
         let found = violations(
             &state,
             &Expectations {
@@ -1515,7 +1493,7 @@ mod tests {
         let found = violations(
             &state,
             &Expectations {
-                namespaces: &BTreeMap::new(),
+                namespaces: &Expected::new(),
             },
         );
         assert!(

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use istio_canary::istio::Revision;
 use istio_canary::manifest::parse_manifest;
-use istio_canary::mesh::{violations, Expectations, Violation};
+use istio_canary::mesh::{violations, Expectations, Expected, Violation};
 use istio_canary::plan::plan;
 use istio_canary::policy::{load_from, Policy};
 use istio_canary::render::Rendered;
@@ -249,7 +249,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     prop_assert_eq!(p.states.len(), p.phases.len() + 1);
     // Independent check of every state at a phase boundary.
     let mut done_waves = 0;
-    let state0_expect: BTreeMap<String, Option<String>> = c
+    let state0_expect: Expected = c
         .waves
         .iter()
         .flatten()
@@ -265,7 +265,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
         if i > 0 && p.phases[i - 1].kind == istio_canary::plan::PhaseKind::Migrate {
             done_waves += 1;
         }
-        let expect: BTreeMap<String, Option<String>> = c
+        let expect: Expected = c
             .waves
             .iter()
             .enumerate()

@@ -36,7 +36,7 @@ use istio_canary::layout::{
     layout, ARGOCD_KEEP, ARGOCD_SYNC_OPTIONS, ARGOCD_SYNC_WAVE, FLUX_PRUNE, FLUX_PRUNE_DISABLED,
 };
 use istio_canary::manifest::{parse_manifest, Object, ObjectId};
-use istio_canary::mesh::{dangling_references, violations, Expectations, Violation};
+use istio_canary::mesh::{dangling_references, violations, Expectations, Expected, Violation};
 use istio_canary::plan::{plan, simulate_rollback, PhaseKind, Plan, Refusal, RESTART_ANNOTATION};
 use istio_canary::policy::{load_from, InventoryFile, Policy};
 use istio_canary::render::{Istioctl, Rendered, TagRequest};
@@ -284,13 +284,13 @@ fn hop_at(p: &Plan, upto: usize) -> (usize, Vec<&istio_canary::plan::Phase>) {
 
 /// The revision each named namespace must be injected by after the first `upto` phases: in the
 /// hop that state belongs to, the new revision for the waves it moved, the old one for the rest.
-fn expected(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<String>> {
+fn expected(policy: &Policy, p: &Plan, upto: usize) -> Expected {
     let (hop, phases) = hop_at(p, upto);
     let done = phases
         .iter()
         .filter(|ph| ph.kind == PhaseKind::Migrate)
         .count();
-    let mut m = BTreeMap::new();
+    let mut m = Expected::new();
     for (wi, w) in policy.waves.iter().enumerate() {
         let side = if wi < done {
             &p.hops[hop].to
@@ -310,11 +310,11 @@ fn expected(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<S
 fn run_steps(
     state: &mut ClusterState,
     changes: &[Change],
-    end: &BTreeMap<String, Option<String>>,
+    end: &Expected,
     known: &BTreeSet<Violation>,
     what: &str,
 ) {
-    let any: BTreeMap<String, Option<String>> = end.keys().map(|k| (k.clone(), None)).collect();
+    let any: Expected = end.keys().map(|k| (k.clone(), None)).collect();
     let mut steps: Vec<Vec<&Change>> = vec![Vec::new()];
     for c in changes {
         match c {
@@ -426,7 +426,7 @@ fn check(c: &Case) {
 
 /// The revision each named namespace must be injected by after the first `upto` phases, and
 /// (with an inventory) each namespace no wave names keeps the revision it had before the upgrade.
-fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> BTreeMap<String, Option<String>> {
+fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> Expected {
     let mut m = expected(policy, p, upto);
     let (hop, phases) = hop_at(p, upto);
     let tag_moved = phases.iter().any(|ph| ph.kind == PhaseKind::DefaultTag);

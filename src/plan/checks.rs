@@ -16,7 +16,7 @@ use crate::istio::{
 };
 use crate::k8s::{self, Minor, NAME_LABEL};
 use crate::manifest::{Object, ObjectId};
-use crate::mesh::{references, violations, Expectations, Target, Violation};
+use crate::mesh::{references, violations, Expectations, Expected, Target, Violation};
 use crate::plan::refusal::{Refusal, Unserved};
 use crate::plan::{HopInput, Result};
 
@@ -63,7 +63,7 @@ pub fn render(hop: &HopInput<'_>) -> Result<()> {
     let unreadable = violations(
         &probe,
         &Expectations {
-            namespaces: &BTreeMap::new(),
+            namespaces: &Expected::new(),
         },
     )
     .into_iter()

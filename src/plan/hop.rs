@@ -401,6 +401,25 @@ pub fn expected(hop: &HopInput<'_>, waves_done: usize) -> Expected {
     m
 }
 
+/// `fresh`, sharing with `previous` every entry the two agree on: equal to `fresh`, but holding
+/// as its own only what changed (a wave's namespaces), so that a plan of thousands of
+/// namespaces keeps one copy of their expectations, and diffs with `previous` skip the rest.
+fn rebase(fresh: Expected, previous: &Expected) -> Expected {
+    let mut out = previous.clone();
+    for d in previous.diff(&fresh) {
+        match d {
+            imbl::ordmap::DiffItem::Add(k, v)
+            | imbl::ordmap::DiffItem::Update { new: (k, v), .. } => {
+                out.insert(k.clone(), v.clone());
+            }
+            imbl::ordmap::DiffItem::Remove(k, _) => {
+                out.remove(k);
+            }
+        }
+    }
+    out
+}
+
 /// Simulates the hop's phases (and its uninstall, when the policy asks for it) from `start`:
 /// after every step the invariants hold, at the end of every phase with the hop's expectations.
 /// `fixed` holds the namespaces no wave moves, each with the revision it must keep; `running`
@@ -542,6 +561,7 @@ pub fn run(
             out.evaluated.last().unwrap_or(start.evaluated),
             out.expected.last().unwrap_or(start.expected),
         );
+        let end = rebase(end, seen.1);
         let (next, evaluated) =
             simulate::run_from(&state, Some(seen), &draft.changes, &any_single, &end, known)
                 .map_err(|violation| Refusal::UnsafePhase {
