@@ -817,11 +817,10 @@ impl<'e> Watch<'e> {
         expect: &'e Expected,
     ) -> Watch<'e> {
         let mut w = Watch { seen, expect };
-        let again: Vec<&str> = changed_expectations(was, expect);
-        let mut namespaces = NamespaceCursor::new(state);
-        for ns in again {
+        // Few namespaces change expectation between two states: each is looked up.
+        for ns in changed_expectations(was, expect) {
             match expect.get(ns) {
-                Some(expected) => w.check(namespaces.get(ns), ns, expected),
+                Some(expected) => w.check(state.get(&namespace_id(ns)), ns, expected),
                 None => {
                     w.seen.bad.remove(ns);
                 }
@@ -901,10 +900,10 @@ impl<'e> Watch<'e> {
                 }
             }
         }
-        let mut objects = NamespaceCursor::new(state);
+        // A step relabels a wave, a few of all the namespaces: each is looked up.
         for ns in namespaces {
             if let Some(expected) = self.expect.get(ns) {
-                self.check(objects.get(ns), ns, expected);
+                self.check(state.get(&namespace_id(ns)), ns, expected);
             }
         }
     }

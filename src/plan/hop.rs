@@ -404,7 +404,7 @@ pub fn expected(hop: &HopInput<'_>, waves_done: usize) -> Expected {
 /// `fresh`, sharing with `previous` every entry the two agree on: equal to `fresh`, but holding
 /// as its own only what changed (a wave's namespaces), so that a plan of thousands of
 /// namespaces keeps one copy of their expectations, and diffs with `previous` skip the rest.
-fn rebase(fresh: Expected, previous: &Expected) -> Expected {
+pub(super) fn rebase(fresh: Expected, previous: &Expected) -> Expected {
     let mut out = previous.clone();
     for d in previous.diff(&fresh) {
         match d {

@@ -606,14 +606,19 @@ fn injection_table(
             _ => crate::mesh::NamespaceInjection::new(s),
         };
         let injection = &mut last.insert((s, injection)).1;
+        // Every namespace is read in one walk of the state's; a relabelled one (of a few) is
+        // looked up.
         let mut objects = crate::mesh::NamespaceCursor::new(s);
         for row in &mut rows {
-            let cell = match (&relabelled, row.states.last()) {
+            let object = match (&relabelled, row.states.last()) {
                 (Some(changed), Some(cell)) if !changed.contains(row.namespace.as_str()) => {
-                    cell.clone()
+                    row.states.push(cell.clone());
+                    continue;
                 }
-                _ => crate::mesh::describe(injection.of_object(objects.get(&row.namespace))).into(),
+                (Some(_), Some(_)) => s.get(&crate::cluster::namespace_id(&row.namespace)),
+                _ => objects.get(&row.namespace),
             };
+            let cell = crate::mesh::describe(injection.of_object(object)).into();
             row.states.push(cell);
         }
     }

@@ -1879,3 +1879,31 @@ fn node_agents_the_hop_cannot_upgrade_are_refused_by_kind() {
         Refusal::AmbientTooEarly { .. }
     ));
 }
+
+#[test]
+fn rebased_expectations_equal_the_fresh_ones() {
+    // Whatever the two maps hold (a namespace expected elsewhere, one no longer named, one named
+    // anew, one the same), the rebased map is the fresh one.
+    let map = |pairs: &[(&str, Option<&str>)]| -> Expected {
+        pairs
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.map(str::to_string)))
+            .collect()
+    };
+    let previous = map(&[
+        ("a", Some("1")),
+        ("b", Some("1")),
+        ("c", None),
+        ("d", Some("1")),
+    ]);
+    let fresh = map(&[
+        ("a", Some("2")),
+        ("c", None),
+        ("d", Some("1")),
+        ("e", Some("2")),
+    ]);
+    assert_eq!(hop::rebase(fresh.clone(), &previous), fresh);
+    assert_eq!(hop::rebase(previous.clone(), &fresh), previous);
+    assert_eq!(hop::rebase(Expected::new(), &previous), Expected::new());
+    assert_eq!(hop::rebase(fresh.clone(), &Expected::new()), fresh);
+}
