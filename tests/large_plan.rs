@@ -56,7 +56,15 @@ fn setup_with(dir: &Path, workloads: usize) -> std::path::PathBuf {
             names.join(", ")
         );
         for name in &names {
-            namespace(&mut inventory, name, &[("istio.io/rev", "1-13-5")]);
+            // With workloads, the wave's first namespace also carries `istio-injection`, which
+            // its phase removes by a label command (not a restart).
+            let labels: &[(&str, &str)] = if workloads > 0 && *name == format!("ns-{:05}", 3 * per)
+            {
+                &[("istio-injection", "enabled")]
+            } else {
+                &[("istio.io/rev", "1-13-5")]
+            };
+            namespace(&mut inventory, name, labels);
         }
     }
     for i in 0..workloads {
@@ -225,6 +233,16 @@ fn many_restarts_run_from_plan_json_not_one_line_each() {
         let line = format!("istio-canary show {d} --out . --restarts | sh -e");
         assert!(md.contains(&line), "PLAN.md lacks {line}");
     }
+    // The wave also removes a label by command, which is not a restart.
+    let removal = format!(
+        "kubectl label namespace {} istio-injection-",
+        wave.namespaces[0]
+    );
+    assert!(
+        compiled.texts.phases[phase].commands.contains(&removal),
+        "{:?}",
+        compiled.texts.phases[phase].commands
+    );
     istio_canary::write::write_atomic(&out, &compiled.files, false, &[]).unwrap();
 
     // A stand-in kubectl that logs each call; the real binary on PATH.
@@ -249,6 +267,8 @@ fn many_restarts_run_from_plan_json_not_one_line_each() {
             .collect();
         assert_eq!(script.len(), 2, "{commands:?}");
         let log = run_bash(&script.join("\n"), &[&bin, tools], &out);
+        // Restarts only: the label removal is a command of its own.
+        assert!(log.lines().all(|l| l.starts_with("patch|")), "{log}");
         let patched: Vec<String> = log
             .lines()
             .filter_map(|l| {
