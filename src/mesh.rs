@@ -5,7 +5,9 @@
 //!
 //! Owns: the injection evaluation (`ClusterState::injector_webhooks` and friends, a second impl
 //! block on the Kubernetes-only `cluster::ClusterState`), the invariants (`violations`,
-//! `dangling_references`) and the violations' one-line descriptions. Must not: change a state
+//! `dangling_references`), their incremental evaluation over a sequence of states (`Watch`, and
+//! `Evaluated` to resume it from a kept state) and the violations' one-line descriptions. Must
+//! not: change a state
 //! (that is `cluster`), decide phases, read files, run processes, or produce any other text.
 
 use std::collections::{BTreeMap, BTreeSet};
