@@ -431,7 +431,8 @@ impl NamespaceInjection {
     }
 
     /// `InjectorWebhooks::matching(labels, {})`, from the cache when a namespace with the same
-    /// values of the selectors' keys was evaluated before.
+    /// values of the selectors' keys was evaluated before (the tests' form of `of_object`).
+    #[cfg(test)]
     pub fn of(&mut self, labels: &BTreeMap<String, String>) -> &[Injection] {
         let key: Vec<(String, String)> = self
             .keys

@@ -429,11 +429,8 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
     let mut planned_hops = Vec::new();
     let mut running = start.workloads.clone();
     for (h, (hop_input, drafts)) in input.hops.iter().zip(drafted).enumerate() {
-        let (Some(from), Some(from_expected), Some(from_seen)) =
-            (states.last(), expected.last(), evaluated.last())
-        else {
-            return Err(Refusal::NoHop);
-        };
+        // The three lists start with state 0 and grow together: the hop starts at their last.
+        let last = states.len() - 1;
         let at = hop::At {
             hop: h,
             first_index: phases.len() + 1,
@@ -441,9 +438,9 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         };
         let out = hop::run(
             hop::Start {
-                state: from,
-                expected: from_expected,
-                evaluated: from_seen,
+                state: &states[last],
+                expected: &expected[last],
+                evaluated: &evaluated[last],
             },
             hop_input,
             drafts,
