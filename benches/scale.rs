@@ -560,7 +560,9 @@ fn one_case(namespaces: usize, waves: usize) -> Result<(), String> {
     let old = render(&pol.from, pol.from_default_tag)?;
     let new = render(&pol.to, pol.default_tag)?;
     let mut stages: Vec<Measured> = Vec::new();
-    let (planned, m) = measure(|| plan::plan(&pol, &[&old, &new]).map_err(Box::new));
+    let (planned, m) = measure(|| {
+        plan::plan(&pol, &[&old, &new], istio_canary::jobs::available()).map_err(Box::new)
+    });
     let planned = planned.map_err(|r| format!("refused: {r:?}"))?;
     row(
         &case,

@@ -147,6 +147,73 @@ fn entries(dir: &Dir) -> (Vec<EntryDoc>, Vec<PatchDoc>, Vec<EntryDoc>) {
     (apply, patch, delete)
 }
 
+/// The lists of plan.json that PLAN.md does not show: every phase's and rollback's entries and
+/// the injection tables' rows, taken out of the document while PLAN.md renders from it.
+struct Lists {
+    phases: Vec<(PhaseEntries, Option<PhaseEntries>)>,
+    injection: Vec<InjectionGroupDoc>,
+    rollback_injection: Vec<InjectionGroupDoc>,
+}
+
+type PhaseEntries = (Vec<EntryDoc>, Vec<PatchDoc>, Vec<EntryDoc>);
+
+/// A phase's numbers of files to apply, label patches and delete stubs, as PLAN.md's phase table
+/// shows them.
+#[derive(serde::Serialize)]
+struct Counts {
+    apply: usize,
+    patch: usize,
+    delete: usize,
+}
+
+impl Lists {
+    fn take(doc: &mut PlanDoc) -> Lists {
+        use std::mem::take;
+        let entries =
+            |apply: &mut Vec<EntryDoc>, patch: &mut Vec<PatchDoc>, delete: &mut Vec<EntryDoc>| {
+                (take(apply), take(patch), take(delete))
+            };
+        Lists {
+            phases: doc
+                .phases
+                .iter_mut()
+                .map(|p| {
+                    let rollback = p
+                        .rollback
+                        .as_mut()
+                        .map(|r| entries(&mut r.apply, &mut r.patch, &mut r.delete));
+                    (entries(&mut p.apply, &mut p.patch, &mut p.delete), rollback)
+                })
+                .collect(),
+            injection: take(&mut doc.injection.rows),
+            rollback_injection: take(&mut doc.rollback_injection.rows),
+        }
+    }
+
+    /// Each phase's counts, in phase order.
+    fn counts(&self) -> Vec<Counts> {
+        self.phases
+            .iter()
+            .map(|((apply, patch, delete), _)| Counts {
+                apply: apply.len(),
+                patch: patch.len(),
+                delete: delete.len(),
+            })
+            .collect()
+    }
+
+    fn put_back(self, doc: &mut PlanDoc) {
+        for (p, (entries, rollback)) in doc.phases.iter_mut().zip(self.phases) {
+            (p.apply, p.patch, p.delete) = entries;
+            if let (Some(r), Some(entries)) = (p.rollback.as_mut(), rollback) {
+                (r.apply, r.patch, r.delete) = entries;
+            }
+        }
+        doc.injection.rows = self.injection;
+        doc.rollback_injection.rows = self.rollback_injection;
+    }
+}
+
 /// Writes every file of `dir`: the objects to apply after `header`, the delete stubs after
 /// `delete_header`.
 fn write_dir(
@@ -355,11 +422,18 @@ pub fn emit(
         })
         .collect();
     let gitops = emit_gitops(plan, bundle, &ctx.gitops, &env, &base, &header, &mut files)?;
+    // PLAN.md shows each phase's counts, not its entries, and the injection tables of `texts`:
+    // the template gets the document without those lists (at scale, tens of thousands of
+    // entries it would otherwise copy into template values), and they are put back after.
+    let lists = Lists::take(&mut doc);
+    let counts = lists.counts();
     let md = render(
         &env,
         TEMPLATE_PLAN_MD,
-        context! { ..base.clone(), ..context! { delta_md, diffs_md, gitops, injection_md => texts.injection, rollback_injection_md => texts.rollback_injection }, ..minijinja::Value::from_serialize(&doc) },
-    )?;
+        context! { ..base.clone(), ..context! { delta_md, diffs_md, gitops, counts, injection_md => texts.injection, rollback_injection_md => texts.rollback_injection }, ..minijinja::Value::from_serialize(&doc) },
+    );
+    lists.put_back(&mut doc);
+    let md = md?;
     files.insert("PLAN.md".to_string(), md);
     files.insert(
         MARKER_FILE.to_string(),

@@ -1,7 +1,7 @@
 //! Running independent work on a bounded number of threads, with results in input order.
 //!
-//! Owns: `map`, the one way the tool runs work in parallel (istioctl renders, the plans of a
-//! fleet): at most `jobs` threads of `std::thread::scope`, each taking the next item, every result
+//! Owns: `map` and `join`, the ways the tool runs work in parallel (istioctl renders, the plans
+//! of a fleet, a plan's rollbacks; `join` for two different tasks): at most `jobs` threads of `std::thread::scope`, each taking the next item, every result
 //! put back at its item's index, so what the caller sees does not depend on scheduling. Must not:
 //! know what the work is, start processes, or print.
 
@@ -46,6 +46,27 @@ pub fn map<T: Sync, R: Send>(
         .collect()
 }
 
+/// `a()` and `b()`, `b` on a thread of its own when `jobs` allows two; with one job both run on
+/// the calling thread, `a` first. A panic in either is re-raised.
+pub fn join<A: Send, B: Send>(
+    jobs: NonZeroUsize,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if jobs.get() < 2 {
+        let a = a();
+        return (a, b());
+    }
+    std::thread::scope(|scope| {
+        let other = scope.spawn(b);
+        let a = a();
+        match other.join() {
+            Ok(b) => (a, b),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +98,34 @@ mod tests {
             running.fetch_sub(1, Ordering::SeqCst);
         });
         assert!(most.load(Ordering::SeqCst) <= 3);
+    }
+
+    #[test]
+    fn join_runs_both_tasks_on_two_threads_only_when_jobs_allow_two() {
+        let me = std::thread::current().id();
+        for (jobs, apart) in [(1, false), (2, true), (8, true)] {
+            let jobs = NonZeroUsize::new(jobs).unwrap();
+            let (a, b) = join(
+                jobs,
+                || (std::thread::current().id(), "a"),
+                || (std::thread::current().id(), "b"),
+            );
+            assert_eq!((a.1, b.1), ("a", "b"));
+            assert_eq!(a.0, me, "`a` runs on the calling thread");
+            assert_eq!(b.0 != me, apart, "jobs {jobs}");
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_joined_task_reaches_the_caller() {
+        let caught = std::panic::catch_unwind(|| {
+            join(
+                NonZeroUsize::new(2).unwrap(),
+                || 1,
+                || -> u8 { panic!("b failed") },
+            )
+        });
+        let panic = caught.expect_err("the panic is re-raised");
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"b failed"));
     }
 }

@@ -249,11 +249,15 @@ pub fn compile_all<T: Send>(
         per_policy.push(mine);
         rest = others;
     }
+    // The threads left over from running the policies side by side go to each policy's plan
+    // (a single policy gets them all; in a fleet of more policies than jobs, each gets one).
+    let inner = std::num::NonZeroUsize::new(config.jobs.get() / loaded.len().max(1))
+        .unwrap_or(std::num::NonZeroUsize::MIN);
     let results = jobs::map(&loaded, config.jobs, |i, policy| {
         let sides = per_policy
             .get(i)
             .ok_or_else(|| error::Error::new("internal error: a policy without its renders"))?;
-        let compiled = finish(policy, sides).map_err(|e| in_fleet(&policy.path, e))?;
+        let compiled = finish(policy, sides, inner).map_err(|e| in_fleet(&policy.path, e))?;
         each(compiled)
     });
     Ok(Batch {
@@ -297,8 +301,12 @@ fn refuse_shared_names(policies: &[policy::Policy]) -> Result<()> {
 }
 
 /// Plans, describes, lays out and emits one policy from its renders, one per release of its
-/// path (hop i goes from render i to render i + 1).
-fn finish(policy: &policy::Policy, renders: &[Arc<Rendered>]) -> Result<Compiled> {
+/// path (hop i goes from render i to render i + 1), on at most `jobs` threads.
+fn finish(
+    policy: &policy::Policy,
+    renders: &[Arc<Rendered>],
+    jobs: std::num::NonZeroUsize,
+) -> Result<Compiled> {
     let releases = policy.releases();
     let mut inputs = vec![policy.path.clone()];
     for r in &releases {
@@ -309,9 +317,10 @@ fn finish(policy: &policy::Policy, renders: &[Arc<Rendered>]) -> Result<Compiled
         inputs.push(inventory.path.clone());
     }
     let rendered: Vec<&Rendered> = renders.iter().map(|r| &**r).collect();
-    let plan = plan::plan(policy, &rendered)?;
-    let texts = describe::describe(&plan);
-    let bundle = layout::layout(&plan)?;
+    let plan = plan::plan(policy, &rendered, jobs)?;
+    // Both read the plan only.
+    let (texts, bundle) = jobs::join(jobs, || describe::describe(&plan), || layout::layout(&plan));
+    let bundle = bundle?;
     let counts = bundle
         .phases
         .iter()

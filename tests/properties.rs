@@ -19,6 +19,13 @@ use istio_canary::policy::{load_from, Policy};
 use istio_canary::render::Rendered;
 use proptest::prelude::*;
 
+/// The plans here are made on two threads (the rollbacks and injection tables in parallel), as
+/// a compile on a machine of two cores or more makes them.
+const TWO_JOBS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(2) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
+
 fn standin(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/istioctl/istioctl-{version}"))
 }
@@ -242,7 +249,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     let (policy, old, new) =
         inputs(c).map_err(|e| TestCaseError::fail(format!("policy refused: {e}")))?;
     let old_rev = policy.from.revision.clone();
-    let Ok(p) = plan(&policy, &[&old, &new]) else {
+    let Ok(p) = plan(&policy, &[&old, &new], TWO_JOBS) else {
         // A refusal is an allowed outcome (exit 2).
         return Ok(());
     };
@@ -339,7 +346,7 @@ fn example_shape(waves: Vec<Vec<String>>) -> Case {
 fn the_example_shape_is_accepted() {
     let c = example_shape(vec![vec!["a".into()], vec!["b".into(), "c".into()]]);
     let (policy, old, new) = inputs(&c).unwrap();
-    let p = plan(&policy, &[&old, &new]).unwrap();
+    let p = plan(&policy, &[&old, &new], TWO_JOBS).unwrap();
     assert_eq!(p.phases.len(), 7);
     check(&c).unwrap();
 }
@@ -349,7 +356,7 @@ fn the_example_shape_is_accepted() {
 fn phase_directories_sort_in_phase_order_past_99_phases() {
     let c = example_shape((0..99).map(|i| vec![format!("ns{i}")]).collect());
     let (policy, old, new) = inputs(&c).unwrap();
-    let p = plan(&policy, &[&old, &new]).unwrap();
+    let p = plan(&policy, &[&old, &new], TWO_JOBS).unwrap();
     assert_eq!(p.phases.len(), 104);
     let dirs: Vec<&str> = p.phases.iter().map(|ph| ph.dir.as_str()).collect();
     let mut sorted = dirs.clone();

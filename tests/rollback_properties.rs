@@ -45,6 +45,13 @@ use serde_yaml::Value;
 
 use common::{fixtures, standin_sha256};
 
+/// The plans here are made on two threads (the rollbacks and injection tables in parallel), as
+/// a compile on a machine of two cores or more makes them.
+const TWO_JOBS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(2) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
+
 const GATEWAYS_SPEC: &str = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: default\n  components:\n    ingressGateways:\n    - name: istio-ingressgateway\n      enabled: true\n    egressGateways:\n    - name: istio-egressgateway\n      enabled: true\n";
 const MINIMAL_SPEC: &str =
     "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: minimal\n";
@@ -480,7 +487,7 @@ fn expected_all(policy: &Policy, p: &Plan, upto: usize) -> Expected {
 }
 
 fn check_plan(c: &Case, policy: &Policy, renders: &[&Rendered]) -> Plan {
-    let p = plan(policy, renders).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
+    let p = plan(policy, renders, TWO_JOBS).unwrap_or_else(|e| panic!("{c:?}: refused: {e}"));
     assert_eq!(p.hops.len(), c.hops, "{c:?}");
     // What the plan may own in live/: the renders' objects and the named namespaces (an
     // inventory's other objects, the users' workloads among them, never).
@@ -892,7 +899,7 @@ fn check_inventory(c: &Case, cl: &Cluster) {
     let follows = c.old_default && c.default_tag;
     let old_deleted = c.uninstall_old || c.hops > 1;
     if cl.stray_on_old && old_deleted && !follows {
-        match plan(&policy, &all.iter().collect::<Vec<_>>()) {
+        match plan(&policy, &all.iter().collect::<Vec<_>>(), TWO_JOBS) {
             Err(Refusal::Forgotten { namespaces, .. }) => {
                 assert_eq!(namespaces, vec!["stray".to_string()], "{c:?} {cl:?}");
             }
@@ -924,7 +931,7 @@ fn check_inventory(c: &Case, cl: &Cluster) {
         }
     }
     if !refused.is_empty() {
-        match plan(&policy, &all.iter().collect::<Vec<_>>()) {
+        match plan(&policy, &all.iter().collect::<Vec<_>>(), TWO_JOBS) {
             Err(Refusal::UnsafePhase {
                 violation: Violation::GatewayOwners { gateway, .. },
                 ..
@@ -1252,7 +1259,7 @@ fn the_simulation_refuses_a_broken_rollback() {
     let policy = load(&c);
     let old = render(&policy, 0, true);
     let new = render(&policy, 1, true);
-    let p = plan(&policy, &[&old, &new]).unwrap();
+    let p = plan(&policy, &[&old, &new], TWO_JOBS).unwrap();
     let known = violations(
         &p.states[0],
         &Expectations {
@@ -1398,7 +1405,7 @@ fn canary_gateways_refuse_a_service_that_leaves_the_old_pods_before_the_cutover(
         }
         at.insert("version".into(), version.clone());
     }
-    match plan(&policy, &all.iter().collect::<Vec<_>>()) {
+    match plan(&policy, &all.iter().collect::<Vec<_>>(), TWO_JOBS) {
         Err(e @ Refusal::GatewayServiceRevisions { .. }) => {
             let Refusal::GatewayServiceRevisions {
                 at,

@@ -29,6 +29,7 @@ mod simulate;
 mod start;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
 
 use semver::Version;
 use serde::Serialize;
@@ -314,13 +315,17 @@ pub struct PlanInput<'a> {
     pub default_tag_declared: bool,
     /// The cluster as it is, when the policy gives an inventory (else state 0 is assumed).
     pub inventory: Option<InventoryInput<'a>>,
+    /// How many threads may simulate the rollbacks and evaluate the injection tables (each is
+    /// independent of the others; the plan is the same for any number).
+    pub jobs: NonZeroUsize,
 }
 
 /// Builds the plan from the policy and the render of each of its releases
 /// (`Policy::releases`, in order: hop `i` goes from `renders[i]` to `renders[i + 1]`). Every hop
 /// but the last deletes its old revision (three control planes side by side serve nobody); the
-/// last one does when the policy says so. Pure: the same inputs give the same plan.
-pub fn plan(policy: &Policy, renders: &[&Rendered]) -> Result<Plan> {
+/// last one does when the policy says so. Pure: the same inputs give the same plan, whatever
+/// `jobs` (the threads it may use).
+pub fn plan(policy: &Policy, renders: &[&Rendered], jobs: NonZeroUsize) -> Result<Plan> {
     let releases = policy.releases();
     if renders.len() != releases.len() {
         return Err(Refusal::RendersMismatch {
@@ -380,6 +385,7 @@ pub fn plan(policy: &Policy, renders: &[&Rendered]) -> Result<Plan> {
             sha256: i.sha256.clone(),
             inventory: &i.inventory,
         }),
+        jobs,
     })
 }
 
@@ -486,14 +492,12 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
         .iter()
         .flat_map(|(t, nss)| nss.iter().map(move |n| (n.as_str(), t.as_str())))
         .collect();
-    let injection = injection_table(&start.namespaces, &tags, &states);
     let deltas = crate::diff::phase_deltas(&states);
     let mut plan = Plan {
         hops: planned_hops,
         phases,
         states,
         expected,
-        injection,
         assumptions,
         warnings: start.known.iter().cloned().collect(),
         deltas,
@@ -504,8 +508,15 @@ pub fn plan_hops(input: &PlanInput<'_>) -> Result<Plan> {
             .map(|i| (i.path.clone(), i.sha256.clone())),
         ..empty_plan(input)
     };
-    let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &evaluated, &start.known)?;
-    plan.rollback_injection = injection_table(&start.namespaces, &tags, &ends);
+    let (rollbacks, ends) = rollback::plan_rollbacks(&plan, &evaluated, &start.known, input.jobs)?;
+    // The two tables read different states: each is evaluated on a thread of its own.
+    let (injection, rollback_injection) = crate::jobs::join(
+        input.jobs,
+        || injection_table(&start.namespaces, &tags, &plan.states),
+        || injection_table(&start.namespaces, &tags, &ends),
+    );
+    plan.injection = injection;
+    plan.rollback_injection = rollback_injection;
     plan.rollbacks = rollbacks;
     plan.promote = match input.promote {
         Some(p) => Some(rollback::resolve_promote(&plan, p)?),

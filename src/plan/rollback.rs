@@ -269,13 +269,17 @@ pub fn plan_rollbacks(
     plan: &Plan,
     evaluated: &[Evaluated],
     known: &BTreeSet<Violation>,
+    jobs: std::num::NonZeroUsize,
 ) -> Result<(Vec<Rollback>, Vec<ClusterState>)> {
-    let mut rollbacks = Vec::new();
-    let mut ends = Vec::new();
-    for phase in &plan.phases {
-        if phase.kind == PhaseKind::Uninstall {
-            continue;
-        }
+    let phases: Vec<&Phase> = plan
+        .phases
+        .iter()
+        .filter(|p| p.kind != PhaseKind::Uninstall)
+        .collect();
+    // Each rollback starts from a kept state and reads nothing another one makes, so they are
+    // simulated on `jobs` threads; the results come back in phase order, and the error is the
+    // first phase's, as in a serial run.
+    let results = crate::jobs::map(&phases, jobs, |_, phase| {
         let n = phase.index;
         let (before, after) = (&plan.states[n - 1], &plan.states[n]);
         let rollback = Rollback {
@@ -284,14 +288,21 @@ pub fn plan_rollbacks(
             changes: rollback_changes(phase, before, after, plan.kubernetes_version),
         };
         let seen = evaluated.get(n).map(|e| (e, &plan.expected[n]));
-        ends.push(rollback_from(
+        let end = rollback_from(
             &rollback.dir,
             &rollback.changes,
             (before, after, seen),
             &plan.expected[n - 1],
             known,
-        )?);
+        )?;
+        Ok((rollback, end))
+    });
+    let mut rollbacks = Vec::with_capacity(results.len());
+    let mut ends = Vec::with_capacity(results.len());
+    for result in results {
+        let (rollback, end) = result?;
         rollbacks.push(rollback);
+        ends.push(end);
     }
     Ok((rollbacks, ends))
 }

@@ -144,6 +144,8 @@ impl Case {
                 sha256: "3".repeat(64),
                 inventory: i,
             }),
+            // Two threads: the unit tests run the parallel rollbacks and tables.
+            jobs: std::num::NonZeroUsize::new(2).expect("2 is not 0"),
         })
     }
 }
@@ -969,6 +971,7 @@ fn a_plan_of_no_hop_is_refused() {
         promote: None,
         default_tag_declared: false,
         inventory: None,
+        jobs: std::num::NonZeroUsize::MIN,
     });
     assert!(matches!(r, Err(Refusal::NoHop)));
 }
