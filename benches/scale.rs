@@ -574,7 +574,7 @@ fn one_case(namespaces: usize, waves: usize) -> Result<(), String> {
     let (texts, m) = measure(|| describe::describe(&planned));
     row(&case, "describe", &m, "");
     stages.push(m);
-    let (bundle, m) = measure(|| layout::layout(&planned));
+    let (bundle, m) = measure(|| layout::layout(&planned, istio_canary::jobs::available()));
     let bundle = bundle.map_err(|e| e.to_string())?;
     row(&case, "layout", &m, "");
     stages.push(m);
@@ -582,7 +582,7 @@ fn one_case(namespaces: usize, waves: usize) -> Result<(), String> {
         tool_version: VERSION.to_string(),
         gitops: pol.gitops.clone(),
     };
-    let (files, m) = measure(|| emit::emit(&planned, &texts, &bundle, &context));
+    let (files, m) = measure(|| emit::emit(&planned, &texts, bundle, &context));
     files.map_err(|e| e.to_string())?;
     row(&case, "emit", &m, "");
     stages.push(m);

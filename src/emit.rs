@@ -111,42 +111,6 @@ fn render(env: &Environment<'_>, name: &str, ctx: minijinja::Value) -> Result<St
         .map_err(|e| Error::new(format!("rendering template {name}: {e}")))
 }
 
-fn entry(f: &ObjectFile) -> EntryDoc {
-    EntryDoc {
-        api_version: f.api_version.clone(),
-        kind: f.id.kind.clone(),
-        namespace: f.id.namespace.clone(),
-        name: f.id.name.clone(),
-        file: f.file.clone(),
-    }
-}
-
-/// plan.json's entries for a directory: files to apply, label patches, delete stubs.
-fn entries(dir: &Dir) -> (Vec<EntryDoc>, Vec<PatchDoc>, Vec<EntryDoc>) {
-    let apply = dir.apply.iter().map(entry).collect();
-    let patch = dir
-        .patch
-        .iter()
-        .map(|p| PatchDoc {
-            api_version: p.api_version.clone(),
-            kind: p.id.kind.clone(),
-            namespace: p.id.namespace.clone(),
-            name: p.id.name.clone(),
-            set_labels: p.set.clone(),
-            remove_labels: p.remove.clone(),
-            template_labels: p.template_labels.clone(),
-            template_annotations: p.template_annotations.clone(),
-            file: p.file().map(|f| f.file.clone()),
-            command: match &p.via {
-                PatchVia::Command(c) => Some(c.clone()),
-                PatchVia::File(_) => None,
-            },
-        })
-        .collect();
-    let delete = dir.delete.iter().map(entry).collect();
-    (apply, patch, delete)
-}
-
 /// The lists of plan.json that PLAN.md does not show: every phase's and rollback's entries and
 /// the injection tables' rows, taken out of the document while PLAN.md renders from it.
 struct Lists {
@@ -215,26 +179,65 @@ impl Lists {
 }
 
 /// Writes every file of `dir`: the objects to apply after `header`, the delete stubs after
-/// `delete_header`.
+/// `delete_header`; returns its plan.json entries (files to apply, label patches, delete
+/// stubs). The directory is consumed: each text and field moves into the output rather than
+/// being copied, so a bundle of thousands of files is never held twice.
 fn write_dir(
     files: &mut BTreeMap<String, String>,
-    dir: &Dir,
+    dir: Dir,
     header: &str,
     delete_header: &str,
-) -> Result<()> {
-    for f in dir.object_files() {
-        files.insert(
-            format!("{}/{}", dir.path, f.file),
-            format!("{header}{}", f.yaml),
-        );
-    }
-    for f in &dir.delete {
-        files.insert(
-            format!("{}/{}", dir.path, f.file),
-            format!("{delete_header}{}", f.yaml),
-        );
-    }
-    Ok(())
+) -> PhaseEntries {
+    let Dir {
+        path,
+        apply,
+        patch,
+        delete,
+        ..
+    } = dir;
+    let mut put = |f: ObjectFile, head: &str| {
+        let ObjectFile {
+            file,
+            id,
+            api_version,
+            yaml,
+        } = f;
+        let mut text = String::with_capacity(head.len() + yaml.len());
+        text.push_str(head);
+        text.push_str(&yaml);
+        files.insert(format!("{path}/{file}"), text);
+        EntryDoc {
+            api_version,
+            kind: id.kind,
+            namespace: id.namespace,
+            name: id.name,
+            file,
+        }
+    };
+    let apply = apply.into_iter().map(|f| put(f, header)).collect();
+    let patch = patch
+        .into_iter()
+        .map(|p| {
+            let (file, command) = match p.via {
+                PatchVia::File(f) => (Some(put(f, header).file), None),
+                PatchVia::Command(c) => (None, Some(c)),
+            };
+            PatchDoc {
+                api_version: p.api_version,
+                kind: p.id.kind,
+                namespace: p.id.namespace,
+                name: p.id.name,
+                set_labels: p.set,
+                remove_labels: p.remove,
+                template_labels: p.template_labels,
+                template_annotations: p.template_annotations,
+                file,
+                command,
+            }
+        })
+        .collect();
+    let delete = delete.into_iter().map(|f| put(f, delete_header)).collect();
+    (apply, patch, delete)
 }
 
 /// Writes `dir`'s `Kustomization`, when the layout gives it one, from `template` with `ctx` and
@@ -288,33 +291,40 @@ fn side(version: &semver::Version, revision: &crate::istio::Revision) -> SideDoc
 }
 
 /// Turns a plan into files: path (relative to the output directory) -> text.
+/// The bundle is consumed (its texts move into the files).
 pub fn emit(
     plan: &Plan,
     texts: &Texts,
-    bundle: &Bundle,
+    bundle: Bundle,
     ctx: &EmitContext,
 ) -> Result<BTreeMap<String, String>> {
     let env = environment()?;
     let base = context! { tool_version => ctx.tool_version, plan_name => plan.name };
     let header = render(&env, TEMPLATE_HEADER, base.clone())?;
     let mut files = BTreeMap::new();
+    let gitops = emit_gitops(plan, &bundle, &ctx.gitops, &env, &base, &header, &mut files)?;
+    let Bundle {
+        phases: dirs,
+        rollbacks,
+        live,
+    } = bundle;
 
     let mut phases = Vec::new();
-    for ((phase, text), dir) in plan.phases.iter().zip(&texts.phases).zip(&bundle.phases) {
+    for ((phase, text), dir) in plan.phases.iter().zip(&texts.phases).zip(dirs) {
         let delete_header = render(
             &env,
             TEMPLATE_DELETE_HEADER,
             context! { ..base.clone(), ..context! { old_revision => plan.hop_of(phase).from.revision.label(), dir => dir.path } },
         )?;
-        write_dir(&mut files, dir, &header, &delete_header)?;
-        write_kustomization(&mut files, &env, dir, TEMPLATE_KUSTOMIZATION, base.clone())?;
-        let (apply, patch, delete) = entries(dir);
+        write_kustomization(&mut files, &env, &dir, TEMPLATE_KUSTOMIZATION, base.clone())?;
+        let path = dir.path.clone();
+        let (apply, patch, delete) = write_dir(&mut files, dir, &header, &delete_header);
         phases.push(PhaseDoc {
             index: phase.index,
             hop: phase.hop + 1,
             name: phase.name.clone(),
             kind: phase.kind.as_str().to_string(),
-            dir: dir.path.clone(),
+            dir: path,
             namespaces: phase.namespaces.clone(),
             summary: text.summary.clone(),
             commands: text.commands.clone(),
@@ -335,8 +345,20 @@ pub fn emit(
             rollback: None,
         });
     }
-    emit_rollbacks(texts, bundle, &env, &base, &header, &mut files, &mut phases)?;
-    let promote = emit_live(bundle, &env, &base, &header, &mut files)?;
+    let rollback_states: Vec<String> = rollbacks
+        .iter()
+        .map(|rb| format!("{}, then rollback", rb.phase_dir))
+        .collect();
+    emit_rollbacks(
+        texts,
+        rollbacks,
+        &env,
+        &base,
+        &header,
+        &mut files,
+        &mut phases,
+    )?;
+    let promote = emit_live(live, &env, &base, &header, &mut files)?;
 
     let mut istio_operators = BTreeMap::new();
     let mut istioctl = BTreeMap::new();
@@ -388,14 +410,7 @@ pub fn emit(
         phases,
         injection: injection_doc(states, &plan.injection),
         control_plane_diff: plan.hops[0].diff.clone(),
-        rollback_injection: injection_doc(
-            bundle
-                .rollbacks
-                .iter()
-                .map(|rb| format!("{}, then rollback", rb.phase_dir))
-                .collect(),
-            &plan.rollback_injection,
-        ),
+        rollback_injection: injection_doc(rollback_states, &plan.rollback_injection),
         promote,
         files: BTreeMap::new(),
     };
@@ -421,7 +436,6 @@ pub fn emit(
             }
         })
         .collect();
-    let gitops = emit_gitops(plan, bundle, &ctx.gitops, &env, &base, &header, &mut files)?;
     // PLAN.md shows each phase's counts, not its entries, and the injection tables of `texts`:
     // the template gets the document without those lists (at scale, tens of thousands of
     // entries it would otherwise copy into template values), and they are put back after.
@@ -446,8 +460,7 @@ pub fn emit(
         .iter()
         .map(|(path, text)| (path.clone(), sha256_hex(text.as_bytes())))
         .collect();
-    let mut json = serde_json::to_string_pretty(&doc)
-        .map_err(|e| Error::new(format!("serializing plan.json: {e}")))?;
+    let mut json = plan_json(&doc)?;
     normalize_text(&mut json);
     files.insert(PLAN_JSON.to_string(), json);
     Ok(files)
@@ -499,14 +512,14 @@ fn emit_gitops(
 /// `Kustomization` where the layout gives one) and each phase's `rollback` in plan.json.
 fn emit_rollbacks(
     texts: &Texts,
-    bundle: &Bundle,
+    rollbacks: Vec<crate::layout::RollbackDir>,
     env: &Environment<'_>,
     base: &minijinja::Value,
     header: &str,
     files: &mut BTreeMap<String, String>,
     phases: &mut [PhaseDoc],
 ) -> Result<()> {
-    for layout in &bundle.rollbacks {
+    for layout in rollbacks {
         let Some(rb) = texts
             .rollbacks
             .iter()
@@ -514,18 +527,18 @@ fn emit_rollbacks(
         else {
             continue;
         };
-        let dir = &layout.dir;
+        let dir = layout.dir;
         let ctx = context! { ..base.clone(), ..context! { phase_dir => layout.phase_dir } };
         let delete_header = render(
             env,
             TEMPLATE_ROLLBACK_DELETE_HEADER,
             context! { ..ctx.clone(), ..context! { dir => dir.path } },
         )?;
-        write_dir(files, dir, header, &delete_header)?;
-        write_kustomization(files, env, dir, TEMPLATE_ROLLBACK_KUSTOMIZATION, ctx)?;
-        let (apply, patch, delete) = entries(dir);
+        write_kustomization(files, env, &dir, TEMPLATE_ROLLBACK_KUSTOMIZATION, ctx)?;
+        let written = dir.has_files().then(|| dir.path.clone());
+        let (apply, patch, delete) = write_dir(files, dir, header, &delete_header);
         let doc = RollbackDoc {
-            dir: dir.has_files().then(|| dir.path.clone()),
+            dir: written,
             commands: rb.commands.clone(),
             server_side: rb.server_side.clone(),
             checks: rb.checks.clone(),
@@ -543,23 +556,24 @@ fn emit_rollbacks(
 /// `live/` with its `Kustomization` (when the plan has a promote point), and the root
 /// `Kustomization`, which builds `live/` or, with no promote point, nothing.
 fn emit_live(
-    bundle: &Bundle,
+    live: Option<crate::layout::LiveDir>,
     env: &Environment<'_>,
     base: &minijinja::Value,
     header: &str,
     files: &mut BTreeMap<String, String>,
 ) -> Result<Option<PromoteDoc>> {
-    let promote = match &bundle.live {
+    let promote = match live {
         Some(live) => {
             let ctx = context! { ..base.clone(), ..context! { phase_dir => live.phase_dir } };
-            write_dir(files, &live.dir, header, "")?;
             write_kustomization(files, env, &live.dir, TEMPLATE_LIVE_KUSTOMIZATION, ctx)?;
             let mut names: Vec<String> = live.dir.object_files().map(|f| f.file.clone()).collect();
             names.sort();
+            let path = live.dir.path.clone();
+            write_dir(files, live.dir, header, "");
             Some(PromoteDoc {
                 index: live.phase_index,
-                dir: live.phase_dir.clone(),
-                live: live.dir.path.clone(),
+                dir: live.phase_dir,
+                live: path,
                 files: names,
             })
         }
@@ -679,6 +693,29 @@ fn diff_rows(d: &crate::diff::ControlPlaneDiff) -> Vec<String> {
 }
 
 /// `\n` line ends, no trailing blanks at the end, exactly one final newline.
+/// plan.json's text in a buffer of its own size (and one more byte, for `normalize_text`'s
+/// newline): the document is serialized once to count its bytes, then into the buffer. Grown by
+/// doubling, the buffer of a large plan's 17 MB would take up to 32 MB, and 48 MB while it is
+/// copied, at the point where the whole output is in memory.
+fn plan_json(doc: &PlanDoc) -> Result<String> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let failed = |e: serde_json::Error| Error::new(format!("serializing plan.json: {e}"));
+    let mut count = Count(0);
+    serde_json::to_writer_pretty(&mut count, doc).map_err(failed)?;
+    let mut bytes = Vec::with_capacity(count.0 + 1);
+    serde_json::to_writer_pretty(&mut bytes, doc).map_err(failed)?;
+    String::from_utf8(bytes).map_err(|e| Error::new(format!("serializing plan.json: {e}")))
+}
+
 fn normalize_text(text: &mut String) {
     if text.contains('\r') {
         *text = text.replace("\r\n", "\n");

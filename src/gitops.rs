@@ -484,7 +484,7 @@ pub fn files(plan: &Plan, bundle: &Bundle, gitops: &GitOps, header: &str) -> Res
     }
 
     if bundle.live.is_some() {
-        live(plan, &v, header, &mut out)?;
+        live(plan, bundle, &v, header, &mut out)?;
     }
     let mut names: BTreeSet<&String> = BTreeSet::new();
     for name in out.phases.values().chain(&out.live) {
@@ -499,17 +499,14 @@ pub fn files(plan: &Plan, bundle: &Bundle, gitops: &GitOps, header: &str) -> Res
 
 /// The Application and Kustomization of `live/`, which holds the state at the promote point:
 /// that may be any state of the plan, so the rules cover every webhook configuration of every
-/// state.
-fn live(plan: &Plan, v: &Values, header: &str, out: &mut Output) -> Result<()> {
-    let all: Vec<&Object> = plan
-        .states
-        .iter()
-        .flat_map(|s| s.objects.values().map(|o| &**o))
-        .collect();
+/// state (`LiveDir::admission`).
+fn live(plan: &Plan, bundle: &Bundle, v: &Values, header: &str, out: &mut Output) -> Result<()> {
+    let states = bundle.live.iter().flat_map(|l| &l.admission);
+    let all: Vec<&Object> = states.clone().flatten().map(|o| &**o).collect();
     let mut flipped: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    for state in &plan.states {
-        for (name, indices) in flipped_validators(state.objects.values().map(|o| &**o)) {
+    for state in states {
+        for (name, indices) in flipped_validators(state.iter().map(|o| &**o)) {
             // The same name in two states (the default validator before and after the move):
             // patch only the webhooks every version has, so no JSON patch misses its path.
             if seen.insert(name.clone()) {
@@ -575,7 +572,7 @@ mod tests {
     }
 
     fn compile(p: &Plan, g: &GitOps) -> Output {
-        files(p, &layout(p).unwrap(), g, "").unwrap()
+        files(p, &layout(p, std::num::NonZeroUsize::MIN).unwrap(), g, "").unwrap()
     }
 
     /// Two apply phases and an uninstall, with `live/` after phase `promote`.

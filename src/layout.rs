@@ -74,7 +74,15 @@ pub struct LiveDir {
     pub phase_index: usize,
     pub phase_dir: String,
     pub dir: Dir,
+    /// Every kept state's objects of the admission API group (the webhook configurations), in
+    /// state order: `live/` may come to hold any state's (`spec.promote` moves), so the GitOps
+    /// controllers' ignore rules cover them all (`gitops`). Taken here, so that nothing after
+    /// the layout reads the kept states.
+    pub admission: Vec<Vec<std::sync::Arc<Object>>>,
 }
+
+/// The API group of the webhook configurations.
+const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
 
 /// One directory of the output and the files it holds. File names are relative to `path`.
 #[derive(Debug, Clone)]
@@ -517,26 +525,29 @@ fn check_unique(dir: &Dir) -> Result<()> {
 /// only deletes), every rollback directory (a `Kustomization` when it has files to apply, delete
 /// stubs under `delete/`) and `live/` (every object of the state at the promote point, the
 /// named namespaces as label patches, a `Kustomization` listing its files sorted). Pure.
-pub fn layout(plan: &Plan) -> Result<Bundle> {
+///
+/// Each directory is laid out from its own changes, on at most `jobs` threads; the bundle is
+/// the same for any number.
+pub fn layout(plan: &Plan, jobs: std::num::NonZeroUsize) -> Result<Bundle> {
     let protection = Protection::of(plan);
-    let mut phases = Vec::new();
-    for phase in &plan.phases {
+    let phases = crate::jobs::map(&plan.phases, jobs, |_, phase| {
         let mut dir = change_dir(&phase.dir, &phase.changes, &protection)?;
         dir.delete = stubs(phase.deletes(), "")?;
         if phase.kind != PhaseKind::Uninstall {
             dir.kustomization = Some(dir.object_file_names());
         }
         check_unique(&dir)?;
-        phases.push(dir);
-    }
-    let mut rollbacks = Vec::new();
-    for rb in &plan.rollbacks {
+        Ok(dir)
+    })
+    .into_iter()
+    .collect::<Result<Vec<Dir>>>()?;
+    let rollbacks = crate::jobs::map(&plan.rollbacks, jobs, |_, rb| {
         let Some(phase) = rb
             .phase_index
             .checked_sub(1)
             .and_then(|i| plan.phases.get(i))
         else {
-            continue;
+            return Ok(None);
         };
         let mut dir = change_dir(&rb.dir, &rb.changes, &protection)?;
         dir.delete = stubs(rb.deletes(), ROLLBACK_DELETE_DIR)?;
@@ -545,12 +556,15 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
             dir.kustomization = Some(names);
         }
         check_unique(&dir)?;
-        rollbacks.push(RollbackDir {
+        Ok(Some(RollbackDir {
             phase_index: rb.phase_index,
             phase_dir: phase.dir.clone(),
             dir,
-        });
-    }
+        }))
+    })
+    .into_iter()
+    .filter_map(Result::transpose)
+    .collect::<Result<Vec<RollbackDir>>>()?;
     let live = match plan.promote {
         Some(n) => {
             let mut dir = change_dir(LIVE_DIR, &live_changes(plan, n), &protection)?;
@@ -563,10 +577,23 @@ pub fn layout(plan: &Plan) -> Result<Bundle> {
                 .and_then(|i| plan.phases.get(i))
                 .map(|p| p.dir.clone())
                 .unwrap_or_default();
+            let admission = plan
+                .states
+                .iter()
+                .map(|state| {
+                    state
+                        .objects
+                        .values()
+                        .filter(|o| o.id.group == ADMISSION_GROUP)
+                        .cloned()
+                        .collect()
+                })
+                .collect();
             Some(LiveDir {
                 phase_index: n,
                 phase_dir,
                 dir,
+                admission,
             })
         }
         None => None,
@@ -762,7 +789,7 @@ mod tests {
         assert!(protection.covers(&namespace_id("anything")));
 
         // Decided per identity: the reader is protected in every directory that writes it.
-        let bundle = layout(&p).unwrap();
+        let bundle = layout(&p, std::num::NonZeroUsize::new(2).unwrap()).unwrap();
         let readers: Vec<&ObjectFile> = bundle
             .phases
             .iter()
@@ -825,7 +852,7 @@ mod tests {
                 via: Via::File,
             }],
         }];
-        let bundle = layout(&p).unwrap();
+        let bundle = layout(&p, std::num::NonZeroUsize::new(2).unwrap()).unwrap();
         let rollback = &bundle.rollbacks[0];
         assert_eq!(rollback.phase_dir, "02-migrate");
         let rollback_ns = rollback.dir.patch[0].file().unwrap();

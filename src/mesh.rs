@@ -417,6 +417,9 @@ pub struct NamespaceInjection {
     webhooks: InjectorWebhooks,
     keys: BTreeSet<String>,
     cache: std::collections::HashMap<Vec<(String, String)>, Vec<Injection>>,
+    /// The last namespace's key, written over by the next (`of_object`): a namespace whose
+    /// values were seen before is looked up without allocating.
+    scratch: Vec<(String, String)>,
 }
 
 impl NamespaceInjection {
@@ -427,6 +430,7 @@ impl NamespaceInjection {
             webhooks,
             keys,
             cache: std::collections::HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -458,25 +462,56 @@ impl NamespaceInjection {
             Some(Value::Mapping(m)) => Some(m),
             _ => None,
         });
-        let key: Vec<(String, String)> = match labels {
-            Some(m) => self
-                .keys
+        // The key (each read key the namespace has, with its value) is written into `scratch`,
+        // reusing its strings: only a key not seen before is copied, into the cache.
+        let mut len = 0;
+        for (k, v) in labels.iter().flat_map(|m| {
+            self.keys
                 .iter()
-                .filter_map(|k| Some((k.clone(), scalar(m.get(k.as_str())?)?)))
-                .collect(),
-            None => Vec::new(),
-        };
-        let webhooks = &self.webhooks;
-        self.cache.entry(key).or_insert_with(|| {
+                .filter_map(|k| Some((k, m.get(k.as_str())?)))
+        }) {
+            if len == self.scratch.len() {
+                self.scratch.push((String::new(), String::new()));
+            }
+            let (key, value) = &mut self.scratch[len];
+            if scalar_into(v, value) {
+                key.clear();
+                key.push_str(k);
+                len += 1;
+            }
+        }
+        let key = &self.scratch[..len];
+        if !self.cache.contains_key(key) {
             let all = namespace.map(Object::labels).unwrap_or_default();
-            webhooks.matching(&all, &BTreeMap::new())
-        })
+            let injections = self.webhooks.matching(&all, &BTreeMap::new());
+            self.cache.insert(key.to_vec(), injections);
+        }
+        // Present: inserted just above when it was not.
+        &self.cache[key]
     }
 
     /// Unevaluable injector webhooks: (configuration, webhook, why).
     fn unevaluable(&self) -> &[(ObjectId, String, String)] {
         &self.webhooks.unevaluable
     }
+}
+
+/// `cluster::scalar(v)` written into `out` (cleared first); `false`, `out` left empty, when `v`
+/// is not a scalar.
+fn scalar_into(v: &Value, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    out.clear();
+    match v {
+        Value::String(s) => out.push_str(s),
+        Value::Bool(b) => {
+            let _ = write!(out, "{b}");
+        }
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// Where the evaluation of one injector webhook ends.
@@ -1438,6 +1473,40 @@ mod tests {
         let c = labels(&[(REV_LABEL, "r"), (NAME_LABEL, "c"), ("istio-injection", "")]);
         assert_eq!(describe(injection.of(&c)), "none");
         assert_eq!(injection.cache.len(), 2);
+    }
+
+    #[test]
+    fn a_namespace_object_is_judged_by_its_own_values_whatever_was_judged_before() {
+        // Two webhooks, one reading each key: a namespace with both keys is served twice.
+        const TWO: &str = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {name: inj}\nwebhooks:\n- name: rev.namespace.sidecar-injector.istio.io\n  clientConfig: {service: {name: istiod-r, namespace: istio-system}}\n  rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector:\n    matchExpressions:\n    - {key: istio.io/rev, operator: In, values: [r]}\n- name: namespace.sidecar-injector.istio.io\n  clientConfig: {service: {name: istiod-r, namespace: istio-system}}\n  rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector:\n    matchLabels: {istio-injection: enabled}\n";
+        let state = ClusterState::from_objects(&[one(TWO), one(SERVICE), one(ISTIOD)]);
+        let namespaces: Vec<Object> = [
+            "{name: a, labels: {istio.io/rev: r, istio-injection: enabled}}",
+            "{name: b, labels: {istio-injection: enabled}}",
+            "{name: c, labels: {istio.io/rev: [r], istio-injection: enabled}}",
+            "{name: d, labels: {istio.io/rev: r}}",
+            "{name: e, labels: {istio-injection: true, istio.io/rev: r}}",
+            "{name: f}",
+        ]
+        .iter()
+        .map(|m| one(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {m}\n")))
+        .collect();
+        // Each judged alone, from its labels.
+        let alone: Vec<String> = namespaces
+            .iter()
+            .map(|o| describe(NamespaceInjection::new(&state).of(&o.labels())))
+            .collect();
+        assert_eq!(alone, ["r + r", "r", "r", "r", "r", "none"]);
+        // One evaluation for all, in both orders and twice over: the key of a namespace with
+        // fewer (or non-scalar) values never keeps a part of the one before.
+        for order in [vec![0, 1, 2, 3, 4, 5], vec![5, 4, 3, 2, 1, 0]] {
+            let mut injection = NamespaceInjection::new(&state);
+            for i in order.iter().chain(&order) {
+                let got = describe(injection.of_object(Some(&namespaces[*i])));
+                assert_eq!(got, alone[*i], "namespace {i}");
+            }
+            assert_eq!(describe(injection.of_object(None)), "none");
+        }
     }
 
     const ZTUNNEL: &str = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ztunnel, namespace: istio-system}\nspec:\n  template:\n    spec:\n      containers:\n      - name: istio-proxy\n        args: [proxy, ztunnel]\n        env:\n        - {name: CA_ADDRESS, value: 'istiod-r.istio-system.svc:15012'}\n        - {name: XDS_ADDRESS, value: 'istiod-r.istio-system.svc:15012'}\n";

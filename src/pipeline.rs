@@ -55,6 +55,7 @@ impl CompileConfig {
 /// What a compile produced, before it is written.
 #[derive(Debug)]
 pub struct Compiled {
+    /// The plan, its kept states released once laid out (`Plan::release_states`: state 0 only).
     pub plan: plan::Plan,
     pub texts: describe::Texts,
     pub files: BTreeMap<String, String>,
@@ -317,10 +318,16 @@ fn finish(
         inputs.push(inventory.path.clone());
     }
     let rendered: Vec<&Rendered> = renders.iter().map(|r| &**r).collect();
-    let plan = plan::plan(policy, &rendered, jobs)?;
+    let mut plan = plan::plan(policy, &rendered, jobs)?;
     // Both read the plan only.
-    let (texts, bundle) = jobs::join(jobs, || describe::describe(&plan), || layout::layout(&plan));
+    let (texts, bundle) = jobs::join(
+        jobs,
+        || describe::describe(&plan),
+        || layout::layout(&plan, jobs),
+    );
     let bundle = bundle?;
+    // Emitting makes the whole output's text: the kept states go first.
+    plan.release_states();
     let counts = bundle
         .phases
         .iter()
@@ -334,7 +341,7 @@ fn finish(
     let files = emit::emit(
         &plan,
         &texts,
-        &bundle,
+        bundle,
         &emit::EmitContext {
             tool_version: VERSION.to_string(),
             gitops: policy.gitops.clone(),

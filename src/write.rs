@@ -172,9 +172,13 @@ pub fn write_atomic_with(
 
 /// Whether `dir` holds exactly `files`: the same paths, as regular files with the same bytes,
 /// and nothing else (no other file, link or empty directory). Anything unreadable is a
-/// difference, so the output is written as usual.
+/// difference, so the output is written as usual. The tree is listed first (a few hundred
+/// directories at most), then its files are read back and compared on every core (a large plan
+/// has tens of thousands), stopping at the first difference.
 fn holds_exactly(dir: &Path, files: &BTreeMap<String, String>) -> bool {
-    fn walk(dir: &Path, rel: &str, files: &BTreeMap<String, String>, seen: &mut usize) -> bool {
+    /// Every regular file under `dir` (path relative to the output, path to read); `false` at
+    /// anything else, or an empty directory.
+    fn list(dir: &Path, rel: &str, found: &mut Vec<(String, PathBuf)>) -> bool {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return false;
         };
@@ -193,25 +197,37 @@ fn holds_exactly(dir: &Path, files: &BTreeMap<String, String>) -> bool {
             let Ok(kind) = entry.file_type() else {
                 return false;
             };
-            let same = if kind.is_dir() {
-                walk(&entry.path(), &path, files, seen)
+            if kind.is_dir() {
+                if !list(&entry.path(), &path, found) {
+                    return false;
+                }
             } else if kind.is_file() {
-                *seen += 1;
-                files.get(&path).is_some_and(|text| {
-                    std::fs::read(entry.path()).is_ok_and(|bytes| bytes == text.as_bytes())
-                })
+                found.push((path, entry.path()));
             } else {
-                false
-            };
-            if !same {
                 return false;
             }
         }
         // An empty directory is not something a write makes (the root aside).
         any || rel.is_empty()
     }
-    let mut seen = 0;
-    walk(dir, "", files, &mut seen) && seen == files.len()
+    let mut found = Vec::new();
+    // As many files, each one of `files` (paths are unique): the same set of paths.
+    if !list(dir, "", &mut found) || found.len() != files.len() {
+        return false;
+    }
+    let differs = std::sync::atomic::AtomicBool::new(false);
+    crate::jobs::map(&found, crate::jobs::available(), |_, (rel, path)| {
+        if differs.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let same = files
+            .get(rel)
+            .is_some_and(|text| std::fs::read(path).is_ok_and(|bytes| bytes == text.as_bytes()));
+        if !same {
+            differs.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    !differs.into_inner()
 }
 
 /// The name prefixes of the directories a write makes beside `--out`: the new output being

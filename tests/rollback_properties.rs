@@ -589,7 +589,7 @@ fn check_plan(c: &Case, policy: &Policy, renders: &[&Rendered]) -> Plan {
     for (n, state) in replay.iter().enumerate().skip(1) {
         let mut at = p.clone();
         at.promote = Some(n);
-        let files = emit(&at, &describe(&at), &layout(&at).unwrap(), &ctx).unwrap();
+        let files = emit(&at, &describe(&at), layout(&at, TWO_JOBS).unwrap(), &ctx).unwrap();
         let mut live: BTreeMap<ObjectId, Object> = BTreeMap::new();
         for (path, text) in files.iter().filter(|(p, _)| p.starts_with("live/")) {
             if path == "live/Kustomization" {

@@ -159,7 +159,8 @@ pub struct InjectionRow {
     pub namespace: String,
     /// The revision tag it selects, when it follows a tag the plan moves.
     pub tag: Option<String>,
-    /// One cell per state; a cell that does not change is shared, not copied.
+    /// One cell per state; each distinct text is allocated once per table and shared by every
+    /// cell that holds it.
     pub states: Vec<std::sync::Arc<str>>,
 }
 
@@ -173,7 +174,8 @@ pub struct Plan {
     /// Never empty: `plan` makes at least one.
     pub hops: Vec<Hop>,
     pub phases: Vec<Phase>,
-    /// `states[0]` is the cluster before the upgrade, `states[n]` after phase n.
+    /// `states[0]` is the cluster before the upgrade, `states[n]` after phase n (state 0 only
+    /// once `release_states` has run, as in `pipeline::Compiled`).
     pub states: Vec<ClusterState>,
     /// What the plan expects of every state: `expected[n]` for `states[n]`.
     pub expected: Vec<Expected>,
@@ -221,6 +223,14 @@ impl Rollback {
 }
 
 impl Plan {
+    /// Releases every kept state but state 0, and their expectations: once the plan is described
+    /// and laid out nothing reads them (`emit` reads the bundle), and for thousands of namespaces
+    /// they are most of a plan's memory. After it, `states` and `expected` hold state 0 only.
+    pub fn release_states(&mut self) {
+        self.states.truncate(1);
+        self.expected.truncate(1);
+    }
+
     /// Where the whole upgrade starts: the first hop's old side.
     pub fn from(&self) -> &PlanSide {
         &self.hops[0].from
@@ -606,6 +616,9 @@ fn injection_table(
             states: Vec::with_capacity(states.len()),
         })
         .collect();
+    // A table of thousands of namespaces over dozens of states holds a handful of distinct
+    // texts: each is made once.
+    let mut texts: BTreeMap<String, std::sync::Arc<str>> = BTreeMap::new();
     let mut last: Option<(&ClusterState, crate::mesh::NamespaceInjection)> = None;
     for s in states {
         let relabelled = last.as_ref().and_then(|(prev, _)| relabelled_only(prev, s));
@@ -626,7 +639,11 @@ fn injection_table(
                 (Some(_), Some(_)) => s.get(&crate::cluster::namespace_id(&row.namespace)),
                 _ => objects.get(&row.namespace),
             };
-            let cell = crate::mesh::describe(injection.of_object(object)).into();
+            let text = crate::mesh::describe(injection.of_object(object));
+            let cell = match texts.get(&text) {
+                Some(cell) => cell.clone(),
+                None => texts.entry(text.clone()).or_insert(text.into()).clone(),
+            };
             row.states.push(cell);
         }
     }
