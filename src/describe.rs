@@ -899,8 +899,8 @@ impl<'p> Writes<'p> {
     /// undo this phase.
     fn superseded(&self, plan: &Plan, phase: &Phase) -> Vec<String> {
         let after = &plan.states[phase.index];
-        // What this phase leaves as each object it touches: its written form, or `None` for
-        // one it deletes or changes by command (compared with the state after it instead).
+        // What this phase leaves as each object it touches: its file's form, or, for one it
+        // deletes or changes by command, what the state after it holds.
         let mut written: std::collections::BTreeMap<&crate::manifest::ObjectId, Written<'_>> =
             std::collections::BTreeMap::new();
         for c in &phase.changes {
@@ -911,8 +911,7 @@ impl<'p> Writes<'p> {
                     via: Via::File,
                     ..
                 } => Written::Labels(set),
-                Change::Delete(_) => Written::Deleted,
-                _ => Written::ByCommand,
+                _ => Written::AsAfter,
             };
             written.insert(c.id(), w);
         }
@@ -935,10 +934,10 @@ impl<'p> Writes<'p> {
 }
 
 /// Whether an earlier phase's change `c`, re-applied, would undo how a later phase leaves the
-/// same object (`w`; `after`: the state after the later phase).
+/// same object (`w`; `after`: the state after the later phase). Only files are re-applied: an
+/// earlier command never is.
 fn rewrites(c: &Change, w: &Written<'_>, after: &crate::cluster::ClusterState) -> bool {
     match (c, w) {
-        (_, Written::Deleted) => true,
         (Change::Apply(o), Written::Body(b)) => as_stored(o).body != *b,
         (
             Change::Labels {
@@ -948,7 +947,8 @@ fn rewrites(c: &Change, w: &Written<'_>, after: &crate::cluster::ClusterState) -
             },
             Written::Labels(l),
         ) => set != *l,
-        (Change::Apply(o), Written::ByCommand) => {
+        // An object the later phase deletes is absent after it: any earlier file recreates it.
+        (Change::Apply(o), Written::AsAfter) => {
             after.objects.get(&o.id).map(|x| &x.body) != Some(&as_stored(o).body)
         }
         (
@@ -958,7 +958,7 @@ fn rewrites(c: &Change, w: &Written<'_>, after: &crate::cluster::ClusterState) -
                 via: Via::File,
                 ..
             },
-            Written::ByCommand,
+            Written::AsAfter,
         ) => {
             let now = after.labels(id).unwrap_or_default();
             set.iter().any(|(k, v)| now.get(k) != Some(v))
@@ -972,10 +972,13 @@ fn rewrites(c: &Change, w: &Written<'_>, after: &crate::cluster::ClusterState) -
 
 /// How a phase leaves an object it touches (see `superseded`).
 enum Written<'a> {
+    /// A whole object's file.
     Body(serde_yaml::Mapping),
+    /// A label file: an earlier one that sets other labels, or fewer, is superseded (Flux's
+    /// server-side apply with one shared field manager removes the keys it omits).
     Labels(&'a std::collections::BTreeMap<String, String>),
-    Deleted,
-    ByCommand,
+    /// Deleted or changed by command: as the state after the phase holds it (or not).
+    AsAfter,
 }
 
 /// Whether the phase's hop moves its gateways as canaries (a cutover phase follows).
@@ -1857,6 +1860,111 @@ fn node_agent_phase(
 mod tests {
     use super::*;
     use crate::cluster::service_id;
+    use crate::layout::fixtures::{object, phase, plan};
+    use crate::manifest::Object;
+    use std::collections::BTreeSet;
+
+    /// Which earlier phases' Flux Kustomizations the third phase supersedes, after a first that
+    /// writes namespace `app`'s label by file, a ConfigMap whole, and namespace `other`'s label by
+    /// command, and a second that changes nothing.
+    fn superseded_by(third: Vec<Change>, after: &[&str]) -> Vec<String> {
+        let ns = |labels: &str| {
+            object(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: app, labels: {{{labels}}}}}\n"
+            ))
+        };
+        let objects: BTreeMap<&str, Object> = [
+            ("app", ns("istio.io/rev: a")),
+            ("app+extra", ns("istio.io/rev: a, extra: x")),
+            ("cm", object("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: app}\n")),
+            ("other", object("apiVersion: v1\nkind: Namespace\nmetadata: {name: other, labels: {istio.io/rev: a}}\n")),
+        ]
+        .into_iter()
+        .collect();
+        let labels = |name: &str, set: &[(&str, &str)], via: Via| Change::Labels {
+            id: crate::cluster::namespace_id(name),
+            api_version: "v1".into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove: BTreeSet::new(),
+            via,
+        };
+        let first = vec![
+            labels("app", &[("istio.io/rev", "a")], Via::File),
+            Change::Apply(objects["cm"].clone()),
+            labels(
+                "other",
+                &[("istio.io/rev", "a")],
+                Via::Command("kubectl label".into()),
+            ),
+        ];
+        let before: Vec<&Object> = ["app", "cm", "other"].iter().map(|k| &objects[k]).collect();
+        let p = plan(
+            vec![
+                before.clone(),
+                before.clone(),
+                before,
+                after.iter().map(|k| &objects[k]).collect(),
+            ],
+            vec![
+                phase(PhaseKind::Migrate, 1, first),
+                phase(PhaseKind::Migrate, 2, Vec::new()),
+                phase(PhaseKind::Migrate, 3, third),
+            ],
+        );
+        Writes::of(&p).superseded(&p, &p.phases[2])
+    }
+
+    #[test]
+    fn a_phase_supersedes_each_earlier_file_flux_would_reapply_over_it() {
+        let first = vec!["01-migrate".to_string()];
+        let label_file = |set: &[(&str, &str)]| Change::Labels {
+            id: crate::cluster::namespace_id("app"),
+            api_version: "v1".into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove: BTreeSet::new(),
+            via: Via::File,
+        };
+        // A label file that adds a key to the earlier one's, values unchanged: re-applied with
+        // the one field manager, the earlier file would remove it.
+        let more = label_file(&[("istio.io/rev", "a"), ("extra", "x")]);
+        assert_eq!(
+            superseded_by(vec![more], &["app+extra", "cm", "other"]),
+            first
+        );
+        // The same labels again: nothing to undo.
+        let same = label_file(&[("istio.io/rev", "a")]);
+        assert!(superseded_by(vec![same], &["app", "cm", "other"]).is_empty());
+        // The whole namespace over the earlier label file, with the same labels: the label file
+        // re-applied would drop every other field the one field manager owned.
+        let whole = Change::Apply(object(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: app, labels: {istio.io/rev: a}}\n",
+        ));
+        assert_eq!(superseded_by(vec![whole], &["app", "cm", "other"]), first);
+        // Deleted: the earlier file would recreate it.
+        let gone = |id: ObjectId| {
+            Change::Delete(crate::cluster::DeleteRef {
+                api_version: "v1".into(),
+                id,
+            })
+        };
+        let cm = ObjectId {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: Some("app".into()),
+            name: "c".into(),
+        };
+        assert_eq!(superseded_by(vec![gone(cm)], &["app", "other"]), first);
+        // A namespace the earlier phase labelled by command only: no file of it to re-apply.
+        let other = crate::cluster::namespace_id("other");
+        assert!(superseded_by(vec![gone(other)], &["app", "cm"]).is_empty());
+    }
+
     use crate::k8s::Minor;
     use crate::manifest::ObjectId;
 

@@ -458,18 +458,16 @@ impl NamespaceInjection {
     /// of the keys a selector reads are copied when a namespace with the same values was
     /// evaluated before.
     pub fn of_object(&mut self, namespace: Option<&Object>) -> &[Injection] {
-        let labels = namespace.and_then(|o| match value_at(&o.body, &["metadata", "labels"]) {
-            Some(Value::Mapping(m)) => Some(m),
-            _ => None,
-        });
+        let labels = namespace
+            .and_then(|o| small_get(&o.body, "metadata")?.as_mapping())
+            .and_then(|m| small_get(m, "labels")?.as_mapping());
         // The key (each read key the namespace has, with its value) is written into `scratch`,
         // reusing its strings: only a key not seen before is copied, into the cache.
         let mut len = 0;
-        for (k, v) in labels.iter().flat_map(|m| {
-            self.keys
-                .iter()
-                .filter_map(|k| Some((k, m.get(k.as_str())?)))
-        }) {
+        for (k, v) in labels
+            .iter()
+            .flat_map(|m| self.keys.iter().filter_map(|k| Some((k, small_get(m, k)?))))
+        {
             if len == self.scratch.len() {
                 self.scratch.push((String::new(), String::new()));
             }
@@ -494,6 +492,14 @@ impl NamespaceInjection {
     fn unevaluable(&self) -> &[(ObjectId, String, String)] {
         &self.webhooks.unevaluable
     }
+}
+
+/// `map[key]` for a string key, found by comparing the keys rather than hashing the one sought:
+/// faster for the few entries of a namespace's metadata and labels, read for every namespace of
+/// every state.
+fn small_get<'a>(map: &'a Mapping, key: &str) -> Option<&'a Value> {
+    map.iter()
+        .find_map(|(k, v)| (k.as_str() == Some(key)).then_some(v))
 }
 
 /// `cluster::scalar(v)` written into `out` (cleared first); `false`, `out` left empty, when `v`
