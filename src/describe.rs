@@ -1864,6 +1864,20 @@ mod tests {
     use crate::manifest::Object;
     use std::collections::BTreeSet;
 
+    /// Namespace `name`'s labels set (`set`) by file or command.
+    fn labels(name: &str, set: &[(&str, &str)], via: Via) -> Change {
+        Change::Labels {
+            id: crate::cluster::namespace_id(name),
+            api_version: "v1".into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove: BTreeSet::new(),
+            via,
+        }
+    }
+
     /// Which earlier phases' Flux Kustomizations the third phase supersedes, after a first that
     /// writes namespace `app`'s label by file, a ConfigMap whole, and namespace `other`'s label by
     /// command, and a second that changes nothing.
@@ -1881,16 +1895,6 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let labels = |name: &str, set: &[(&str, &str)], via: Via| Change::Labels {
-            id: crate::cluster::namespace_id(name),
-            api_version: "v1".into(),
-            set: set
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            remove: BTreeSet::new(),
-            via,
-        };
         let first = vec![
             labels("app", &[("istio.io/rev", "a")], Via::File),
             Change::Apply(objects["cm"].clone()),
@@ -1920,16 +1924,7 @@ mod tests {
     #[test]
     fn a_phase_supersedes_each_earlier_file_flux_would_reapply_over_it() {
         let first = vec!["01-migrate".to_string()];
-        let label_file = |set: &[(&str, &str)]| Change::Labels {
-            id: crate::cluster::namespace_id("app"),
-            api_version: "v1".into(),
-            set: set
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            remove: BTreeSet::new(),
-            via: Via::File,
-        };
+        let label_file = |set: &[(&str, &str)]| labels("app", set, Via::File);
         // A label file that adds a key to the earlier one's, values unchanged: re-applied with
         // the one field manager, the earlier file would remove it.
         let more = label_file(&[("istio.io/rev", "a"), ("extra", "x")]);
