@@ -387,35 +387,45 @@ fn wave_changes(
     out
 }
 
-/// What the hop expects of its namespaces once `waves_done` waves have moved: the new revision
-/// for those waves, the old one for the rest.
-pub fn expected(hop: &HopInput<'_>, waves_done: usize) -> Expected {
+/// What the plan expects of each wave's namespaces after `waves_done` waves of `hop`: the new
+/// revision for the waves done, the old one for the rest, borrowed from the hop (a phase's
+/// expectations are built as such a map, then `rebase`d on the previous phase's).
+pub fn expected<'h>(hop: &'h HopInput<'_>, waves_done: usize) -> Fresh<'h> {
     let (old, new) = (hop.from.revision.label(), hop.to.revision.label());
-    let mut m = Expected::new();
+    let mut m = Fresh::new();
     for (wi, wave) in hop.waves.iter().enumerate() {
         let rev = if wi < waves_done { new } else { old };
         for ns in &wave.namespaces {
-            m.insert(ns.clone(), Some(rev.to_string()));
+            m.insert(ns, Some(rev));
         }
     }
     m
 }
 
-/// `fresh`, sharing with `previous` every entry the two agree on: equal to `fresh`, but holding
-/// as its own only what changed (a wave's namespaces), so that a plan of thousands of
-/// namespaces keeps one copy of their expectations, and diffs with `previous` skip the rest.
-pub(super) fn rebase(fresh: Expected, previous: &Expected) -> Expected {
+/// A phase's expectations as built, borrowing names and revisions (see `rebase`).
+pub type Fresh<'a> = BTreeMap<&'a str, Option<&'a str>>;
+
+/// `fresh` as an `Expected` that shares with `previous` every entry the two agree on: only what
+/// changed (a wave's namespaces) is allocated, so a plan of thousands of namespaces keeps one
+/// copy of their expectations, and diffs with `previous` skip the rest. One walk of both maps
+/// in key order.
+pub(super) fn rebase(fresh: &Fresh<'_>, previous: &Expected) -> Expected {
     let mut out = previous.clone();
-    for d in previous.diff(&fresh) {
-        match d {
-            imbl::ordmap::DiffItem::Add(k, v)
-            | imbl::ordmap::DiffItem::Update { new: (k, v), .. } => {
-                out.insert(k.clone(), v.clone());
-            }
-            imbl::ordmap::DiffItem::Remove(k, _) => {
-                out.remove(k);
+    let mut before = previous.iter().peekable();
+    for (name, rev) in fresh {
+        // Keys of `previous` sorting before `name` are not in `fresh`.
+        while let Some((gone, _)) = before.next_if(|(k, _)| k.as_str() < *name) {
+            out.remove(gone);
+        }
+        match before.next_if(|(k, _)| k.as_str() == *name) {
+            Some((_, had)) if had.as_deref() == *rev => {}
+            _ => {
+                out.insert(name.to_string(), rev.map(str::to_string));
             }
         }
+    }
+    for (gone, _) in before {
+        out.remove(gone);
     }
     out
 }
@@ -532,18 +542,18 @@ pub fn run(
         sort_changes(&mut draft.changes);
         let before = state.clone();
         let mut end = expected(hop, waves_done);
-        end.extend(fixed.clone());
+        end.extend(fixed.iter().map(|(n, r)| (n.as_str(), r.as_deref())));
         let follows = if tag_moved { &hop.to } else { &hop.from };
         end.extend(
             followers
                 .iter()
-                .map(|n| (n.clone(), Some(follows.revision.label().to_string()))),
+                .map(|n| (n.as_str(), Some(follows.revision.label()))),
         );
         let serves = if ztunnel_moved { &hop.to } else { &hop.from };
         end.extend(
             ambient
                 .iter()
-                .map(|n| (n.clone(), Some(serves.revision.label().to_string()))),
+                .map(|n| (n.as_str(), Some(serves.revision.label()))),
         );
         for (t, namespaces) in tag_followers {
             let side = if tags_moved.contains(t) {
@@ -554,14 +564,14 @@ pub fn run(
             end.extend(
                 namespaces
                     .iter()
-                    .map(|n| (n.clone(), Some(side.revision.label().to_string()))),
+                    .map(|n| (n.as_str(), Some(side.revision.label()))),
             );
         }
         let seen = (
             out.evaluated.last().unwrap_or(start.evaluated),
             out.expected.last().unwrap_or(start.expected),
         );
-        let end = rebase(end, seen.1);
+        let end = rebase(&end, seen.1);
         let (next, evaluated) =
             simulate::run_from(&state, Some(seen), &draft.changes, &any_single, &end, known)
                 .map_err(|violation| Refusal::UnsafePhase {

@@ -1905,8 +1905,22 @@ fn rebased_expectations_equal_the_fresh_ones() {
         ("d", Some("1")),
         ("e", Some("2")),
     ]);
-    assert_eq!(hop::rebase(fresh.clone(), &previous), fresh);
-    assert_eq!(hop::rebase(previous.clone(), &fresh), previous);
-    assert_eq!(hop::rebase(Expected::new(), &previous), Expected::new());
-    assert_eq!(hop::rebase(fresh.clone(), &Expected::new()), fresh);
+    let built = |m: &Expected| -> BTreeMap<String, Option<String>> {
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let rebase = |fresh: &Expected, previous: &Expected| {
+        let b = built(fresh);
+        let borrowed: hop::Fresh<'_> = b.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        hop::rebase(&borrowed, previous)
+    };
+    assert_eq!(rebase(&fresh, &previous), fresh);
+    assert_eq!(rebase(&previous, &fresh), previous);
+    assert_eq!(rebase(&Expected::new(), &previous), Expected::new());
+    assert_eq!(rebase(&fresh, &Expected::new()), fresh);
+    assert_eq!(rebase(&previous, &previous), previous);
+    // Last keys removed, first ones kept, and the other way round.
+    let head = map(&[("a", Some("1")), ("b", Some("1"))]);
+    let tail = map(&[("c", None), ("d", Some("1"))]);
+    assert_eq!(rebase(&head, &previous), head);
+    assert_eq!(rebase(&tail, &previous), tail);
 }
