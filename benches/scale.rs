@@ -581,6 +581,7 @@ fn one_case(namespaces: usize, waves: usize) -> Result<(), String> {
     let context = emit::EmitContext {
         tool_version: VERSION.to_string(),
         gitops: pol.gitops.clone(),
+        jobs: istio_canary::jobs::available(),
     };
     let (files, m) = measure(|| emit::emit(&planned, &texts, bundle, &context));
     files.map_err(|e| e.to_string())?;

@@ -92,6 +92,9 @@ pub struct EmitContext {
     pub tool_version: String,
     /// The policy's `spec.gitops`: the values of the `argocd/` and `flux/` objects.
     pub gitops: crate::policy::GitOps,
+    /// The threads that may hash the files for plan.json (the digests are the same for any
+    /// number).
+    pub jobs: std::num::NonZeroUsize,
 }
 
 fn environment() -> Result<Environment<'static>> {
@@ -456,9 +459,13 @@ pub fn emit(
     for text in files.values_mut() {
         normalize_text(text);
     }
-    doc.files = files
+    // Tens of thousands of files in a large plan: hashed on `jobs` threads.
+    let texts: Vec<(&String, &String)> = files.iter().collect();
+    let digests = crate::jobs::map(&texts, ctx.jobs, |_, (_, text)| sha256_hex(text.as_bytes()));
+    doc.files = texts
         .iter()
-        .map(|(path, text)| (path.clone(), sha256_hex(text.as_bytes())))
+        .map(|(path, _)| (*path).clone())
+        .zip(digests)
         .collect();
     let mut json = plan_json(&doc)?;
     normalize_text(&mut json);

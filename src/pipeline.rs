@@ -345,6 +345,7 @@ fn finish(
         &emit::EmitContext {
             tool_version: VERSION.to_string(),
             gitops: policy.gitops.clone(),
+            jobs,
         },
     )?;
     let platforms = policy

@@ -585,6 +585,7 @@ fn check_plan(c: &Case, policy: &Policy, renders: &[&Rendered]) -> Plan {
     let ctx = EmitContext {
         tool_version: "test".into(),
         gitops: Default::default(),
+        jobs: TWO_JOBS,
     };
     for (n, state) in replay.iter().enumerate().skip(1) {
         let mut at = p.clone();
