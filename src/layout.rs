@@ -577,15 +577,23 @@ pub fn layout(plan: &Plan, jobs: std::num::NonZeroUsize) -> Result<Bundle> {
                 .and_then(|i| plan.phases.get(i))
                 .map(|p| p.dir.clone())
                 .unwrap_or_default();
+            // The group's identities are contiguous in a state's order (group first): a range,
+            // not a walk of every object of every state.
+            let bound = |group: String| ObjectId {
+                group,
+                kind: String::new(),
+                namespace: None,
+                name: String::new(),
+            };
+            let group = bound(ADMISSION_GROUP.to_string())..bound(format!("{ADMISSION_GROUP}\0"));
             let admission = plan
                 .states
                 .iter()
                 .map(|state| {
                     state
                         .objects
-                        .values()
-                        .filter(|o| o.id.group == ADMISSION_GROUP)
-                        .cloned()
+                        .range(group.clone())
+                        .map(|(_, o)| o.clone())
                         .collect()
                 })
                 .collect();
@@ -806,6 +814,42 @@ mod tests {
             bundle.phases[3].delete[0].file,
             "79-configmap_istio-system_shared-then-deleted.yaml"
         );
+    }
+
+    #[test]
+    fn live_carries_every_states_webhook_configurations_and_nothing_else() {
+        let webhook = |name: &str| {
+            object(&format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\n"))
+        };
+        let (old, new) = (webhook("old"), webhook("new"));
+        // Groups sorting next to the admission group, before and after it.
+        let near = object("apiVersion: admissionregistration.k8s.io.example/v1\nkind: Thing\nmetadata: {name: x}\n");
+        let below = object(
+            "apiVersion: admissionregistration.k8s.i/v1\nkind: Thing\nmetadata: {name: y}\n",
+        );
+        let cm = object("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\n");
+        let mut p = plan(
+            vec![
+                vec![&old, &near, &below, &cm],
+                vec![&old, &new, &near, &below, &cm],
+                vec![&new, &cm],
+            ],
+            vec![
+                phase(PhaseKind::Install, 1, vec![Change::Apply(new.clone())]),
+                phase(PhaseKind::Uninstall, 2, Vec::new()),
+            ],
+        );
+        p.promote = Some(1);
+        let bundle = layout(&p, std::num::NonZeroUsize::MIN).unwrap();
+        let names: Vec<Vec<&str>> = bundle
+            .live
+            .as_ref()
+            .unwrap()
+            .admission
+            .iter()
+            .map(|s| s.iter().map(|o| o.id.name.as_str()).collect())
+            .collect();
+        assert_eq!(names, [vec!["old"], vec!["new", "old"], vec!["new"]]);
     }
 
     #[test]
