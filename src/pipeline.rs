@@ -258,7 +258,8 @@ pub fn compile_all<T: Send>(
         let sides = per_policy
             .get(i)
             .ok_or_else(|| error::Error::new("internal error: a policy without its renders"))?;
-        let compiled = finish(policy, sides, inner).map_err(|e| in_fleet(&policy.path, e))?;
+        let compiled = finish(policy, sides, threads_for(policy, inner))
+            .map_err(|e| in_fleet(&policy.path, e))?;
         each(compiled)
     });
     Ok(Batch {
@@ -299,6 +300,22 @@ fn refuse_shared_names(policies: &[policy::Policy]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Below this many named namespaces (over all hops) a policy is planned on one thread: its
+/// work takes milliseconds, less than starting the threads costs (measured on the bundled
+/// example: a quarter more CPU time and no less wall time with two).
+const THREADS_FROM_NAMESPACES: usize = 200;
+
+/// The threads one policy's plan, layout and emit may use: `jobs`, or one for a small policy.
+fn threads_for(policy: &policy::Policy, jobs: std::num::NonZeroUsize) -> std::num::NonZeroUsize {
+    let named: usize = policy.waves.iter().map(|w| w.namespaces.len()).sum();
+    let hops = policy.releases().len().saturating_sub(1);
+    if named * hops < THREADS_FROM_NAMESPACES {
+        std::num::NonZeroUsize::MIN
+    } else {
+        jobs
+    }
 }
 
 /// Plans, describes, lays out and emits one policy from its renders, one per release of its

@@ -173,8 +173,9 @@ pub fn write_atomic_with(
 /// Whether `dir` holds exactly `files`: the same paths, as regular files with the same bytes,
 /// and nothing else (no other file, link or empty directory). Anything unreadable is a
 /// difference, so the output is written as usual. The tree is listed first (a few hundred
-/// directories at most), then its files are read back and compared on every core (a large plan
-/// has tens of thousands), stopping at the first difference.
+/// directories at most), then its files are read back and compared, on every core when there
+/// are more than a thousand (a large plan has tens of thousands), stopping at the first
+/// difference.
 fn holds_exactly(dir: &Path, files: &BTreeMap<String, String>) -> bool {
     /// Every regular file under `dir` (path relative to the output, path to read); `false` at
     /// anything else, or an empty directory.
@@ -215,8 +216,14 @@ fn holds_exactly(dir: &Path, files: &BTreeMap<String, String>) -> bool {
     if !list(dir, "", &mut found) || found.len() != files.len() {
         return false;
     }
+    // A few hundred files are read faster than threads start.
+    let jobs = if found.len() < 1000 {
+        std::num::NonZeroUsize::MIN
+    } else {
+        crate::jobs::available()
+    };
     let differs = std::sync::atomic::AtomicBool::new(false);
-    crate::jobs::map(&found, crate::jobs::available(), |_, (rel, path)| {
+    crate::jobs::map(&found, jobs, |_, (rel, path)| {
         if differs.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }

@@ -94,6 +94,19 @@ fn a_large_plan_stays_readable_and_plan_json_keeps_every_namespace() {
     let compiled = istio_canary::compile(&config).unwrap_or_else(|e| panic!("{e}"));
     let md = &compiled.files["PLAN.md"];
     let json = &compiled.files[PLAN_JSON];
+    // A plan this large is made on several threads (rollbacks, injection tables, layout,
+    // digests): on one, it is the same, byte for byte.
+    for jobs in [1, 3] {
+        let one = istio_canary::CompileConfig {
+            jobs: std::num::NonZeroUsize::new(jobs).unwrap(),
+            ..config.clone()
+        };
+        let again = istio_canary::compile(&one).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            again.files == compiled.files,
+            "--jobs {jobs} changed the output"
+        );
+    }
 
     assert!(md.len() < PLAN_MD_LIMIT, "PLAN.md is {} bytes", md.len());
     // The tag follower is named in both injection tables; the waves are rows with a count.
