@@ -196,7 +196,8 @@ struct RenderArgs {
     /// Neither read nor write the render cache: run istioctl for every render.
     #[arg(long)]
     no_cache: bool,
-    /// Run at most N istioctl calls at once (default: the number of cores).
+    /// Run at most N istioctl calls, and N threads of a large plan, at once (default: the number
+    /// of cores).
     #[arg(long, value_name = "N")]
     jobs: Option<NonZeroUsize>,
 }
