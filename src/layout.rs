@@ -669,16 +669,8 @@ mod tests {
     use super::fixtures::{object, phase, plan};
     use super::*;
     use crate::cluster::{namespace_id, namespace_object};
+    use crate::manifest::id;
     use crate::plan::InjectionRow;
-
-    fn id(group: &str, kind: &str, namespace: Option<&str>, name: &str) -> ObjectId {
-        ObjectId {
-            group: group.into(),
-            kind: kind.into(),
-            namespace: namespace.map(Into::into),
-            name: name.into(),
-        }
-    }
 
     fn is_protected(o: &Object) -> bool {
         let text = o.to_yaml().unwrap();

@@ -228,19 +228,21 @@ pub fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>> {
     Ok(objects)
 }
 
+/// An identity from its four parts (for the tests).
+#[cfg(test)]
+pub(crate) fn id(group: &str, kind: &str, namespace: Option<&str>, name: &str) -> ObjectId {
+    ObjectId {
+        group: group.into(),
+        kind: kind.into(),
+        namespace: namespace.map(Into::into),
+        name: name.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn id(group: &str, kind: &str, namespace: Option<&str>, name: &str) -> ObjectId {
-        ObjectId {
-            group: group.into(),
-            kind: kind.into(),
-            namespace: namespace.map(Into::into),
-            name: name.into(),
-        }
-    }
 
     proptest! {
         /// The hand-written order is the fields' own, in declaration order: what a derived `Ord`
