@@ -284,12 +284,26 @@ pub fn template_patch_command(
 
 /// A label or selector value as text (YAML may read `true` or `8080` as non-strings).
 pub fn scalar(v: &Value) -> Option<String> {
+    let mut text = String::new();
+    scalar_into(v, &mut text).then_some(text)
+}
+
+/// `scalar(v)` written into `out` (cleared first), reusing its allocation; `false`, `out` left
+/// empty, when `v` is not a scalar.
+pub fn scalar_into(v: &Value, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    out.clear();
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+        Value::String(s) => out.push_str(s),
+        Value::Bool(b) => {
+            let _ = write!(out, "{b}");
+        }
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        _ => return false,
     }
+    true
 }
 
 pub fn service_id(namespace: &str, name: &str) -> ObjectId {

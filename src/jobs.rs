@@ -1,9 +1,11 @@
 //! Running independent work on a bounded number of threads, with results in input order.
 //!
 //! Owns: `map` and `join`, the ways the tool runs work in parallel (istioctl renders, the plans
-//! of a fleet, a plan's rollbacks; `join` for two different tasks): at most `jobs` threads of `std::thread::scope`, each taking the next item, every result
-//! put back at its item's index, so what the caller sees does not depend on scheduling. Must not:
-//! know what the work is, start processes, or print.
+//! of a fleet, a plan's rollbacks and injection tables, layout's directories, emit's digests,
+//! write's read-back; `join` for two different tasks): at most `jobs` threads of
+//! `std::thread::scope`, each taking the next item, every result put back at its item's index,
+//! so what the caller sees does not depend on scheduling. Must not: know what the work is,
+//! start processes, or print.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -18,3 +18,36 @@ fn main() {
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 10) };
     std::process::exit(istio_canary::cli::main());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHILD: &str = "ISTIO_CANARY_PURGE_DELAY_CHILD";
+
+    /// `PURGE_DELAY` is the option mimalloc reads from `MIMALLOC_PURGE_DELAY`: the test runs
+    /// itself again with that variable set (mimalloc reads its environment once, so only a new
+    /// process sees it), and the child reads the option back by `PURGE_DELAY`.
+    #[test]
+    fn purge_delay_is_the_option_mimalloc_reads_as_its_purge_delay() {
+        let name = "tests::purge_delay_is_the_option_mimalloc_reads_as_its_purge_delay";
+        if let Ok(expected) = std::env::var(CHILD) {
+            // SAFETY: reading an option; nothing sets one in this process.
+            let read = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
+            assert_eq!(read.to_string(), expected);
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads", "1"])
+            .env("MIMALLOC_PURGE_DELAY", "4321")
+            .env(CHILD, "4321")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test: {stdout}"
+        );
+    }
+}

@@ -472,7 +472,7 @@ impl NamespaceInjection {
                 self.scratch.push((String::new(), String::new()));
             }
             let (key, value) = &mut self.scratch[len];
-            if scalar_into(v, value) {
+            if cluster::scalar_into(v, value) {
                 key.clear();
                 key.push_str(k);
                 len += 1;
@@ -500,24 +500,6 @@ impl NamespaceInjection {
 fn small_get<'a>(map: &'a Mapping, key: &str) -> Option<&'a Value> {
     map.iter()
         .find_map(|(k, v)| (k.as_str() == Some(key)).then_some(v))
-}
-
-/// `cluster::scalar(v)` written into `out` (cleared first); `false`, `out` left empty, when `v`
-/// is not a scalar.
-fn scalar_into(v: &Value, out: &mut String) -> bool {
-    use std::fmt::Write as _;
-    out.clear();
-    match v {
-        Value::String(s) => out.push_str(s),
-        Value::Bool(b) => {
-            let _ = write!(out, "{b}");
-        }
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
-        _ => return false,
-    }
-    true
 }
 
 /// Where the evaluation of one injector webhook ends.

@@ -640,11 +640,10 @@ fn injection_table(
                 _ => objects.get(&row.namespace),
             };
             let text = crate::mesh::describe(injection.of_object(object));
-            let cell = match texts.get(&text) {
-                Some(cell) => cell.clone(),
-                None => texts.entry(text.clone()).or_insert(text.into()).clone(),
-            };
-            row.states.push(cell);
+            let cell = texts
+                .entry(text)
+                .or_insert_with_key(|text| text.as_str().into());
+            row.states.push(cell.clone());
         }
     }
     rows
