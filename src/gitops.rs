@@ -65,7 +65,7 @@ const NAME_DIGEST: usize = 8;
 pub const FLUX_SSA: &str = "kustomize.toolkit.fluxcd.io/ssa";
 pub const FLUX_SSA_IF_NOT_PRESENT: &str = "IfNotPresent";
 
-const WEBHOOK_GROUP: &str = "admissionregistration.k8s.io";
+const WEBHOOK_GROUP: &str = crate::k8s::ADMISSION_GROUP;
 const MUTATING: &str = "MutatingWebhookConfiguration";
 const VALIDATING: &str = "ValidatingWebhookConfiguration";
 /// istiod patches the CA into every webhook it serves.

@@ -11,6 +11,8 @@ use serde_yaml::{Mapping, Value};
 
 /// The immutable label kube-apiserver (1.21+) sets on every namespace to its name.
 pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// The API group of the webhook configurations and admission policies.
+pub const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
 /// Namespaces no wave may restart: the cluster's own.
 pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 

@@ -26,6 +26,7 @@ use serde_yaml::{Mapping, Value};
 use crate::cluster::{Change, DeleteRef, Via};
 use crate::error::{Error, Result};
 use crate::istio::is_tag_object;
+use crate::k8s::ADMISSION_GROUP;
 use crate::manifest::{Object, ObjectId};
 use crate::plan::{apply_rank, delete_rank, live_changes, PhaseKind, Plan};
 
@@ -80,9 +81,6 @@ pub struct LiveDir {
     /// the layout reads the kept states.
     pub admission: Vec<Vec<std::sync::Arc<Object>>>,
 }
-
-/// The API group of the webhook configurations.
-const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
 
 /// One directory of the output and the files it holds. File names are relative to `path`.
 #[derive(Debug, Clone)]
