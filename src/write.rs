@@ -104,23 +104,19 @@ pub fn write_atomic_with(
     for rel in files.keys() {
         check_relative(rel)?;
     }
-    let target = resolve_out(out)?;
-    if let Some(real) = &target.existing {
-        refuse_inputs_inside(out, real, inputs)?;
-        if !real.is_dir() {
-            return Err(
-                Error::new(format!("{} exists and is not a directory", out.display()))
-                    .with_help("choose another --out"),
-            );
-        }
-        if !force && !real.join(MARKER_FILE).is_file() {
-            return Err(Error::new(format!(
-                "refusing to replace {}: it was not written by istio-canary (no {MARKER_FILE} file)",
-                out.display()
-            ))
-            .with_help("choose another --out, or pass --force to replace the directory and everything in it"));
-        }
-    }
+    let target = checked_target(out, force, inputs)?;
+    write_into(out, files, force, inputs, &target)
+}
+
+/// The write of `write_atomic_with` once `out` is resolved and judged (`target`); what is at
+/// `out` may have changed since (another compile of the same `--out`).
+fn write_into(
+    out: &Path,
+    files: &BTreeMap<String, String>,
+    force: bool,
+    inputs: &Inputs,
+    target: &Target,
+) -> Result<Vec<String>> {
     let parent = &target.parent;
     std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, &e))?;
     let dest = parent.join(&target.file_name);
@@ -139,35 +135,95 @@ pub fn write_atomic_with(
         }
         std::fs::write(&path, text).map_err(|e| Error::io("cannot write", &path, &e))?;
     }
-    if target.existing.is_some() {
-        match exchange(staging.path(), &dest) {
-            // The staging directory's name now holds the previous output, which its guard
-            // removes when dropped.
-            Ok(()) => return Ok(notes),
-            Err(e) if !exchange_unsupported(&e) => {
-                return Err(Error::io(
-                    "cannot move the new output into",
-                    out,
-                    &std::io::Error::from(e),
-                ))
+    if target.existing.is_none() {
+        match rename_new(staging.path(), &dest) {
+            Ok(()) => {
+                // The staging directory now is `out`; do not let its guard delete it.
+                let _ = staging.keep();
+                return Ok(notes);
             }
-            Err(_) => {}
+            Err(e) if !name_taken(&e) => {
+                return Err(Error::io("cannot move the new output into", out, &e))
+            }
+            Err(_) => {
+                // Something took the name since it was resolved (another compile of the same
+                // --out finished first): judged again as an existing output, then replaced.
+                let now = checked_target(out, force, inputs)?;
+                if now.existing.is_none() || now.parent != target.parent {
+                    return Err(Error::new(format!(
+                        "cannot move the new output into {}: it changed while the output was written",
+                        out.display()
+                    ))
+                    .with_help("run the compile again"));
+                }
+            }
         }
-        // The filesystem cannot swap two names: move the previous output aside, then the new one
-        // in (a kill between the two renames leaves `out` missing, its previous content beside).
-        let (trash, _trash_lock) = staging_dir(parent, STAGING_OLD)?;
-        let old = trash.path().join("previous");
-        swap_in(staging.path(), &dest, &old, out, &|a, b| {
-            std::fs::rename(a, b)
-        })?;
-        // `trash` (with the previous output) is removed when dropped.
-    } else {
-        std::fs::rename(staging.path(), &dest)
-            .map_err(|e| Error::io("cannot move the new output into", out, &e))?;
     }
-    // The staging directory now is `out`; do not let its guard delete it.
+    match exchange(staging.path(), &dest) {
+        // The staging directory's name now holds the previous output, which its guard removes
+        // when dropped.
+        Ok(()) => return Ok(notes),
+        Err(e) if !exchange_unsupported(&e) => {
+            return Err(Error::io(
+                "cannot move the new output into",
+                out,
+                &std::io::Error::from(e),
+            ))
+        }
+        Err(_) => {}
+    }
+    // The filesystem cannot swap two names: move the previous output aside, then the new one in
+    // (a kill between the two renames leaves `out` missing, its previous content beside).
+    let (trash, _trash_lock) = staging_dir(parent, STAGING_OLD)?;
+    let old = trash.path().join("previous");
+    swap_in(staging.path(), &dest, &old, out, &|a, b| {
+        std::fs::rename(a, b)
+    })?;
+    // `trash` (with the previous output) is removed when dropped; the staging directory now is
+    // `out`: do not let its guard delete it.
     let _ = staging.keep();
     Ok(notes)
+}
+
+/// Where `out` goes, refused when it is not a directory istio-canary may replace: one that is
+/// or holds an input, that is not a directory, or (without `force`) that has no marker file.
+fn checked_target(out: &Path, force: bool, inputs: &Inputs) -> Result<Target> {
+    let target = resolve_out(out)?;
+    if let Some(real) = &target.existing {
+        refuse_inputs_inside(out, real, inputs)?;
+        if !real.is_dir() {
+            return Err(
+                Error::new(format!("{} exists and is not a directory", out.display()))
+                    .with_help("choose another --out"),
+            );
+        }
+        if !force && !real.join(MARKER_FILE).is_file() {
+            return Err(Error::new(format!(
+                "refusing to replace {}: it was not written by istio-canary (no {MARKER_FILE} file)",
+                out.display()
+            ))
+            .with_help("choose another --out, or pass --force to replace the directory and everything in it"));
+        }
+    }
+    Ok(target)
+}
+
+/// Renames `staging` to `dest` only if nothing is at `dest` (`renameat2(RENAME_NOREPLACE)`;
+/// a plain rename where the filesystem cannot, which fails on a directory that is not empty).
+fn rename_new(staging: &Path, dest: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, staging, CWD, dest, RenameFlags::NOREPLACE) {
+        Err(e) if exchange_unsupported(&e) => std::fs::rename(staging, dest),
+        other => other.map_err(std::io::Error::from),
+    }
+}
+
+/// Whether a rename failed because something is at its destination.
+fn name_taken(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error().is_some_and(|code| {
+        [Errno::EXIST, Errno::NOTEMPTY].contains(&Errno::from_raw_os_error(code))
+    })
 }
 
 /// Whether `dir` holds exactly `files`: the same paths, as regular files with the same bytes,
@@ -536,6 +592,61 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         pid
+    }
+
+    /// `out` resolved while nothing is there, then made by someone else before the new output
+    /// moves in (as `make` does), then the write.
+    fn write_after(make: impl FnOnce(&Path)) -> (tempfile::TempDir, Result<Vec<String>>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let inputs = Inputs::of(&[]).unwrap();
+        let target = checked_target(&out, false, &inputs).unwrap();
+        assert!(target.existing.is_none());
+        make(&out);
+        let new = files(&[(MARKER_FILE, "new\n"), ("a/b.yaml", "b\n")]);
+        let result = write_into(&out, &new, false, &inputs, &target);
+        (tmp, result)
+    }
+
+    #[test]
+    fn an_output_another_compile_moved_in_meanwhile_is_replaced_whole() {
+        let (tmp, result) = write_after(|out| {
+            std::fs::create_dir_all(out.join("old")).unwrap();
+            std::fs::write(out.join(MARKER_FILE), "other\n").unwrap();
+            std::fs::write(out.join("old/x.yaml"), "x\n").unwrap();
+        });
+        assert_eq!(result.unwrap(), Vec::<String>::new());
+        let out = tmp.path().join("out");
+        assert_eq!(
+            entries(&out),
+            vec![MARKER_FILE.to_string(), "a".to_string()]
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join(MARKER_FILE)).unwrap(),
+            "new\n"
+        );
+        // Nothing is left beside it: the previous output went with the staging directory.
+        assert_eq!(entries(tmp.path()), vec!["out".to_string()]);
+    }
+
+    #[test]
+    fn a_directory_someone_made_meanwhile_is_not_replaced_without_the_marker() {
+        let (tmp, result) = write_after(|out| {
+            std::fs::create_dir(out).unwrap();
+            std::fs::write(out.join("notes.txt"), "mine\n").unwrap();
+        });
+        let err = result.unwrap_err();
+        assert!(
+            err.message.starts_with("refusing to replace ")
+                && err
+                    .message
+                    .ends_with("out: it was not written by istio-canary (no .istio-canary file)"),
+            "{}",
+            err.message
+        );
+        let out = tmp.path().join("out");
+        assert_eq!(entries(&out), vec!["notes.txt".to_string()]);
+        assert_eq!(entries(tmp.path()), vec!["out".to_string()]);
     }
 
     #[test]
