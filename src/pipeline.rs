@@ -241,27 +241,31 @@ pub fn compile_all<T: Send>(
         cache: &cache,
         progress,
     };
-    let (renders, counts) = render::render_all(&requests, &options)?;
-    // Each policy's renders, in the order of its requests (as many as it made).
-    let mut rest = renders.as_slice();
-    let mut per_policy: Vec<&[Arc<Rendered>]> = Vec::with_capacity(loaded.len());
-    for made in &per_policy_requests {
-        let (mine, others) = rest.split_at(made.len().min(rest.len()));
-        per_policy.push(mine);
-        rest = others;
-    }
-    // The threads left over from running the policies side by side go to each policy's plan
-    // (a single policy gets them all; in a fleet of more policies than jobs, each gets one).
-    let inner = std::num::NonZeroUsize::new(config.jobs.get() / loaded.len().max(1))
-        .unwrap_or(std::num::NonZeroUsize::MIN);
-    let results = jobs::map(&loaded, config.jobs, |i, policy| {
-        let sides = per_policy
-            .get(i)
-            .ok_or_else(|| error::Error::new("internal error: a policy without its renders"))?;
-        let compiled = finish(policy, sides, threads_for(policy, inner))
-            .map_err(|e| in_fleet(&policy.path, e))?;
-        each(compiled)
-    });
+    // The cache's stores are written while the policies are planned.
+    let (results, counts) = render::render_all(&requests, &options, |renders, counts| {
+        // Each policy's renders, in the order of its requests (as many as it made).
+        let mut rest = renders.as_slice();
+        let mut per_policy: Vec<&[Arc<Rendered>]> = Vec::with_capacity(loaded.len());
+        for made in &per_policy_requests {
+            let (mine, others) = rest.split_at(made.len().min(rest.len()));
+            per_policy.push(mine);
+            rest = others;
+        }
+        // The threads left over from running the policies side by side go to each policy's
+        // plan (a single policy gets them all; in a fleet of more policies than jobs, each gets
+        // one).
+        let inner = std::num::NonZeroUsize::new(config.jobs.get() / loaded.len().max(1))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        let results = jobs::map(&loaded, config.jobs, |i, policy| {
+            let sides = per_policy
+                .get(i)
+                .ok_or_else(|| error::Error::new("internal error: a policy without its renders"))?;
+            let compiled = finish(policy, sides, threads_for(policy, inner))
+                .map_err(|e| in_fleet(&policy.path, e))?;
+            each(compiled)
+        });
+        Ok((results, counts))
+    })?;
     Ok(Batch {
         results: results.into_iter().collect::<Result<_>>()?,
         counts,

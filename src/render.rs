@@ -2,10 +2,11 @@
 //!
 //! Owns: `render_all`, which turns a list of render requests into renders in request order
 //! (looked up in the render cache first, identical requests rendered once, the others on at most
-//! `--jobs` threads, the error of the first failing request reported); checking a binary's sha256
-//! against its pin before it ever runs (read as a regular file of at most
-//! `yamlin::ISTIOCTL_LIMIT`, and only when a render needs it: a cached render reads no binary),
-//! checking the version it reports, preparing the IstioOperator spec for one revision
+//! `--jobs` threads, the error of the first failing call reported, the cache's stores written
+//! while the caller's continuation runs); checking a binary's sha256 against its pin before it
+//! ever runs (read as a regular file of at most `yamlin::ISTIOCTL_LIMIT`, and only when a render
+//! needs it: a cached render reads no binary), checking the version it reports (beside its
+//! renders, whose output is stored only once the check passed), preparing the IstioOperator spec for one revision
 //! (`spec.revision`, `values.revisionTags`, `values.defaultRevision`) and the cache key of the
 //! call, running `istioctl manifest generate` with an argument vector (never a shell), no cluster
 //! credentials and a timeout, and parsing what it printed (or what the cache holds) through the
@@ -118,6 +119,14 @@ impl Istioctl {
     /// Checks the binary's sha256 against the pin (before running it), then the version it
     /// reports.
     pub fn verify(version: &Version, pin: &Pin, timeout: Duration) -> Result<Istioctl> {
+        let istioctl = Istioctl::pinned(version, pin, timeout)?;
+        istioctl.check_version()?;
+        Ok(istioctl)
+    }
+
+    /// The binary at the pin's path once its sha256 is the pin's: it may run from now on. Reads
+    /// the binary; runs nothing.
+    fn pinned(version: &Version, pin: &Pin, timeout: Duration) -> Result<Istioctl> {
         let at_pin = |mut err: Error| {
             err.location.clone_from(&pin.location);
             err
@@ -152,30 +161,35 @@ impl Istioctl {
         }
         let absolute = std::path::absolute(&pin.path)
             .map_err(|e| Error::io("cannot resolve", &pin.path, &e))?;
-        let istioctl = Istioctl {
+        Ok(Istioctl {
             version: version.clone(),
             shown: pin.path.clone(),
             absolute,
             timeout,
             pin_location: pin.location.clone(),
-        };
+        })
+    }
+
+    /// Runs `istioctl version` and requires it to report the pinned version.
+    fn check_version(&self) -> Result<()> {
+        let version = &self.version;
         let workdir = workdir()?;
         let args = ["version", "--remote=false"];
-        let out = istioctl.run(&args, workdir.path())?;
+        let out = self.run(&args, workdir.path())?;
         let reported = parse_version_output(&String::from_utf8_lossy(&out.stdout));
         match reported {
-            Some(v) if &v == version => Ok(istioctl),
-            Some(v) => Err(at_pin(
+            Some(v) if &v == version => Ok(()),
+            Some(v) => Err(self.at_pin(
                 Error::new(format!(
                     "{} reports version {v}, but the policy pins it for {version}",
-                    pin.path.display()
+                    self.shown.display()
                 ))
                 .with_help("point spec.istioctl at the binary of the right release"),
             )),
-            None => Err(at_pin(Error::new(format!(
+            None => Err(self.at_pin(Error::new(format!(
                 "{} did not report a version for `{}`{}",
-                pin.path.display(),
-                istioctl.command_line(&args),
+                self.shown.display(),
+                self.command_line(&args),
                 stderr_tail(&out.stderr)
             )))),
         }
@@ -494,16 +508,38 @@ fn pin_id(job: &Job) -> PinId {
     )
 }
 
-/// Renders every request and returns the renders in request order, with how many came from the
-/// cache. Requests that make the same spec for the same pin are rendered once. A render found in
-/// the cache starts no process and reads no binary; the binaries of the other renders are checked
-/// (digest, then version) before any render runs, then the renders run on at most `jobs` threads
-/// and are stored in the cache. Every render, cached or not, is parsed the same way. When several
-/// fail, the error is the one of the first request: a failed check before a failed render.
-pub fn render_all(
+/// One istioctl call, or one cached render to read, of `render_all`'s pool.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// `istioctl version` of the pin at this index.
+    Version(usize),
+    /// The job at this index: its cached render read, or istioctl run for it.
+    Render(usize),
+}
+
+/// What one call of the pool gave: a version check passed, or a render with the stdout to store
+/// when it came from istioctl.
+enum Done {
+    Checked,
+    Rendered(Rendered, Option<Vec<u8>>),
+}
+
+/// Renders every request, then hands the renders (in request order) and how many came from the
+/// cache to `then`, and returns what it returns. Requests that make the same spec for the same
+/// pin are rendered once. A render found in the cache starts no process and reads no binary. The
+/// binaries of the other renders are hashed and checked against their pins before any of them
+/// runs; then the version checks and the renders run in one pool of at most `jobs` threads, the
+/// checks first (a pinned binary is the one the user reviewed, so it may render while it reports
+/// its version: no render waits for a check). A render is stored in the cache only once its
+/// binary has reported the pinned version, and the stores (each fsynced) are written on a thread
+/// of their own while `then` runs. Every render, cached or not, is parsed the same way. When
+/// several fail, the error is the first in the pool's order (a failed check before a failed
+/// render, each in request order): every call before a failed one runs, none after it starts.
+pub fn render_all<T>(
     requests: &[RenderRequest],
     options: &RenderOptions,
-) -> Result<(Vec<Arc<Rendered>>, RenderCounts)> {
+    then: impl FnOnce(Vec<Arc<Rendered>>, RenderCounts) -> Result<T>,
+) -> Result<T> {
     let mut jobs: Vec<Job> = Vec::new();
     let mut job_of_key: HashMap<cache::Key, usize> = HashMap::new();
     let mut job_of_request = Vec::with_capacity(requests.len());
@@ -533,73 +569,135 @@ pub fn render_all(
             first_job_of_pin.push(i);
         }
     }
+    // The pool's calls: the version checks (short), then every job, each in request order.
+    let calls: Vec<Call> = (0..pins.len())
+        .map(Call::Version)
+        .chain((0..jobs.len()).map(Call::Render))
+        .collect();
     let misses = cached.iter().filter(|c| c.is_none()).count();
+    // No binary runs before every one that will has matched its pin.
+    let pinned = jobs::map(&pins, options.jobs, |p, id| {
+        let pin = &jobs[first_job_of_pin[p]].pin;
+        Istioctl::pinned(&id.0, pin, options.timeout)
+    });
+    check_interrupted()?;
+    let pinned: Vec<Istioctl> = pinned.into_iter().collect::<Result<_>>()?;
     let counter = Counter {
         done: AtomicUsize::new(0),
         total: pins.len() + misses,
         progress: options.progress,
     };
-    let verified = jobs::map(&pins, options.jobs, |p, id| {
-        let pin = &jobs[first_job_of_pin[p]].pin;
-        counter.run(format!("checking istioctl {}", id.0), || {
-            Istioctl::verify(&id.0, pin, options.timeout)
-        })
-    });
-    check_interrupted()?;
-    let verified: Vec<Istioctl> = verified.into_iter().collect::<Result<_>>()?;
     let first_failed = AtomicUsize::new(usize::MAX);
-    let results = jobs::map(&jobs, options.jobs, |i, job| {
-        if i > first_failed.load(Ordering::SeqCst) {
-            // An earlier render failed: its error is the one reported.
+    let results = jobs::map(&calls, options.jobs, |c, &call| {
+        if c > first_failed.load(Ordering::SeqCst) {
+            // An earlier call failed: its error is the one reported.
             return None;
         }
-        let result = match &cached[i] {
-            Some(bytes) => job.parse(bytes, options.cache.dir()),
-            None => {
-                let istioctl = pin_at.get(&pin_id(job)).and_then(|&at| verified.get(at));
-                match istioctl {
-                    None => Err(Error::new("internal error: a render without its istioctl")),
-                    Some(istioctl) => counter
-                        .run(job.describe(), || istioctl.generate(job))
-                        .and_then(|stdout| {
-                            let rendered = job.parse(&stdout, None);
-                            // Only what reads as a render is kept.
-                            if rendered.is_ok() {
-                                options.cache.put(&job.key, &stdout);
-                            }
-                            rendered
-                        }),
-                }
-            }
+        let result = match call {
+            Call::Version(p) => match pinned.get(p) {
+                None => Err(Error::new("internal error: a check without its istioctl")),
+                Some(istioctl) => counter
+                    .run(format!("checking istioctl {}", istioctl.version), || {
+                        istioctl.check_version()
+                    })
+                    .map(|()| Done::Checked),
+            },
+            Call::Render(i) => render_one(&jobs[i], cached[i].as_deref(), options, || {
+                let istioctl = pin_at.get(&pin_id(&jobs[i])).and_then(|&p| pinned.get(p));
+                let istioctl = istioctl
+                    .ok_or_else(|| Error::new("internal error: a render without its istioctl"))?;
+                counter.run(jobs[i].describe(), || istioctl.generate(&jobs[i]))
+            }),
         };
         if result.is_err() {
-            first_failed.fetch_min(i, Ordering::SeqCst);
+            first_failed.fetch_min(c, Ordering::SeqCst);
         }
-        Some(result.map(Arc::new))
+        Some(result)
     });
     check_interrupted()?;
-    let mut renders: Vec<Arc<Rendered>> = Vec::with_capacity(jobs.len());
-    for result in results {
-        match result {
-            Some(r) => renders.push(r?),
-            None => {
-                return Err(Error::new(
-                    "internal error: a render was skipped without an error before it",
+    drop(cached);
+    // Every call up to the first failure ran; the renders of binaries that reported their
+    // version are stored, even when a later call failed.
+    let mut checked = vec![false; pins.len()];
+    let mut renders: Vec<Option<Arc<Rendered>>> = jobs.iter().map(|_| None).collect();
+    let mut stores: Vec<(&cache::Key, Vec<u8>)> = Vec::new();
+    let mut failure = None;
+    for (call, result) in calls.iter().zip(results) {
+        match (call, result) {
+            // Skipped after a failure: the failure is what is reported.
+            (_, None) if failure.is_some() => {}
+            (_, None) => {
+                failure = Some(Error::new(
+                    "internal error: a call was skipped without a failure before it",
                 ))
+            }
+            (_, Some(Err(e))) => {
+                failure.get_or_insert(e);
+            }
+            (Call::Version(p), Some(Ok(_))) => checked[*p] = true,
+            (Call::Render(i), Some(Ok(Done::Rendered(rendered, stdout)))) => {
+                let job = &jobs[*i];
+                if let Some(stdout) = stdout {
+                    if pin_at.get(&pin_id(job)).is_some_and(|&p| checked[p]) {
+                        stores.push((&job.key, stdout));
+                    }
+                }
+                renders[*i] = Some(Arc::new(rendered));
+            }
+            (Call::Render(_), Some(Ok(Done::Checked))) => {
+                failure.get_or_insert(Error::new(
+                    "internal error: a render gave a version check's result",
+                ));
             }
         }
     }
+    let store = || {
+        for (key, stdout) in &stores {
+            options.cache.put(key, stdout);
+        }
+    };
+    if let Some(e) = failure {
+        store();
+        return Err(e);
+    }
+    let renders: Vec<Arc<Rendered>> = job_of_request
+        .iter()
+        .map(|&j| {
+            renders[j]
+                .clone()
+                .ok_or_else(|| Error::new("internal error: a request without its render"))
+        })
+        .collect::<Result<_>>()?;
     let counts = RenderCounts {
         cached: jobs.len() - misses,
         rendered: misses,
     };
-    Ok((
-        job_of_request
-            .iter()
-            .map(|&j| Arc::clone(&renders[j]))
-            .collect(),
-        counts,
-    ))
+    if stores.is_empty() {
+        return then(renders, counts);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(store);
+        then(renders, counts)
+    })
+}
+
+/// One job's render: its cached stdout when there is one, else what `generate` runs; parsed
+/// either way, with istioctl's stdout kept for the cache.
+fn render_one(
+    job: &Job,
+    cached: Option<&[u8]>,
+    options: &RenderOptions,
+    generate: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<Done> {
+    match cached {
+        Some(bytes) => Ok(Done::Rendered(job.parse(bytes, options.cache.dir())?, None)),
+        None => {
+            let stdout = generate()?;
+            // Only what reads as a render is kept.
+            let rendered = job.parse(&stdout, None)?;
+            Ok(Done::Rendered(rendered, Some(stdout)))
+        }
+    }
 }
 
 /// Counts istioctl calls as they end and reports each start and end.

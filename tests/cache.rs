@@ -104,6 +104,64 @@ fn a_warm_compile_needs_no_istioctl_binary() {
     assert!(!ex.out("none").exists());
 }
 
+/// A binary whose sha256 matches its pin may render while it reports its version (no render
+/// waits for a check), but what it rendered is stored only once it reported the pinned version:
+/// a binary of another release never fills the cache, and the other side's render still does.
+fn a_render_is_stored_only_once_its_binary_reported_the_pinned_version() {
+    let ex = Example::new();
+    let wrong = ex.tmp.path().join("wrong");
+    std::fs::create_dir(&wrong).unwrap();
+    let rendered = ex.tmp.path().join("rendered");
+    let script = format!(
+        "#!/bin/sh\n# Reports 1.28.1, slowly; renders as the 1.28.0 stand-in.\nif [ \"$1\" = version ]; then sleep 1; echo 1.28.1; exit 0; fi\ntouch '{}'\nexec '{}' \"$@\"\n",
+        rendered.display(),
+        fixtures().join("istioctl/istioctl-1.28.0").display()
+    );
+    let binary = wrong.join("istioctl-1.28.0");
+    std::fs::write(&binary, &script).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policy = ex.dir().join("canary.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let pin = "path: ../istioctl/istioctl-1.28.0\n      sha256: c34db1783223b51f5dc0076dbc8b231f655fc0303c5478d8e641d7b9ccdf2d60";
+    assert!(text.contains(pin));
+    let text = text.replace(
+        pin,
+        &format!(
+            "path: ../wrong/istioctl-1.28.0\n      sha256: {}",
+            sha256_hex(script.as_bytes())
+        ),
+    );
+    std::fs::write(&policy, text).unwrap();
+    // Four jobs: both checks and both renders at once.
+    let r = ex.compile("out", &["--jobs", "4"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with(
+            "error: ../wrong/istioctl-1.28.0 reports version 1.28.1, but the policy pins it for 1.28.0\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(rendered.exists(), "the render did not run beside the check");
+    assert!(!ex.out("out").exists());
+    // The cache holds the 1.27.0 render exactly as a good run stores it, and nothing else.
+    let good = Example::new();
+    assert_eq!(good.compile("out", &[]).code, 0);
+    let old_side: BTreeMap<String, Vec<u8>> = good
+        .entries()
+        .into_iter()
+        .filter(|(_, bytes)| String::from_utf8_lossy(bytes).contains("name: istiod-1-27-0\n"))
+        .collect();
+    assert_eq!(old_side.len(), 1);
+    let entries = ex.entries();
+    assert_eq!(
+        entries.keys().collect::<Vec<_>>(),
+        old_side.keys().collect::<Vec<_>>()
+    );
+    assert!(entries == old_side, "the entry is not a good run's");
+}
+
 fn a_corrupt_entry_is_ignored_said_and_rewritten() {
     let ex = Example::new();
     assert_eq!(ex.compile("first", &[]).code, 0);
@@ -754,6 +812,7 @@ fn prune_during_compiles_never_hands_out_a_partial_entry() {
 
 tests!(
     a_warm_compile_needs_no_istioctl_binary,
+    a_render_is_stored_only_once_its_binary_reported_the_pinned_version,
     a_corrupt_entry_is_ignored_said_and_rewritten,
     a_hostile_render_in_a_well_formed_entry_is_still_refused,
     a_cache_that_cannot_be_written_is_not_an_error,
