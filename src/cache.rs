@@ -28,6 +28,7 @@ use std::sync::{Mutex, PoisonError};
 use sha2::{Digest, Sha256};
 
 use crate::error::{io_reason, Error, Result};
+use crate::policy::hex;
 
 /// The first word of every entry; a change of format changes it, and the keys with it.
 const FORMAT: &str = "istio-canary-render-cache-v1";
@@ -61,10 +62,6 @@ pub fn key(parts: &[&[u8]]) -> Key {
         hasher.update(part);
     }
     Key(hex(&hasher.finalize()))
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The default cache directory from the environment: `$XDG_CACHE_HOME/istio-canary` when it is

@@ -2102,7 +2102,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A digest in lowercase hex, as `sha256sum` prints it.
 pub fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(digest.len() * 2);
+    for &b in digest {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// Reads an IstioOperator spec named by the policy and checks the fields istio-canary manages.
@@ -2649,6 +2655,17 @@ mod tests {
     const IOP: &str =
         "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  profile: default\n";
     const PIN: &str = "{path: istioctl, sha256: c34db1783223b51f5dc0076dbc8b231f655fc0303c5478d8e641d7b9ccdf2d60}";
+
+    #[test]
+    fn hex_is_two_lowercase_digits_per_byte_high_nibble_first() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xf0, 0xff]), "000fa5f0ff");
+        assert_eq!(hex(&[]), "");
+        // As `sha256sum` prints the digest of the empty input.
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     /// A valid policy with `from`/`to` versions and extra lines under `spec`.
     fn policy(from: &str, to: &str, extra: &str) -> String {

@@ -421,21 +421,22 @@ fn analyze(text: &str) -> Analysis {
             block_allowed: false,
         };
     }
-    let chars: Vec<char> = text.chars().collect();
     let mut block_indicators = text.starts_with("---") || text.starts_with("...");
     let (mut line_breaks, mut special) = (false, false);
     let (mut leading_space, mut leading_break) = (false, false);
     let (mut trailing_space, mut trailing_break) = (false, false);
     let (mut break_space, mut space_break) = (false, false);
     let (mut previous_space, mut previous_break) = (false, false);
-    let blankz = |c: Option<&char>| match c {
+    let blankz = |c: Option<char>| match c {
         None => true,
-        Some(&c) => c == ' ' || c == '\t' || is_break(c),
+        Some(c) => c == ' ' || c == '\t' || is_break(c),
     };
     let mut preceded_by_whitespace = true;
-    for (i, &c) in chars.iter().enumerate() {
-        let followed_by_whitespace = blankz(chars.get(i + 1));
-        let last = i + 1 == chars.len();
+    let mut chars = text.chars().enumerate().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
+        let followed_by_whitespace = blankz(next);
+        let last = next.is_none();
         if i == 0 {
             if "#,[]{}&*!|>'\"%@`".contains(c)
                 || ((c == '?' || c == ':' || c == '-') && followed_by_whitespace)
@@ -467,7 +468,7 @@ fn analyze(text: &str) -> Analysis {
             previous_space = false;
             previous_break = false;
         }
-        preceded_by_whitespace = blankz(Some(&c));
+        preceded_by_whitespace = blankz(Some(c));
     }
     let mut a = Analysis {
         multiline: line_breaks,
