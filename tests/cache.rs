@@ -55,6 +55,21 @@ impl Example {
         common::compile_run(&self.dir(), &self.out(out), &args)
     }
 
+    /// Pins each `(version, sha256)` to the binary `../<dir>/istioctl-<version>` instead of the
+    /// stand-in.
+    fn repin(&self, dir: &str, pins: &[(&str, &str)]) {
+        let policy = self.dir().join("canary.yaml");
+        let standin = sha256_hex(&std::fs::read(fixtures().join("istioctl/istioctl")).unwrap());
+        let mut text = std::fs::read_to_string(&policy).unwrap();
+        for (version, sha) in pins {
+            let pin = format!("path: ../istioctl/istioctl-{version}\n      sha256: {standin}");
+            assert!(text.contains(&pin), "{pin} not in the example");
+            let new = format!("path: ../{dir}/istioctl-{version}\n      sha256: {sha}");
+            text = text.replace(&pin, &new);
+        }
+        std::fs::write(&policy, text).unwrap();
+    }
+
     /// Takes the pinned binaries away: nothing can run or hash them any more.
     fn remove_binaries(&self) {
         std::fs::remove_file(self.tmp.path().join("istioctl")).unwrap();
@@ -112,27 +127,13 @@ fn a_render_is_stored_only_once_its_binary_reported_the_pinned_version() {
     let wrong = ex.tmp.path().join("wrong");
     std::fs::create_dir(&wrong).unwrap();
     let rendered = ex.tmp.path().join("rendered");
-    let script = format!(
+    let text_of_script = format!(
         "#!/bin/sh\n# Reports 1.28.1, slowly; renders as the 1.28.0 stand-in.\nif [ \"$1\" = version ]; then sleep 1; echo 1.28.1; exit 0; fi\ntouch '{}'\nexec '{}' \"$@\"\n",
         rendered.display(),
         fixtures().join("istioctl/istioctl-1.28.0").display()
     );
-    let binary = wrong.join("istioctl-1.28.0");
-    std::fs::write(&binary, &script).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let policy = ex.dir().join("canary.yaml");
-    let text = std::fs::read_to_string(&policy).unwrap();
-    let pin = "path: ../istioctl/istioctl-1.28.0\n      sha256: c34db1783223b51f5dc0076dbc8b231f655fc0303c5478d8e641d7b9ccdf2d60";
-    assert!(text.contains(pin));
-    let text = text.replace(
-        pin,
-        &format!(
-            "path: ../wrong/istioctl-1.28.0\n      sha256: {}",
-            sha256_hex(script.as_bytes())
-        ),
-    );
-    std::fs::write(&policy, text).unwrap();
+    let digest = script(&wrong, "istioctl-1.28.0", &text_of_script);
+    ex.repin("wrong", &[("1.28.0", &digest)]);
     // Four jobs: both checks and both renders at once.
     let r = ex.compile("out", &["--jobs", "4"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -160,6 +161,81 @@ fn a_render_is_stored_only_once_its_binary_reported_the_pinned_version() {
         old_side.keys().collect::<Vec<_>>()
     );
     assert!(entries == old_side, "the entry is not a good run's");
+}
+
+/// Writes an executable script `name` into `dir` and returns its sha256.
+fn script(dir: &Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sha256_hex(text.as_bytes())
+}
+
+/// Once a call has failed, no later call starts: its error is the one reported, and nothing
+/// else runs for an output that cannot be written.
+fn no_call_starts_after_a_failed_one() {
+    let ex = Example::new();
+    let bins = ex.tmp.path().join("bins");
+    std::fs::create_dir(&bins).unwrap();
+    let ran = ex.tmp.path().join("ran");
+    let failing = script(
+        &bins,
+        "istioctl-1.27.0",
+        "#!/bin/sh\nif [ \"$1\" = version ]; then echo 1.27.0; exit 0; fi\necho 'cannot render' >&2\nexit 1\n",
+    );
+    let later = script(
+        &bins,
+        "istioctl-1.28.0",
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = version ]; then echo 1.28.0; exit 0; fi\ntouch '{}'\nexec '{}' \"$@\"\n",
+            ran.display(),
+            fixtures().join("istioctl/istioctl-1.28.0").display()
+        ),
+    );
+    ex.repin("bins", &[("1.27.0", &failing), ("1.28.0", &later)]);
+    // One job: the checks, then the 1.27.0 render, which fails; the 1.28.0 render would be next.
+    let r = ex.compile("out", &["--jobs", "1"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with(
+            "error: istioctl 1.27.0 failed (exit status 1): `../bins/istioctl-1.27.0 manifest generate -f iop-1-27-0.yaml`"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("cannot render"), "{}", r.stderr);
+    assert!(!ran.exists(), "a render started after the failed one");
+    assert!(!ex.out("out").exists());
+}
+
+/// Calls running at once that both fail: the error reported is the first render's in request
+/// order, even when the later one fails first.
+fn the_first_failure_in_request_order_is_reported_whatever_ends_first() {
+    let ex = Example::new();
+    let bins = ex.tmp.path().join("bins");
+    std::fs::create_dir(&bins).unwrap();
+    let slow = script(
+        &bins,
+        "istioctl-1.27.0",
+        "#!/bin/sh\nif [ \"$1\" = version ]; then echo 1.27.0; exit 0; fi\nsleep 1\necho 'slow failure' >&2\nexit 1\n",
+    );
+    let fast = script(
+        &bins,
+        "istioctl-1.28.0",
+        "#!/bin/sh\nif [ \"$1\" = version ]; then echo 1.28.0; exit 0; fi\necho 'fast failure' >&2\nexit 1\n",
+    );
+    ex.repin("bins", &[("1.27.0", &slow), ("1.28.0", &fast)]);
+    let r = ex.compile("out", &["--jobs", "4"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: istioctl 1.27.0 failed (exit status 1): "),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("slow failure"), "{}", r.stderr);
+    assert!(!r.stderr.contains("fast failure"), "{}", r.stderr);
 }
 
 fn a_corrupt_entry_is_ignored_said_and_rewritten() {
@@ -813,6 +889,8 @@ fn prune_during_compiles_never_hands_out_a_partial_entry() {
 tests!(
     a_warm_compile_needs_no_istioctl_binary,
     a_render_is_stored_only_once_its_binary_reported_the_pinned_version,
+    no_call_starts_after_a_failed_one,
+    the_first_failure_in_request_order_is_reported_whatever_ends_first,
     a_corrupt_entry_is_ignored_said_and_rewritten,
     a_hostile_render_in_a_well_formed_entry_is_still_refused,
     a_cache_that_cannot_be_written_is_not_an_error,
