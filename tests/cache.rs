@@ -1,9 +1,10 @@
 //! The render cache, parallel renders and fleets as a user meets them: a warm compile needs no
 //! istioctl binary at all (`compile --check` included), a damaged entry is never used, a cache
 //! that cannot be written is not an error, `--jobs` does not change a byte, a fleet writes one
-//! directory per policy and renders what its policies share once, and progress appears only on a
-//! terminal. `cache prune` keeps the cache bounded: least recently used first, while compiles
-//! run.
+//! directory per policy and renders what its policies share once, istioctl calls fail in request
+//! order and a render is cached only once its binary reported the pinned version, and progress
+//! appears only on a terminal. `cache prune` keeps the cache bounded: least recently used first,
+//! while compiles run.
 
 mod common;
 
