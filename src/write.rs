@@ -149,7 +149,10 @@ fn write_into(
                 // Something took the name since it was resolved (another compile of the same
                 // --out finished first): judged again as an existing output, then replaced.
                 let now = checked_target(out, force, inputs)?;
-                if now.existing.is_none() || now.parent != target.parent {
+                if now.existing.is_none()
+                    || now.parent != target.parent
+                    || now.file_name != target.file_name
+                {
                     return Err(Error::new(format!(
                         "cannot move the new output into {}: it changed while the output was written",
                         out.display()
@@ -627,6 +630,30 @@ mod tests {
         );
         // Nothing is left beside it: the previous output went with the staging directory.
         assert_eq!(entries(tmp.path()), vec!["out".to_string()]);
+    }
+
+    #[test]
+    fn a_link_made_meanwhile_is_not_replaced_by_a_directory() {
+        let (tmp, result) = write_after(|out| {
+            let other = out.with_file_name("other");
+            std::fs::create_dir(&other).unwrap();
+            std::fs::write(other.join(MARKER_FILE), "other\n").unwrap();
+            std::os::unix::fs::symlink("other", out).unwrap();
+        });
+        let err = result.unwrap_err();
+        assert!(
+            err.message
+                .ends_with("out: it changed while the output was written"),
+            "{}",
+            err.message
+        );
+        let out = tmp.path().join("out");
+        assert!(out.symlink_metadata().unwrap().file_type().is_symlink());
+        assert_eq!(entries(&out), vec![MARKER_FILE.to_string()]);
+        assert_eq!(
+            entries(tmp.path()),
+            vec!["other".to_string(), "out".to_string()]
+        );
     }
 
     #[test]
