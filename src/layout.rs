@@ -263,8 +263,8 @@ impl Protection {
     /// in Argo CD sync wave -1 and webhook configurations in wave 1 (after the workloads they
     /// call are healthy), and, for a protected identity, the annotations that stop Argo CD and
     /// Flux from pruning or deleting it.
-    pub fn git_form(&self, object: &Object) -> Object {
-        let mut o = object.clone();
+    pub fn git_form(&self, object: Object) -> Object {
+        let mut o = object;
         strip_nulls(&mut o.body);
         let mut add: Vec<(&str, &str)> = Vec::new();
         if let Some(wave) = object_sync_wave(&o.id) {
@@ -430,8 +430,10 @@ fn change_dir(path: &str, changes: &[Change], protection: &Protection) -> Result
         delete: Vec::new(),
         kustomization: None,
     };
-    for ((change, object), file) in written.iter().zip(file_names(&ids)) {
-        let written = ObjectFile::new(file, &protection.git_form(object))?;
+    let names = file_names(&ids);
+    for ((change, object), file) in written.into_iter().zip(names) {
+        // An object made for the file (a label patch) is not copied again.
+        let written = ObjectFile::new(file, &protection.git_form(object.into_owned()))?;
         match change {
             Change::Labels {
                 id,
@@ -733,14 +735,14 @@ mod tests {
     fn git_form_protects_and_orders() {
         let crd = object("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: a.b.io\n");
         let p = Protection::default();
-        let text = p.git_form(&crd).to_yaml().unwrap();
-        assert!(is_protected(&p.git_form(&crd)), "{text}");
+        let text = p.git_form(crd.clone()).to_yaml().unwrap();
+        assert!(is_protected(&p.git_form(crd.clone())), "{text}");
         assert!(
             text.contains("argocd.argoproj.io/sync-wave: '-1'"),
             "{text}"
         );
         let svc = object("apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: n\n  annotations: null\n");
-        let text = p.git_form(&svc).to_yaml().unwrap();
+        let text = p.git_form(svc.clone()).to_yaml().unwrap();
         assert!(!text.contains("annotations"), "{text}");
     }
 

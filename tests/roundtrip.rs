@@ -205,7 +205,7 @@ fn check_scenario(policy: &Path) {
                 // Objects are written in their Git form: nulls dropped, sync-wave and prune
                 // annotations added (layout::Protection::git_form).
                 Change::Apply(object) => {
-                    serde_json::to_value(&protection.git_form(object).body).unwrap()
+                    serde_json::to_value(&protection.git_form(object.clone()).body).unwrap()
                 }
                 Change::Labels {
                     id,
@@ -215,7 +215,7 @@ fn check_scenario(policy: &Path) {
                     ..
                 } => {
                     let object = layout::label_patch_object(api_version, id, set);
-                    serde_json::to_value(&protection.git_form(&object).body).unwrap()
+                    serde_json::to_value(&protection.git_form(object).body).unwrap()
                 }
                 _ => continue,
             };
