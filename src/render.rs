@@ -6,14 +6,14 @@
 //! while the caller's continuation runs); checking a binary's sha256 against its pin before it
 //! ever runs (read as a regular file of at most `yamlin::ISTIOCTL_LIMIT`, and only when a render
 //! needs it: a cached render reads no binary), checking the version it reports (beside its
-//! renders, whose output is stored only once the check passed), preparing the IstioOperator spec for one revision
-//! (`spec.revision`, `values.revisionTags`, `values.defaultRevision`) and the cache key of the
-//! call, running `istioctl manifest generate` with an argument vector (never a shell), no cluster
-//! credentials and a timeout, and parsing what it printed (or what the cache holds) through the
-//! same gate; istioctl's process group (killed whole when a call ends, so nothing it started is
-//! left running), the bounds on its output, and SIGINT/SIGTERM while it runs. Must not: decide
-//! what goes in which phase, print (progress goes to a callback), or write anywhere but its own
-//! temp dirs and, through `cache`, the cache directory.
+//! renders, whose output is stored only once the check passed), preparing the IstioOperator
+//! spec for one revision (`spec.revision`, `values.revisionTags`, `values.defaultRevision`) and
+//! the cache key of the call, running `istioctl manifest generate` with an argument vector
+//! (never a shell), no cluster credentials and a timeout, and parsing what it printed (or what
+//! the cache holds) through the same gate; istioctl's process group (killed whole when a call
+//! ends, so nothing it started is left running), the bounds on its output, and SIGINT/SIGTERM
+//! while it runs. Must not: decide what goes in which phase, print (progress goes to a
+//! callback), or write anywhere but its own temp dirs and, through `cache`, the cache directory.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -617,7 +617,8 @@ pub fn render_all<T>(
     check_interrupted()?;
     drop(cached);
     // Every call up to the first failure ran; the renders of binaries that reported their
-    // version are stored, even when a later call failed.
+    // version are stored, even when a later call failed. The checks come first in `calls`, so
+    // `checked` is complete before the first render is read.
     let mut checked = vec![false; pins.len()];
     let mut renders: Vec<Option<Arc<Rendered>>> = jobs.iter().map(|_| None).collect();
     let mut stores: Vec<(&cache::Key, Vec<u8>)> = Vec::new();
