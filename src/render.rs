@@ -558,16 +558,23 @@ pub fn render_all<T>(
             cache::Lookup::Miss | cache::Lookup::Corrupt => None,
         })
         .collect();
-    // The distinct pins of the renders to make, in request order, each with its first job.
+    // The distinct pins of the renders to make, in request order, each with its first job; and
+    // each job's pin (none for a cached render).
     let mut pins: Vec<PinId> = Vec::new();
     let mut pin_at: HashMap<PinId, usize> = HashMap::new();
     let mut first_job_of_pin = Vec::new();
+    let mut pin_of_job: Vec<Option<usize>> = Vec::with_capacity(jobs.len());
     for (i, (job, hit)) in jobs.iter().zip(&cached).enumerate() {
-        if hit.is_none() && !pin_at.contains_key(&pin_id(job)) {
-            pin_at.insert(pin_id(job), pins.len());
+        if hit.is_some() {
+            pin_of_job.push(None);
+            continue;
+        }
+        let at = *pin_at.entry(pin_id(job)).or_insert_with(|| {
             pins.push(pin_id(job));
             first_job_of_pin.push(i);
-        }
+            pins.len() - 1
+        });
+        pin_of_job.push(Some(at));
     }
     // The pool's calls: the version checks (short), then every job, each in request order.
     let calls: Vec<Call> = (0..pins.len())
@@ -603,7 +610,7 @@ pub fn render_all<T>(
                     .map(|()| Done::Checked),
             },
             Call::Render(i) => render_one(&jobs[i], cached[i].as_deref(), options, || {
-                let istioctl = pin_at.get(&pin_id(&jobs[i])).and_then(|&p| pinned.get(p));
+                let istioctl = pin_of_job[i].and_then(|p| pinned.get(p));
                 let istioctl = istioctl
                     .ok_or_else(|| Error::new("internal error: a render without its istioctl"))?;
                 counter.run(jobs[i].describe(), || istioctl.generate(&jobs[i]))
@@ -639,7 +646,7 @@ pub fn render_all<T>(
             (Call::Render(i), Some(Ok(Done::Rendered(rendered, stdout)))) => {
                 let job = &jobs[*i];
                 if let Some(stdout) = stdout {
-                    if pin_at.get(&pin_id(job)).is_some_and(|&p| checked[p]) {
+                    if pin_of_job[*i].is_some_and(|p| checked[p]) {
                         stores.push((&job.key, stdout));
                     }
                 }

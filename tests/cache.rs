@@ -60,7 +60,7 @@ impl Example {
     /// stand-in.
     fn repin(&self, dir: &str, pins: &[(&str, &str)]) {
         let policy = self.dir().join("canary.yaml");
-        let standin = sha256_hex(&std::fs::read(fixtures().join("istioctl/istioctl")).unwrap());
+        let standin = common::standin_sha256();
         let mut text = std::fs::read_to_string(&policy).unwrap();
         for (version, sha) in pins {
             let pin = format!("path: ../istioctl/istioctl-{version}\n      sha256: {standin}");
@@ -69,6 +69,17 @@ impl Example {
             text = text.replace(&pin, &new);
         }
         std::fs::write(&policy, text).unwrap();
+    }
+
+    /// `compile` with `--jobs jobs`, which must fail (exit 2, nothing written) with stderr
+    /// starting `error: ` and `message`.
+    fn refused(&self, jobs: &str, message: &str) -> common::Run {
+        let r = self.compile("out", &["--jobs", jobs]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        let error = format!("error: {message}");
+        assert!(r.stderr.starts_with(&error), "{}", r.stderr);
+        assert!(!self.out("out").exists());
+        r
     }
 
     /// Takes the pinned binaries away: nothing can run or hash them any more.
@@ -136,17 +147,11 @@ fn a_render_is_stored_only_once_its_binary_reported_the_pinned_version() {
     let digest = script(&wrong, "istioctl-1.28.0", &text_of_script);
     ex.repin("wrong", &[("1.28.0", &digest)]);
     // Four jobs: both checks and both renders at once.
-    let r = ex.compile("out", &["--jobs", "4"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.starts_with(
-            "error: ../wrong/istioctl-1.28.0 reports version 1.28.1, but the policy pins it for 1.28.0\n"
-        ),
-        "{}",
-        r.stderr
+    ex.refused(
+        "4",
+        "../wrong/istioctl-1.28.0 reports version 1.28.1, but the policy pins it for 1.28.0\n",
     );
     assert!(rendered.exists(), "the render did not run beside the check");
-    assert!(!ex.out("out").exists());
     // The cache holds the 1.27.0 render exactly as a good run stores it, and nothing else.
     let good = Example::new();
     assert_eq!(good.compile("out", &[]).code, 0);
@@ -196,18 +201,9 @@ fn no_call_starts_after_a_failed_one() {
     );
     ex.repin("bins", &[("1.27.0", &failing), ("1.28.0", &later)]);
     // One job: the checks, then the 1.27.0 render, which fails; the 1.28.0 render would be next.
-    let r = ex.compile("out", &["--jobs", "1"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.starts_with(
-            "error: istioctl 1.27.0 failed (exit status 1): `../bins/istioctl-1.27.0 manifest generate -f iop-1-27-0.yaml`"
-        ),
-        "{}",
-        r.stderr
-    );
+    let r = ex.refused("1", "istioctl 1.27.0 failed (exit status 1): `../bins/istioctl-1.27.0 manifest generate -f iop-1-27-0.yaml`");
     assert!(r.stderr.contains("cannot render"), "{}", r.stderr);
     assert!(!ran.exists(), "a render started after the failed one");
-    assert!(!ex.out("out").exists());
 }
 
 /// Calls running at once that both fail: the error reported is the first render's in request
@@ -227,14 +223,7 @@ fn the_first_failure_in_request_order_is_reported_whatever_ends_first() {
         "#!/bin/sh\nif [ \"$1\" = version ]; then echo 1.28.0; exit 0; fi\necho 'fast failure' >&2\nexit 1\n",
     );
     ex.repin("bins", &[("1.27.0", &slow), ("1.28.0", &fast)]);
-    let r = ex.compile("out", &["--jobs", "4"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .starts_with("error: istioctl 1.27.0 failed (exit status 1): "),
-        "{}",
-        r.stderr
-    );
+    let r = ex.refused("4", "istioctl 1.27.0 failed (exit status 1): ");
     assert!(r.stderr.contains("slow failure"), "{}", r.stderr);
     assert!(!r.stderr.contains("fast failure"), "{}", r.stderr);
 }
